@@ -1,0 +1,15 @@
+// accelerate/accelerate.h: the umbrella header of accelerate-cpp.
+//
+// Hugging Face Accelerate's `Accelerator` for C++ and LibTorch: one training loop that runs
+// unchanged on one CPU, several processes, GPUs and several machines.
+//
+// Example:
+//   #include <accelerate/accelerate.h>
+//   namespace acc = accelerate;
+//   acc::Accelerator accelerator;
+//   accelerator.print("hello from", accelerator.num_processes(), "processes");
+#pragma once
+
+#include "accelerate/accelerator.h"
+#include "accelerate/ops.h"
+#include "accelerate/state.h"

@@ -1,0 +1,272 @@
+// accelerate/accelerator.h: the `Accelerator`, the one object a training program talks to.
+//
+// It resolves where this process stands in the job once (see state.h), places work on the
+// right device, and offers Accelerate's process control (print once, run on one process,
+// barriers, triggers) and collectives (gather, reduce, broadcast, ...).
+//
+// Example:
+//   #include <accelerate/accelerate.h>
+//   namespace acc = accelerate;
+//   int main() {
+//     acc::Accelerator accelerator(acc::AcceleratorOptions().cpu(true));
+//     accelerator.print("running on", accelerator.num_processes(), "processes");
+//     auto total = accelerator.reduce(torch::ones({1}), "sum");  // == num_processes()
+//     accelerator.on_main_process([] { std::cout << "once per job\n"; })();
+//   }
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <chrono>
+#include <functional>
+#include <iostream>
+#include <memory>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "accelerate/ops.h"
+#include "accelerate/state.h"
+
+namespace accelerate {
+
+/// Options of an `Accelerator` (Accelerate's constructor arguments), with chained setters.
+/// Unset values come from the environment the launcher set, then from Accelerate's defaults.
+struct AcceleratorOptions {
+  /// "no" | "fp16" | "bf16"; throws std::invalid_argument for anything else.
+  AcceleratorOptions& mixed_precision(const std::string& value) {
+    mixed_precision_ = parse_mixed_precision(value);
+    return *this;
+  }
+  /// Mixed-precision mode as an enum.
+  AcceleratorOptions& mixed_precision(MixedPrecision value) {
+    mixed_precision_ = value;
+    return *this;
+  }
+  /// Run on the CPU even when CUDA is available.
+  AcceleratorOptions& cpu(bool value) {
+    cpu_ = value;
+    return *this;
+  }
+  /// Timeout of joining the job and of every collective (Accelerate's
+  /// `InitProcessGroupKwargs(timeout=...)`; default 1800 s).
+  AcceleratorOptions& timeout(std::chrono::milliseconds value) {
+    timeout_ = value;
+    return *this;
+  }
+  /// Resolve the launcher's variables from this map instead of the process environment:
+  /// for tests that run ranks as threads, and for programs embedding the library.
+  AcceleratorOptions& environment(Environment value) {
+    environment_ = std::move(value);
+    return *this;
+  }
+
+  std::optional<MixedPrecision> mixed_precision_;
+  std::optional<bool> cpu_;
+  std::chrono::milliseconds timeout_ = std::chrono::seconds(1800);
+  std::optional<Environment> environment_;
+
+  /// The `StateOptions` these options resolve to.
+  StateOptions state_options() const;
+};
+
+class Accelerator;
+
+/// RAII guard of `main_process_first()` / `local_main_process_first()`: the main process
+/// runs the guarded block first, the others wait for it, then run theirs. Not copyable or
+/// movable. A failed barrier in the destructor cannot be thrown: it is reported on stderr
+/// with the rank and ends the process with exit code 1. Use the callable forms to get an
+/// exception instead.
+class [[nodiscard]] MainProcessFirstGuard {
+ public:
+  /// Enters: the non-main processes wait here for the main one.
+  MainProcessFirstGuard(const State& state, bool local);
+  /// Leaves: the main process waits here for the others.
+  ~MainProcessFirstGuard();
+  MainProcessFirstGuard(const MainProcessFirstGuard&) = delete;
+  MainProcessFirstGuard& operator=(const MainProcessFirstGuard&) = delete;
+
+ private:
+  const State& state_;
+  bool first_;
+  int exceptions_;
+};
+
+/// The main entry point of accelerate-cpp, as `accelerate.Accelerator` in Python.
+/// Not copyable or movable: guards and prepared objects refer to it.
+class Accelerator {
+ public:
+  /// Resolves the environment and joins the other processes of the job. Throws
+  /// std::invalid_argument for invalid options or environment, std::runtime_error when the
+  /// processes cannot meet within the timeout.
+  explicit Accelerator(const AcceleratorOptions& options = AcceleratorOptions());
+  ~Accelerator();
+  Accelerator(const Accelerator&) = delete;
+  Accelerator& operator=(const Accelerator&) = delete;
+
+  // ---- where this process stands ----
+  /// The device tensors and models are placed on.
+  c10::Device device() const { return state_.device(); }
+  /// Global index of this process.
+  int process_index() const { return state_.process_index(); }
+  /// Index of this process on its machine.
+  int local_process_index() const { return state_.local_process_index(); }
+  /// Number of processes in the job.
+  int num_processes() const { return state_.num_processes(); }
+  /// True on process 0.
+  bool is_main_process() const { return state_.is_main_process(); }
+  /// True on the first process of each machine.
+  bool is_local_main_process() const { return state_.is_local_main_process(); }
+  /// True on the process with the highest index.
+  bool is_last_process() const { return state_.is_last_process(); }
+  /// NO, MULTI_CPU or MULTI_GPU.
+  DistributedType distributed_type() const { return state_.distributed_type(); }
+  /// The resolved mixed-precision mode.
+  MixedPrecision mixed_precision() const { return state_.mixed_precision(); }
+  /// The resolved state (process group, launch information).
+  const State& state() const { return state_; }
+
+  // ---- process control ----
+  /// Prints its arguments, separated by spaces and ended by a newline, on the main process
+  /// only (Python's `print`, once per job). Example: accelerator.print("epoch", 3, loss);
+  template <typename... Args>
+  void print(const Args&... args) const {
+    if (!is_main_process()) return;
+    std::ostringstream os;
+    const char* sep = "";
+    ((os << sep << args, sep = " "), ...);
+    os << '\n';
+    std::cout << os.str() << std::flush;
+  }
+
+  /// Returns a callable that runs `fn` on the main process only. On the others it returns
+  /// nothing (void) or an empty std::optional.
+  /// Example: auto save = accelerator.on_main_process([&] { write_report(); }); save();
+  template <typename F>
+  auto on_main_process(F fn) const {
+    return run_if([this] { return is_main_process(); }, std::move(fn));
+  }
+  /// Returns a callable that runs `fn` only on the first process of each machine.
+  template <typename F>
+  auto on_local_main_process(F fn) const {
+    return run_if([this] { return is_local_main_process(); }, std::move(fn));
+  }
+  /// Returns a callable that runs `fn` only on the last process.
+  template <typename F>
+  auto on_last_process(F fn) const {
+    return run_if([this] { return is_last_process(); }, std::move(fn));
+  }
+  /// Returns a callable that runs `fn` only on the process of global index `process_index`.
+  template <typename F>
+  auto on_process(F fn, int process_index) const {
+    return run_if([this, process_index] { return this->process_index() == process_index; },
+                  std::move(fn));
+  }
+  /// Returns a callable that runs `fn` only on the process of local index
+  /// `local_process_index` of each machine.
+  template <typename F>
+  auto on_local_process(F fn, int local_process_index) const {
+    return run_if(
+        [this, local_process_index] { return this->local_process_index() == local_process_index; },
+        std::move(fn));
+  }
+
+  /// Guard: the main process runs the scope first, then the others.
+  /// Example: { auto first = accelerator.main_process_first(); prepare_dataset(); }
+  MainProcessFirstGuard main_process_first() const { return MainProcessFirstGuard(state_, false); }
+  /// Guard: the first process of each machine runs the scope first, then the others.
+  MainProcessFirstGuard local_main_process_first() const {
+    return MainProcessFirstGuard(state_, true);
+  }
+  /// Callable form: runs `fn` on the main process first, then on the others, and returns its
+  /// result. A failed barrier throws.
+  template <typename F>
+  auto main_process_first(F&& fn) const {
+    return run_first(is_main_process(), std::forward<F>(fn));
+  }
+  /// Callable form of `local_main_process_first()`.
+  template <typename F>
+  auto local_main_process_first(F&& fn) const {
+    return run_first(is_local_main_process(), std::forward<F>(fn));
+  }
+
+  /// Blocks until every process reaches this call (a barrier). No-op with one process.
+  void wait_for_everyone() const { state_.wait_for_everyone(); }
+
+  /// Sets this process's trigger flag (e.g. to stop early when a condition is met).
+  void set_trigger() { trigger_ = true; }
+  /// True on every process when any process called `set_trigger()` since the last check;
+  /// resets the flag. A collective: call it on every process.
+  bool check_trigger();
+
+  // ---- collectives (see ops.h) ----
+  /// Concatenation over all processes along dim 0 (0-d tensors count as shape [1]).
+  at::Tensor gather(const at::Tensor& tensor) const { return accelerate::gather(state_, tensor); }
+  /// Reduction over all processes: "sum" | "mean" | "max" | "min" | "product".
+  at::Tensor reduce(const at::Tensor& tensor, const std::string& reduction = "sum",
+                    double scale = 1.0) const {
+    return accelerate::reduce(state_, tensor, parse_reduce_op(reduction), scale);
+  }
+  /// Reduction over all processes.
+  at::Tensor reduce(const at::Tensor& tensor, ReduceOp op, double scale = 1.0) const {
+    return accelerate::reduce(state_, tensor, op, scale);
+  }
+  /// `tensor` of process `from_process` on every process (in place; returns it).
+  at::Tensor broadcast(at::Tensor tensor, int from_process = 0) const {
+    return accelerate::broadcast(state_, std::move(tensor), from_process);
+  }
+  /// Pads `tensor` along `dim` to the largest size over the processes.
+  at::Tensor pad_across_processes(const at::Tensor& tensor, int64_t dim = 0, double pad_index = 0,
+                                  bool pad_first = false) const {
+    return accelerate::pad_across_processes(state_, tensor, dim, pad_index, pad_first);
+  }
+  /// Every process's object; vectors are concatenated (see ops.h).
+  template <typename T>
+  auto gather_object(const T& object) const {
+    return accelerate::gather_object(state_, object);
+  }
+  /// `object` of process `from_process` on every process.
+  template <typename T>
+  T broadcast_object(const T& object, int from_process = 0) const {
+    return accelerate::broadcast_object(state_, object, from_process);
+  }
+  /// This process's share of `items` (see ops.h).
+  template <typename T>
+  auto split_between_processes(const T& items, bool apply_padding = false) const {
+    return accelerate::split_between_processes(state_, items, apply_padding);
+  }
+
+ private:
+  template <typename Pred, typename F>
+  auto run_if(Pred pred, F fn) const {
+    return [pred = std::move(pred), fn = std::move(fn)](auto&&... args) mutable {
+      using R = std::invoke_result_t<F&, decltype(args)...>;
+      if constexpr (std::is_void_v<R>) {
+        if (pred()) fn(std::forward<decltype(args)>(args)...);
+      } else {
+        return pred() ? std::optional<R>(fn(std::forward<decltype(args)>(args)...))
+                      : std::optional<R>();
+      }
+    };
+  }
+  template <typename F>
+  auto run_first(bool first, F&& fn) const {
+    if (!first) wait_for_everyone();
+    if constexpr (std::is_void_v<std::invoke_result_t<F>>) {
+      fn();
+      if (first) wait_for_everyone();
+    } else {
+      auto result = fn();
+      if (first) wait_for_everyone();
+      return result;
+    }
+  }
+
+  State state_;
+  bool trigger_ = false;
+};
+
+}  // namespace accelerate

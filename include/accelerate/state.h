@@ -1,0 +1,172 @@
+// accelerate/state.h: where this process stands in the job, resolved once.
+//
+// A `State` reads the launcher's environment (torchrun, Open MPI, Slurm, or the
+// `accelerate-cpp launch` variables) exactly once, when it is constructed, picks the device,
+// sets the number of CPU threads, and, with more than one process, owns the c10d store and
+// process group that every collective uses. Nothing reads the environment after that. It is
+// not a singleton: each `Accelerator` owns one, which is also what lets tests run several
+// ranks as threads of one process.
+//
+// Example:
+//   accelerate::State state(accelerate::StateOptions().cpu(true));
+//   if (state.is_main_process()) std::cout << state.num_processes() << " processes\n";
+#pragma once
+
+#include <c10/core/Device.h>
+
+#include <chrono>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+
+namespace c10d {
+class ProcessGroup;
+class Store;
+}  // namespace c10d
+
+namespace accelerate {
+
+/// How the processes of a job are connected (Accelerate's `DistributedType`).
+enum class DistributedType {
+  NO,         ///< one process
+  MULTI_CPU,  ///< several processes on CPU, Gloo
+  MULTI_GPU,  ///< several processes on CUDA devices, NCCL
+};
+
+/// Mixed-precision mode (Accelerate's `mixed_precision`).
+enum class MixedPrecision { NO, FP16, BF16 };
+
+/// "NO", "MULTI_CPU", "MULTI_GPU", as Accelerate prints them.
+std::string to_string(DistributedType type);
+/// "no", "fp16", "bf16".
+std::string to_string(MixedPrecision mode);
+/// Parses "no" | "fp16" | "bf16" (case-insensitive); throws std::invalid_argument otherwise.
+MixedPrecision parse_mixed_precision(const std::string& text);
+
+/// A snapshot of environment variables: name → value.
+using Environment = std::map<std::string, std::string>;
+
+/// The variables of the current process (`environ`), copied once.
+Environment process_environment();
+
+/// What the launcher told this process, before any connection is made.
+struct LaunchInfo {
+  int rank = 0;                           ///< global process index
+  int world_size = 1;                     ///< number of processes in the job
+  int local_rank = 0;                     ///< index on this machine
+  int local_world_size = 1;               ///< processes on this machine
+  std::string master_addr = "127.0.0.1";  ///< where process 0's store listens
+  int master_port = 29500;                ///< its port
+  std::string launcher = "none";  ///< "torchrun" (also accelerate-cpp), "openmpi", "slurm", "none"
+  std::optional<MixedPrecision> mixed_precision;  ///< from ACCELERATE_MIXED_PRECISION
+  std::optional<bool> use_cpu;                    ///< from ACCELERATE_USE_CPU
+  std::optional<int> omp_num_threads;             ///< from OMP_NUM_THREADS
+};
+
+/// Resolves `LaunchInfo` from an environment. torchrun's variables (RANK, WORLD_SIZE,
+/// LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT) win over Open MPI's
+/// (OMPI_COMM_WORLD_RANK/SIZE/LOCAL_RANK/LOCAL_SIZE), which win over Slurm's
+/// (SLURM_PROCID/NTASKS/LOCALID). Throws std::invalid_argument naming the variable and its
+/// value when one is malformed or inconsistent (e.g. RANK >= WORLD_SIZE).
+///
+/// Example:
+///   auto info = accelerate::resolve_launch_info({{"RANK", "1"}, {"WORLD_SIZE", "2"}});
+///   // info.rank == 1, info.world_size == 2, info.launcher == "torchrun"
+LaunchInfo resolve_launch_info(const Environment& env);
+
+/// Options of a `State`, with chained setters. Unset values come from the environment.
+struct StateOptions {
+  /// Force the CPU even when CUDA is available (Accelerate's `cpu=True`).
+  StateOptions& cpu(bool value) {
+    cpu_ = value;
+    return *this;
+  }
+  /// Mixed-precision mode; unset reads ACCELERATE_MIXED_PRECISION, else "no".
+  StateOptions& mixed_precision(MixedPrecision value) {
+    mixed_precision_ = value;
+    return *this;
+  }
+  /// Timeout of store connection and of every collective (default 1800 s, as Accelerate).
+  StateOptions& timeout(std::chrono::milliseconds value) {
+    timeout_ = value;
+    return *this;
+  }
+  /// Resolve from this map instead of the process environment (tests, embedding).
+  StateOptions& environment(Environment value) {
+    environment_ = std::move(value);
+    return *this;
+  }
+  /// Whether to call at::set_num_threads (cores ÷ local processes unless OMP_NUM_THREADS).
+  StateOptions& set_num_threads(bool value) {
+    set_num_threads_ = value;
+    return *this;
+  }
+
+  std::optional<bool> cpu_;
+  std::optional<MixedPrecision> mixed_precision_;
+  std::chrono::milliseconds timeout_ = std::chrono::seconds(1800);
+  std::optional<Environment> environment_;
+  bool set_num_threads_ = true;
+};
+
+/// The resolved, immutable state of this process in the job, and the process group it owns.
+/// Not copyable or movable: guards and prepared objects refer to it.
+class State {
+ public:
+  /// Resolves the environment and, with more than one process, connects to the others.
+  /// Throws std::invalid_argument for a malformed environment and std::runtime_error naming
+  /// the rank, the address and the timeout when the processes cannot meet.
+  explicit State(const StateOptions& options = StateOptions());
+  /// Tears the process group down in an order that neither hangs nor aborts: a barrier
+  /// (skipped while an exception unwinds), the group, then the store, whose server on
+  /// process 0 waits until every process has let go of it.
+  ~State();
+  State(const State&) = delete;
+  State& operator=(const State&) = delete;
+
+  /// Global index of this process, 0 ≤ index < num_processes().
+  int process_index() const { return info_.rank; }
+  /// Index of this process on its machine.
+  int local_process_index() const { return info_.local_rank; }
+  /// Number of processes in the job.
+  int num_processes() const { return info_.world_size; }
+  /// Number of processes on this machine.
+  int num_local_processes() const { return info_.local_world_size; }
+  /// True on process 0.
+  bool is_main_process() const { return info_.rank == 0; }
+  /// True on the first process of each machine.
+  bool is_local_main_process() const { return info_.local_rank == 0; }
+  /// True on the process with the highest index.
+  bool is_last_process() const { return info_.rank == info_.world_size - 1; }
+  /// The device this process computes on: cuda:LOCAL_RANK when CUDA is there and cpu is not
+  /// forced, else cpu.
+  c10::Device device() const { return device_; }
+  /// NO, MULTI_CPU or MULTI_GPU.
+  DistributedType distributed_type() const { return distributed_type_; }
+  /// The resolved mixed-precision mode.
+  MixedPrecision mixed_precision() const { return mixed_precision_; }
+  /// Timeout of collectives.
+  std::chrono::milliseconds timeout() const { return timeout_; }
+  /// What the launcher said.
+  const LaunchInfo& launch_info() const { return info_; }
+  /// The c10d process group, or nullptr with one process.
+  c10d::ProcessGroup* process_group() const;
+  /// The c10d store shared by all processes, or nullptr with one process.
+  c10d::Store* store() const;
+  /// Blocks until every process reaches this call. No-op with one process.
+  void wait_for_everyone() const;
+  /// "rank 1 of 2": for error messages.
+  std::string describe() const;
+
+ private:
+  LaunchInfo info_;
+  c10::Device device_{c10::kCPU};
+  DistributedType distributed_type_ = DistributedType::NO;
+  MixedPrecision mixed_precision_ = MixedPrecision::NO;
+  std::chrono::milliseconds timeout_;
+  struct Comm;                  // store + process group; defined in state.cpp
+  std::unique_ptr<Comm> comm_;  // null with one process
+};
+
+}  // namespace accelerate

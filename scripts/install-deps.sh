@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages accelerate-cpp needs, skipping those already installed.
+# Run as root. Each package and what it is for is listed in the README.
+set -euo pipefail
+packages=(
+  g++ cmake ninja-build pkg-config   # the toolchain
+  libtorch-dev libgloo-dev           # LibTorch 1.13 with c10d (Gloo, TCPStore, DDP reducer)
+  nlohmann-json3-dev                 # JSON: object collectives, checkpoint metadata
+  libcli11-dev                       # the accelerate-cpp command line
+  libgtest-dev libgmock-dev          # tests
+  libbenchmark-dev                   # benchmarks
+  zlib1g-dev                         # reading the gzipped Fashion-MNIST files
+  dataset-fashion-mnist              # the main example's data set
+  python3-torch                      # interoperability tests against Python's PyTorch
+  procps                             # pgrep, used by the process tests
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "installing: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi

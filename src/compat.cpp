@@ -1,0 +1,76 @@
+#include "compat.h"
+
+#include <torch/cuda.h>
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#ifdef USE_C10D_NCCL
+#include <c10/cuda/CUDAFunctions.h>
+#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
+#endif
+
+#include <stdexcept>
+
+namespace accelerate::compat {
+namespace {
+
+c10::intrusive_ptr<c10d::ProcessGroupGloo> make_gloo(const c10::intrusive_ptr<c10d::Store>& store,
+                                                     int rank, int size,
+                                                     std::chrono::milliseconds timeout) {
+  auto options = c10d::ProcessGroupGloo::Options::create(timeout);
+  // Resolve this host's name to pick the interface, as torch.distributed does; fall back to
+  // loopback for single-machine jobs on hosts whose name does not resolve.
+  try {
+    options->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
+  } catch (const std::exception&) {
+    options->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1"));
+  }
+  return c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, size, options);
+}
+
+}  // namespace
+
+c10::intrusive_ptr<c10d::ProcessGroup> make_process_group(
+    const c10::intrusive_ptr<c10d::Store>& store, int rank, int size,
+    std::chrono::milliseconds timeout, Backend backend) {
+#if TORCH_VERSION_MAJOR < 2
+  if (backend == Backend::GLOO) return make_gloo(store, rank, size, timeout);
+#ifdef USE_C10D_NCCL
+  auto options = c10d::ProcessGroupNCCL::Options::create();
+  options->timeout = timeout;
+  return c10::make_intrusive<c10d::ProcessGroupNCCL>(store, rank, size, options);
+#endif
+#else
+  // LibTorch 2.x: a ProcessGroup front with the backend registered for its device type.
+  auto group = c10::make_intrusive<c10d::ProcessGroup>(
+      store, rank, size,
+      c10::make_intrusive<c10d::ProcessGroup::Options>(backend == Backend::GLOO ? "gloo" : "nccl",
+                                                       timeout));
+  if (backend == Backend::GLOO) {
+    group->setBackend(c10::DeviceType::CPU, c10d::ProcessGroup::BackendType::GLOO,
+                      make_gloo(store, rank, size, timeout));
+    group->setDefaultBackend(c10d::ProcessGroup::BackendType::GLOO);
+    return group;
+  }
+#ifdef USE_C10D_NCCL
+  auto options = c10d::ProcessGroupNCCL::Options::create();
+  options->timeout = timeout;
+  group->setBackend(c10::DeviceType::CUDA, c10d::ProcessGroup::BackendType::NCCL,
+                    c10::make_intrusive<c10d::ProcessGroupNCCL>(store, rank, size, options));
+  group->setDefaultBackend(c10d::ProcessGroup::BackendType::NCCL);
+  return group;
+#endif
+#endif
+  throw std::invalid_argument(
+      "accelerate: the NCCL backend was requested but this LibTorch was built without it");
+}
+
+bool cuda_available() { return torch::cuda::is_available(); }
+
+void set_cuda_device(int index) {
+#ifdef USE_C10D_NCCL
+  c10::cuda::set_device(static_cast<c10::DeviceIndex>(index));
+#else
+  (void)index;
+#endif
+}
+
+}  // namespace accelerate::compat

@@ -1,0 +1,267 @@
+#include "accelerate/state.h"
+
+#include <ATen/Parallel.h>
+#include <sched.h>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+
+#include <algorithm>
+#include <cctype>
+#include <cstdlib>
+#include <exception>
+#include <iostream>
+#include <stdexcept>
+#include <thread>
+
+#include "compat.h"
+
+extern char** environ;
+
+namespace accelerate {
+
+struct State::Comm {
+  c10::intrusive_ptr<c10d::Store> store;
+  c10::intrusive_ptr<c10d::ProcessGroup> group;
+};
+
+namespace {
+
+std::string lower(std::string s) {
+  std::transform(s.begin(), s.end(), s.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return s;
+}
+
+const std::string* find(const Environment& env, const char* name) {
+  auto it = env.find(name);
+  return it == env.end() ? nullptr : &it->second;
+}
+
+int parse_int(const Environment& env, const char* name, int minimum) {
+  const std::string& text = *find(env, name);
+  std::size_t used = 0;
+  long value = 0;
+  try {
+    value = std::stol(text, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used == 0 || used != text.size() || value < minimum || value > 1 << 30) {
+    throw std::invalid_argument("accelerate: environment variable " + std::string(name) + "='" +
+                                text + "' is not an integer >= " + std::to_string(minimum));
+  }
+  return static_cast<int>(value);
+}
+
+bool parse_bool(const std::string& name, const std::string& text) {
+  const std::string v = lower(text);
+  if (v == "1" || v == "true" || v == "yes" || v == "y" || v == "on") return true;
+  if (v == "0" || v == "false" || v == "no" || v == "n" || v == "off" || v.empty()) return false;
+  throw std::invalid_argument("accelerate: environment variable " + name + "='" + text +
+                              "' is not a boolean (expected true/false, 1/0, yes/no, on/off)");
+}
+
+// The first of `names` that is set, or nullptr.
+const char* first_set(const Environment& env, std::initializer_list<const char*> names) {
+  for (const char* n : names)
+    if (find(env, n)) return n;
+  return nullptr;
+}
+
+int usable_cores() {
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) return std::max(1, CPU_COUNT(&set));
+  return std::max(1u, std::thread::hardware_concurrency());
+}
+
+std::string message_of(const std::exception& e) {
+  if (auto* c10_error = dynamic_cast<const c10::Error*>(&e))
+    return c10_error->what_without_backtrace();
+  return e.what();
+}
+
+}  // namespace
+
+std::string to_string(DistributedType type) {
+  switch (type) {
+    case DistributedType::NO:
+      return "NO";
+    case DistributedType::MULTI_CPU:
+      return "MULTI_CPU";
+    case DistributedType::MULTI_GPU:
+      return "MULTI_GPU";
+  }
+  return "?";
+}
+
+std::string to_string(MixedPrecision mode) {
+  switch (mode) {
+    case MixedPrecision::NO:
+      return "no";
+    case MixedPrecision::FP16:
+      return "fp16";
+    case MixedPrecision::BF16:
+      return "bf16";
+  }
+  return "?";
+}
+
+MixedPrecision parse_mixed_precision(const std::string& text) {
+  const std::string v = lower(text);
+  if (v == "no") return MixedPrecision::NO;
+  if (v == "fp16") return MixedPrecision::FP16;
+  if (v == "bf16") return MixedPrecision::BF16;
+  throw std::invalid_argument(
+      "accelerate: mixed_precision must be \"no\", \"fp16\" or \"bf16\", got \"" + text + "\"");
+}
+
+Environment process_environment() {
+  Environment env;
+  for (char** e = environ; e && *e; ++e) {
+    std::string entry(*e);
+    auto eq = entry.find('=');
+    if (eq != std::string::npos) env.emplace(entry.substr(0, eq), entry.substr(eq + 1));
+  }
+  return env;
+}
+
+LaunchInfo resolve_launch_info(const Environment& env) {
+  LaunchInfo info;
+  struct Names {
+    const char* launcher;
+    const char* rank;
+    const char* size;
+    const char* local_rank;
+    const char* local_size;
+  };
+  static const Names kLaunchers[] = {
+      {"torchrun", "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE"},
+      {"openmpi", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK",
+       "OMPI_COMM_WORLD_LOCAL_SIZE"},
+      {"slurm", "SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID", "SLURM_NTASKS_PER_NODE"},
+  };
+  for (const Names& n : kLaunchers) {
+    if (!find(env, n.rank) || !find(env, n.size)) continue;
+    info.launcher = n.launcher;
+    info.rank = parse_int(env, n.rank, 0);
+    info.world_size = parse_int(env, n.size, 1);
+    if (info.rank >= info.world_size)
+      throw std::invalid_argument("accelerate: " + std::string(n.rank) + "=" +
+                                  std::to_string(info.rank) + " must be below " + n.size + "=" +
+                                  std::to_string(info.world_size));
+    info.local_rank = find(env, n.local_rank) ? parse_int(env, n.local_rank, 0) : info.rank;
+    info.local_world_size =
+        find(env, n.local_size) ? parse_int(env, n.local_size, 1) : info.world_size;
+    if (info.local_rank >= info.local_world_size)
+      throw std::invalid_argument("accelerate: " + std::string(n.local_rank) + "=" +
+                                  std::to_string(info.local_rank) + " must be below " +
+                                  n.local_size + "=" + std::to_string(info.local_world_size));
+    break;
+  }
+  if (const char* addr = first_set(env, {"MASTER_ADDR"})) info.master_addr = *find(env, addr);
+  if (find(env, "MASTER_PORT")) info.master_port = parse_int(env, "MASTER_PORT", 1);
+  if (info.master_port > 65535)
+    throw std::invalid_argument("accelerate: MASTER_PORT=" + std::to_string(info.master_port) +
+                                " is not a TCP port (1..65535)");
+  if (const std::string* mp = find(env, "ACCELERATE_MIXED_PRECISION")) {
+    try {
+      info.mixed_precision = parse_mixed_precision(*mp);
+    } catch (const std::invalid_argument&) {
+      throw std::invalid_argument("accelerate: environment variable ACCELERATE_MIXED_PRECISION='" +
+                                  *mp + "' is not one of no, fp16, bf16");
+    }
+  }
+  if (const std::string* cpu = find(env, "ACCELERATE_USE_CPU"))
+    info.use_cpu = parse_bool("ACCELERATE_USE_CPU", *cpu);
+  if (find(env, "OMP_NUM_THREADS")) info.omp_num_threads = parse_int(env, "OMP_NUM_THREADS", 1);
+  return info;
+}
+
+State::State(const StateOptions& options) : timeout_(options.timeout_) {
+  info_ = resolve_launch_info(options.environment_ ? *options.environment_ : process_environment());
+  mixed_precision_ =
+      options.mixed_precision_.value_or(info_.mixed_precision.value_or(MixedPrecision::NO));
+  const bool use_cpu = options.cpu_.value_or(info_.use_cpu.value_or(false));
+  const bool cuda = !use_cpu && compat::cuda_available();
+  if (cuda) {
+    device_ = c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(info_.local_rank));
+    compat::set_cuda_device(info_.local_rank);
+  }
+  if (options.set_num_threads_ && !info_.omp_num_threads)
+    at::set_num_threads(std::max(1, usable_cores() / info_.local_world_size));
+  if (info_.world_size == 1) return;
+
+  distributed_type_ = cuda ? DistributedType::MULTI_GPU : DistributedType::MULTI_CPU;
+  comm_ = std::make_unique<Comm>();
+  try {
+    c10d::TCPStoreOptions store_options;
+    store_options.port = static_cast<std::uint16_t>(info_.master_port);
+    store_options.isServer = info_.rank == 0;
+    store_options.numWorkers = static_cast<std::size_t>(info_.world_size);
+    store_options.waitWorkers = true;
+    store_options.timeout = timeout_;
+    comm_->store = c10::make_intrusive<c10d::TCPStore>(info_.master_addr, store_options);
+    comm_->group = compat::make_process_group(comm_->store, info_.rank, info_.world_size, timeout_,
+                                              cuda ? compat::Backend::NCCL : compat::Backend::GLOO);
+  } catch (const std::exception& e) {
+    comm_.reset();
+    throw std::runtime_error(
+        "accelerate: " + describe() + " could not join the process group at " + info_.master_addr +
+        ":" + std::to_string(info_.master_port) + " within " +
+        std::to_string(timeout_.count() / 1000.0).substr(0, 6) + " s (launcher: " + info_.launcher +
+        "): " + message_of(e) +
+        ". Check that every process was started and that all use the same MASTER_ADDR and "
+        "MASTER_PORT.");
+  }
+}
+
+State::~State() {
+  if (!comm_) return;
+  // Note [teardown order]: destroying a Gloo group while a peer is still reading from it
+  // resets the peer's connection, and destroying the store's server while a client still
+  // talks to it aborts that client. So: meet at a barrier (unless an exception is unwinding:
+  // then the peers are stopped by the launcher instead), drop the group, then count out
+  // through the store; the server on process 0 goes last.
+  const bool unwinding = std::uncaught_exceptions() > 0;
+  if (!unwinding) {
+    try {
+      comm_->group->barrier()->wait(timeout_);
+    } catch (const std::exception& e) {
+      std::cerr << "accelerate: " << describe() << ": barrier at shutdown failed: " << message_of(e)
+                << std::endl;
+    }
+  }
+  comm_->group.reset();
+  try {
+    const std::string key = "accelerate/teardown";
+    comm_->store->add(key, 1);
+    if (info_.rank == 0 && !unwinding) {
+      const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+      while (comm_->store->add(key, 0) < info_.world_size &&
+             std::chrono::steady_clock::now() < deadline)
+        std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+  } catch (const std::exception&) {
+    // The server is gone (process 0 ended first): nothing left to coordinate.
+  }
+  comm_->store.reset();
+}
+
+c10d::ProcessGroup* State::process_group() const { return comm_ ? comm_->group.get() : nullptr; }
+
+c10d::Store* State::store() const { return comm_ ? comm_->store.get() : nullptr; }
+
+void State::wait_for_everyone() const {
+  if (!comm_) return;
+  try {
+    comm_->group->barrier()->wait(timeout_);
+  } catch (const std::exception& e) {
+    throw std::runtime_error("accelerate: " + describe() +
+                             ": wait_for_everyone failed: " + message_of(e));
+  }
+}
+
+std::string State::describe() const {
+  return "rank " + std::to_string(info_.rank) + " of " + std::to_string(info_.world_size);
+}
+
+}  // namespace accelerate

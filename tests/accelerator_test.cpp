@@ -1,0 +1,120 @@
+// Process control: print once, on_*_process, main_process_first, barriers, triggers.
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <mutex>
+#include <thread>
+
+#include "test_util.h"
+
+namespace acc = accelerate;
+using acc::testing::run_ranks;
+
+namespace {
+class ProcessControl : public ::testing::TestWithParam<int> {};
+}  // namespace
+
+TEST_P(ProcessControl, Identity) {
+  const int n = GetParam();
+  std::vector<int> seen(n, -1);
+  run_ranks(n, [&](acc::Accelerator& a) {
+    EXPECT_EQ(a.num_processes(), n);
+    EXPECT_EQ(a.local_process_index(), a.process_index());
+    EXPECT_EQ(a.is_main_process(), a.process_index() == 0);
+    EXPECT_EQ(a.is_local_main_process(), a.process_index() == 0);
+    EXPECT_EQ(a.is_last_process(), a.process_index() == n - 1);
+    EXPECT_EQ(a.device(), c10::Device(c10::kCPU));
+    EXPECT_EQ(a.distributed_type(),
+              n == 1 ? acc::DistributedType::NO : acc::DistributedType::MULTI_CPU);
+    seen[a.process_index()] = a.process_index();
+  });
+  for (int r = 0; r < n; ++r) EXPECT_EQ(seen[r], r);
+}
+
+TEST_P(ProcessControl, PrintOncePerJob) {
+  ::testing::internal::CaptureStdout();
+  run_ranks(GetParam(), [](acc::Accelerator& a) {
+    a.print("epoch", 3, "loss", 0.5);
+    a.wait_for_everyone();
+  });
+  EXPECT_EQ(::testing::internal::GetCapturedStdout(), "epoch 3 loss 0.5\n");
+}
+
+TEST_P(ProcessControl, OnProcessRunsOnlyThere) {
+  const int n = GetParam();
+  std::atomic<int> main{0}, local_main{0}, last{0}, index1{0}, local0{0};
+  std::vector<std::optional<int>> results(n);
+  run_ranks(n, [&](acc::Accelerator& a) {
+    a.on_main_process([&] { ++main; })();
+    a.on_local_main_process([&] { ++local_main; })();
+    a.on_last_process([&] { ++last; })();
+    a.on_process([&] { ++index1; }, n - 1)();
+    a.on_local_process([&] { ++local0; }, 0)();
+    results[a.process_index()] =
+        a.on_main_process([&](int x) { return x * a.num_processes(); })(21);
+  });
+  EXPECT_EQ(main, 1);
+  EXPECT_EQ(local_main, 1);
+  EXPECT_EQ(last, 1);
+  EXPECT_EQ(index1, 1);
+  EXPECT_EQ(local0, 1);
+  EXPECT_EQ(results[0], 21 * n);
+  for (int r = 1; r < n; ++r) EXPECT_FALSE(results[r].has_value());
+}
+
+TEST_P(ProcessControl, MainProcessFirst) {
+  const int n = GetParam();
+  for (int form = 0; form < 3; ++form) {
+    std::mutex m;
+    std::vector<std::string> log;
+    auto record = [&](const acc::Accelerator& a, const char* what) {
+      std::lock_guard<std::mutex> lock(m);
+      log.push_back(std::to_string(a.process_index()) + what);
+    };
+    run_ranks(n, [&](acc::Accelerator& a) {
+      auto body = [&] {
+        record(a, "+");
+        if (a.is_main_process()) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        record(a, "-");
+        return a.process_index();
+      };
+      if (form == 0) {
+        auto first = a.main_process_first();
+        body();
+      } else if (form == 1) {
+        EXPECT_EQ(a.main_process_first(body), a.process_index());
+      } else {
+        auto first = a.local_main_process_first();
+        body();
+      }
+    });
+    ASSERT_EQ(static_cast<int>(log.size()), 2 * n);
+    EXPECT_EQ(log[0], "0+") << "form " << form;
+    EXPECT_EQ(log[1], "0-") << "form " << form;
+  }
+}
+
+TEST_P(ProcessControl, WaitForEveryone) {
+  std::atomic<bool> written{false};
+  run_ranks(GetParam(), [&](acc::Accelerator& a) {
+    if (a.is_main_process()) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      written = true;
+    }
+    a.wait_for_everyone();
+    EXPECT_TRUE(written.load()) << "rank " << a.process_index() << " passed the barrier early";
+  });
+}
+
+TEST_P(ProcessControl, Trigger) {
+  const int n = GetParam();
+  run_ranks(n, [&](acc::Accelerator& a) {
+    EXPECT_FALSE(a.check_trigger());
+    if (a.process_index() == n - 1) a.set_trigger();
+    EXPECT_TRUE(a.check_trigger());
+    EXPECT_FALSE(a.check_trigger()) << "the trigger must reset after a check";
+  });
+}
+
+INSTANTIATE_TEST_SUITE_P(Ranks, ProcessControl, ::testing::Values(1, 2, 3));

@@ -1,0 +1,182 @@
+// fake_rank.cpp - stand-in for a training program, started by the launcher tests.
+//
+// Behaviour is chosen by arguments (unknown arguments are ignored, so the tests can also pass
+// arbitrary ones to check they arrive untouched). Actions run in this order:
+//   --ignore-sigterm      ignore SIGTERM (tests the SIGKILL escalation)
+//   --print-env           print "ENV NAME=value" (or "ENV NAME unset") for the launcher's variables
+//   --print-args          print "ARGC=n" and "ARGV[i]=arg" for every argument
+//   --print TEXT          print TEXT and a newline on stdout (repeatable)
+//   --eprint TEXT         print TEXT and a newline on stderr (repeatable)
+//   --lines N             print N long lines "rank R line I xxx...", each in two write() calls
+//   --pid-dir DIR         write DIR/rank<RANK>.pid (atomically) once the above is done
+//   --partial TEXT        print TEXT on stdout without a trailing newline
+//   --exit R:C            on rank R: exit with code C
+//   --signal R:S          on rank R: kill itself with signal S
+//   --sleep SECONDS       then sleep, then exit 0
+// A rank that is about to --exit/--signal first waits (up to 10 s) until every local rank has
+// written its pid file, so the tests know all pids and all ranks reached their steady state.
+#include <dirent.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace {
+
+void write_all(int fd, const std::string& s) {
+  size_t done = 0;
+  while (done < s.size()) {
+    const ssize_t n = write(fd, s.data() + done, s.size() - done);
+    if (n <= 0) return;
+    done += static_cast<size_t>(n);
+  }
+}
+
+int env_int(const char* name, int fallback) {
+  const char* value = std::getenv(name);
+  return value != nullptr ? std::atoi(value) : fallback;
+}
+
+/// Parses "R:V"; returns true if R is this rank.
+bool for_this_rank(const std::string& spec, int rank, int* value) {
+  const size_t colon = spec.find(':');
+  if (colon == std::string::npos) return false;
+  if (std::atoi(spec.substr(0, colon).c_str()) != rank) return false;
+  *value = std::atoi(spec.substr(colon + 1).c_str());
+  return true;
+}
+
+int count_pid_files(const std::string& dir) {
+  DIR* d = opendir(dir.c_str());
+  if (d == nullptr) return 0;
+  int count = 0;
+  while (dirent* entry = readdir(d)) {
+    const std::string name = entry->d_name;
+    if (name.size() > 4 && name.compare(name.size() - 4, 4, ".pid") == 0) ++count;
+  }
+  closedir(d);
+  return count;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  bool ignore_sigterm = false, print_env = false, print_args = false;
+  std::vector<std::string> prints, eprints, exits, signals;
+  std::string pid_dir, partial;
+  int lines = 0;
+  double sleep_seconds = 0;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    const bool has_value = i + 1 < argc;
+    if (arg == "--ignore-sigterm") {
+      ignore_sigterm = true;
+    } else if (arg == "--print-env") {
+      print_env = true;
+    } else if (arg == "--print-args") {
+      print_args = true;
+    } else if (arg == "--print" && has_value) {
+      prints.push_back(argv[++i]);
+    } else if (arg == "--eprint" && has_value) {
+      eprints.push_back(argv[++i]);
+    } else if (arg == "--lines" && has_value) {
+      lines = std::atoi(argv[++i]);
+    } else if (arg == "--pid-dir" && has_value) {
+      pid_dir = argv[++i];
+    } else if (arg == "--partial" && has_value) {
+      partial = argv[++i];
+    } else if (arg == "--exit" && has_value) {
+      exits.push_back(argv[++i]);
+    } else if (arg == "--signal" && has_value) {
+      signals.push_back(argv[++i]);
+    } else if (arg == "--sleep" && has_value) {
+      sleep_seconds = std::atof(argv[++i]);
+    }
+  }
+  const int rank = env_int("RANK", -1);
+
+  if (ignore_sigterm) signal(SIGTERM, SIG_IGN);
+
+  if (print_env) {
+    static const char* const kNames[] = {"RANK",
+                                         "WORLD_SIZE",
+                                         "LOCAL_RANK",
+                                         "LOCAL_WORLD_SIZE",
+                                         "GROUP_RANK",
+                                         "ROLE_RANK",
+                                         "ROLE_WORLD_SIZE",
+                                         "MASTER_ADDR",
+                                         "MASTER_PORT",
+                                         "OMP_NUM_THREADS",
+                                         "ACCELERATE_USE_CPU",
+                                         "ACCELERATE_MIXED_PRECISION",
+                                         "FAKE_RANK_INHERITED"};
+    std::string out;
+    for (const char* name : kNames) {
+      const char* value = std::getenv(name);
+      out += std::string("ENV ") + name + (value ? std::string("=") + value : " unset") + "\n";
+    }
+    write_all(STDOUT_FILENO, out);
+  }
+  if (print_args) {
+    std::string out = "ARGC=" + std::to_string(argc) + "\n";
+    for (int i = 0; i < argc; ++i) out += "ARGV[" + std::to_string(i) + "]=" + argv[i] + "\n";
+    write_all(STDOUT_FILENO, out);
+  }
+  for (const std::string& p : prints) write_all(STDOUT_FILENO, p + "\n");
+  for (const std::string& p : eprints) write_all(STDERR_FILENO, p + "\n");
+  for (int i = 0; i < lines; ++i) {
+    const std::string line = "rank " + std::to_string(rank) + " line " + std::to_string(i) + " " +
+                             std::string(2000, static_cast<char>('a' + (rank % 26))) + "\n";
+    const size_t half = line.size() / 2;
+    write_all(STDOUT_FILENO, line.substr(0, half));
+    write_all(STDOUT_FILENO, line.substr(half));
+  }
+
+  if (!pid_dir.empty()) {
+    const std::string final_path = pid_dir + "/rank" + std::to_string(rank) + ".pid";
+    const std::string tmp_path = final_path + ".tmp";
+    if (FILE* f = std::fopen(tmp_path.c_str(), "w")) {
+      std::fprintf(f, "%ld\n", static_cast<long>(getpid()));
+      std::fclose(f);
+      std::rename(tmp_path.c_str(), final_path.c_str());
+    }
+  }
+
+  int exit_code = 0, signal_number = 0;
+  bool do_exit = false, do_signal = false;
+  for (const std::string& e : exits) do_exit = do_exit || for_this_rank(e, rank, &exit_code);
+  for (const std::string& s : signals) {
+    do_signal = do_signal || for_this_rank(s, rank, &signal_number);
+  }
+  if ((do_exit || do_signal) && !pid_dir.empty()) {
+    const int local_world = env_int("LOCAL_WORLD_SIZE", 1);
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (count_pid_files(pid_dir) < local_world && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+  }
+
+  if (!partial.empty()) write_all(STDOUT_FILENO, partial);
+
+  if (do_signal) {
+    const rlimit no_core{0, 0};
+    setrlimit(RLIMIT_CORE, &no_core);
+    signal(signal_number, SIG_DFL);
+    kill(getpid(), signal_number);
+    std::this_thread::sleep_for(std::chrono::seconds(5));
+    return 99;  // the signal did not kill us
+  }
+  if (do_exit) return exit_code;
+  if (sleep_seconds > 0) {
+    std::this_thread::sleep_for(std::chrono::duration<double>(sleep_seconds));
+  }
+  return 0;
+}

@@ -1,0 +1,700 @@
+// launcher_test.cpp - end-to-end tests of `accelerate-cpp launch`.
+//
+// Every test runs the real launcher binary (ACCELERATE_CPP_LAUNCHER) on the helper program
+// fake_rank (FAKE_RANK_PROGRAM), captures its stdout/stderr into files and checks exit codes,
+// messages, the environment the ranks saw, and that no rank process survives.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#if defined(__linux__)
+#include <sys/prctl.h>
+#endif
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#ifndef ACCELERATE_CPP_LAUNCHER
+#error "ACCELERATE_CPP_LAUNCHER must be defined to the path of the accelerate-cpp executable"
+#endif
+#ifndef FAKE_RANK_PROGRAM
+#error "FAKE_RANK_PROGRAM must be defined to the path of the fake_rank helper"
+#endif
+
+extern char** environ;
+
+namespace {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+using namespace std::chrono_literals;
+
+const std::string kLauncher = ACCELERATE_CPP_LAUNCHER;
+const std::string kFake = FAKE_RANK_PROGRAM;
+
+/// Variables the launcher sets; removed from the inherited environment so results are exact.
+const char* const kLauncherVariables[] = {
+    "RANK",        "WORLD_SIZE",      "LOCAL_RANK",         "LOCAL_WORLD_SIZE",
+    "GROUP_RANK",  "ROLE_RANK",       "ROLE_WORLD_SIZE",    "MASTER_ADDR",
+    "MASTER_PORT", "OMP_NUM_THREADS", "ACCELERATE_USE_CPU", "ACCELERATE_MIXED_PRECISION"};
+
+using EnvChanges = std::map<std::string, std::optional<std::string>>;
+
+class TempDir {
+ public:
+  TempDir() {
+    std::string pattern = (fs::temp_directory_path() / "launcher_test.XXXXXX").string();
+    if (mkdtemp(pattern.data()) == nullptr) std::abort();
+    path_ = pattern;
+  }
+  ~TempDir() {
+    std::error_code ignored;
+    fs::remove_all(path_, ignored);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const fs::path& path() const { return path_; }
+  std::string str() const { return path_.string(); }
+
+ private:
+  fs::path path_;
+};
+
+std::string read_file(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+/// Splits into lines without their '\n'; a final partial line is kept.
+std::vector<std::string> lines_of(const std::string& text) {
+  std::vector<std::string> lines;
+  std::string::size_type start = 0;
+  while (start < text.size()) {
+    const auto nl = text.find('\n', start);
+    if (nl == std::string::npos) {
+      lines.push_back(text.substr(start));
+      break;
+    }
+    lines.push_back(text.substr(start, nl - start));
+    start = nl + 1;
+  }
+  return lines;
+}
+
+std::vector<std::string> sorted(std::vector<std::string> v) {
+  std::sort(v.begin(), v.end());
+  return v;
+}
+
+bool contains(const std::string& haystack, const std::string& needle) {
+  return haystack.find(needle) != std::string::npos;
+}
+
+long online_cores() { return sysconf(_SC_NPROCESSORS_ONLN); }
+
+struct Outcome {
+  int status = -1;
+  std::string out;
+  std::string err;
+  double seconds = 0;
+  bool timed_out = false;
+  /// Exit code, or -1 if the launcher did not exit normally.
+  int code() const { return WIFEXITED(status) ? WEXITSTATUS(status) : -1; }
+};
+
+/// A running launcher with stdout/stderr captured to files.
+class Launcher {
+ public:
+  explicit Launcher(const std::vector<std::string>& args, const EnvChanges& env_changes = {})
+      : start_(Clock::now()) {
+    std::vector<std::string> argv_storage = {kLauncher};
+    argv_storage.insert(argv_storage.end(), args.begin(), args.end());
+    std::vector<std::string> env_storage;
+    for (char** e = environ; *e != nullptr; ++e) {
+      const std::string entry = *e;
+      const std::string name = entry.substr(0, entry.find('='));
+      const bool managed = std::any_of(std::begin(kLauncherVariables), std::end(kLauncherVariables),
+                                       [&](const char* v) { return name == v; });
+      if (!managed && env_changes.count(name) == 0) env_storage.push_back(entry);
+    }
+    for (const auto& [name, value] : env_changes) {
+      if (value) env_storage.push_back(name + "=" + *value);
+    }
+    std::vector<char*> argv, envp;
+    for (auto& a : argv_storage) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    for (auto& e : env_storage) envp.push_back(e.data());
+    envp.push_back(nullptr);
+
+    const std::string out_path = (dir_.path() / "stdout").string();
+    const std::string err_path = (dir_.path() / "stderr").string();
+    const int out_fd = open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    const int err_fd = open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    const int in_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    pid_ = fork();
+    if (pid_ == 0) {
+      // Start the launcher with default signal handling even if ctest runs in the background
+      // (where SIGINT may be ignored on entry, which the launcher would respect).
+      for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGPIPE}) signal(sig, SIG_DFL);
+      sigset_t none;
+      sigemptyset(&none);
+      sigprocmask(SIG_SETMASK, &none, nullptr);
+      dup2(in_fd, STDIN_FILENO);
+      dup2(out_fd, STDOUT_FILENO);
+      dup2(err_fd, STDERR_FILENO);
+      execve(argv[0], argv.data(), envp.data());
+      _exit(126);
+    }
+    close(out_fd);
+    close(err_fd);
+    close(in_fd);
+  }
+
+  ~Launcher() {
+    if (pid_ > 0 && !reaped_) {
+      kill(pid_, SIGKILL);
+      waitpid(pid_, nullptr, 0);
+    }
+  }
+  Launcher(const Launcher&) = delete;
+  Launcher& operator=(const Launcher&) = delete;
+
+  pid_t pid() const { return pid_; }
+
+  /// Waits for the launcher to exit; on timeout kills it and sets Outcome::timed_out.
+  Outcome wait(std::chrono::milliseconds timeout = 30s) {
+    Outcome outcome;
+    const auto deadline = start_ + timeout;
+    while (true) {
+      const pid_t r = waitpid(pid_, &outcome.status, WNOHANG);
+      if (r == pid_) break;
+      if (Clock::now() >= deadline) {
+        outcome.timed_out = true;
+        kill(pid_, SIGKILL);
+        waitpid(pid_, &outcome.status, 0);
+        break;
+      }
+      std::this_thread::sleep_for(5ms);
+    }
+    reaped_ = true;
+    outcome.seconds = std::chrono::duration<double>(Clock::now() - start_).count();
+    outcome.out = read_file(dir_.path() / "stdout");
+    outcome.err = read_file(dir_.path() / "stderr");
+    return outcome;
+  }
+
+ private:
+  TempDir dir_;
+  pid_t pid_ = -1;
+  bool reaped_ = false;
+  Clock::time_point start_;
+};
+
+Outcome run_launcher(const std::vector<std::string>& args, const EnvChanges& env = {},
+                     std::chrono::milliseconds timeout = 30s) {
+  Launcher launcher(args, env);
+  Outcome outcome = launcher.wait(timeout);
+  EXPECT_FALSE(outcome.timed_out) << "launcher did not finish; stderr:\n" << outcome.err;
+  return outcome;
+}
+
+/// rank -> (variable -> value) from "[rank K] ENV NAME=value" lines; "unset" variables are absent.
+std::map<int, std::map<std::string, std::string>> env_by_rank(const std::string& out) {
+  std::map<int, std::map<std::string, std::string>> result;
+  for (const std::string& line : lines_of(out)) {
+    int rank = -1;
+    char rest[4096];
+    if (std::sscanf(line.c_str(), "[rank %d] ENV %4095[^\n]", &rank, rest) != 2) continue;
+    const std::string assignment = rest;
+    const auto eq = assignment.find('=');
+    if (eq == std::string::npos) {
+      result[rank];  // "NAME unset"
+      continue;
+    }
+    result[rank][assignment.substr(0, eq)] = assignment.substr(eq + 1);
+  }
+  return result;
+}
+
+/// Waits until `dir` holds `count` pid files; returns their pids by rank.
+std::map<int, pid_t> wait_for_pids(const fs::path& dir, size_t count,
+                                   std::chrono::milliseconds timeout = 10s) {
+  const auto deadline = Clock::now() + timeout;
+  std::map<int, pid_t> pids;
+  while (true) {
+    pids.clear();
+    for (const auto& entry : fs::directory_iterator(dir)) {
+      const std::string name = entry.path().filename().string();
+      int rank = -1;
+      if (std::sscanf(name.c_str(), "rank%d.pid", &rank) == 1 &&
+          entry.path().extension() == ".pid") {
+        pids[rank] = static_cast<pid_t>(std::stol(read_file(entry.path())));
+      }
+    }
+    if (pids.size() >= count || Clock::now() >= deadline) return pids;
+    std::this_thread::sleep_for(5ms);
+  }
+}
+
+/// True once `pid` no longer exists (reaping it if it became our child, see the SIGKILL test).
+bool gone(pid_t pid, std::chrono::milliseconds timeout = 3s) {
+  const auto deadline = Clock::now() + timeout;
+  while (true) {
+    waitpid(pid, nullptr, WNOHANG);
+    if (kill(pid, 0) != 0 && errno == ESRCH) return true;
+    if (Clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(10ms);
+  }
+}
+
+void expect_all_gone(const std::map<int, pid_t>& pids) {
+  for (const auto& [rank, pid] : pids) {
+    EXPECT_TRUE(gone(pid)) << "rank " << rank << " pid " << pid << " survived";
+    if (kill(pid, 0) == 0) kill(pid, SIGKILL);  // don't leak it into later tests
+  }
+}
+
+std::string pid_of(const std::map<int, pid_t>& pids, int rank) {
+  auto it = pids.find(rank);
+  return it == pids.end() ? "?" : std::to_string(it->second);
+}
+
+// ---------------------------------------------------------------------------------------------
+
+TEST(LauncherEnv, TwoProcessesGetTheTorchrunContract) {
+  const Outcome r =
+      run_launcher({"launch", "--num_processes", "2", kFake, "--print-env"},
+                   {{"OMP_NUM_THREADS", std::nullopt}, {"FAKE_RANK_INHERITED", "yes"}});
+  ASSERT_EQ(r.code(), 0) << r.err;
+  EXPECT_EQ(r.err, "");
+  const auto env = env_by_rank(r.out);
+  ASSERT_EQ(env.size(), 2u) << r.out;
+  const std::string port = env.at(0).count("MASTER_PORT") ? env.at(0).at("MASTER_PORT") : "";
+  ASSERT_FALSE(port.empty());
+  EXPECT_GT(std::stoi(port), 0);
+  EXPECT_LE(std::stoi(port), 65535);
+  for (int k = 0; k < 2; ++k) {
+    const std::map<std::string, std::string> expected = {
+        {"RANK", std::to_string(k)},
+        {"WORLD_SIZE", "2"},
+        {"LOCAL_RANK", std::to_string(k)},
+        {"LOCAL_WORLD_SIZE", "2"},
+        {"GROUP_RANK", "0"},
+        {"ROLE_RANK", std::to_string(k)},
+        {"ROLE_WORLD_SIZE", "2"},
+        {"MASTER_ADDR", "127.0.0.1"},
+        {"MASTER_PORT", port},
+        {"OMP_NUM_THREADS", std::to_string(std::max(1L, online_cores() / 2))},
+        {"ACCELERATE_USE_CPU", "false"},
+        {"FAKE_RANK_INHERITED", "yes"},  // ACCELERATE_MIXED_PRECISION absent: not given
+    };
+    EXPECT_EQ(env.at(k), expected) << "rank " << k;
+  }
+}
+
+TEST(LauncherEnv, ThreeProcessesOnSecondMachine) {
+  const Outcome r =
+      run_launcher({"launch", "--num_processes", "6", "--num_machines", "2", "--machine_rank", "1",
+                    "--main_process_ip", "10.1.2.3", "--main_process_port", "29533",
+                    "--mixed_precision", "bf16", "--cpu", kFake, "--print-env"},
+                   {{"OMP_NUM_THREADS", "7"}});  // inherited value is kept
+  ASSERT_EQ(r.code(), 0) << r.err;
+  const auto env = env_by_rank(r.out);
+  ASSERT_EQ(env.size(), 3u) << r.out;
+  for (int k = 0; k < 3; ++k) {
+    const int rank = 3 + k;
+    const std::map<std::string, std::string> expected = {
+        {"RANK", std::to_string(rank)},
+        {"WORLD_SIZE", "6"},
+        {"LOCAL_RANK", std::to_string(k)},
+        {"LOCAL_WORLD_SIZE", "3"},
+        {"GROUP_RANK", "1"},
+        {"ROLE_RANK", std::to_string(rank)},
+        {"ROLE_WORLD_SIZE", "6"},
+        {"MASTER_ADDR", "10.1.2.3"},
+        {"MASTER_PORT", "29533"},
+        {"OMP_NUM_THREADS", "7"},
+        {"ACCELERATE_USE_CPU", "true"},
+        {"ACCELERATE_MIXED_PRECISION", "bf16"},
+    };
+    ASSERT_EQ(env.count(rank), 1u) << r.out;
+    EXPECT_EQ(env.at(rank), expected) << "rank " << rank;
+  }
+}
+
+TEST(LauncherEnv, ThreeProcessesThreadsDefaultAndOverride) {
+  {
+    const Outcome r = run_launcher(
+        {"launch", "--num_processes", "3", "--main_process_port", "0", kFake, "--print-env"},
+        {{"OMP_NUM_THREADS", std::nullopt}});
+    ASSERT_EQ(r.code(), 0) << r.err;
+    const auto env = env_by_rank(r.out);
+    ASSERT_EQ(env.size(), 3u) << r.out;
+    const std::string port = env.at(0).at("MASTER_PORT");
+    EXPECT_GT(std::stoi(port), 0);
+    for (int k = 0; k < 3; ++k) {
+      EXPECT_EQ(env.at(k).at("RANK"), std::to_string(k));
+      EXPECT_EQ(env.at(k).at("WORLD_SIZE"), "3");
+      EXPECT_EQ(env.at(k).at("LOCAL_WORLD_SIZE"), "3");
+      EXPECT_EQ(env.at(k).at("MASTER_PORT"), port);
+      EXPECT_EQ(env.at(k).at("OMP_NUM_THREADS"), std::to_string(std::max(1L, online_cores() / 3)));
+      EXPECT_EQ(env.at(k).count("ACCELERATE_MIXED_PRECISION"), 0u);
+    }
+  }
+  {
+    const Outcome r =
+        run_launcher({"launch", "--num_processes", "3", "--num_cpu_threads_per_process", "4",
+                      "--mixed_precision", "fp16", kFake, "--print-env"},
+                     {{"OMP_NUM_THREADS", "7"}});
+    ASSERT_EQ(r.code(), 0) << r.err;
+    const auto env = env_by_rank(r.out);
+    ASSERT_EQ(env.size(), 3u) << r.out;
+    for (int k = 0; k < 3; ++k) {
+      EXPECT_EQ(env.at(k).at("OMP_NUM_THREADS"), "4");
+      EXPECT_EQ(env.at(k).at("ACCELERATE_MIXED_PRECISION"), "fp16");
+      EXPECT_EQ(env.at(k).at("ACCELERATE_USE_CPU"), "false");
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+TEST(LauncherOutput, LinesArePrefixedPerRankAndStream) {
+  const Outcome r = run_launcher({"launch", "--num_processes", "2", kFake, "--print", "hello",
+                                  "--eprint", "oops", "--partial", "tail"});
+  ASSERT_EQ(r.code(), 0) << r.err;
+  const std::vector<std::string> out = lines_of(r.out);
+  EXPECT_EQ(sorted(out), (std::vector<std::string>{"[rank 0] hello", "[rank 0] tail",
+                                                   "[rank 1] hello", "[rank 1] tail"}))
+      << r.out;
+  EXPECT_EQ(r.out.back(), '\n');  // the partial line is completed at EOF
+  for (const std::string rank : {"0", "1"}) {
+    const auto hello = std::find(out.begin(), out.end(), "[rank " + rank + "] hello");
+    const auto tail = std::find(out.begin(), out.end(), "[rank " + rank + "] tail");
+    EXPECT_LT(hello, tail);
+  }
+  EXPECT_EQ(sorted(lines_of(r.err)), (std::vector<std::string>{"[rank 0] oops", "[rank 1] oops"}));
+}
+
+TEST(LauncherOutput, NoRankPrefix) {
+  const Outcome two = run_launcher({"launch", "--num_processes", "2", "--no_rank_prefix", kFake,
+                                    "--print", "hello", "--eprint", "oops"});
+  ASSERT_EQ(two.code(), 0) << two.err;
+  EXPECT_EQ(two.out, "hello\nhello\n");
+  EXPECT_EQ(two.err, "oops\noops\n");
+
+  const Outcome one =
+      run_launcher({"launch", "--no_rank_prefix", kFake, "--print", "hello", "--partial", "tail"});
+  ASSERT_EQ(one.code(), 0) << one.err;
+  EXPECT_EQ(one.out, "hello\ntail");
+}
+
+TEST(LauncherOutput, LongLinesFromManyRanksAreNeverMixed) {
+  constexpr int kLines = 300;
+  const Outcome r =
+      run_launcher({"launch", "--num_processes", "3", kFake, "--lines", std::to_string(kLines)});
+  ASSERT_EQ(r.code(), 0) << r.err;
+  std::map<int, int> next_line;
+  for (const std::string& line : lines_of(r.out)) {
+    int prefix_rank = -1, rank = -1, index = -1, consumed = 0;
+    ASSERT_EQ(std::sscanf(line.c_str(), "[rank %d] rank %d line %d %n", &prefix_rank, &rank, &index,
+                          &consumed),
+              3)
+        << line.substr(0, 80);
+    ASSERT_EQ(prefix_rank, rank);
+    ASSERT_EQ(index, next_line[rank]++) << "lines of rank " << rank << " out of order";
+    ASSERT_EQ(line.substr(static_cast<size_t>(consumed)),
+              std::string(2000, static_cast<char>('a' + rank)));
+  }
+  EXPECT_EQ(next_line, (std::map<int, int>{{0, kLines}, {1, kLines}, {2, kLines}}));
+}
+
+TEST(LauncherArgs, EverythingAfterProgramIsPassedUntouched) {
+  const std::vector<std::string> program_args = {
+      "--print-args", "--lr", "3",   "--num_processes", "7", "--",
+      "--help",       "",     "a b", "launch",          "-x"};
+  for (const bool separator : {false, true}) {
+    std::vector<std::string> args = {"launch", "--num_processes", "2"};
+    if (separator) args.push_back("--");
+    args.push_back(kFake);
+    args.insert(args.end(), program_args.begin(), program_args.end());
+    const Outcome r = run_launcher(args);
+    ASSERT_EQ(r.code(), 0) << r.err;
+    for (int rank = 0; rank < 2; ++rank) {
+      const std::string p = "[rank " + std::to_string(rank) + "] ";
+      std::vector<std::string> expected = {p + "ARGC=" + std::to_string(program_args.size() + 1),
+                                           p + "ARGV[0]=" + kFake};
+      for (size_t i = 0; i < program_args.size(); ++i) {
+        expected.push_back(p + "ARGV[" + std::to_string(i + 1) + "]=" + program_args[i]);
+      }
+      std::vector<std::string> actual;
+      for (const std::string& line : lines_of(r.out)) {
+        if (line.rfind(p, 0) == 0) actual.push_back(line);
+      }
+      EXPECT_EQ(actual, expected) << "separator=" << separator;
+    }
+  }
+}
+
+TEST(LauncherArgs, ProgramIsLookedUpInPath) {
+  const std::string dir = fs::path(kFake).parent_path().string();
+  const std::string name = fs::path(kFake).filename().string();
+  const Outcome r = run_launcher({"launch", name, "--print", "found"},
+                                 {{"PATH", dir + ":/usr/local/bin:/usr/bin:/bin"}});
+  ASSERT_EQ(r.code(), 0) << r.err;
+  EXPECT_EQ(r.out, "[rank 0] found\n");
+}
+
+// ---------------------------------------------------------------------------------------------
+
+TEST(LauncherFailure, FailingRankStopsTheOthers) {
+  TempDir pids_dir;
+  const Outcome r = run_launcher({"launch", "--num_processes", "3", kFake, "--pid-dir",
+                                  pids_dir.str(), "--sleep", "60", "--exit", "1:3"},
+                                 {}, 20s);
+  EXPECT_EQ(r.code(), 3) << r.err;
+  EXPECT_LT(r.seconds, 10.0);
+  const auto pids = wait_for_pids(pids_dir.path(), 3, 0ms);
+  ASSERT_EQ(pids.size(), 3u);
+  EXPECT_TRUE(contains(r.err, "accelerate-cpp launch: rank 1 (pid " + pid_of(pids, 1) +
+                                  ") exited with code 3; stopping the other 2 processes"))
+      << r.err;
+  expect_all_gone(pids);
+}
+
+class LauncherSignalDeath : public ::testing::TestWithParam<int> {};
+
+TEST_P(LauncherSignalDeath, RankKilledBySignalStopsTheOthers) {
+  const int sig = GetParam();
+  TempDir pids_dir;
+  const Outcome r =
+      run_launcher({"launch", "--num_processes", "2", kFake, "--pid-dir", pids_dir.str(), "--sleep",
+                    "60", "--signal", "1:" + std::to_string(sig)},
+                   {}, 20s);
+  EXPECT_EQ(r.code(), 128 + sig) << r.err;
+  EXPECT_LT(r.seconds, 10.0);
+  const auto pids = wait_for_pids(pids_dir.path(), 2, 0ms);
+  ASSERT_EQ(pids.size(), 2u);
+  const std::string name = sig == SIGSEGV ? "SIGSEGV" : "SIGKILL";
+  EXPECT_TRUE(contains(r.err, "rank 1 (pid " + pid_of(pids, 1) + ") was killed by signal " + name +
+                                  " (" + std::to_string(sig) + ")"))
+      << r.err;
+  EXPECT_TRUE(contains(r.err, "stopping the other 1 process\n")) << r.err;
+  expect_all_gone(pids);
+}
+
+INSTANTIATE_TEST_SUITE_P(Signals, LauncherSignalDeath, ::testing::Values(SIGSEGV, SIGKILL),
+                         [](const ::testing::TestParamInfo<int>& info) {
+                           return info.param == SIGSEGV ? std::string("SIGSEGV")
+                                                        : std::string("SIGKILL");
+                         });
+
+TEST(LauncherFailure, RankIgnoringSigtermIsKilledAfterGracePeriod) {
+  TempDir pids_dir;
+  const Outcome r = run_launcher(
+      {"launch", "--num_processes", "2", "--grace_period", "0.5", kFake, "--ignore-sigterm",
+       "--pid-dir", pids_dir.str(), "--sleep", "60", "--exit", "0:3"},
+      {}, 20s);
+  EXPECT_EQ(r.code(), 3) << r.err;
+  EXPECT_GE(r.seconds, 0.5);
+  EXPECT_LT(r.seconds, 5.0);
+  const auto pids = wait_for_pids(pids_dir.path(), 2, 0ms);
+  ASSERT_EQ(pids.size(), 2u);
+  EXPECT_TRUE(contains(r.err, "rank 0 (pid " + pid_of(pids, 0) + ") exited with code 3")) << r.err;
+  EXPECT_TRUE(contains(r.err, "rank 1 (pid " + pid_of(pids, 1) +
+                                  ") still running 0.5s after the stop signal; sending SIGKILL"))
+      << r.err;
+  expect_all_gone(pids);
+}
+
+// ---------------------------------------------------------------------------------------------
+
+TEST(LauncherSignals, SigtermToLauncherStopsAllRanks) {
+  TempDir pids_dir;
+  Launcher launcher(
+      {"launch", "--num_processes", "3", kFake, "--pid-dir", pids_dir.str(), "--sleep", "60"});
+  const auto pids = wait_for_pids(pids_dir.path(), 3);
+  ASSERT_EQ(pids.size(), 3u);
+  ASSERT_EQ(kill(launcher.pid(), SIGTERM), 0);
+  const Outcome r = launcher.wait(20s);
+  ASSERT_FALSE(r.timed_out);
+  EXPECT_EQ(r.code(), 128 + SIGTERM) << r.err;
+  EXPECT_TRUE(contains(r.err, "received SIGTERM; forwarding it to 3 processes")) << r.err;
+  expect_all_gone(pids);
+}
+
+TEST(LauncherSignals, SigintToLauncherIsForwarded) {
+  TempDir pids_dir;
+  Launcher launcher(
+      {"launch", "--num_processes", "2", kFake, "--pid-dir", pids_dir.str(), "--sleep", "60"});
+  const auto pids = wait_for_pids(pids_dir.path(), 2);
+  ASSERT_EQ(pids.size(), 2u);
+  ASSERT_EQ(kill(launcher.pid(), SIGINT), 0);
+  const Outcome r = launcher.wait(20s);
+  ASSERT_FALSE(r.timed_out);
+  EXPECT_EQ(r.code(), 128 + SIGINT) << r.err;
+  EXPECT_LT(r.seconds, 5.0);  // SIGINT kills fake_rank at once: no grace period needed
+  EXPECT_TRUE(contains(r.err, "received SIGINT; forwarding it to 2 processes")) << r.err;
+  expect_all_gone(pids);
+}
+
+TEST(LauncherSignals, SigtermToLauncherEscalatesToSigkill) {
+  TempDir pids_dir;
+  Launcher launcher({"launch", "--num_processes", "2", "--grace_period", "0.3", kFake,
+                     "--ignore-sigterm", "--pid-dir", pids_dir.str(), "--sleep", "60"});
+  const auto pids = wait_for_pids(pids_dir.path(), 2);
+  ASSERT_EQ(pids.size(), 2u);
+  const auto sent = Clock::now();
+  ASSERT_EQ(kill(launcher.pid(), SIGTERM), 0);
+  const Outcome r = launcher.wait(20s);
+  const double after_signal = std::chrono::duration<double>(Clock::now() - sent).count();
+  ASSERT_FALSE(r.timed_out);
+  EXPECT_EQ(r.code(), 128 + SIGTERM) << r.err;
+  EXPECT_GE(after_signal, 0.3);
+  EXPECT_LT(after_signal, 5.0);
+  for (int rank = 0; rank < 2; ++rank) {
+    EXPECT_TRUE(contains(r.err, "rank " + std::to_string(rank) + " (pid " + pid_of(pids, rank) +
+                                    ") still running 0.3s after the stop signal; sending SIGKILL"))
+        << r.err;
+  }
+  expect_all_gone(pids);
+}
+
+#if defined(__linux__)
+TEST(LauncherSignals, RanksDieWhenLauncherIsKilled) {
+  // Orphans are reparented to us (so we can reap them and see them disappear).
+  ASSERT_EQ(prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
+  TempDir pids_dir;
+  Launcher launcher({"launch", "--num_processes", "2", kFake, "--ignore-sigterm", "--pid-dir",
+                     pids_dir.str(), "--sleep", "60"});
+  const auto pids = wait_for_pids(pids_dir.path(), 2);
+  ASSERT_EQ(pids.size(), 2u);
+  ASSERT_EQ(kill(launcher.pid(), SIGKILL), 0);
+  const Outcome r = launcher.wait(20s);
+  ASSERT_FALSE(r.timed_out);
+  ASSERT_TRUE(WIFSIGNALED(r.status));
+  expect_all_gone(pids);
+}
+#endif
+
+// ---------------------------------------------------------------------------------------------
+
+struct UsageCase {
+  std::string name;
+  std::vector<std::string> args;
+  std::string message;
+};
+
+void PrintTo(const UsageCase& c, std::ostream* os) { *os << c.name; }
+
+class LauncherUsage : public ::testing::TestWithParam<UsageCase> {};
+
+TEST_P(LauncherUsage, ExitsWithCode2AndNamesTheProblem) {
+  const UsageCase& c = GetParam();
+  std::vector<std::string> args = {"launch"};
+  args.insert(args.end(), c.args.begin(), c.args.end());
+  const Outcome r = run_launcher(args);
+  EXPECT_EQ(r.code(), 2) << r.err;
+  EXPECT_TRUE(contains(r.err, c.message)) << r.err;
+  EXPECT_TRUE(contains(r.err, "accelerate-cpp launch: error: ")) << r.err;
+  EXPECT_EQ(r.out, "");
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    BadArguments, LauncherUsage,
+    ::testing::Values(
+        UsageCase{"UnknownFlag", {"--bogus", kFake}, "--bogus"},
+        UsageCase{"ZeroProcesses",
+                  {"--num_processes", "0", kFake},
+                  "--num_processes must be at least 1 (got 0)"},
+        UsageCase{"NotANumber", {"--num_processes", "two", kFake}, "--num_processes"},
+        UsageCase{"BadMixedPrecision",
+                  {"--mixed_precision", "fp8", kFake},
+                  "--mixed_precision: fp8 not in {no,fp16,bf16}"},
+        UsageCase{"MissingProgram", {"--num_processes", "2"}, "PROGRAM is required"},
+        UsageCase{"NonexistentProgram",
+                  {"/nonexistent/train"},
+                  "cannot run PROGRAM '/nonexistent/train': No such file or directory"},
+        UsageCase{"ProgramNotInPath",
+                  {"no-such-program-4711"},
+                  "cannot run PROGRAM 'no-such-program-4711': command not found in PATH"},
+        UsageCase{"DirectoryAsProgram", {"/"}, "is a directory"},
+        UsageCase{"MultiMachineWithoutIp",
+                  {"--num_machines", "2", kFake},
+                  "--main_process_ip is required when --num_machines > 1"},
+        UsageCase{"MultiMachineWithoutPort",
+                  {"--num_machines", "2", "--main_process_ip", "10.0.0.1", kFake},
+                  "--main_process_port is required when --num_machines > 1"},
+        UsageCase{"MachineRankOutOfRange",
+                  {"--machine_rank", "1", kFake},
+                  "--machine_rank must be in [0, 0] (got 1)"},
+        UsageCase{"ProcessesNotAMultipleOfMachines",
+                  {"--num_processes", "3", "--num_machines", "2", "--main_process_ip", "10.0.0.1",
+                   "--main_process_port", "29500", kFake},
+                  "--num_processes (3) must be a multiple of --num_machines (2)"},
+        UsageCase{"NegativeGracePeriod", {"--grace_period", "-1", kFake}, "--grace_period"},
+        UsageCase{"ZeroThreads",
+                  {"--num_cpu_threads_per_process", "0", kFake},
+                  "--num_cpu_threads_per_process must be at least 1"}),
+    [](const ::testing::TestParamInfo<UsageCase>& info) { return info.param.name; });
+
+TEST(LauncherUsageFiles, NonExecutableFileIsAUsageError) {
+  TempDir dir;
+  const fs::path script = dir.path() / "train.sh";
+  std::ofstream(script) << "#!/bin/sh\nexit 0\n";
+  chmod(script.c_str(), 0644);
+  const Outcome r = run_launcher({"launch", script.string()});
+  EXPECT_EQ(r.code(), 2) << r.err;
+  EXPECT_TRUE(contains(r.err, "cannot run PROGRAM '" + script.string() + "': Permission denied"))
+      << r.err;
+}
+
+TEST(LauncherUsageFiles, ExecFailureIsReported) {
+  // Executable bit set but neither ELF nor "#!": execve() fails with ENOEXEC in the child.
+  TempDir dir;
+  const fs::path bogus = dir.path() / "bogus";
+  std::ofstream(bogus) << "\x7f"
+                       << "garbage";
+  chmod(bogus.c_str(), 0755);
+  const Outcome r = run_launcher({"launch", "--num_processes", "2", bogus.string()});
+  EXPECT_EQ(r.code(), 2) << r.err;
+  EXPECT_TRUE(contains(r.err, "failed to start rank 0: cannot execute '" + bogus.string() +
+                                  "': " + std::strerror(ENOEXEC)))
+      << r.err;
+  EXPECT_FALSE(contains(r.err, "rank 1")) << "rank 1 must not be started after rank 0 failed";
+}
+
+TEST(LauncherCli, HelpAndVersion) {
+  const Outcome top = run_launcher({"--help"});
+  EXPECT_EQ(top.code(), 0);
+  EXPECT_TRUE(contains(top.out, "launch")) << top.out;
+  const Outcome launch = run_launcher({"launch", "--help"});
+  EXPECT_EQ(launch.code(), 0);
+  for (const char* flag :
+       {"--num_processes", "--num_machines", "--machine_rank", "--main_process_ip",
+        "--main_process_port", "--mixed_precision", "--cpu", "--num_cpu_threads_per_process",
+        "--no_rank_prefix", "--grace_period", "PROGRAM"}) {
+    EXPECT_TRUE(contains(launch.out, flag)) << flag;
+  }
+  const Outcome none = run_launcher({});
+  EXPECT_EQ(none.code(), 2);
+  EXPECT_TRUE(contains(none.err, "subcommand")) << none.err;
+}
+
+}  // namespace

@@ -1,0 +1,100 @@
+// A program run under `accelerate-cpp launch` by multiprocess_test.cpp: the collective and
+// process-control checks of ops_test.cpp with real processes. Exits 1 naming the first
+// mismatch; exits with --exit-code C on rank --fail-rank R after joining the job.
+//
+// Usage: dist_check [--order-file F] [--fail-rank R --exit-code C] [--quick]
+#include <accelerate/accelerate.h>
+
+#include <ATen/ATen.h>
+#include <chrono>
+#include <cstdlib>
+#include <fstream>
+#include <iostream>
+#include <string>
+#include <thread>
+
+namespace acc = accelerate;
+
+namespace {
+
+int failures = 0;
+
+void check(bool ok, const acc::Accelerator& a, const std::string& what) {
+  if (ok) return;
+  ++failures;
+  std::cerr << "dist_check: rank " << a.process_index() << ": " << what << std::endl;
+}
+
+std::vector<double> values(const at::Tensor& t) {
+  auto c = t.to(at::kDouble).contiguous();
+  return std::vector<double>(c.data_ptr<double>(), c.data_ptr<double>() + c.numel());
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string order_file;
+  int fail_rank = -1, exit_code = 0;
+  bool quick = false;
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (arg == "--order-file" && i + 1 < argc)
+      order_file = argv[++i];
+    else if (arg == "--fail-rank" && i + 1 < argc)
+      fail_rank = std::atoi(argv[++i]);
+    else if (arg == "--exit-code" && i + 1 < argc)
+      exit_code = std::atoi(argv[++i]);
+    else if (arg == "--quick")
+      quick = true;
+    else {
+      std::cerr << "dist_check: unknown argument " << arg << "\n";
+      return 2;
+    }
+  }
+  acc::Accelerator a(acc::AcceleratorOptions().timeout(std::chrono::seconds(60)));
+  const int n = a.num_processes(), r = a.process_index();
+
+  if (r == fail_rank) {
+    std::cerr << "dist_check: rank " << r << " exits with " << exit_code << " on purpose\n";
+    return exit_code;
+  }
+  if (fail_rank >= 0) {
+    // The healthy ranks block in a collective that the failed rank never joins: the launcher
+    // must stop them.
+    a.wait_for_everyone();
+    return 0;
+  }
+
+  auto t = at::arange(n, at::kFloat) + 1 + n * r;
+  std::vector<double> expected;
+  for (int i = 1; i <= n * n; ++i) expected.push_back(i);
+  check(values(a.gather(t)) == expected, a, "gather");
+  if (!quick) {
+    std::vector<double> sum;
+    for (int i = 0; i < n; ++i) {
+      double s = 0;
+      for (int k = 0; k < n; ++k) s += i + 1 + n * k;
+      sum.push_back(s);
+    }
+    check(values(a.reduce(t, "sum")) == sum, a, "reduce sum");
+    std::vector<double> first(expected.begin(), expected.begin() + n);
+    check(values(a.broadcast(t.clone())) == first, a, "broadcast");
+    auto padded = a.pad_across_processes(at::arange(r + 1, at::kFloat));
+    check(padded.size(0) == n, a, "pad_across_processes size");
+    auto objects = a.gather_object(std::vector<int>{r});
+    check(static_cast<int>(objects.size()) == n && objects[n - 1] == n - 1, a, "gather_object");
+    std::vector<int> items(17);
+    auto share = a.split_between_processes(items);
+    check(static_cast<int>(share.size()) == 17 / n + (r < 17 % n ? 1 : 0), a, "split");
+    check(a.is_main_process() == (r == 0) && a.is_last_process() == (r == n - 1), a, "identity");
+    if (r == n - 1) a.set_trigger();
+    check(a.check_trigger(), a, "check_trigger");
+    a.print("printed once by the main process");
+  }
+  if (!order_file.empty()) {
+    auto first = a.main_process_first();
+    if (a.is_main_process()) std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    std::ofstream(order_file, std::ios::app) << "rank " << r << "\n";
+  }
+  return failures == 0 ? 0 : 1;
+}

@@ -1,0 +1,191 @@
+// Collectives with Accelerate's semantics (test_utils/scripts/test_ops.py), ranks as threads.
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include <map>
+
+#include "test_util.h"
+
+namespace acc = accelerate;
+using acc::testing::run_ranks;
+
+namespace {
+
+std::vector<double> values(const at::Tensor& t) {
+  auto c = t.to(at::kDouble).contiguous().cpu();
+  return std::vector<double>(c.data_ptr<double>(), c.data_ptr<double>() + c.numel());
+}
+
+std::vector<double> iota(int from, int to_inclusive) {
+  std::vector<double> v;
+  for (int i = from; i <= to_inclusive; ++i) v.push_back(i);
+  return v;
+}
+
+// arange(N) + 1 + N * rank, as test_ops.py's create_tensor.
+at::Tensor create_tensor(const acc::Accelerator& a) {
+  const int n = a.num_processes();
+  return at::arange(n, at::kFloat) + 1 + n * a.process_index();
+}
+
+class Collectives : public ::testing::TestWithParam<int> {};
+
+}  // namespace
+
+TEST_P(Collectives, Gather) {
+  run_ranks(GetParam(), [](acc::Accelerator& a) {
+    const int n = a.num_processes();
+    EXPECT_EQ(values(a.gather(create_tensor(a))), iota(1, n * n));
+    auto scalars = a.gather(at::scalar_tensor(a.process_index(), at::kLong));
+    EXPECT_EQ(scalars.sizes(), at::IntArrayRef({n}));
+    EXPECT_EQ(values(scalars), iota(0, n - 1));
+    // 2-d rows of different counts: rank r contributes r+1 rows of [r, r].
+    auto rows = at::full({a.process_index() + 1, 2}, a.process_index(), at::kInt);
+    auto all = a.gather(rows);
+    EXPECT_EQ(all.size(0), n * (n + 1) / 2);
+    EXPECT_EQ(all.size(1), 2);
+    int64_t row = 0;
+    for (int r = 0; r < n; ++r)
+      for (int k = 0; k <= r; ++k, ++row) EXPECT_EQ(all[row][1].item<int>(), r);
+  });
+}
+
+TEST(Gather, RefusesMismatchedShapes) {
+  for (int n : {2, 3})
+    run_ranks(n, [](acc::Accelerator& a) {
+      auto t = at::zeros({2, a.process_index() == 1 ? 4 : 3});
+      try {
+        a.gather(t);
+        ADD_FAILURE() << "no error";
+      } catch (const std::invalid_argument& e) {
+        EXPECT_NE(std::string(e.what()).find("rank 1 has [2, 4]"), std::string::npos) << e.what();
+      }
+    });
+}
+
+TEST_P(Collectives, GatherObject) {
+  run_ranks(GetParam(), [](acc::Accelerator& a) {
+    const int n = a.num_processes();
+    std::vector<int> expected;
+    for (int r = 0; r < n; ++r) expected.push_back(r);
+    EXPECT_EQ(a.gather_object(std::vector<int>{a.process_index()}), expected);
+    auto names = a.gather_object("worker-" + std::string(a.process_index() + 1, 'x'));
+    ASSERT_EQ(static_cast<int>(names.size()), n);
+    for (int r = 0; r < n; ++r) EXPECT_EQ(names[r], "worker-" + std::string(r + 1, 'x'));
+    auto numbers = a.gather_object(0.5 * a.process_index());
+    for (int r = 0; r < n; ++r) EXPECT_DOUBLE_EQ(numbers[r], 0.5 * r);
+    // Vectors of strings of different lengths are concatenated in process order.
+    auto words = a.gather_object(std::vector<std::string>(a.process_index() + 1, "w"));
+    EXPECT_EQ(static_cast<int>(words.size()), n * (n + 1) / 2);
+  });
+}
+
+TEST_P(Collectives, Broadcast) {
+  run_ranks(GetParam(), [](acc::Accelerator& a) {
+    const int n = a.num_processes();
+    auto t = a.broadcast(create_tensor(a));
+    EXPECT_EQ(t.size(0), n);
+    EXPECT_EQ(values(t), iota(1, n));
+    auto last = a.broadcast(create_tensor(a), n - 1);
+    EXPECT_EQ(values(last), iota(n * (n - 1) + 1, n * n));
+    EXPECT_EQ(a.broadcast_object(std::string("from ") + std::to_string(a.process_index()), n - 1),
+              "from " + std::to_string(n - 1));
+    std::map<std::string, int> config{{"epochs", 3 + a.process_index()}};
+    EXPECT_EQ(a.broadcast_object(config).at("epochs"), 3);
+    EXPECT_THROW(a.broadcast(create_tensor(a), n), std::invalid_argument);
+  });
+}
+
+TEST_P(Collectives, PadAcrossProcesses) {
+  run_ranks(GetParam(), [](acc::Accelerator& a) {
+    const int n = a.num_processes(), r = a.process_index();
+    auto padded = a.pad_across_processes(at::arange(r + 1, at::kFloat));
+    EXPECT_EQ(padded.size(0), n);
+    std::vector<double> expected = iota(0, r);
+    expected.resize(n, 0.0);
+    EXPECT_EQ(values(padded), expected);
+    auto first = a.pad_across_processes(at::arange(r + 1, at::kFloat), 0, -1, /*pad_first=*/true);
+    std::vector<double> expected_first(n - r - 1, -1.0);
+    for (double v : iota(0, r)) expected_first.push_back(v);
+    EXPECT_EQ(values(first), expected_first);
+    // Along dim 1 of a 2-d tensor; a dim out of range returns the tensor as it is.
+    auto wide = a.pad_across_processes(at::ones({2, r + 1}), 1, 7);
+    EXPECT_EQ(wide.sizes(), at::IntArrayRef({2, n}));
+    if (r + 1 < n) EXPECT_EQ(wide[1][n - 1].item<float>(), 7.0f);
+    EXPECT_EQ(a.pad_across_processes(at::ones({2}), 3).sizes(), at::IntArrayRef({2}));
+  });
+}
+
+TEST_P(Collectives, Reduce) {
+  run_ranks(GetParam(), [](acc::Accelerator& a) {
+    const int n = a.num_processes();
+    auto t = create_tensor(a);  // rank r: [1 + n r, ..., n + n r]
+    std::vector<double> sum, mean, max;
+    for (int i = 0; i < n; ++i) {
+      double s = 0;
+      for (int r = 0; r < n; ++r) s += i + 1 + n * r;
+      sum.push_back(s);
+      mean.push_back(s / n);
+      max.push_back(i + 1 + n * (n - 1));
+    }
+    EXPECT_EQ(values(a.reduce(t, "sum")), sum);
+    EXPECT_EQ(values(a.reduce(t, "mean")), mean);
+    EXPECT_EQ(values(a.reduce(t, "max")), max);
+    EXPECT_EQ(values(a.reduce(t, acc::ReduceOp::SUM, 2.0)), [&] {
+      auto s = sum;
+      for (auto& v : s) v *= 2;
+      return s;
+    }());
+    EXPECT_EQ(values(t), values(create_tensor(a))) << "reduce must not modify its input";
+    EXPECT_THROW(a.reduce(t, "median"), std::invalid_argument);
+    EXPECT_THROW(a.reduce(at::ones({2}, at::kLong), "mean"), std::invalid_argument);
+  });
+}
+
+TEST_P(Collectives, SplitBetweenProcesses) {
+  run_ranks(GetParam(), [](acc::Accelerator& a) {
+    const int n = a.num_processes(), r = a.process_index();
+    std::vector<int> data;
+    for (int i = 0; i < 2 * n; ++i) data.push_back(i);
+    const std::vector<int> mine = n == 1 ? data : std::vector<int>{2 * r, 2 * r + 1};
+    EXPECT_EQ(a.split_between_processes(data), mine);
+    std::vector<int> odd;
+    for (int i = 0; i < 3 * n - 1; ++i) odd.push_back(i);
+    auto padded = a.split_between_processes(odd, /*apply_padding=*/true);
+    EXPECT_EQ(static_cast<int>(padded.size()), n == 1 ? 2 : 3);
+    if (n > 1 && r == n - 1) EXPECT_EQ(padded.back(), 3 * n - 2);
+    auto rows = a.split_between_processes(at::arange(3 * n - 1).reshape({3 * n - 1, 1}), true);
+    EXPECT_EQ(rows.size(0), n == 1 ? 3 * n - 1 : 3);
+    if (n > 1 && r == n - 1) EXPECT_EQ(rows[2][0].item<int64_t>(), 3 * n - 2);
+  });
+}
+
+INSTANTIATE_TEST_SUITE_P(Ranks, Collectives, ::testing::Values(1, 2, 3));
+
+TEST(SplitBetweenProcesses, SeventeenItemsOverFourProcesses) {
+  std::vector<int> items(17);
+  for (int i = 0; i < 17; ++i) items[i] = i;
+  std::vector<std::vector<int>> shares(4), padded(4);
+  std::vector<int64_t> tensor_sizes(4);
+  run_ranks(4, [&](acc::Accelerator& a) {
+    shares[a.process_index()] = a.split_between_processes(items);
+    padded[a.process_index()] = a.split_between_processes(items, true);
+    tensor_sizes[a.process_index()] = a.split_between_processes(at::arange(17)).size(0);
+  });
+  EXPECT_EQ(shares[0], (std::vector<int>{0, 1, 2, 3, 4}));
+  EXPECT_EQ(shares[1], (std::vector<int>{5, 6, 7, 8}));
+  EXPECT_EQ(shares[2], (std::vector<int>{9, 10, 11, 12}));
+  EXPECT_EQ(shares[3], (std::vector<int>{13, 14, 15, 16}));
+  EXPECT_EQ(padded[3], (std::vector<int>{13, 14, 15, 16, 16}));
+  EXPECT_EQ(tensor_sizes, (std::vector<int64_t>{5, 4, 4, 4}));
+}
+
+TEST(SplitBetweenProcesses, FewerItemsThanProcesses) {
+  std::vector<std::vector<int>> shares(3);
+  run_ranks(3, [&](acc::Accelerator& a) {
+    shares[a.process_index()] = a.split_between_processes(std::vector<int>{7, 8});
+  });
+  EXPECT_EQ(shares[0], std::vector<int>{7});
+  EXPECT_EQ(shares[1], std::vector<int>{8});
+  EXPECT_EQ(shares[2], std::vector<int>{8});  // past the end: the last item, as Accelerate
+}

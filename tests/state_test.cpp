@@ -1,0 +1,170 @@
+// State: the launcher's environment resolved once; joining the job and its failures.
+#include <gtest/gtest.h>
+
+#include <chrono>
+
+#include "test_util.h"
+
+namespace acc = accelerate;
+
+TEST(ResolveLaunchInfo, NoLauncherMeansOneProcess) {
+  auto info = acc::resolve_launch_info({});
+  EXPECT_EQ(info.launcher, "none");
+  EXPECT_EQ(info.rank, 0);
+  EXPECT_EQ(info.world_size, 1);
+  EXPECT_EQ(info.local_rank, 0);
+  EXPECT_EQ(info.local_world_size, 1);
+  EXPECT_EQ(info.master_addr, "127.0.0.1");
+  EXPECT_EQ(info.master_port, 29500);
+  EXPECT_FALSE(info.mixed_precision.has_value());
+  EXPECT_FALSE(info.use_cpu.has_value());
+}
+
+TEST(ResolveLaunchInfo, Torchrun) {
+  auto info = acc::resolve_launch_info({{"RANK", "5"},
+                                        {"WORLD_SIZE", "8"},
+                                        {"LOCAL_RANK", "1"},
+                                        {"LOCAL_WORLD_SIZE", "4"},
+                                        {"MASTER_ADDR", "node7"},
+                                        {"MASTER_PORT", "1234"},
+                                        {"ACCELERATE_MIXED_PRECISION", "bf16"},
+                                        {"ACCELERATE_USE_CPU", "True"},
+                                        {"OMP_NUM_THREADS", "3"}});
+  EXPECT_EQ(info.launcher, "torchrun");
+  EXPECT_EQ(info.rank, 5);
+  EXPECT_EQ(info.world_size, 8);
+  EXPECT_EQ(info.local_rank, 1);
+  EXPECT_EQ(info.local_world_size, 4);
+  EXPECT_EQ(info.master_addr, "node7");
+  EXPECT_EQ(info.master_port, 1234);
+  EXPECT_EQ(info.mixed_precision, acc::MixedPrecision::BF16);
+  EXPECT_EQ(info.use_cpu, true);
+  EXPECT_EQ(info.omp_num_threads, 3);
+}
+
+TEST(ResolveLaunchInfo, OpenMpi) {
+  auto info = acc::resolve_launch_info({{"OMPI_COMM_WORLD_RANK", "3"},
+                                        {"OMPI_COMM_WORLD_SIZE", "4"},
+                                        {"OMPI_COMM_WORLD_LOCAL_RANK", "1"},
+                                        {"OMPI_COMM_WORLD_LOCAL_SIZE", "2"}});
+  EXPECT_EQ(info.launcher, "openmpi");
+  EXPECT_EQ(info.rank, 3);
+  EXPECT_EQ(info.world_size, 4);
+  EXPECT_EQ(info.local_rank, 1);
+  EXPECT_EQ(info.local_world_size, 2);
+}
+
+TEST(ResolveLaunchInfo, Slurm) {
+  auto info = acc::resolve_launch_info(
+      {{"SLURM_PROCID", "2"}, {"SLURM_NTASKS", "3"}, {"SLURM_LOCALID", "0"}});
+  EXPECT_EQ(info.launcher, "slurm");
+  EXPECT_EQ(info.rank, 2);
+  EXPECT_EQ(info.world_size, 3);
+  EXPECT_EQ(info.local_rank, 0);
+}
+
+TEST(ResolveLaunchInfo, TorchrunWinsOverSlurm) {
+  auto info = acc::resolve_launch_info(
+      {{"RANK", "1"}, {"WORLD_SIZE", "2"}, {"SLURM_PROCID", "0"}, {"SLURM_NTASKS", "1"}});
+  EXPECT_EQ(info.launcher, "torchrun");
+  EXPECT_EQ(info.rank, 1);
+  EXPECT_EQ(info.world_size, 2);
+}
+
+// Expects `fn` to throw std::invalid_argument whose message contains every one of `parts`.
+template <typename F>
+void expect_invalid(F fn, std::initializer_list<const char*> parts) {
+  try {
+    fn();
+    ADD_FAILURE() << "no exception";
+  } catch (const std::invalid_argument& e) {
+    for (const char* p : parts)
+      EXPECT_NE(std::string(e.what()).find(p), std::string::npos) << e.what() << " lacks " << p;
+  }
+}
+
+TEST(ResolveLaunchInfo, MalformedValuesNameTheVariable) {
+  expect_invalid(
+      [] {
+        acc::resolve_launch_info({{"RANK", "abc"}, {"WORLD_SIZE", "2"}});
+      },
+      {"RANK", "abc"});
+  expect_invalid(
+      [] {
+        acc::resolve_launch_info({{"RANK", "2"}, {"WORLD_SIZE", "2"}});
+      },
+      {"RANK=2", "WORLD_SIZE=2"});
+  expect_invalid(
+      [] {
+        acc::resolve_launch_info({{"RANK", "0"}, {"WORLD_SIZE", "0"}});
+      },
+      {"WORLD_SIZE", "0"});
+  expect_invalid(
+      [] {
+        acc::resolve_launch_info(
+            {{"RANK", "0"}, {"WORLD_SIZE", "2"}, {"LOCAL_RANK", "2"}, {"LOCAL_WORLD_SIZE", "2"}});
+      },
+      {"LOCAL_RANK=2"});
+  expect_invalid([] { acc::resolve_launch_info({{"MASTER_PORT", "70000"}}); }, {"MASTER_PORT"});
+  expect_invalid(
+      [] {
+        acc::resolve_launch_info({{"ACCELERATE_MIXED_PRECISION", "fp8"}});
+      },
+      {"ACCELERATE_MIXED_PRECISION", "fp8"});
+  expect_invalid(
+      [] {
+        acc::resolve_launch_info({{"ACCELERATE_USE_CPU", "maybe"}});
+      },
+      {"ACCELERATE_USE_CPU", "maybe"});
+  expect_invalid([] { acc::AcceleratorOptions().mixed_precision("fp32"); }, {"fp32"});
+}
+
+TEST(State, OneProcessHasNoGroup) {
+  acc::State state(acc::StateOptions().environment({}).cpu(true));
+  EXPECT_EQ(state.num_processes(), 1);
+  EXPECT_EQ(state.distributed_type(), acc::DistributedType::NO);
+  EXPECT_EQ(state.process_group(), nullptr);
+  EXPECT_EQ(state.device(), c10::Device(c10::kCPU));
+  EXPECT_TRUE(state.is_main_process());
+  EXPECT_TRUE(state.is_last_process());
+  state.wait_for_everyone();  // a no-op, not a hang
+}
+
+TEST(State, OptionsWinOverEnvironment) {
+  acc::State from_env(acc::StateOptions().environment({{"ACCELERATE_MIXED_PRECISION", "bf16"}}));
+  EXPECT_EQ(from_env.mixed_precision(), acc::MixedPrecision::BF16);
+  acc::State explicit_option(acc::StateOptions()
+                                 .environment({{"ACCELERATE_MIXED_PRECISION", "bf16"}})
+                                 .mixed_precision(acc::MixedPrecision::NO));
+  EXPECT_EQ(explicit_option.mixed_precision(), acc::MixedPrecision::NO);
+}
+
+TEST(State, TwoProcessesFormAGlooGroup) {
+  acc::testing::run_ranks(2, [](acc::Accelerator& a) {
+    EXPECT_EQ(a.distributed_type(), acc::DistributedType::MULTI_CPU);
+    EXPECT_NE(a.state().process_group(), nullptr);
+    EXPECT_EQ(a.state().launch_info().launcher, "torchrun");
+  });
+}
+
+// A rank whose peer never starts: a clear error within the configured timeout, not a hang.
+TEST(State, MissingPeerTimesOutWithAClearError) {
+  for (int rank : {0, 1}) {
+    const int port = acc::testing::free_port();
+    const auto start = std::chrono::steady_clock::now();
+    try {
+      acc::Accelerator a(acc::AcceleratorOptions()
+                             .cpu(true)
+                             .timeout(std::chrono::seconds(2))
+                             .environment(acc::testing::rank_environment(rank, 2, port)));
+      ADD_FAILURE() << "rank " << rank << " joined a job whose peer never started";
+    } catch (const std::runtime_error& e) {
+      const std::string what = e.what();
+      EXPECT_NE(what.find("rank " + std::to_string(rank) + " of 2"), std::string::npos) << what;
+      EXPECT_NE(what.find("could not join"), std::string::npos) << what;
+      EXPECT_NE(what.find(std::to_string(port)), std::string::npos) << what;
+    }
+    const auto elapsed = std::chrono::steady_clock::now() - start;
+    EXPECT_LT(elapsed, std::chrono::seconds(15)) << "rank " << rank;
+  }
+}

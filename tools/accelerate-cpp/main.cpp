@@ -1,0 +1,283 @@
+// main.cpp - entry point of the `accelerate-cpp` command-line tool.
+//
+// Each subcommand registers its options on the CLI11 app (add_*_command) and has a run_* function
+// that is called when it was selected. Only `launch` exists today; `config`, `env` and `test` are
+// meant to be added the same way. This file deliberately does not link LibTorch so that the
+// launcher starts in a few milliseconds.
+//
+// Exit codes: 0 success, 2 usage error; `launch` otherwise returns what the supervisor reports
+// (see supervisor.h).
+#include <CLI/CLI.hpp>
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <iostream>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "supervisor.h"
+
+#ifndef ACCELERATE_CPP_VERSION
+#define ACCELERATE_CPP_VERSION "0.0.0"
+#endif
+
+extern char** environ;
+
+namespace accelerate::cli {
+namespace {
+
+constexpr int kUsageExitCode = 2;
+
+/// A problem with the command line; reported as "<command>: error: <what>" with exit code 2.
+class UsageError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+int report_usage_error(const std::string& command, const std::string& what) {
+  std::cerr << command << ": error: " << what << "\n"
+            << "Run '" << command << " --help' for usage.\n";
+  return kUsageExitCode;
+}
+
+/// The environment of a child process, as "NAME=value" entries in their original order.
+class Environment {
+ public:
+  static Environment inherited() {
+    Environment env;
+    for (char** entry = environ; entry != nullptr && *entry != nullptr; ++entry) {
+      env.entries_.emplace_back(*entry);
+    }
+    return env;
+  }
+
+  bool contains(const std::string& name) const { return find(name) != entries_.end(); }
+
+  void set(const std::string& name, const std::string& value) {
+    auto it = find(name);
+    if (it != entries_.end()) {
+      *it = name + "=" + value;
+    } else {
+      entries_.push_back(name + "=" + value);
+    }
+  }
+
+  const std::vector<std::string>& entries() const { return entries_; }
+
+ private:
+  std::vector<std::string>::iterator find(const std::string& name) {
+    return std::find_if(entries_.begin(), entries_.end(), [&](const std::string& e) {
+      return e.size() > name.size() && e.compare(0, name.size(), name) == 0 &&
+             e[name.size()] == '=';
+    });
+  }
+  std::vector<std::string>::const_iterator find(const std::string& name) const {
+    return const_cast<Environment*>(this)->find(name);
+  }
+
+  std::vector<std::string> entries_;
+};
+
+// ---------------------------------------------------------------------------------------------
+// launch
+// ---------------------------------------------------------------------------------------------
+
+/// Options of `accelerate-cpp launch` (flag names follow Hugging Face Accelerate).
+struct LaunchOptions {
+  int num_processes = 1;  ///< processes in the whole job (Accelerate: total over all machines)
+  int num_machines = 1;
+  int machine_rank = 0;
+  std::string main_process_ip;  ///< empty: 127.0.0.1 (single machine only)
+  int main_process_port = 0;    ///< 0: pick a free port
+  std::string mixed_precision;  ///< empty: not given, ACCELERATE_MIXED_PRECISION is not set
+  bool cpu = false;
+  int num_cpu_threads_per_process = 0;  ///< 0: not given
+  bool no_rank_prefix = false;
+  double grace_period = 5.0;  ///< seconds between SIGTERM and SIGKILL
+  std::string program;
+  std::vector<std::string> args;  ///< everything after PROGRAM, untouched
+
+  CLI::Option* threads_option = nullptr;
+};
+
+CLI::App* add_launch_command(CLI::App& app, LaunchOptions& opts) {
+  CLI::App* cmd = app.add_subcommand(
+      "launch",
+      "Start PROGRAM as N local processes with the torchrun environment (RANK, WORLD_SIZE, "
+      "LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT, ...) and supervise them: if one "
+      "fails, the others are stopped.");
+  cmd->add_option("--num_processes", opts.num_processes,
+                  "Total number of processes over all machines (each machine runs "
+                  "num_processes / num_machines)")
+      ->capture_default_str();
+  cmd->add_option("--num_machines", opts.num_machines, "Number of machines")->capture_default_str();
+  cmd->add_option("--machine_rank", opts.machine_rank, "Rank of this machine (0-based)")
+      ->capture_default_str();
+  cmd->add_option("--main_process_ip", opts.main_process_ip,
+                  "Address of the machine with rank 0 (default 127.0.0.1; required when "
+                  "--num_machines > 1)");
+  cmd->add_option("--main_process_port", opts.main_process_port,
+                  "Port of the rendezvous on the main machine; 0 picks a free port (single "
+                  "machine only)")
+      ->capture_default_str();
+  cmd->add_option("--mixed_precision", opts.mixed_precision,
+                  "Sets ACCELERATE_MIXED_PRECISION for the processes")
+      ->check(CLI::IsMember({"no", "fp16", "bf16"}));
+  cmd->add_flag("--cpu", opts.cpu, "Force training on the CPU (ACCELERATE_USE_CPU=true)");
+  opts.threads_option = cmd->add_option(
+      "--num_cpu_threads_per_process", opts.num_cpu_threads_per_process,
+      "OMP_NUM_THREADS of each process (default: inherited, else online cores / N)");
+  cmd->add_flag("--no_rank_prefix", opts.no_rank_prefix,
+                "Do not prefix output lines with \"[rank K] \"");
+  cmd->add_option("--grace_period", opts.grace_period,
+                  "Seconds between SIGTERM and SIGKILL when stopping the processes")
+      ->capture_default_str();
+  cmd->add_option("PROGRAM", opts.program, "Program to run")->required();
+  cmd->add_option("ARGS", opts.args, "Arguments passed to PROGRAM unchanged");
+  // The first positional ends the launcher's options: everything after PROGRAM belongs to it.
+  cmd->positionals_at_end();
+  cmd->footer(
+      "Everything after PROGRAM is passed to it unchanged, even arguments that look like "
+      "launcher flags. Exit code: 0 if every process succeeded, the exit code of the "
+      "first failed process (128+signal if it was killed), 128+signal if the launcher "
+      "was interrupted, 2 on usage errors.");
+  return cmd;
+}
+
+void validate(const LaunchOptions& opts) {
+  if (opts.num_processes < 1) {
+    throw UsageError("--num_processes must be at least 1 (got " +
+                     std::to_string(opts.num_processes) + ")");
+  }
+  if (opts.num_machines < 1) {
+    throw UsageError("--num_machines must be at least 1 (got " + std::to_string(opts.num_machines) +
+                     ")");
+  }
+  if (opts.machine_rank < 0 || opts.machine_rank >= opts.num_machines) {
+    throw UsageError("--machine_rank must be in [0, " + std::to_string(opts.num_machines - 1) +
+                     "] (got " + std::to_string(opts.machine_rank) + ")");
+  }
+  if (opts.main_process_port < 0 || opts.main_process_port > 65535) {
+    throw UsageError("--main_process_port must be in [0, 65535] (got " +
+                     std::to_string(opts.main_process_port) + ")");
+  }
+  if (opts.num_machines > 1 && opts.main_process_ip.empty()) {
+    throw UsageError("--main_process_ip is required when --num_machines > 1");
+  }
+  if (opts.num_machines > 1 && opts.main_process_port == 0) {
+    throw UsageError("--main_process_port is required when --num_machines > 1");
+  }
+  if (opts.threads_option->count() > 0 && opts.num_cpu_threads_per_process < 1) {
+    throw UsageError("--num_cpu_threads_per_process must be at least 1 (got " +
+                     std::to_string(opts.num_cpu_threads_per_process) + ")");
+  }
+  if (!std::isfinite(opts.grace_period) || opts.grace_period < 0 || opts.grace_period > 86400.0) {
+    throw UsageError("--grace_period must be between 0 and 86400 seconds");
+  }
+  if (opts.num_processes % opts.num_machines != 0) {
+    throw UsageError("--num_processes (" + std::to_string(opts.num_processes) +
+                     ") must be a multiple of --num_machines (" +
+                     std::to_string(opts.num_machines) + ")");
+  }
+}
+
+int run_launch(const LaunchOptions& opts) {
+  validate(opts);
+  const ExecutableLookup exe = find_executable(opts.program);
+  if (!exe.ok()) throw UsageError("cannot run PROGRAM '" + opts.program + "': " + exe.error);
+
+  int port = opts.main_process_port;
+  if (port == 0) {
+    std::string why;
+    port = find_free_tcp_port(&why);
+    if (port == 0) {
+      std::cerr << "accelerate-cpp launch: cannot find a free port (" << why
+                << "); pass --main_process_port\n";
+      return 1;
+    }
+  }
+
+  const int n = opts.num_processes / opts.num_machines;  // processes on this machine
+  const long long world_size = opts.num_processes;
+  Environment base = Environment::inherited();
+  base.set("WORLD_SIZE", std::to_string(world_size));
+  base.set("LOCAL_WORLD_SIZE", std::to_string(n));
+  base.set("GROUP_RANK", std::to_string(opts.machine_rank));
+  base.set("ROLE_WORLD_SIZE", std::to_string(world_size));
+  base.set("MASTER_ADDR", opts.main_process_ip.empty() ? "127.0.0.1" : opts.main_process_ip);
+  base.set("MASTER_PORT", std::to_string(port));
+  if (!opts.mixed_precision.empty()) base.set("ACCELERATE_MIXED_PRECISION", opts.mixed_precision);
+  base.set("ACCELERATE_USE_CPU", opts.cpu ? "true" : "false");
+  if (opts.threads_option->count() > 0) {
+    base.set("OMP_NUM_THREADS", std::to_string(opts.num_cpu_threads_per_process));
+  } else if (!base.contains("OMP_NUM_THREADS")) {
+    const long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    base.set("OMP_NUM_THREADS", std::to_string(std::max(1L, cores / n)));
+  }
+
+  std::vector<ProcessSpec> specs(static_cast<size_t>(n));
+  for (int local_rank = 0; local_rank < n; ++local_rank) {
+    const long long rank = static_cast<long long>(opts.machine_rank) * n + local_rank;
+    Environment env = base;
+    env.set("RANK", std::to_string(rank));
+    env.set("LOCAL_RANK", std::to_string(local_rank));
+    env.set("ROLE_RANK", std::to_string(rank));
+    ProcessSpec& spec = specs[static_cast<size_t>(local_rank)];
+    spec.rank = static_cast<int>(rank);
+    spec.executable = exe.path;
+    spec.argv.reserve(opts.args.size() + 1);
+    spec.argv.push_back(opts.program);
+    spec.argv.insert(spec.argv.end(), opts.args.begin(), opts.args.end());
+    spec.env = env.entries();
+  }
+
+  SupervisorOptions supervision;
+  supervision.prefix_output = !opts.no_rank_prefix;
+  supervision.grace_period =
+      std::chrono::milliseconds(static_cast<long long>(std::llround(opts.grace_period * 1000.0)));
+  supervision.name = "accelerate-cpp launch";
+  return run_processes(specs, supervision);
+}
+
+}  // namespace
+}  // namespace accelerate::cli
+
+int main(int argc, char** argv) {
+  using namespace accelerate::cli;
+  CLI::App app{"accelerate-cpp: launch and manage accelerate-cpp training programs.",
+               "accelerate-cpp"};
+  app.set_version_flag("--version", ACCELERATE_CPP_VERSION);
+  app.require_subcommand(1);
+
+  LaunchOptions launch_options;
+  CLI::App* launch = add_launch_command(app, launch_options);
+  // Future subcommands (config, env, test) register here and dispatch below.
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ExtrasError& e) {
+    const std::string command = launch->parsed() ? "accelerate-cpp launch" : "accelerate-cpp";
+    return report_usage_error(command,
+                              std::string(e.what()) + " (launcher options go before PROGRAM)");
+  } catch (const CLI::ParseError& e) {
+    const std::string command = launch->parsed() ? "accelerate-cpp launch" : "accelerate-cpp";
+    return report_usage_error(command, e.what());
+  }
+
+  try {
+    if (launch->parsed()) return run_launch(launch_options);
+  } catch (const UsageError& e) {
+    return report_usage_error("accelerate-cpp launch", e.what());
+  }
+  return report_usage_error("accelerate-cpp", "no command given");
+}
