@@ -1,6 +1,7 @@
 #include "accelerate/accelerator.h"
 
 #include <ATen/ATen.h>
+#include <torch/nn/utils/clip_grad.h>
 
 #include <cstdio>
 #include <cstdlib>
@@ -17,7 +18,23 @@ StateOptions AcceleratorOptions::state_options() const {
   return options;
 }
 
-Accelerator::Accelerator(const AcceleratorOptions& options) : state_(options.state_options()) {}
+namespace {
+
+GradientAccumulationPlugin resolve_plugin(const AcceleratorOptions& options) {
+  if (options.gradient_accumulation_plugin_ && options.gradient_accumulation_steps_)
+    throw std::invalid_argument(
+        "accelerate: pass either gradient_accumulation_steps or gradient_accumulation_plugin, "
+        "not both");
+  if (options.gradient_accumulation_plugin_) return *options.gradient_accumulation_plugin_;
+  return GradientAccumulationPlugin().num_steps(options.gradient_accumulation_steps_.value_or(1));
+}
+
+}  // namespace
+
+Accelerator::Accelerator(const AcceleratorOptions& options)
+    : state_(options.state_options()),
+      gradient_state_(std::make_shared<GradientState>(resolve_plugin(options))),
+      options_(options) {}
 
 Accelerator::~Accelerator() = default;
 
@@ -27,6 +44,74 @@ bool Accelerator::check_trigger() {
   const bool fired = accelerate::reduce(state_, flag, ReduceOp::SUM).item<int64_t>() > 0;
   if (fired) trigger_ = false;
   return fired;
+}
+
+void Accelerator::register_model(const std::shared_ptr<torch::nn::Module>& model) {
+  if (!model) throw std::invalid_argument("accelerate: prepare: the model is a null pointer");
+  if (models_.count(model.get())) return;
+  model->to(device());
+  models_.emplace(model.get(),
+                  std::make_unique<DistributedDataParallel>(model, state_, options_.ddp_options_));
+}
+
+DistributedDataParallel* Accelerator::engine_of(const torch::nn::Module* model) const {
+  auto it = models_.find(model);
+  return it == models_.end() ? nullptr : it->second.get();
+}
+
+void Accelerator::do_sync() {
+  // Accelerate's rule: sync at the end of the data loader (when asked to), else every
+  // num_steps micro-steps.
+  if (gradient_state_->plugin().sync_with_dataloader_ && gradient_state_->end_of_dataloader()) {
+    step_ = 0;
+    gradient_state_->set_sync_gradients(true);
+  } else {
+    ++step_;
+    gradient_state_->set_sync_gradients(step_ % gradient_state_->num_steps() == 0);
+  }
+}
+
+void Accelerator::backward(const at::Tensor& loss) {
+  const int steps = gradient_state_->num_steps();
+  at::Tensor scaled = steps > 1 ? loss / steps : loss;
+  if (num_processes() > 1) {
+    // With one prepared model the loss reaches it (else why prepare it); with several, arm
+    // only the engines whose parameters the loss reaches: an armed engine that gets no
+    // gradient would wait for it.
+    for (auto& [module, engine] : models_)
+      if (models_.size() == 1 || engine->is_reached_by(scaled)) engine->before_backward(scaled);
+  }
+  scaled.backward();
+}
+
+double Accelerator::clip_grad_norm_(const std::vector<at::Tensor>& parameters, double max_norm,
+                                    double norm_type) {
+  return torch::nn::utils::clip_grad_norm_(parameters, max_norm, norm_type);
+}
+
+void Accelerator::clip_grad_value_(const std::vector<at::Tensor>& parameters, double clip_value) {
+  torch::nn::utils::clip_grad_value_(parameters, clip_value);
+}
+
+at::Tensor Accelerator::gather_for_metrics_one(const at::Tensor& tensor) const {
+  at::Tensor all = gather(tensor);
+  if (!gradient_state_->end_of_dataloader()) return all;
+  const int64_t remainder = gradient_state_->remainder();
+  if (remainder <= 0 || remainder >= all.size(0)) return all;
+  return all.narrow(0, 0, remainder);
+}
+
+NoSyncGuard::NoSyncGuard(std::vector<DistributedDataParallel*> engines, bool disable) {
+  if (!disable) return;
+  for (DistributedDataParallel* e : engines) {
+    if (!e) continue;
+    saved_.emplace_back(e, e->require_backward_grad_sync());
+    e->set_require_backward_grad_sync(false);
+  }
+}
+
+NoSyncGuard::~NoSyncGuard() {
+  for (auto& [engine, value] : saved_) engine->set_require_backward_grad_sync(value);
 }
 
 MainProcessFirstGuard::MainProcessFirstGuard(const State& state, bool local)

@@ -16,10 +16,12 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <torch/nn/module.h>
 
 #include <chrono>
 #include <functional>
 #include <iostream>
+#include <map>
 #include <memory>
 #include <optional>
 #include <sstream>
@@ -28,6 +30,8 @@
 #include <utility>
 #include <vector>
 
+#include "accelerate/ddp.h"
+#include "accelerate/gradient_state.h"
 #include "accelerate/ops.h"
 #include "accelerate/state.h"
 
@@ -64,10 +68,53 @@ struct AcceleratorOptions {
     return *this;
   }
 
+  /// Accumulate gradients over `n` micro-steps (≥ 1). Giving this and
+  /// `gradient_accumulation_plugin` both makes the Accelerator throw std::invalid_argument.
+  AcceleratorOptions& gradient_accumulation_steps(int n) {
+    gradient_accumulation_steps_ = n;
+    return *this;
+  }
+  /// Accumulation settings as a plugin (num_steps, adjust_scheduler, sync_with_dataloader,
+  /// sync_each_batch). Not together with `gradient_accumulation_steps`.
+  AcceleratorOptions& gradient_accumulation_plugin(GradientAccumulationPlugin plugin) {
+    gradient_accumulation_plugin_ = plugin;
+    return *this;
+  }
+  /// Prepared data loaders cut each batch into one slice per process instead of giving each
+  /// process whole batches (Accelerate's `split_batches`; default false).
+  AcceleratorOptions& split_batches(bool value) {
+    split_batches_ = value;
+    return *this;
+  }
+  /// Prepared data loaders wrap around so every process gets the same number of batches
+  /// (default true).
+  AcceleratorOptions& even_batches(bool value) {
+    even_batches_ = value;
+    return *this;
+  }
+  /// Prepared schedulers step only with the optimizer, num_processes times per call unless
+  /// split_batches (default true, as Accelerate).
+  AcceleratorOptions& step_scheduler_with_optimizer(bool value) {
+    step_scheduler_with_optimizer_ = value;
+    return *this;
+  }
+  /// Options of the DDP engine attached to prepared models (Accelerate's
+  /// `DistributedDataParallelKwargs`).
+  AcceleratorOptions& ddp_options(DistributedDataParallelOptions value) {
+    ddp_options_ = value;
+    return *this;
+  }
+
   std::optional<MixedPrecision> mixed_precision_;
   std::optional<bool> cpu_;
   std::chrono::milliseconds timeout_ = std::chrono::seconds(1800);
   std::optional<Environment> environment_;
+  std::optional<int> gradient_accumulation_steps_;
+  std::optional<GradientAccumulationPlugin> gradient_accumulation_plugin_;
+  bool split_batches_ = false;
+  bool even_batches_ = true;
+  bool step_scheduler_with_optimizer_ = true;
+  DistributedDataParallelOptions ddp_options_;
 
   /// The `StateOptions` these options resolve to.
   StateOptions state_options() const;
@@ -93,6 +140,21 @@ class [[nodiscard]] MainProcessFirstGuard {
   const State& state_;
   bool first_;
   int exceptions_;
+};
+
+/// RAII guard of `no_sync(model)` and `accumulate(model)`: while it lives, backward passes
+/// of the given models do not all-reduce gradients (they accumulate locally). Restores the
+/// previous setting on exit. Not copyable or movable.
+class [[nodiscard]] NoSyncGuard {
+ public:
+  /// Turns synchronisation off for `engines` when `disable` is true; else does nothing.
+  NoSyncGuard(std::vector<DistributedDataParallel*> engines, bool disable);
+  ~NoSyncGuard();
+  NoSyncGuard(const NoSyncGuard&) = delete;
+  NoSyncGuard& operator=(const NoSyncGuard&) = delete;
+
+ private:
+  std::vector<std::pair<DistributedDataParallel*, bool>> saved_;
 };
 
 /// The main entry point of accelerate-cpp, as `accelerate.Accelerator` in Python.
@@ -202,6 +264,71 @@ class Accelerator {
   /// resets the flag. A collective: call it on every process.
   bool check_trigger();
 
+  // ---- training loop ----
+  /// Prepares a model: moves it to device(), broadcasts parameters and buffers from process
+  /// 0, and with several processes attaches the DDP engine. Returns the same pointer; the
+  /// user keeps calling model->forward(...). Preparing it again returns it unchanged.
+  template <typename Model>
+  std::shared_ptr<Model> prepare_model(std::shared_ptr<Model> model) {
+    static_assert(std::is_base_of_v<torch::nn::Module, Model>,
+                  "prepare_model needs a std::shared_ptr to a torch::nn::Module subclass");
+    register_model(model);
+    return model;
+  }
+  /// The model as the user wrote it (the same pointer: nothing wraps it).
+  template <typename Model>
+  std::shared_ptr<Model> unwrap_model(std::shared_ptr<Model> model) const {
+    return model;
+  }
+
+  /// `loss.backward()`, with the loss divided by the accumulation steps and the DDP engines
+  /// of the prepared models that the loss reaches armed to all-reduce the gradients.
+  void backward(const at::Tensor& loss);
+
+  /// Guard of one accumulation micro-step (Python's `with accelerator.accumulate(model):`):
+  /// decides sync_gradients() (every num_steps micro-steps and at the end of the data
+  /// loader) and, when not syncing, keeps the models' gradients local.
+  template <typename... Models>
+  NoSyncGuard accumulate(const Models&... models) {
+    do_sync();
+    const bool allow =
+        sync_gradients() || (num_processes() > 1 && gradient_state_->plugin().sync_each_batch_);
+    return NoSyncGuard({engine_of(models.get())...}, !allow);
+  }
+  /// Guard: backward passes of `models` do not synchronise gradients while it lives.
+  template <typename... Models>
+  NoSyncGuard no_sync(const Models&... models) {
+    return NoSyncGuard({engine_of(models.get())...}, true);
+  }
+  /// True when this step synchronises gradients and prepared optimizers really step.
+  bool sync_gradients() const { return gradient_state_->sync_gradients(); }
+  /// Number of gradient accumulation steps.
+  int gradient_accumulation_steps() const { return gradient_state_->num_steps(); }
+  /// The shared step state (used by prepared objects).
+  const std::shared_ptr<GradientState>& gradient_state() const { return gradient_state_; }
+  /// Micro-steps counted by `accumulate` (Accelerate's `accelerator.step`).
+  int64_t step() const { return step_; }
+
+  /// Clips the gradients of `parameters` to a total `norm_type`-norm of at most `max_norm`
+  /// and returns the total norm before clipping (torch::nn::utils::clip_grad_norm_).
+  double clip_grad_norm_(const std::vector<at::Tensor>& parameters, double max_norm,
+                         double norm_type = 2.0);
+  /// Clamps every gradient of `parameters` to [-clip_value, clip_value].
+  void clip_grad_value_(const std::vector<at::Tensor>& parameters, double clip_value);
+
+  /// Gathers tensors for metrics: like gather(), but on the last batch of a prepared data
+  /// loader drops the samples that even_batches repeated to fill the processes' batches, so
+  /// the result has exactly one row per sample of the data set. One tensor in, one out;
+  /// several in, a std::tuple out.
+  template <typename... Tensors>
+  auto gather_for_metrics(const Tensors&... tensors) const {
+    static_assert(sizeof...(Tensors) > 0, "gather_for_metrics needs at least one tensor");
+    if constexpr (sizeof...(Tensors) == 1)
+      return gather_for_metrics_one(tensors...);
+    else
+      return std::make_tuple(gather_for_metrics_one(tensors)...);
+  }
+
   // ---- collectives (see ops.h) ----
   /// Concatenation over all processes along dim 0 (0-d tensors count as shape [1]).
   at::Tensor gather(const at::Tensor& tensor) const { return accelerate::gather(state_, tensor); }
@@ -265,8 +392,18 @@ class Accelerator {
     }
   }
 
+  void register_model(const std::shared_ptr<torch::nn::Module>& model);
+  DistributedDataParallel* engine_of(const torch::nn::Module* model) const;
+  void do_sync();
+  at::Tensor gather_for_metrics_one(const at::Tensor& tensor) const;
+
   State state_;
+  std::shared_ptr<GradientState> gradient_state_;
+  AcceleratorOptions options_;
   bool trigger_ = false;
+  int64_t step_ = 0;
+  // One DDP engine per prepared model (declared after state_: destroyed before the group).
+  std::map<const torch::nn::Module*, std::unique_ptr<DistributedDataParallel>> models_;
 };
 
 }  // namespace accelerate

@@ -1,0 +1,166 @@
+#include "accelerate/ddp.h"
+
+#include <ATen/ATen.h>
+
+#include <torch/csrc/autograd/function.h>
+#include <torch/csrc/autograd/variable.h>
+#include <torch/nn/module.h>
+#include <torch/csrc/distributed/c10d/comm.hpp>
+#include <torch/csrc/distributed/c10d/reducer.hpp>
+
+#include <algorithm>
+#include <sstream>
+#include <stdexcept>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "accelerate/ops.h"
+
+namespace accelerate {
+namespace {
+
+// PyTorch's DDP broadcasts parameters and buffers in chunks of this size.
+constexpr size_t kBroadcastBucketBytes = 250 * 1024 * 1024;
+
+std::string message_of(const std::exception& e) {
+  if (auto* c10_error = dynamic_cast<const c10::Error*>(&e))
+    return c10_error->what_without_backtrace();
+  return e.what();
+}
+
+}  // namespace
+
+struct DistributedDataParallel::Engine {
+  const State* state = nullptr;
+  c10::intrusive_ptr<c10d::ProcessGroup> group;
+  std::unique_ptr<c10d::Reducer> reducer;
+  std::vector<at::Tensor> buffers;
+  std::unordered_set<const torch::autograd::Node*> accumulators;
+  DistributedDataParallelOptions options;
+
+  void broadcast(const std::vector<at::Tensor>& tensors, const char* what) const {
+    if (tensors.empty()) return;
+    try {
+      c10d::broadcast_coalesced(group, tensors, kBroadcastBucketBytes, 0);
+    } catch (const std::exception& e) {
+      throw std::runtime_error("accelerate: " + state->describe() + ": broadcasting the " + what +
+                               " from process 0 failed: " + message_of(e));
+    }
+  }
+};
+
+DistributedDataParallel::DistributedDataParallel(std::shared_ptr<torch::nn::Module> module,
+                                                 const State& state,
+                                                 const DistributedDataParallelOptions& options)
+    : module_(std::move(module)) {
+  if (!module_) throw std::invalid_argument("accelerate: prepare: the model is a null pointer");
+  if (state.num_processes() == 1) return;
+  if (options.bucket_cap_mb_ <= 0)
+    throw std::invalid_argument(
+        "accelerate: DistributedDataParallelOptions.bucket_cap_mb must be "
+        "positive, got " +
+        std::to_string(options.bucket_cap_mb_));
+  engine_ = std::make_unique<Engine>();
+  Engine& e = *engine_;
+  e.state = &state;
+  e.options = options;
+  e.group = c10::intrusive_ptr<c10d::ProcessGroup>::reclaim_copy(state.process_group());
+
+  std::vector<at::Tensor> all_params, trained;
+  std::unordered_map<size_t, std::string> names;
+  for (const auto& item : module_->named_parameters(/*recurse=*/true)) {
+    all_params.push_back(item.value());
+    if (!item.value().requires_grad()) continue;
+    names.emplace(trained.size(), item.key());
+    trained.push_back(item.value());
+  }
+  for (const auto& buffer : module_->buffers(/*recurse=*/true)) e.buffers.push_back(buffer);
+
+  // Same parameters everywhere (checked on every process, so that all of them fail alike),
+  // then process 0's values everywhere.
+  std::vector<std::string> signature;
+  for (const auto& item : module_->named_parameters(/*recurse=*/true)) {
+    std::ostringstream os;
+    os << item.key() << ": " << item.value().scalar_type() << " " << item.value().sizes();
+    signature.push_back(os.str());
+  }
+  const auto signatures = gather_bytes(state, nlohmann::json(signature).dump());
+  for (int r = 0; r < state.num_processes(); ++r) {
+    const auto other = nlohmann::json::parse(signatures[r]).get<std::vector<std::string>>();
+    const auto mine = nlohmann::json::parse(signatures[0]).get<std::vector<std::string>>();
+    if (other == mine) continue;
+    size_t i = 0;
+    while (i < mine.size() && i < other.size() && mine[i] == other[i]) ++i;
+    auto at = [](const std::vector<std::string>& v, size_t k) {
+      return k < v.size() ? v[k] : std::string("(no parameter)");
+    };
+    throw std::runtime_error("accelerate: " + state.describe() +
+                             ": the model differs between processes: parameter " +
+                             std::to_string(i) + " is " + at(mine, i) + " on rank 0 but " +
+                             at(other, i) + " on rank " + std::to_string(r));
+  }
+  {
+    at::NoGradGuard no_grad;
+    e.broadcast(all_params, "parameters");
+    e.broadcast(e.buffers, "buffers");
+  }
+  if (trained.empty()) return;  // nothing to synchronise (frozen or parameter-free model)
+
+  const auto bucket_bytes = static_cast<size_t>(options.bucket_cap_mb_ * 1024 * 1024);
+  std::vector<std::vector<size_t>> buckets;
+  std::vector<size_t> limits;
+  std::tie(buckets, limits) = c10d::compute_bucket_assignment_by_size(
+      trained, {static_cast<size_t>(c10d::kDefaultFirstBucketBytes), bucket_bytes},
+      std::vector<bool>(trained.size(), false));
+  // As PyTorch's DDP: buckets in reverse order, since gradients become ready roughly in the
+  // reverse order of the parameters.
+  std::reverse(buckets.begin(), buckets.end());
+  std::reverse(limits.begin(), limits.end());
+  e.reducer = std::make_unique<c10d::Reducer>(
+      trained, std::move(buckets), std::move(limits), e.group,
+      std::vector<bool>(trained.size(), false), static_cast<int64_t>(bucket_bytes),
+      options.find_unused_parameters_, options.gradient_as_bucket_view_, std::move(names),
+      static_cast<int64_t>(c10d::kDefaultFirstBucketBytes));
+  if (options.static_graph_) e.reducer->set_static_graph();
+  for (const auto& p : trained)
+    e.accumulators.insert(torch::autograd::impl::grad_accumulator(p).get());
+}
+
+DistributedDataParallel::~DistributedDataParallel() = default;
+
+void DistributedDataParallel::before_backward(const at::Tensor& loss) {
+  if (!engine_ || !engine_->reducer) return;
+  Engine& e = *engine_;
+  // PyTorch's DDP does this at the start of forward; there is no forward to hook here, and
+  // doing it before backward is equivalent: the buckets are rebuilt (once, in the order the
+  // gradients arrived during the first step) before any hook of this pass fires.
+  e.reducer->rebuild_buckets();
+  if (!require_backward_grad_sync_) return;
+  e.reducer->prepare_for_forward();
+  if (e.options.find_unused_parameters_ && !e.options.static_graph_)
+    e.reducer->prepare_for_backward({loss});
+  else
+    e.reducer->prepare_for_backward({});
+  if (e.options.broadcast_buffers_) {
+    // Buffers after this step's forward, from process 0: what PyTorch's DDP copies at the
+    // start of the next forward.
+    at::NoGradGuard no_grad;
+    e.broadcast(e.buffers, "buffers");
+  }
+}
+
+bool DistributedDataParallel::is_reached_by(const at::Tensor& loss) const {
+  if (!engine_ || !engine_->reducer || !loss.defined() || !loss.grad_fn()) return false;
+  std::vector<const torch::autograd::Node*> stack{loss.grad_fn().get()};
+  std::unordered_set<const torch::autograd::Node*> seen;
+  while (!stack.empty()) {
+    const torch::autograd::Node* node = stack.back();
+    stack.pop_back();
+    if (!node || !seen.insert(node).second) continue;
+    if (engine_->accumulators.count(node)) return true;
+    for (const auto& edge : node->next_edges()) stack.push_back(edge.function.get());
+  }
+  return false;
+}
+
+}  // namespace accelerate

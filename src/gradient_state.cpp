@@ -1,0 +1,31 @@
+#include "accelerate/gradient_state.h"
+
+#include <algorithm>
+#include <stdexcept>
+#include <string>
+
+namespace accelerate {
+
+GradientState::GradientState(GradientAccumulationPlugin plugin) : plugin_(plugin) {
+  if (plugin_.num_steps_ < 1)
+    throw std::invalid_argument("accelerate: gradient accumulation steps must be >= 1, got " +
+                                std::to_string(plugin_.num_steps_));
+}
+
+void GradientState::loader_begin(const void* loader, int64_t remainder) {
+  loader_finish(loader);  // a pass restarted before it ended
+  active_.push_back({loader, remainder, false});
+}
+
+void GradientState::loader_at_end(const void* loader) {
+  for (auto& a : active_)
+    if (a.loader == loader) a.end = true;
+}
+
+void GradientState::loader_finish(const void* loader) {
+  active_.erase(std::remove_if(active_.begin(), active_.end(),
+                               [&](const Active& a) { return a.loader == loader; }),
+                active_.end());
+}
+
+}  // namespace accelerate
