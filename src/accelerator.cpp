@@ -1,6 +1,7 @@
 #include "accelerate/accelerator.h"
 
 #include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
 #include <torch/nn/utils/clip_grad.h>
 
 #include <cstdio>
@@ -52,6 +53,57 @@ void Accelerator::register_model(const std::shared_ptr<torch::nn::Module>& model
   model->to(device());
   models_.emplace(model.get(),
                   std::make_unique<DistributedDataParallel>(model, state_, options_.ddp_options_));
+}
+
+std::shared_ptr<AcceleratedOptimizer> Accelerator::prepare_optimizer(
+    std::shared_ptr<torch::optim::Optimizer> optimizer) {
+  if (!optimizer)
+    throw std::invalid_argument("accelerate: prepare: the optimizer is a null pointer");
+  auto it = optimizers_.find(optimizer.get());
+  if (it != optimizers_.end()) return it->second;
+  auto prepared = std::make_shared<AcceleratedOptimizer>(optimizer, gradient_state_, device());
+  optimizers_.emplace(optimizer.get(), prepared);
+  return prepared;
+}
+
+std::shared_ptr<AcceleratedScheduler> Accelerator::prepare_scheduler(
+    std::shared_ptr<torch::optim::LRScheduler> scheduler) {
+  if (!scheduler)
+    throw std::invalid_argument("accelerate: prepare: the scheduler is a null pointer");
+  for (const auto& s : schedulers_)
+    if (s->scheduler() == scheduler) return s;
+  // Attach to the prepared optimizer the scheduler drives when that is known (LambdaLR),
+  // else to every prepared optimizer, as Accelerate does.
+  std::vector<std::shared_ptr<AcceleratedOptimizer>> optimizers;
+  if (auto* lambda = dynamic_cast<LambdaLR*>(scheduler.get())) {
+    optimizers.push_back(prepare_optimizer(lambda->optimizer()));
+  } else {
+    for (const auto& [raw, prepared] : optimizers_) optimizers.push_back(prepared);
+  }
+  if (optimizers.empty())
+    throw std::invalid_argument(
+        "accelerate: prepare: prepare the scheduler's optimizer too (in the same call or before)");
+  auto prepared = std::make_shared<AcceleratedScheduler>(
+      std::move(scheduler), std::move(optimizers), gradient_state_,
+      AcceleratedSchedulerOptions()
+          .num_processes(num_processes())
+          .split_batches(options_.split_batches_)
+          .step_with_optimizer(options_.step_scheduler_with_optimizer_));
+  schedulers_.push_back(prepared);
+  return prepared;
+}
+
+ShardingOptions Accelerator::sharding_options() {
+  ShardingOptions sharding;
+  sharding.num_processes = num_processes();
+  sharding.process_index = process_index();
+  sharding.split_batches = options_.split_batches_;
+  sharding.even_batches = options_.even_batches_;
+  sharding.device = device();
+  sharding.gradient_state = gradient_state_;
+  // One shuffling seed for all processes: process 0's, unless the loader has its own.
+  sharding.seed = broadcast_object(at::detail::getDefaultCPUGenerator().current_seed());
+  return sharding;
 }
 
 DistributedDataParallel* Accelerator::engine_of(const torch::nn::Module* model) const {

@@ -1,0 +1,230 @@
+#include "accelerate/data_loader.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <numeric>
+
+#include "compat.h"
+
+namespace accelerate {
+
+namespace {
+
+void check(const BatchShardOptions& o) {
+  if (o.batch_size_ < 1)
+    throw std::invalid_argument("accelerate::DataLoader: batch_size must be >= 1, got " +
+                                std::to_string(o.batch_size_));
+  if (o.num_processes_ < 1)
+    throw std::invalid_argument("accelerate::DataLoader: num_processes must be >= 1, got " +
+                                std::to_string(o.num_processes_));
+  if (o.process_index_ < 0 || o.process_index_ >= o.num_processes_)
+    throw std::invalid_argument("accelerate::DataLoader: process_index " +
+                                std::to_string(o.process_index_) + " is not in [0, " +
+                                std::to_string(o.num_processes_) + ")");
+  if (o.split_batches_ && o.batch_size_ % o.num_processes_ != 0)
+    throw std::invalid_argument("accelerate::DataLoader: with split_batches, the batch size (" +
+                                std::to_string(o.batch_size_) +
+                                ") must be a round multiple of the number of processes (" +
+                                std::to_string(o.num_processes_) + ")");
+}
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+}  // namespace
+
+// Every layout below reads a "stream": the order itself, then, where even_batches pads the
+// end, the first `cycle` samples of the order repeated. Accelerate pads from the samples of
+// the first batch (split_batches) or of the first num_processes batches (otherwise),
+// doubled until long enough, which is this cycle.
+std::vector<std::vector<int64_t>> shard_batches(const std::vector<int64_t>& order,
+                                                const BatchShardOptions& o) {
+  check(o);
+  const int64_t n = static_cast<int64_t>(order.size());
+  const int64_t B = o.batch_size_, N = o.num_processes_, p = o.process_index_;
+  std::vector<std::vector<int64_t>> out;
+  if (n == 0) return out;
+  auto take = [&](int64_t start, int64_t length, int64_t cycle) {
+    std::vector<int64_t> batch;
+    batch.reserve(static_cast<size_t>(length));
+    for (int64_t s = start; s < start + length; ++s)
+      batch.push_back(order[static_cast<size_t>(s < n ? s : (s - n) % cycle)]);
+    out.push_back(std::move(batch));
+  };
+  const int64_t full = n / B, rest = n % B;
+  if (N == 1) {  // no sharding, as Accelerate with one process
+    for (int64_t i = 0; i < full; ++i) take(i * B, B, n);
+    if (rest > 0 && !o.drop_last_) take(full * B, rest, n);
+  } else if (o.split_batches_) {
+    const int64_t slice = B / N;
+    for (int64_t i = 0; i < full; ++i) take(i * B + p * slice, slice, n);
+    if (rest > 0 && !o.drop_last_) {
+      if (o.even_batches_)
+        take(full * B + p * slice, slice, std::min(n, B));
+      else if (rest > p * slice)
+        take(full * B + p * slice, std::min(slice, rest - p * slice), n);
+    }
+  } else if (o.drop_last_) {  // only complete rounds of full batches
+    for (int64_t round = 0; round < full / N; ++round) take((round * N + p) * B, B, n);
+  } else if (!o.even_batches_) {  // batch i to process i mod N, the last one short
+    const int64_t count = full + (rest > 0 ? 1 : 0);
+    for (int64_t i = p; i < count; i += N) take(i * B, std::min(B, n - i * B), n);
+  } else {  // padded to whole rounds of full batches
+    const int64_t count = ceil_div(n, N * B) * N;
+    for (int64_t i = p; i < count; i += N) take(i * B, B, std::min(n, N * B));
+  }
+  return out;
+}
+
+int64_t shard_num_batches(int64_t n, const BatchShardOptions& o) {
+  check(o);
+  if (n < 0) throw std::invalid_argument("accelerate::DataLoader: negative data set size");
+  if (n == 0) return 0;
+  const int64_t B = o.batch_size_, N = o.num_processes_, p = o.process_index_;
+  const int64_t full = n / B, rest = n % B;
+  if (N == 1) return full + (rest > 0 && !o.drop_last_ ? 1 : 0);
+  if (o.split_batches_) {
+    bool extra = rest > 0 && !o.drop_last_ && (o.even_batches_ || rest > p * (B / N));
+    return full + (extra ? 1 : 0);
+  }
+  if (o.drop_last_) return full / N;
+  if (!o.even_batches_) {
+    const int64_t count = full + (rest > 0 ? 1 : 0);
+    return count > p ? ceil_div(count - p, N) : 0;
+  }
+  return ceil_div(n, N * B);
+}
+
+std::vector<int64_t> shuffled_indices(int64_t n, uint64_t seed) {
+  if (n < 0) throw std::invalid_argument("accelerate::shuffled_indices: negative size");
+  auto generator = at::make_generator<at::CPUGeneratorImpl>(seed);
+  at::Tensor perm = at::randperm(n, generator, at::TensorOptions().dtype(at::kLong)).contiguous();
+  const int64_t* data = perm.data_ptr<int64_t>();
+  return std::vector<int64_t>(data, data + n);
+}
+
+namespace detail {
+
+bool pinning_available() { return compat::cuda_available(); }
+
+std::string get_failed_message(int64_t index) {
+  return "accelerate::DataLoader: dataset.get(" + std::to_string(index) +
+         ") failed (sample index " + std::to_string(index) + ")";
+}
+
+}  // namespace detail
+
+DataLoaderBase::DataLoaderBase(DataLoaderOptions options) : options_(std::move(options)) {
+  if (options_.batch_size_ < 1)
+    throw std::invalid_argument("accelerate::DataLoader: batch_size must be >= 1, got " +
+                                std::to_string(options_.batch_size_));
+  if (options_.num_workers_ < 0)
+    throw std::invalid_argument("accelerate::DataLoader: num_workers must be >= 0, got " +
+                                std::to_string(options_.num_workers_));
+}
+
+DataLoaderBase::~DataLoaderBase() { detach_pass(); }
+
+BatchShardOptions DataLoaderBase::shard_options() const {
+  return BatchShardOptions()
+      .batch_size(options_.batch_size_)
+      .drop_last(options_.drop_last_)
+      .num_processes(prepared_ ? sharding_.num_processes : 1)
+      .process_index(prepared_ ? sharding_.process_index : 0)
+      .split_batches(prepared_ && sharding_.split_batches)
+      .even_batches(!prepared_ || sharding_.even_batches);
+}
+
+int64_t DataLoaderBase::total_batch_size() const {
+  if (!prepared_ || sharding_.split_batches) return options_.batch_size_;
+  return options_.batch_size_ * sharding_.num_processes;
+}
+
+int64_t DataLoaderBase::size() const {
+  return std::max<int64_t>(0, shard_num_batches(dataset_size(), shard_options()) - skip_first_);
+}
+
+void DataLoaderBase::set_epoch(int64_t epoch) {
+  if (epoch != epoch_) {
+    resume_skip_.reset();
+    batches_yielded_ = 0;
+  }
+  epoch_ = epoch;
+}
+
+void DataLoaderBase::resume_from(LoaderPosition position) {
+  if (position.batches < 0)
+    throw std::invalid_argument("accelerate::DataLoader::resume_from: negative batch count " +
+                                std::to_string(position.batches));
+  epoch_ = position.epoch;
+  resume_skip_ = position.batches;
+  batches_yielded_ = position.batches;
+}
+
+void DataLoaderBase::set_sharding(const ShardingOptions& sharding) {
+  check(BatchShardOptions()
+            .batch_size(options_.batch_size_)
+            .num_processes(sharding.num_processes)
+            .process_index(sharding.process_index)
+            .split_batches(sharding.split_batches));
+  sharding_ = sharding;
+  prepared_ = true;
+}
+
+void DataLoaderBase::set_skip_first(int64_t n) {
+  if (n < 0)
+    throw std::invalid_argument("accelerate::skip_first_batches: negative count " +
+                                std::to_string(n));
+  skip_first_ = n;
+}
+
+void DataLoaderBase::detach_pass() {
+  if (auto pass = active_.pass.lock()) pass->detach();
+  active_.pass.reset();
+}
+
+DataLoaderBase::PassPlan DataLoaderBase::begin_pass() {
+  const int64_t n = dataset_size();
+  std::vector<int64_t> order;
+  if (options_.shuffle_) {
+    uint64_t seed;
+    if (options_.seed_) {
+      seed = *options_.seed_;
+    } else if (prepared_ && sharding_.seed) {
+      seed = *sharding_.seed;
+    } else {
+      if (!default_seed_) default_seed_ = at::detail::getDefaultCPUGenerator().current_seed();
+      seed = *default_seed_;
+    }
+    order = shuffled_indices(n, seed + static_cast<uint64_t>(epoch_));
+  } else {
+    order.resize(static_cast<size_t>(n));
+    std::iota(order.begin(), order.end(), int64_t{0});
+  }
+  PassPlan plan;
+  plan.batches = shard_batches(order, shard_options());
+  plan.first = std::min<int64_t>(std::max(skip_first_, resume_skip_.value_or(0)),
+                                 static_cast<int64_t>(plan.batches.size()));
+  resume_skip_.reset();
+  plan.batches.erase(plan.batches.begin(), plan.batches.begin() + plan.first);
+  batches_yielded_ = plan.first;
+  if (prepared_ && sharding_.gradient_state) {
+    int64_t remainder = options_.drop_last_ ? -1 : n % total_batch_size();
+    sharding_.gradient_state->loader_begin(this, remainder);
+  }
+  return plan;
+}
+
+void DataLoaderBase::on_yield(int64_t index, bool last) {
+  batches_yielded_ = index + 1;
+  if (last && prepared_ && sharding_.gradient_state) sharding_.gradient_state->loader_at_end(this);
+}
+
+void DataLoaderBase::end_pass(bool complete) {
+  if (prepared_ && sharding_.gradient_state) sharding_.gradient_state->loader_finish(this);
+  if (complete) {
+    ++epoch_;
+    batches_yielded_ = 0;
+  }
+}
+
+}  // namespace accelerate

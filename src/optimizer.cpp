@@ -1,0 +1,114 @@
+#include "accelerate/optimizer.h"
+
+#include <torch/optim/adagrad.h>
+#include <torch/optim/adam.h>
+#include <torch/optim/adamw.h>
+#include <torch/optim/lbfgs.h>
+#include <torch/optim/rmsprop.h>
+#include <torch/optim/sgd.h>
+
+#include <deque>
+#include <stdexcept>
+#include <utility>
+
+namespace accelerate {
+namespace {
+
+void move(at::Tensor& tensor, const c10::Device& device) {
+  if (tensor.defined()) tensor = tensor.to(device);
+}
+
+void move(std::deque<at::Tensor>& tensors, const c10::Device& device) {
+  for (auto& t : tensors) move(t, device);
+}
+
+// LibTorch's param states expose their tensors only through TORCH_ARG accessors, so each
+// known type is handled by name: read, move, write back.
+bool move_state(torch::optim::OptimizerParamState& state, const c10::Device& device) {
+  using namespace torch::optim;
+  auto moved = [&](at::Tensor t) {
+    move(t, device);
+    return t;
+  };
+  if (auto* s = dynamic_cast<AdamParamState*>(&state)) {
+    s->exp_avg(moved(s->exp_avg()));
+    s->exp_avg_sq(moved(s->exp_avg_sq()));
+    s->max_exp_avg_sq(moved(s->max_exp_avg_sq()));
+  } else if (auto* s = dynamic_cast<AdamWParamState*>(&state)) {
+    s->exp_avg(moved(s->exp_avg()));
+    s->exp_avg_sq(moved(s->exp_avg_sq()));
+    s->max_exp_avg_sq(moved(s->max_exp_avg_sq()));
+  } else if (auto* s = dynamic_cast<SGDParamState*>(&state)) {
+    s->momentum_buffer(moved(s->momentum_buffer()));
+  } else if (auto* s = dynamic_cast<RMSpropParamState*>(&state)) {
+    s->square_avg(moved(s->square_avg()));
+    s->momentum_buffer(moved(s->momentum_buffer()));
+    s->grad_avg(moved(s->grad_avg()));
+  } else if (auto* s = dynamic_cast<AdagradParamState*>(&state)) {
+    s->sum(moved(s->sum()));
+  } else if (auto* s = dynamic_cast<LBFGSParamState*>(&state)) {
+    s->d(moved(s->d()));
+    s->H_diag(moved(s->H_diag()));
+    s->prev_flat_grad(moved(s->prev_flat_grad()));
+    move(s->old_dirs(), device);
+    move(s->old_stps(), device);
+    move(s->ro(), device);
+    if (s->al()) {
+      for (auto& t : *s->al()) move(t, device);
+    }
+  } else {
+    return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+size_t move_optimizer_state_to(torch::optim::Optimizer& optimizer, const c10::Device& device) {
+  size_t recognised = 0;
+  for (auto& entry : optimizer.state()) {
+    if (entry.second && move_state(*entry.second, device)) ++recognised;
+  }
+  return recognised;
+}
+
+AcceleratedOptimizer::AcceleratedOptimizer(std::shared_ptr<torch::optim::Optimizer> optimizer,
+                                           std::shared_ptr<GradientState> gradient_state,
+                                           c10::Device device)
+    : optimizer_(std::move(optimizer)),
+      gradient_state_(std::move(gradient_state)),
+      device_(device) {
+  if (!optimizer_) throw std::invalid_argument("AcceleratedOptimizer: optimizer is null");
+  if (!gradient_state_) throw std::invalid_argument("AcceleratedOptimizer: gradient_state is null");
+  move_optimizer_state_to(*optimizer_, device_);
+}
+
+at::Tensor AcceleratedOptimizer::step(torch::optim::Optimizer::LossClosure closure) {
+  if (!gradient_state_->sync_gradients()) return {};
+  return optimizer_->step(std::move(closure));
+}
+
+void AcceleratedOptimizer::zero_grad(bool set_to_none) {
+  if (!gradient_state_->sync_gradients()) return;
+  // Done here rather than by Optimizer::zero_grad, whose signature and default changed
+  // between LibTorch 1.13 (no argument, zeroes) and 2.x (set_to_none = true). The zeroing
+  // path follows PyTorch's: detach a gradient that has a history, else drop requires_grad.
+  for (auto& group : optimizer_->param_groups()) {
+    for (auto& param : group.params()) {
+      at::Tensor& grad = param.mutable_grad();
+      if (!grad.defined()) continue;
+      if (set_to_none) {
+        grad = at::Tensor();
+      } else {
+        if (grad.grad_fn()) {
+          grad.detach_();
+        } else {
+          grad.requires_grad_(false);
+        }
+        grad.zero_();
+      }
+    }
+  }
+}
+
+}  // namespace accelerate

@@ -1,1 +1,833 @@
+// Tests of accelerate/data_loader.h: Accelerate's batch sharding (the expected lists of
+// accelerate's tests/test_data_loader.py), shuffling equal to Python's, the loader's passes,
+// workers, position and gradient-state signals, and the Fashion-MNIST example data set.
+#include <ATen/CPUGeneratorImpl.h>
+#include <accelerate/data_loader.h>
 #include <gtest/gtest.h>
+#include <torch/data/datasets/base.h>
+#include <torch/data/datasets/mnist.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <numeric>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "../examples/fashion_mnist/fashion_mnist.h"
+
+namespace acc = accelerate;
+
+namespace {
+
+using Batches = std::vector<std::vector<int64_t>>;
+
+std::vector<int64_t> range(int64_t n) {
+  std::vector<int64_t> v(static_cast<size_t>(n));
+  std::iota(v.begin(), v.end(), int64_t{0});
+  return v;
+}
+
+// Both processes' batches of range(n), as Accelerate's check_batch_sampler_shards.
+std::vector<Batches> shards(int64_t n, int64_t batch_size, bool drop_last, bool split = false,
+                            bool even = true) {
+  std::vector<Batches> out;
+  for (int p = 0; p < 2; ++p) {
+    auto options = acc::BatchShardOptions()
+                       .batch_size(batch_size)
+                       .drop_last(drop_last)
+                       .num_processes(2)
+                       .process_index(p)
+                       .split_batches(split)
+                       .even_batches(even);
+    out.push_back(acc::shard_batches(range(n), options));
+    EXPECT_EQ(acc::shard_num_batches(n, options), static_cast<int64_t>(out.back().size()))
+        << "n=" << n << " batch_size=" << batch_size << " process " << p;
+  }
+  return out;
+}
+
+// A data set whose example i is data = [float(i)], target = i; counts get() calls and
+// throws at `fail_at`.
+struct Indexed : torch::data::datasets::Dataset<Indexed> {
+  explicit Indexed(int64_t size, int64_t fail = -1) : n(size), fail_at(fail) {}
+  torch::data::Example<> get(size_t index) override {
+    calls->fetch_add(1);
+    if (static_cast<int64_t>(index) == fail_at) throw std::runtime_error("disk on fire");
+    return {torch::full({1}, static_cast<float>(index)),
+            torch::tensor(static_cast<int64_t>(index))};
+  }
+  c10::optional<size_t> size() const override { return static_cast<size_t>(n); }
+  int64_t n;
+  int64_t fail_at;
+  std::shared_ptr<std::atomic<int64_t>> calls = std::make_shared<std::atomic<int64_t>>(0);
+};
+
+std::vector<int64_t> indices(const torch::data::Example<>& batch) {
+  at::Tensor t = batch.target.contiguous();
+  EXPECT_TRUE(batch.data.select(1, 0).to(at::kLong).equal(t));
+  return std::vector<int64_t>(t.data_ptr<int64_t>(), t.data_ptr<int64_t>() + t.numel());
+}
+
+template <typename Loader>
+Batches pass(Loader& loader) {
+  Batches out;
+  for (auto& batch : loader) out.push_back(indices(batch));
+  return out;
+}
+
+acc::ShardingOptions sharding(int num_processes, int process_index) {
+  acc::ShardingOptions s;
+  s.num_processes = num_processes;
+  s.process_index = process_index;
+  return s;
+}
+
+std::vector<int64_t> flatten(const Batches& batches) {
+  std::vector<int64_t> out;
+  for (const auto& b : batches) out.insert(out.end(), b.begin(), b.end());
+  return out;
+}
+
+// A fresh temporary folder.
+std::string temp_folder() {
+  char name[] = "/tmp/accelerate_data_loader_XXXXXX";
+  if (!::mkdtemp(name)) throw std::runtime_error("mkdtemp failed");
+  return name;
+}
+
+bool have_fashion_mnist() {
+  return std::ifstream(std::string(fashion_mnist::kDefaultFolder) + "/t10k-labels-idx1-ubyte.gz")
+      .good();
+}
+
+}  // namespace
+
+// ---- Batch sharding: accelerate's test_batch_sampler_shards_* -----------------------------
+
+TEST(ShardBatches, NoSplitEvenBatches) {
+  Batches p0 = {{0, 1, 2}, {6, 7, 8}, {12, 13, 14}, {18, 19, 20}};
+  EXPECT_EQ(shards(24, 3, false),
+            (std::vector<Batches>{p0, {{3, 4, 5}, {9, 10, 11}, {15, 16, 17}, {21, 22, 23}}}));
+  EXPECT_EQ(shards(24, 3, true), shards(24, 3, false));
+  EXPECT_EQ(shards(21, 3, false),
+            (std::vector<Batches>{p0, {{3, 4, 5}, {9, 10, 11}, {15, 16, 17}, {0, 1, 2}}}));
+  EXPECT_EQ(shards(22, 3, false),
+            (std::vector<Batches>{p0, {{3, 4, 5}, {9, 10, 11}, {15, 16, 17}, {21, 0, 1}}}));
+  EXPECT_EQ(shards(20, 3, false),
+            (std::vector<Batches>{{{0, 1, 2}, {6, 7, 8}, {12, 13, 14}, {18, 19, 0}},
+                                  {{3, 4, 5}, {9, 10, 11}, {15, 16, 17}, {1, 2, 3}}}));
+}
+
+TEST(ShardBatches, NoSplitDropLast) {
+  std::vector<Batches> expected = {{{0, 1, 2}, {6, 7, 8}, {12, 13, 14}},
+                                   {{3, 4, 5}, {9, 10, 11}, {15, 16, 17}}};
+  EXPECT_EQ(shards(21, 3, true), expected);
+  EXPECT_EQ(shards(22, 3, true), expected);
+  EXPECT_EQ(shards(20, 3, true), expected);
+  EXPECT_EQ(shards(20, 3, true, false, false), expected);
+}
+
+TEST(ShardBatches, TinyDataSet) {
+  EXPECT_EQ(shards(2, 3, false), (std::vector<Batches>{{{0, 1, 0}}, {{1, 0, 1}}}));
+  EXPECT_EQ(shards(2, 3, true), (std::vector<Batches>{{}, {}}));
+  EXPECT_EQ(shards(2, 4, false, true), (std::vector<Batches>{{{0, 1}}, {{0, 1}}}));
+  EXPECT_EQ(shards(2, 4, true, true), (std::vector<Batches>{{}, {}}));
+  EXPECT_EQ(shards(2, 3, false, false, false), (std::vector<Batches>{{{0, 1}}, {}}));
+  EXPECT_EQ(shards(2, 4, false, true, false), (std::vector<Batches>{{{0, 1}}, {}}));
+  EXPECT_EQ(shards(0, 3, false), (std::vector<Batches>{{}, {}}));
+}
+
+TEST(ShardBatches, SplitBatches) {
+  Batches p0 = {{0, 1}, {4, 5}, {8, 9}, {12, 13}, {16, 17}, {20, 21}};
+  Batches p1 = {{2, 3}, {6, 7}, {10, 11}, {14, 15}, {18, 19}, {22, 23}};
+  EXPECT_EQ(shards(24, 4, false, true), (std::vector<Batches>{p0, p1}));
+  EXPECT_EQ(shards(24, 4, true, true), (std::vector<Batches>{p0, p1}));
+  EXPECT_EQ(shards(22, 4, false, true),
+            (std::vector<Batches>{p0, {{2, 3}, {6, 7}, {10, 11}, {14, 15}, {18, 19}, {0, 1}}}));
+  EXPECT_EQ(shards(21, 4, false, true),
+            (std::vector<Batches>{{{0, 1}, {4, 5}, {8, 9}, {12, 13}, {16, 17}, {20, 0}},
+                                  {{2, 3}, {6, 7}, {10, 11}, {14, 15}, {18, 19}, {1, 2}}}));
+  std::vector<Batches> dropped = {{{0, 1}, {4, 5}, {8, 9}, {12, 13}, {16, 17}},
+                                  {{2, 3}, {6, 7}, {10, 11}, {14, 15}, {18, 19}}};
+  EXPECT_EQ(shards(22, 4, true, true), dropped);
+  EXPECT_EQ(shards(21, 4, true, true), dropped);
+}
+
+TEST(ShardBatches, NoSplitUnevenBatches) {
+  Batches p0 = {{0, 1, 2}, {6, 7, 8}, {12, 13, 14}, {18, 19, 20}};
+  Batches p1 = {{3, 4, 5}, {9, 10, 11}, {15, 16, 17}};
+  EXPECT_EQ(shards(24, 3, false, false, false),
+            (std::vector<Batches>{p0, {{3, 4, 5}, {9, 10, 11}, {15, 16, 17}, {21, 22, 23}}}));
+  auto uneven21 = shards(21, 3, false, false, false);
+  EXPECT_EQ(uneven21, (std::vector<Batches>{p0, p1}));
+  EXPECT_EQ(uneven21[0].size(), 4u);
+  EXPECT_EQ(uneven21[1].size(), 3u);
+  EXPECT_EQ(shards(22, 3, false, false, false),
+            (std::vector<Batches>{p0, {{3, 4, 5}, {9, 10, 11}, {15, 16, 17}, {21}}}));
+  EXPECT_EQ(shards(20, 3, false, false, false),
+            (std::vector<Batches>{{{0, 1, 2}, {6, 7, 8}, {12, 13, 14}, {18, 19}}, p1}));
+}
+
+TEST(ShardBatches, SplitUnevenBatches) {
+  Batches p1 = {{2, 3}, {6, 7}, {10, 11}, {14, 15}, {18, 19}};
+  EXPECT_EQ(shards(22, 4, false, true, false),
+            (std::vector<Batches>{{{0, 1}, {4, 5}, {8, 9}, {12, 13}, {16, 17}, {20, 21}}, p1}));
+  EXPECT_EQ(shards(21, 4, false, true, false),
+            (std::vector<Batches>{{{0, 1}, {4, 5}, {8, 9}, {12, 13}, {16, 17}, {20}}, p1}));
+}
+
+TEST(ShardBatches, OneProcessIsPlainBatches) {
+  auto options = acc::BatchShardOptions().batch_size(4);
+  EXPECT_EQ(acc::shard_batches(range(10), options), (Batches{{0, 1, 2, 3}, {4, 5, 6, 7}, {8, 9}}));
+  EXPECT_EQ(acc::shard_batches(range(10), options.drop_last(true)),
+            (Batches{{0, 1, 2, 3}, {4, 5, 6, 7}}));
+  EXPECT_EQ(acc::shard_batches({9, 3, 5}, acc::BatchShardOptions().batch_size(2)),
+            (Batches{{9, 3}, {5}}));
+}
+
+TEST(ShardBatches, FollowsTheGivenOrder) {
+  std::vector<int64_t> order = {5, 3, 1, 4, 2, 0};
+  auto p1 = acc::shard_batches(
+      order, acc::BatchShardOptions().batch_size(2).num_processes(2).process_index(1));
+  EXPECT_EQ(p1, (Batches{{1, 4}, {5, 3}}));  // [0] padded from the start of the order
+}
+
+TEST(ShardBatches, InvalidArguments) {
+  try {
+    acc::shard_batches(range(10),
+                       acc::BatchShardOptions().batch_size(3).num_processes(2).split_batches(true));
+    FAIL() << "expected std::invalid_argument";
+  } catch (const std::invalid_argument& e) {
+    std::string what = e.what();
+    EXPECT_NE(what.find("(3)"), std::string::npos) << what;
+    EXPECT_NE(what.find("(2)"), std::string::npos) << what;
+  }
+  EXPECT_THROW(acc::shard_batches(range(10), acc::BatchShardOptions().batch_size(0)),
+               std::invalid_argument);
+  EXPECT_THROW(
+      acc::shard_batches(range(10), acc::BatchShardOptions().num_processes(2).process_index(2)),
+      std::invalid_argument);
+}
+
+// Counts agree with the lists, processes partition (or, padded, cover) the samples, and
+// even_batches gives every process the same count, over many shapes and 1..4 processes.
+TEST(ShardBatches, InvariantsOverManyShapes) {
+  for (int64_t n = 0; n <= 30; ++n)
+    for (int64_t b = 1; b <= 6; ++b)
+      for (int N = 1; N <= 4; ++N)
+        for (int flags = 0; flags < 8; ++flags) {
+          bool drop_last = flags & 1, split = flags & 2, even = flags & 4;
+          if (split && b % N != 0) continue;
+          std::vector<int64_t> all, counts;
+          for (int p = 0; p < N; ++p) {
+            auto options = acc::BatchShardOptions()
+                               .batch_size(b)
+                               .drop_last(drop_last)
+                               .num_processes(N)
+                               .process_index(p)
+                               .split_batches(split)
+                               .even_batches(even);
+            auto batches = acc::shard_batches(range(n), options);
+            ASSERT_EQ(acc::shard_num_batches(n, options), static_cast<int64_t>(batches.size()));
+            counts.push_back(static_cast<int64_t>(batches.size()));
+            for (auto& batch : batches) {
+              int64_t expected_size = (split && N > 1) ? b / N : b;
+              if (drop_last || (even && N > 1)) {
+                ASSERT_EQ(static_cast<int64_t>(batch.size()), expected_size);
+              } else {
+                ASSERT_LE(static_cast<int64_t>(batch.size()), expected_size);
+              }
+              all.insert(all.end(), batch.begin(), batch.end());
+            }
+          }
+          std::set<int64_t> distinct(all.begin(), all.end());
+          if (!drop_last) {
+            EXPECT_EQ(static_cast<int64_t>(distinct.size()), n);
+          }
+          if (!drop_last && (!even || N == 1)) {
+            EXPECT_EQ(static_cast<int64_t>(all.size()), n);
+          }
+          for (auto c : counts) {
+            if (even || drop_last) {
+              EXPECT_EQ(c, counts[0]);
+            } else {
+              EXPECT_TRUE(c == counts[0] || c == counts[0] - 1);
+            }
+          }
+        }
+}
+
+// ---- Shuffling ------------------------------------------------------------------------
+
+// Python: torch.randperm(10, generator=torch.Generator().manual_seed(42)).tolist()
+// (Debian's python3-torch 1.13.1, the same ATen as libtorch-dev).
+TEST(Shuffle, RandpermMatchesPython) {
+  auto generator = at::make_generator<at::CPUGeneratorImpl>(42);
+  at::Tensor perm = at::randperm(10, generator, at::kLong);
+  std::vector<int64_t> got(perm.data_ptr<int64_t>(), perm.data_ptr<int64_t>() + 10);
+  std::vector<int64_t> python = {2, 6, 1, 8, 4, 5, 0, 9, 3, 7};
+  EXPECT_EQ(got, python);
+  EXPECT_EQ(acc::shuffled_indices(10, 42), python);
+  EXPECT_EQ(acc::shuffled_indices(10, 43), (std::vector<int64_t>{8, 4, 9, 0, 5, 1, 6, 7, 2, 3}));
+  auto long_perm = acc::shuffled_indices(100, 7);
+  EXPECT_EQ(std::vector<int64_t>(long_perm.begin(), long_perm.begin() + 10),
+            (std::vector<int64_t>{15, 59, 71, 57, 2, 27, 87, 54, 36, 96}));
+}
+
+// ---- The loader, one process ----------------------------------------------------------
+
+TEST(DataLoader, BatchesInOrderWithShapes) {
+  acc::DataLoader<Indexed> loader(Indexed(10), acc::DataLoaderOptions().batch_size(4));
+  EXPECT_EQ(loader.size(), 3);
+  EXPECT_EQ(loader.dataset_size(), 10);
+  EXPECT_EQ(loader.total_batch_size(), 4);
+  std::vector<int64_t> sizes;
+  for (auto& batch : loader) {
+    EXPECT_EQ(batch.data.dim(), 2);
+    EXPECT_EQ(batch.data.size(1), 1);
+    EXPECT_EQ(batch.target.dim(), 1);
+    EXPECT_EQ(batch.data.scalar_type(), at::kFloat);
+    sizes.push_back(batch.data.size(0));
+  }
+  EXPECT_EQ(sizes, (std::vector<int64_t>{4, 4, 2}));
+  EXPECT_EQ(pass(loader), (Batches{{0, 1, 2, 3}, {4, 5, 6, 7}, {8, 9}}));
+
+  acc::DataLoader<Indexed> dropped(Indexed(10),
+                                   acc::DataLoaderOptions().batch_size(4).drop_last(true));
+  EXPECT_EQ(dropped.size(), 2);
+  EXPECT_EQ(pass(dropped), (Batches{{0, 1, 2, 3}, {4, 5, 6, 7}}));
+}
+
+TEST(DataLoader, SharedDataSetAndCheapCopies) {
+  auto data = std::make_shared<Indexed>(6);
+  acc::DataLoader<Indexed> loader(data, acc::DataLoaderOptions().batch_size(3));
+  acc::DataLoader<Indexed> copy = loader;
+  EXPECT_EQ(copy.dataset().get(), data.get());
+  EXPECT_EQ(pass(copy), (Batches{{0, 1, 2}, {3, 4, 5}}));
+  EXPECT_EQ(copy.epoch(), 1);
+  EXPECT_EQ(loader.epoch(), 0);  // each copy has its own position
+  acc::DataLoader deduced(data, acc::DataLoaderOptions().batch_size(6));  // CTAD
+  static_assert(std::is_same_v<decltype(deduced), acc::DataLoader<Indexed>>);
+  EXPECT_EQ(pass(deduced), (Batches{{0, 1, 2, 3, 4, 5}}));
+}
+
+TEST(DataLoader, ShuffleIsSeedPlusEpoch) {
+  acc::DataLoader<Indexed> loader(Indexed(23),
+                                  acc::DataLoaderOptions().batch_size(5).shuffle(true).seed(42));
+  auto epoch0 = flatten(pass(loader));
+  EXPECT_EQ(epoch0, acc::shuffled_indices(23, 42));
+  EXPECT_EQ(loader.epoch(), 1);
+  auto epoch1 = flatten(pass(loader));
+  EXPECT_EQ(epoch1, acc::shuffled_indices(23, 43));
+  EXPECT_NE(epoch0, epoch1);
+  loader.set_epoch(0);
+  EXPECT_EQ(flatten(pass(loader)), epoch0);
+  loader.set_epoch(10);
+  EXPECT_EQ(flatten(pass(loader)), acc::shuffled_indices(23, 52));
+}
+
+TEST(DataLoader, UnsetSeedUsesDefaultGeneratorSeed) {
+  const uint64_t seed = at::detail::getDefaultCPUGenerator().current_seed();
+  acc::DataLoader<Indexed> loader(Indexed(9), acc::DataLoaderOptions().batch_size(9).shuffle(true));
+  EXPECT_EQ(flatten(pass(loader)), acc::shuffled_indices(9, seed));
+  EXPECT_EQ(flatten(pass(loader)), acc::shuffled_indices(9, seed + 1));
+}
+
+TEST(DataLoader, EpochAdvancesOnlyAfterCompletePass) {
+  acc::DataLoader<Indexed> loader(Indexed(8), acc::DataLoaderOptions().batch_size(2));
+  for (auto& batch : loader) {
+    (void)batch;
+    break;
+  }
+  EXPECT_EQ(loader.epoch(), 0);
+  EXPECT_EQ(loader.batches_yielded(), 1);
+  pass(loader);
+  EXPECT_EQ(loader.epoch(), 1);
+  EXPECT_EQ(loader.batches_yielded(), 0);
+}
+
+TEST(DataLoader, TensorAndNoTargetExamples) {
+  struct Plain : torch::data::datasets::Dataset<Plain, at::Tensor> {
+    at::Tensor get(size_t i) override { return torch::full({2}, static_cast<float>(i)); }
+    c10::optional<size_t> size() const override { return 5; }
+  };
+  acc::DataLoader<Plain> plain(Plain(), acc::DataLoaderOptions().batch_size(2));
+  std::vector<std::vector<int64_t>> shapes;
+  for (auto& batch : plain) shapes.push_back(batch.sizes().vec());
+  EXPECT_EQ(shapes, (std::vector<std::vector<int64_t>>{{2, 2}, {2, 2}, {1, 2}}));
+
+  using Unlabelled = torch::data::Example<at::Tensor, torch::data::example::NoTarget>;
+  struct NoTarget : torch::data::datasets::Dataset<NoTarget, Unlabelled> {
+    Unlabelled get(size_t i) override {
+      return Unlabelled(torch::full({3}, static_cast<float>(i)));
+    }
+    c10::optional<size_t> size() const override { return 4; }
+  };
+  acc::DataLoader<NoTarget> unlabelled(NoTarget(), acc::DataLoaderOptions().batch_size(4));
+  int count = 0;
+  for (auto& batch : unlabelled) {
+    EXPECT_EQ(batch.data.sizes().vec(), (std::vector<int64_t>{4, 3}));
+    EXPECT_EQ(batch.data[3][0].item<float>(), 3.0f);
+    ++count;
+  }
+  EXPECT_EQ(count, 1);
+}
+
+// A user type with its own collation, and a data set whose size() is a plain size_t.
+struct Pair {
+  int64_t a;
+  int64_t b;
+};
+struct PairBatch {
+  std::vector<int64_t> sums;
+};
+template <>
+struct accelerate::Collate<Pair> {
+  static PairBatch collate(std::vector<Pair> pairs) {
+    PairBatch batch;
+    for (auto& p : pairs) batch.sums.push_back(p.a + p.b);
+    return batch;
+  }
+};
+
+TEST(DataLoader, CustomCollateAndSizeT) {
+  struct Pairs {
+    Pair get(size_t i) { return {static_cast<int64_t>(i), 10}; }
+    size_t size() const { return 5; }
+  };
+  acc::DataLoader<Pairs> loader(Pairs(), acc::DataLoaderOptions().batch_size(2).num_workers(2));
+  std::vector<std::vector<int64_t>> got;
+  for (auto& batch : loader) got.push_back(batch.sums);
+  EXPECT_EQ(got, (std::vector<std::vector<int64_t>>{{10, 11}, {12, 13}, {14}}));
+  auto shard = loader.shard(sharding(2, 1));  // no to_device: batches stay as collated
+  got.clear();
+  for (auto& batch : *shard) got.push_back(batch.sums);
+  EXPECT_EQ(got, (std::vector<std::vector<int64_t>>{{12, 13}, {11, 12}}));  // [2,3], [1,2]
+}
+
+TEST(DataLoader, WorkersKeepTheOrder) {
+  for (bool shuffle : {false, true}) {
+    auto options = acc::DataLoaderOptions().batch_size(3).shuffle(shuffle).seed(5);
+    acc::DataLoader<Indexed> serial(Indexed(50), options);
+    auto expected = pass(serial);
+    for (int workers : {1, 2, 3, 8}) {
+      acc::DataLoader<Indexed> threaded(Indexed(50),
+                                        acc::DataLoaderOptions(options).num_workers(workers));
+      EXPECT_EQ(pass(threaded), expected) << workers << " workers";
+      auto shard = threaded.shard(sharding(2, 1));
+      auto serial_shard = serial.shard(sharding(2, 1));
+      serial_shard->set_epoch(shard->epoch());
+      EXPECT_EQ(pass(*shard), pass(*serial_shard)) << workers << " workers, sharded";
+    }
+  }
+}
+
+TEST(DataLoader, GetErrorNamesTheIndex) {
+  for (int workers : {0, 2}) {
+    acc::DataLoader<Indexed> loader(Indexed(20, 13),
+                                    acc::DataLoaderOptions().batch_size(4).num_workers(workers));
+    int seen = 0;
+    try {
+      for (auto& batch : loader) {
+        (void)batch;
+        ++seen;
+      }
+      FAIL() << "expected an error";
+    } catch (const std::runtime_error& e) {
+      std::string what = e.what();
+      EXPECT_NE(what.find("dataset.get(13)"), std::string::npos) << what;
+      try {
+        std::rethrow_if_nested(e);
+        FAIL() << "expected the original error nested";
+      } catch (const std::runtime_error& inner) {
+        EXPECT_STREQ(inner.what(), "disk on fire");
+      }
+    }
+    EXPECT_EQ(seen, 3) << workers << " workers";
+    EXPECT_EQ(loader.epoch(), 0);
+    // The bad batch skipped, the rest loads.
+    EXPECT_EQ(pass(*loader.skip_first_batches(4)), (Batches{{16, 17, 18, 19}}));
+  }
+}
+
+TEST(DataLoader, EarlyBreakWithWorkersDoesNotHang) {
+  Indexed data(2000);
+  auto calls = data.calls;
+  acc::DataLoader<Indexed> loader(data, acc::DataLoaderOptions().batch_size(2).num_workers(3));
+  for (int round = 0; round < 20; ++round) {
+    int seen = 0;
+    for (auto& batch : loader) {
+      (void)batch;
+      if (++seen == 2) break;
+    }
+    EXPECT_EQ(seen, 2);
+  }
+  // Bounded prefetch: an abandoned pass loaded only a few batches ahead.
+  EXPECT_LT(calls->load(), 20 * 2 * (2 + 2 * 3 + 3));
+  // A loader destroyed while an iterator is alive stops its workers first.
+  auto owned =
+      std::make_shared<acc::DataLoader<Indexed>>(data, acc::DataLoaderOptions().num_workers(2));
+  auto it = owned->begin();
+  EXPECT_EQ(indices(*it), std::vector<int64_t>{0});
+  owned.reset();
+  EXPECT_TRUE(it == acc::DataLoader<Indexed>::iterator());
+  // Starting a new pass stops the previous one.
+  auto first = loader.begin();
+  auto second = loader.begin();
+  EXPECT_TRUE(first == loader.end());
+  EXPECT_FALSE(second == loader.end());
+}
+
+TEST(DataLoader, PinMemoryIsHarmlessWithoutCuda) {
+  acc::DataLoader<Indexed> loader(Indexed(6),
+                                  acc::DataLoaderOptions().batch_size(3).pin_memory(true));
+  EXPECT_EQ(pass(loader), (Batches{{0, 1, 2}, {3, 4, 5}}));
+}
+
+TEST(DataLoader, InvalidOptions) {
+  EXPECT_THROW(acc::DataLoader<Indexed>(Indexed(4), acc::DataLoaderOptions().batch_size(0)),
+               std::invalid_argument);
+  EXPECT_THROW(acc::DataLoader<Indexed>(Indexed(4), acc::DataLoaderOptions().num_workers(-1)),
+               std::invalid_argument);
+  EXPECT_THROW(acc::DataLoader<Indexed>(std::shared_ptr<Indexed>()), std::invalid_argument);
+  acc::DataLoader<Indexed> loader(Indexed(4), acc::DataLoaderOptions().batch_size(3));
+  EXPECT_THROW(loader.shard(sharding(2, 2)), std::invalid_argument);
+  auto split = sharding(2, 0);
+  split.split_batches = true;
+  try {
+    loader.shard(split);
+    FAIL() << "expected std::invalid_argument";
+  } catch (const std::invalid_argument& e) {
+    std::string what = e.what();
+    EXPECT_NE(what.find("3"), std::string::npos) << what;
+    EXPECT_NE(what.find("2"), std::string::npos) << what;
+  }
+  EXPECT_THROW(loader.skip_first_batches(-1), std::invalid_argument);
+}
+
+// ---- Prepared (sharded) loaders ---------------------------------------------------------
+
+TEST(ShardedLoader, TwoProcessesCoverTheDataSet) {
+  acc::DataLoader<Indexed> loader(Indexed(82), acc::DataLoaderOptions().batch_size(16));
+  std::set<int64_t> seen;
+  for (int p = 0; p < 2; ++p) {
+    auto shard = loader.shard(sharding(2, p));
+    EXPECT_EQ(shard->size(), 3);
+    EXPECT_EQ(shard->total_batch_size(), 32);
+    EXPECT_EQ(shard->dataset_size(), 82);
+    int count = 0;
+    for (auto& batch : *shard) {
+      EXPECT_EQ(batch.data.sizes().vec(), (std::vector<int64_t>{16, 1}));
+      EXPECT_EQ(batch.target.sizes().vec(), (std::vector<int64_t>{16}));
+      for (auto i : indices(batch)) seen.insert(i);
+      ++count;
+    }
+    EXPECT_EQ(count, 3);
+  }
+  EXPECT_EQ(seen.size(), 82u);
+  EXPECT_EQ(loader.shard(sharding(1, 0))->size(), 6);  // one process: plain batches
+  auto split = sharding(2, 1);
+  split.split_batches = true;
+  auto split_shard = loader.shard(split);
+  EXPECT_EQ(split_shard->total_batch_size(), 16);
+  EXPECT_EQ(split_shard->size(), 6);
+  EXPECT_EQ(pass(*split_shard).front(), (std::vector<int64_t>{8, 9, 10, 11, 12, 13, 14, 15}));
+}
+
+TEST(ShardedLoader, ShufflingSharedAcrossProcessesAndEpochs) {
+  acc::DataLoader<Indexed> loader(Indexed(40),
+                                  acc::DataLoaderOptions().batch_size(4).shuffle(true));
+  std::vector<std::shared_ptr<acc::DataLoader<Indexed>>> processes;
+  for (int p = 0; p < 2; ++p) {
+    auto s = sharding(2, p);
+    s.seed = 1234;  // what prepare broadcasts
+    processes.push_back(loader.shard(s));
+  }
+  std::vector<int64_t> previous;
+  for (int epoch = 0; epoch < 3; ++epoch) {
+    auto b0 = pass(*processes[0]), b1 = pass(*processes[1]);
+    std::vector<int64_t> global;
+    for (size_t i = 0; i < b0.size(); ++i) {
+      global.insert(global.end(), b0[i].begin(), b0[i].end());
+      global.insert(global.end(), b1[i].begin(), b1[i].end());
+    }
+    // Both processes cut the same permutation: together they rebuild it.
+    EXPECT_EQ(global, acc::shuffled_indices(40, 1234 + epoch)) << "epoch " << epoch;
+    EXPECT_NE(global, previous);
+    previous = global;
+  }
+  // An explicit DataLoaderOptions seed wins over the shared one.
+  acc::DataLoader<Indexed> seeded(Indexed(40),
+                                  acc::DataLoaderOptions().batch_size(40).shuffle(true).seed(9));
+  auto s = sharding(1, 0);
+  s.seed = 1234;
+  EXPECT_EQ(flatten(pass(*seeded.shard(s))), acc::shuffled_indices(40, 9));
+}
+
+TEST(ShardedLoader, GradientStateSeesTheEnd) {
+  for (int workers : {0, 2}) {
+    acc::DataLoader<Indexed> loader(Indexed(82),
+                                    acc::DataLoaderOptions().batch_size(16).num_workers(workers));
+    auto state = std::make_shared<acc::GradientState>();
+    auto s = sharding(2, 0);
+    s.gradient_state = state;
+    auto shard = loader.shard(s);
+    EXPECT_FALSE(state->in_dataloader());
+    for (int epoch = 0; epoch < 2; ++epoch) {
+      int64_t i = 0;
+      for (auto& batch : *shard) {
+        (void)batch;
+        EXPECT_TRUE(state->in_dataloader());
+        EXPECT_EQ(state->end_of_dataloader(), i == shard->size() - 1) << "batch " << i;
+        EXPECT_EQ(state->remainder(), 18);  // 82 % (16 * 2)
+        ++i;
+      }
+      EXPECT_EQ(i, 3);
+      EXPECT_FALSE(state->in_dataloader());
+      EXPECT_FALSE(state->end_of_dataloader());
+    }
+    // An abandoned pass is removed too.
+    for (auto& batch : *shard) {
+      (void)batch;
+      break;
+    }
+    EXPECT_FALSE(state->in_dataloader());
+    // drop_last: remainder unknown.
+    acc::DataLoader<Indexed> dropping(Indexed(82),
+                                      acc::DataLoaderOptions().batch_size(16).drop_last(true));
+    auto dropped = dropping.shard(s);
+    for (auto& batch : *dropped) {
+      (void)batch;
+      EXPECT_EQ(state->remainder(), -1);
+    }
+  }
+}
+
+TEST(ShardedLoader, BatchesOnTheDevice) {
+  acc::DataLoader<Indexed> loader(Indexed(8), acc::DataLoaderOptions().batch_size(2));
+  auto s = sharding(2, 1);
+  s.device = c10::Device(c10::kCPU);
+  auto shard = loader.shard(s);  // kept: `*loader.shard(s)` in a range-for would dangle
+  for (auto& batch : *shard) {
+    EXPECT_EQ(batch.data.device(), c10::Device(c10::kCPU));
+    EXPECT_EQ(batch.target.device(), c10::Device(c10::kCPU));
+  }
+}
+
+TEST(ShardedLoader, SkipFirstBatchesLoadsNothingSkipped) {
+  Indexed data(40);
+  acc::DataLoader<Indexed> loader(data,
+                                  acc::DataLoaderOptions().batch_size(4).shuffle(true).seed(3));
+  auto shard = loader.shard(sharding(2, 0));
+  auto whole = pass(*shard);
+  ASSERT_EQ(whole.size(), 5u);
+  shard->set_epoch(0);
+  auto skipped = acc::skip_first_batches(shard, 2);
+  EXPECT_EQ(skipped->size(), 3);
+  const int64_t before = data.calls->load();
+  auto rest = pass(*skipped);
+  EXPECT_EQ(rest, Batches(whole.begin() + 2, whole.end()));
+  EXPECT_EQ(data.calls->load() - before, 3 * 4);  // only the yielded batches were loaded
+  // Every pass skips, with the epoch's own order.
+  auto next = pass(*skipped);
+  shard->set_epoch(1);
+  auto whole1 = pass(*shard);
+  EXPECT_EQ(next, Batches(whole1.begin() + 2, whole1.end()));
+  EXPECT_EQ(pass(*loader.skip_first_batches(100)), Batches{});
+}
+
+TEST(ShardedLoader, ResumeFromPosition) {
+  Indexed data(60);
+  auto options = acc::DataLoaderOptions().batch_size(4).shuffle(true).seed(11).num_workers(2);
+  acc::DataLoader<Indexed> loader(data, options);
+  auto shard = loader.shard(sharding(2, 1));
+  pass(*shard);  // epoch 0
+  Batches first_three;
+  for (auto& batch : *shard) {
+    first_three.push_back(indices(batch));
+    if (first_three.size() == 3) break;
+  }
+  auto saved = shard->position();
+  EXPECT_EQ(saved.epoch, 1);
+  EXPECT_EQ(saved.batches, 3);
+
+  // A fresh process restores the position: the rest of epoch 1, then whole epochs.
+  acc::DataLoader<Indexed> fresh_loader(data, options);
+  auto restored = fresh_loader.shard(sharding(2, 1));
+  restored->resume_from(saved);
+  EXPECT_EQ(restored->position().batches, 3);
+  restored->set_epoch(1);  // a training loop's set_epoch(epoch) keeps the resume
+  const int64_t before = data.calls->load();
+  auto rest = pass(*restored);
+  EXPECT_EQ(data.calls->load() - before, static_cast<int64_t>(rest.size()) * 4);
+  EXPECT_EQ(restored->epoch(), 2);
+
+  auto reference = loader.shard(sharding(2, 1));
+  reference->set_epoch(1);
+  auto whole1 = pass(*reference);
+  ASSERT_EQ(whole1.size(), 8u);
+  EXPECT_EQ(Batches(whole1.begin(), whole1.begin() + 3), first_three);
+  EXPECT_EQ(rest, Batches(whole1.begin() + 3, whole1.end()));
+  EXPECT_EQ(pass(*restored), pass(*reference));  // epoch 2, whole on both
+
+  // Position mid-pass counts the skipped batches.
+  restored->resume_from({5, 2});
+  int64_t yielded = 0;
+  for (auto& batch : *restored) {
+    (void)batch;
+    yielded = restored->batches_yielded();
+    break;
+  }
+  EXPECT_EQ(yielded, 3);
+  EXPECT_EQ(restored->position().epoch, 5);
+}
+
+// The example at the top of data_loader.h.
+struct Squares : torch::data::datasets::Dataset<Squares> {
+  torch::data::Example<> get(size_t i) override {
+    auto x = torch::full({1}, double(i));
+    return {x, x * x};
+  }
+  c10::optional<size_t> size() const override { return 100; }
+};
+
+TEST(DataLoader, HeaderExample) {
+  accelerate::DataLoader<Squares> loader(
+      Squares(),
+      accelerate::DataLoaderOptions().batch_size(16).shuffle(true).seed(42).num_workers(2));
+  int64_t seen = 0;
+  for (auto& batch : loader) {
+    EXPECT_TRUE(batch.target.equal(batch.data * batch.data));
+    seen += batch.data.size(0);
+  }
+  EXPECT_EQ(seen, 100);
+  accelerate::ShardingOptions process1;
+  process1.num_processes = 2;
+  process1.process_index = 1;
+  auto shard = loader.shard(process1);
+  EXPECT_EQ(shard->size(), 4);
+  // What a checkpoint sees, through the type-erased base.
+  acc::DataLoaderBase& base = *shard;
+  EXPECT_EQ(base.position().epoch, 1);
+  base.resume_from({4, 1});
+  EXPECT_EQ(shard->size() - 1, static_cast<int64_t>(std::distance(shard->begin(), shard->end())));
+}
+
+// ---- LibTorch's own data sets ---------------------------------------------------------
+
+TEST(DataLoader, LibTorchMnist) {
+  if (!have_fashion_mnist()) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
+  std::string folder = temp_folder();
+  for (std::string name : {"t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"}) {
+    std::string command = "gzip -dc " + std::string(fashion_mnist::kDefaultFolder) + "/" + name +
+                          ".gz > " + folder + "/" + name;
+    ASSERT_EQ(std::system(command.c_str()), 0) << command;
+  }
+  using torch::data::datasets::MNIST;
+  acc::DataLoader<MNIST> loader(MNIST(folder, MNIST::Mode::kTest),
+                                acc::DataLoaderOptions().batch_size(1000).num_workers(2));
+  EXPECT_EQ(loader.size(), 10);
+  fashion_mnist::FashionMnist ours(fashion_mnist::Split::kTest);
+  int64_t offset = 0;
+  auto shard = loader.shard(sharding(2, 0));
+  for (auto& batch : *shard) {
+    EXPECT_EQ(batch.data.sizes().vec(), (std::vector<int64_t>{1000, 1, 28, 28}));
+    if (offset == 0) {
+      auto mine = ours.get(3);
+      EXPECT_TRUE(at::allclose(batch.data[3], mine.data * ours.kStd + ours.kMean, 1e-5, 1e-5));
+      EXPECT_EQ(batch.target[3].item<int64_t>(), mine.target.item<int64_t>());
+    }
+    offset += 2000;
+  }
+  EXPECT_EQ(offset, 10000);
+  for (std::string name : {"t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"})
+    std::remove((folder + "/" + name).c_str());
+  ::rmdir(folder.c_str());
+}
+
+// ---- The Fashion-MNIST example data set ---------------------------------------------------
+
+TEST(FashionMnist, SizesAndExamples) {
+  if (!have_fashion_mnist()) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
+  fashion_mnist::FashionMnist test(fashion_mnist::Split::kTest);
+  EXPECT_EQ(test.size().value(), 10000u);
+  auto example = test.get(0);
+  EXPECT_EQ(example.data.sizes().vec(), (std::vector<int64_t>{1, 28, 28}));
+  EXPECT_EQ(example.data.scalar_type(), at::kFloat);
+  EXPECT_EQ(example.target.dim(), 0);
+  EXPECT_EQ(example.target.scalar_type(), at::kLong);
+  EXPECT_EQ(test.targets().min().item<int64_t>(), 0);
+  EXPECT_EQ(test.targets().max().item<int64_t>(), 9);
+  EXPECT_EQ(at::bincount(test.targets()).eq(1000).all().item<bool>(), true);  // balanced
+  EXPECT_NEAR(example.data.min().item<float>(), (0.0 - 0.2860) / 0.3530, 1e-5);
+  EXPECT_NEAR(test.images().to(at::kFloat).div(255).mean().item<double>(), 0.2860, 0.005);
+  EXPECT_THROW(test.get(10000), std::out_of_range);
+
+  fashion_mnist::FashionMnist train;
+  EXPECT_EQ(train.size().value(), 60000u);
+  EXPECT_EQ(train.split(), fashion_mnist::Split::kTrain);
+  EXPECT_EQ(train.targets().min().item<int64_t>(), 0);
+  EXPECT_EQ(train.targets().max().item<int64_t>(), 9);
+  at::Tensor pixels = train.images().to(at::kFloat).div_(255);
+  EXPECT_NEAR(pixels.mean().item<double>(), 0.2860, 0.0005);
+  EXPECT_NEAR(pixels.std().item<double>(), 0.3530, 0.0005);
+}
+
+TEST(FashionMnist, BadFilesNameTheFile) {
+  std::string folder = temp_folder();
+  auto expect_error = [&](const std::string& file, const std::string& words) {
+    try {
+      fashion_mnist::FashionMnist data(folder, fashion_mnist::Split::kTest);
+      ADD_FAILURE() << "expected an error about " << file;
+    } catch (const std::runtime_error& e) {
+      std::string what = e.what();
+      EXPECT_NE(what.find(folder + "/" + file), std::string::npos) << what;
+      EXPECT_NE(what.find(words), std::string::npos) << what;
+    }
+  };
+  auto write = [&](const std::string& file, const std::vector<uint8_t>& bytes) {
+    std::ofstream out(folder + "/" + file, std::ios::binary);
+    out.write(reinterpret_cast<const char*>(bytes.data()),
+              static_cast<std::streamsize>(bytes.size()));
+  };
+  auto idx = [](uint32_t magic, std::vector<uint32_t> dims, size_t payload) {
+    std::vector<uint8_t> bytes;
+    dims.insert(dims.begin(), magic);
+    for (uint32_t w : dims)
+      for (int shift : {24, 16, 8, 0}) bytes.push_back(static_cast<uint8_t>(w >> shift));
+    bytes.resize(bytes.size() + payload, 1);
+    return bytes;
+  };
+  expect_error("t10k-images-idx3-ubyte.gz", "missing");
+  // zlib reads uncompressed files too, so plain IDX bytes under the .gz name do.
+  write("t10k-images-idx3-ubyte.gz", idx(2049, {2, 28, 28}, 2 * 784));
+  write("t10k-labels-idx1-ubyte.gz", idx(2049, {2}, 2));
+  expect_error("t10k-images-idx3-ubyte.gz", "bad magic");
+  write("t10k-images-idx3-ubyte.gz", idx(2051, {2, 28, 28}, 2 * 784 - 5));
+  expect_error("t10k-images-idx3-ubyte.gz", "truncated");
+  write("t10k-images-idx3-ubyte.gz", idx(2051, {2, 28, 28}, 2 * 784));
+  write("t10k-labels-idx1-ubyte.gz", {0, 0, 8});
+  expect_error("t10k-labels-idx1-ubyte.gz", "truncated");
+  write("t10k-labels-idx1-ubyte.gz", idx(2049, {3}, 3));
+  expect_error("t10k-labels-idx1-ubyte.gz", "labels");
+  write("t10k-labels-idx1-ubyte.gz", idx(2049, {2}, 2));
+  fashion_mnist::FashionMnist ok(folder, fashion_mnist::Split::kTest);
+  EXPECT_EQ(ok.size().value(), 2u);
+  EXPECT_EQ(ok.get(1).target.item<int64_t>(), 1);
+  // A real gzip stream cut short.
+  if (have_fashion_mnist()) {
+    std::ifstream in(std::string(fashion_mnist::kDefaultFolder) + "/t10k-images-idx3-ubyte.gz",
+                     std::ios::binary);
+    std::vector<uint8_t> gz((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    gz.resize(gz.size() / 2);
+    write("t10k-images-idx3-ubyte.gz", gz);
+    expect_error("t10k-images-idx3-ubyte.gz", "truncated");
+  }
+  for (std::string f : {"t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"})
+    std::remove((folder + "/" + f).c_str());
+  ::rmdir(folder.c_str());
+}

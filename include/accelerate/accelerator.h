@@ -17,6 +17,8 @@
 
 #include <ATen/core/Tensor.h>
 #include <torch/nn/module.h>
+#include <torch/optim/optimizer.h>
+#include <torch/optim/schedulers/lr_scheduler.h>
 
 #include <chrono>
 #include <functional>
@@ -30,9 +32,12 @@
 #include <utility>
 #include <vector>
 
+#include "accelerate/data_loader.h"
 #include "accelerate/ddp.h"
 #include "accelerate/gradient_state.h"
 #include "accelerate/ops.h"
+#include "accelerate/optimizer.h"
+#include "accelerate/scheduler.h"
 #include "accelerate/state.h"
 
 namespace accelerate {
@@ -265,6 +270,64 @@ class Accelerator {
   bool check_trigger();
 
   // ---- training loop ----
+  /// Prepares any mix of models (std::shared_ptr to a torch::nn::Module subclass), optimizers
+  /// (std::shared_ptr to a torch::optim::Optimizer), data loaders (acc::DataLoader by value
+  /// or std::shared_ptr) and schedulers (std::shared_ptr to a torch::optim::LRScheduler, e.g.
+  /// from get_linear_schedule_with_warmup), in any order, and returns a std::tuple of the
+  /// prepared objects in the same order: models as the same pointer, optimizers as
+  /// std::shared_ptr<AcceleratedOptimizer>, schedulers as
+  /// std::shared_ptr<AcceleratedScheduler>, loaders as a std::shared_ptr to the sharded loader.
+  ///
+  /// Example:
+  ///   auto [m, opt, dl, sched] = accelerator.prepare(model, optimizer, loader, scheduler);
+  template <typename... Objects>
+  auto prepare(Objects&&... objects) {
+    static_assert(sizeof...(Objects) > 0, "prepare needs at least one object");
+    // As Accelerate: models, optimizers and loaders first; schedulers after, since they
+    // attach to the prepared optimizers. Braced initialisation keeps left-to-right order.
+    auto first = std::tuple<decltype(prepare_first(std::forward<Objects>(objects)))...>{
+        prepare_first(std::forward<Objects>(objects))...};
+    return std::apply(
+        [this](auto&... items) {
+          return std::tuple<decltype(prepare_second(items))...>{prepare_second(items)...};
+        },
+        first);
+  }
+
+  /// Prepares an optimizer: its state moves to device(); step() and zero_grad() act only
+  /// when gradients are synchronised. Preparing it again returns the same wrapper.
+  std::shared_ptr<AcceleratedOptimizer> prepare_optimizer(
+      std::shared_ptr<torch::optim::Optimizer> optimizer);
+  /// Prepares a scheduler: it steps only when the optimizer really stepped, and (unless
+  /// split_batches or step_scheduler_with_optimizer(false)) num_processes() times per call.
+  std::shared_ptr<AcceleratedScheduler> prepare_scheduler(
+      std::shared_ptr<torch::optim::LRScheduler> scheduler);
+  /// Prepares a data loader: sharded over the processes, batches on device(), reshuffled
+  /// each epoch with a seed shared by all processes, and known end (sync_gradients,
+  /// gather_for_metrics).
+  template <typename Dataset>
+  std::shared_ptr<DataLoader<Dataset>> prepare_data_loader(
+      const std::shared_ptr<DataLoader<Dataset>>& loader) {
+    if (!loader)
+      throw std::invalid_argument("accelerate: prepare: the data loader is a null pointer");
+    if (loader->prepared()) return loader;  // already prepared
+    auto prepared = loader->shard(sharding_options());
+    loaders_.push_back(prepared);
+    return prepared;
+  }
+  /// Prepares a data loader given by value.
+  template <typename Dataset>
+  std::shared_ptr<DataLoader<Dataset>> prepare_data_loader(const DataLoader<Dataset>& loader) {
+    return prepare_data_loader(std::make_shared<DataLoader<Dataset>>(loader));
+  }
+  /// A copy of a prepared loader that skips its first `num_batches` batches (to resume in
+  /// the middle of an epoch).
+  template <typename Dataset>
+  std::shared_ptr<DataLoader<Dataset>> skip_first_batches(
+      const std::shared_ptr<DataLoader<Dataset>>& loader, int64_t num_batches) const {
+    return loader->skip_first_batches(num_batches);
+  }
+
   /// Prepares a model: moves it to device(), broadcasts parameters and buffers from process
   /// 0, and with several processes attaches the DDP engine. Returns the same pointer; the
   /// user keeps calling model->forward(...). Preparing it again returns it unchanged.
@@ -392,6 +455,52 @@ class Accelerator {
     }
   }
 
+  template <typename T>
+  struct is_shared_ptr : std::false_type {};
+  template <typename T>
+  struct is_shared_ptr<std::shared_ptr<T>> : std::true_type {
+    using element = T;
+  };
+  template <typename T>
+  auto prepare_first(T&& object) {
+    using U = std::decay_t<T>;
+    if constexpr (is_shared_ptr<U>::value) {
+      using E = typename is_shared_ptr<U>::element;
+      if constexpr (std::is_base_of_v<torch::nn::Module, E>)
+        return prepare_model(object);
+      else if constexpr (std::is_base_of_v<AcceleratedOptimizer, E> ||
+                         std::is_base_of_v<AcceleratedScheduler, E>)
+        return object;  // already prepared
+      else if constexpr (std::is_base_of_v<torch::optim::Optimizer, E>)
+        return prepare_optimizer(object);
+      else if constexpr (std::is_base_of_v<DataLoaderBase, E>)
+        return prepare_data_loader(object);
+      else if constexpr (std::is_base_of_v<torch::optim::LRScheduler, E>)
+        return object;  // second pass
+      else
+        static_assert(sizeof(E) == 0,
+                      "prepare: not a model, optimizer, data loader or scheduler pointer");
+    } else if constexpr (std::is_base_of_v<DataLoaderBase, U>) {
+      return prepare_data_loader(object);
+    } else {
+      static_assert(sizeof(U) == 0,
+                    "prepare: pass models, optimizers and schedulers as std::shared_ptr, data "
+                    "loaders by value or std::shared_ptr");
+    }
+  }
+  template <typename T>
+  auto prepare_second(T& object) {
+    if constexpr (is_shared_ptr<T>::value) {
+      using E = typename is_shared_ptr<T>::element;
+      if constexpr (std::is_base_of_v<torch::optim::LRScheduler, E>)
+        return prepare_scheduler(object);
+      else
+        return object;
+    } else {
+      return object;
+    }
+  }
+  ShardingOptions sharding_options();
   void register_model(const std::shared_ptr<torch::nn::Module>& model);
   DistributedDataParallel* engine_of(const torch::nn::Module* model) const;
   void do_sync();
@@ -404,6 +513,9 @@ class Accelerator {
   int64_t step_ = 0;
   // One DDP engine per prepared model (declared after state_: destroyed before the group).
   std::map<const torch::nn::Module*, std::unique_ptr<DistributedDataParallel>> models_;
+  std::map<const torch::optim::Optimizer*, std::shared_ptr<AcceleratedOptimizer>> optimizers_;
+  std::vector<std::shared_ptr<AcceleratedScheduler>> schedulers_;
+  std::vector<std::shared_ptr<DataLoaderBase>> loaders_;
 };
 
 }  // namespace accelerate

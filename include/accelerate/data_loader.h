@@ -1,0 +1,717 @@
+// accelerate/data_loader.h: batches from a map-style data set, sharded across processes.
+//
+// `DataLoader<Dataset>` is PyTorch's `DataLoader` for LibTorch data sets (`get(i)` and
+// `size()`, as `torch::data::datasets::Dataset`): it batches and collates examples, shuffles
+// them with a seeded generator that changes every epoch, and can load ahead on worker
+// threads. `Accelerator::prepare` turns it into Accelerate's `DataLoaderShard` with
+// `shard()`: each process then gets its own batches, exactly as Accelerate's
+// `BatchSamplerShard` cuts them (`split_batches`, `even_batches`), already on its device,
+// and the loader tells the `GradientState` when it yields its last batch. Its position
+// (epoch, batches consumed) is what a checkpoint saves and `resume_from` restores.
+//
+// Why not `torch::data::make_data_loader`: it has no notion of processes, epochs or
+// position, and its shuffling cannot match Python's.
+//
+// Example:
+//   struct Squares : torch::data::datasets::Dataset<Squares> {
+//     torch::data::Example<> get(size_t i) override {
+//       auto x = torch::full({1}, double(i));
+//       return {x, x * x};
+//     }
+//     c10::optional<size_t> size() const override { return 100; }
+//   };
+//   accelerate::DataLoader<Squares> loader(Squares(), accelerate::DataLoaderOptions()
+//       .batch_size(16).shuffle(true).seed(42).num_workers(2));
+//   for (auto& batch : loader) {          // batch.data: [16, 1], batch.target: [16, 1]
+//     auto loss = torch::mse_loss(model->forward(batch.data), batch.target);
+//   }
+//   // What Accelerator::prepare does on process 1 of 2:
+//   accelerate::ShardingOptions sharding;
+//   sharding.num_processes = 2;
+//   sharding.process_index = 1;
+//   auto shard = loader.shard(sharding);  // std::shared_ptr<DataLoader<Squares>>
+//   for (auto& batch : *shard) { /* on sharding.device */ }
+#pragma once
+
+#include <ATen/ATen.h>
+#include <c10/core/Device.h>
+#include <torch/data/example.h>
+
+#include <algorithm>
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <iterator>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "accelerate/gradient_state.h"
+
+namespace accelerate {
+
+/// Options of a `DataLoader` (PyTorch's `DataLoader` arguments), with chained setters.
+///
+/// Example:
+///   auto options = accelerate::DataLoaderOptions().batch_size(64).shuffle(true).seed(0);
+struct DataLoaderOptions {
+  /// Samples per batch (≥ 1; default 1). With `split_batches` this is the global batch.
+  DataLoaderOptions& batch_size(int64_t value) {
+    batch_size_ = value;
+    return *this;
+  }
+  /// Visit the samples in a new random order every epoch (default false).
+  DataLoaderOptions& shuffle(bool value) {
+    shuffle_ = value;
+    return *this;
+  }
+  /// Drop the last batch when it is incomplete (default false).
+  DataLoaderOptions& drop_last(bool value) {
+    drop_last_ = value;
+    return *this;
+  }
+  /// Base seed of the shuffling: epoch e uses `torch.Generator().manual_seed(seed + e)`.
+  /// Unset: the seed given by `prepare` (shared by all processes), else the default CPU
+  /// generator's `current_seed()` at the first pass.
+  DataLoaderOptions& seed(uint64_t value) {
+    seed_ = value;
+    return *this;
+  }
+  /// Threads that load and collate batches ahead of the training loop (default 0: load in
+  /// the loop's thread). Batches come in the same order either way; `get` must then be
+  /// safe to call from several threads at once.
+  DataLoaderOptions& num_workers(int value) {
+    num_workers_ = value;
+    return *this;
+  }
+  /// Collate batches into page-locked memory when CUDA is available, so that the copy to
+  /// the GPU is asynchronous (default false; nothing happens without CUDA).
+  DataLoaderOptions& pin_memory(bool value) {
+    pin_memory_ = value;
+    return *this;
+  }
+
+  int64_t batch_size_ = 1;
+  bool shuffle_ = false;
+  bool drop_last_ = false;
+  std::optional<uint64_t> seed_;
+  int num_workers_ = 0;
+  bool pin_memory_ = false;
+};
+
+/// How `DataLoader::shard` distributes a loader (what `Accelerator::prepare` passes).
+///
+/// Example:
+///   accelerate::ShardingOptions sharding;
+///   sharding.num_processes = 2;
+///   sharding.process_index = 1;
+struct ShardingOptions {
+  /// Processes sharing the data (1: no sharding, plain batches).
+  int num_processes = 1;
+  /// This process, in [0, num_processes).
+  int process_index = 0;
+  /// Cut each global batch of `batch_size` into one slice per process (Accelerate's
+  /// `split_batches`) instead of giving each process whole batches.
+  bool split_batches = false;
+  /// Repeat samples from the start so that every process gets the same number of batches.
+  bool even_batches = true;
+  /// Where every batch is moved.
+  c10::Device device = c10::kCPU;
+  /// Told when a pass begins, reaches its last batch and ends (may be null).
+  std::shared_ptr<GradientState> gradient_state;
+  /// Shuffling seed shared by all processes; overrides an unset `DataLoaderOptions::seed`.
+  std::optional<uint64_t> seed;
+};
+
+/// Where a loader stands: `batches` of epoch `epoch` have been consumed.
+struct LoaderPosition {
+  /// The epoch (pass number) of the current or next pass.
+  int64_t epoch = 0;
+  /// Batches of that pass already consumed, counting skipped ones.
+  int64_t batches = 0;
+};
+
+/// How one process's batches are cut from an order of samples (Accelerate's
+/// `BatchSampler` + `BatchSamplerShard` arguments), with chained setters.
+struct BatchShardOptions {
+  /// Samples per batch of the underlying batch sampler (≥ 1).
+  BatchShardOptions& batch_size(int64_t value) {
+    batch_size_ = value;
+    return *this;
+  }
+  /// Drop the last incomplete batch (and, when sharding, the incomplete last round).
+  BatchShardOptions& drop_last(bool value) {
+    drop_last_ = value;
+    return *this;
+  }
+  /// Number of processes (≥ 1; 1 means plain batches).
+  BatchShardOptions& num_processes(int value) {
+    num_processes_ = value;
+    return *this;
+  }
+  /// This process, in [0, num_processes).
+  BatchShardOptions& process_index(int value) {
+    process_index_ = value;
+    return *this;
+  }
+  /// Cut every batch into `num_processes` slices (batch_size must be a multiple of it).
+  BatchShardOptions& split_batches(bool value) {
+    split_batches_ = value;
+    return *this;
+  }
+  /// Wrap around to the start so that all processes get the same number of full batches.
+  BatchShardOptions& even_batches(bool value) {
+    even_batches_ = value;
+    return *this;
+  }
+
+  int64_t batch_size_ = 1;
+  bool drop_last_ = false;
+  int num_processes_ = 1;
+  int process_index_ = 0;
+  bool split_batches_ = false;
+  bool even_batches_ = true;
+};
+
+/// The batches (lists of sample indices) that process `options.process_index_` gets from
+/// samples visited in `order`, exactly as Accelerate's `BatchSamplerShard` over
+/// `BatchSampler(order, batch_size, drop_last)`. With one process: plain batches. Throws
+/// std::invalid_argument for a batch size < 1, a bad process index, or `split_batches`
+/// with a batch size that is not a multiple of the number of processes.
+///
+/// Example:
+///   std::vector<int64_t> order(22);
+///   std::iota(order.begin(), order.end(), 0);
+///   auto b = accelerate::shard_batches(order, accelerate::BatchShardOptions()
+///       .batch_size(3).num_processes(2).process_index(1));
+///   // b == {{3, 4, 5}, {9, 10, 11}, {15, 16, 17}, {21, 0, 1}}
+std::vector<std::vector<int64_t>> shard_batches(const std::vector<int64_t>& order,
+                                                const BatchShardOptions& options);
+
+/// `shard_batches(order, options).size()` for any order of `dataset_size` samples, without
+/// building the lists.
+int64_t shard_num_batches(int64_t dataset_size, const BatchShardOptions& options);
+
+/// A random permutation of [0, n) equal to Python's
+/// `torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()`.
+std::vector<int64_t> shuffled_indices(int64_t n, uint64_t seed);
+
+/// Collation of a list of examples of type `T` into one batch: the customization point for
+/// user types. A specialisation provides
+///   `static Batch collate(std::vector<T> examples);`
+/// and optionally
+///   `static Batch to_device(Batch batch, c10::Device device, bool non_blocking);`
+///   `static Batch pin_memory(Batch batch);`
+/// (without them, batches of that type stay where `collate` put them). Provided for
+/// `at::Tensor` (stacked), `torch::data::Example<>` (data and target stacked) and
+/// `torch::data::Example<at::Tensor, torch::data::example::NoTarget>`.
+///
+/// Example:
+///   struct Pair { at::Tensor a, b; };
+///   template <> struct accelerate::Collate<Pair> {
+///     static Pair collate(std::vector<Pair> xs) { ... stack the a's and the b's ... }
+///   };
+template <typename T>
+struct Collate {
+  static_assert(sizeof(T) == 0,
+                "accelerate::DataLoader: no collation for this example type; specialise "
+                "accelerate::Collate<T> with `static Batch collate(std::vector<T>)`");
+};
+
+/// Tensors are stacked on a new first dimension.
+template <>
+struct Collate<at::Tensor> {
+  /// Stacks the examples: [n, ...].
+  static at::Tensor collate(std::vector<at::Tensor> examples) { return at::stack(examples); }
+  /// Moves the batch to `device`.
+  static at::Tensor to_device(at::Tensor batch, c10::Device device, bool non_blocking) {
+    return batch.to(device, non_blocking);
+  }
+  /// Page-locks the batch.
+  static at::Tensor pin_memory(at::Tensor batch) { return batch.pin_memory(); }
+};
+
+/// `Example<>`s become one `Example<>` whose data and target are stacked.
+template <>
+struct Collate<torch::data::Example<at::Tensor, at::Tensor>> {
+  /// The batch type: one Example of stacked tensors.
+  using Batch = torch::data::Example<at::Tensor, at::Tensor>;
+  /// Stacks data and targets: data [n, ...], target [n, ...].
+  static Batch collate(std::vector<Batch> examples) {
+    std::vector<at::Tensor> data, target;
+    data.reserve(examples.size());
+    target.reserve(examples.size());
+    for (auto& e : examples) {
+      data.push_back(std::move(e.data));
+      target.push_back(std::move(e.target));
+    }
+    return {at::stack(data), at::stack(target)};
+  }
+  /// Moves data and target to `device`.
+  static Batch to_device(Batch batch, c10::Device device, bool non_blocking) {
+    return {batch.data.to(device, non_blocking), batch.target.to(device, non_blocking)};
+  }
+  /// Page-locks data and target.
+  static Batch pin_memory(Batch batch) {
+    return {batch.data.pin_memory(), batch.target.pin_memory()};
+  }
+};
+
+/// Examples without a target: their data is stacked.
+template <>
+struct Collate<torch::data::Example<at::Tensor, torch::data::example::NoTarget>> {
+  /// The batch type: one Example of stacked data.
+  using Batch = torch::data::Example<at::Tensor, torch::data::example::NoTarget>;
+  /// Stacks the data: [n, ...].
+  static Batch collate(std::vector<Batch> examples) {
+    std::vector<at::Tensor> data;
+    data.reserve(examples.size());
+    for (auto& e : examples) data.push_back(std::move(e.data));
+    return Batch(at::stack(data));
+  }
+  /// Moves the data to `device`.
+  static Batch to_device(Batch batch, c10::Device device, bool non_blocking) {
+    return Batch(batch.data.to(device, non_blocking));
+  }
+  /// Page-locks the data.
+  static Batch pin_memory(Batch batch) { return Batch(batch.data.pin_memory()); }
+};
+
+namespace detail {
+
+/// True when pinned host memory can be used (CUDA is available).
+bool pinning_available();
+
+/// "accelerate::DataLoader: dataset.get(<index>) failed", for errors of `get`.
+std::string get_failed_message(int64_t index);
+
+template <typename C, typename B, typename = void>
+struct HasToDevice : std::false_type {};
+template <typename C, typename B>
+struct HasToDevice<
+    C, B, std::void_t<decltype(C::to_device(std::declval<B>(), c10::Device(c10::kCPU), false))>>
+    : std::true_type {};
+template <typename C, typename B, typename = void>
+struct HasPinMemory : std::false_type {};
+template <typename C, typename B>
+struct HasPinMemory<C, B, std::void_t<decltype(C::pin_memory(std::declval<B>()))>>
+    : std::true_type {};
+
+/// `size()` of a data set as a number, whether it returns a number or an optional.
+template <typename Dataset>
+int64_t dataset_length(Dataset& dataset) {
+  auto n = dataset.size();
+  if constexpr (std::is_integral_v<decltype(n)>) {
+    return static_cast<int64_t>(n);
+  } else {
+    if (!n.has_value())
+      throw std::invalid_argument("accelerate::DataLoader: the data set has no size()");
+    return static_cast<int64_t>(*n);
+  }
+}
+
+/// What a loader knows of the pass that iterates it.
+struct PassControl {
+  virtual ~PassControl() = default;
+  /// Stops the pass (joins its workers) and forgets the loader.
+  virtual void detach() = 0;
+};
+
+/// A link to the active pass that copies of a loader do not share.
+struct PassLink {
+  PassLink() = default;
+  PassLink(const PassLink&) {}
+  PassLink& operator=(const PassLink&) { return *this; }
+  std::weak_ptr<PassControl> pass;
+};
+
+}  // namespace detail
+
+/// The part of every `DataLoader<Dataset>` that does not depend on the data set: options,
+/// sharding, epoch and position. `Accelerator` keeps prepared loaders through this type to
+/// save and restore their positions.
+class DataLoaderBase {
+ public:
+  virtual ~DataLoaderBase();
+
+  /// Number of samples in the data set.
+  virtual int64_t dataset_size() const = 0;
+  /// The options given at construction.
+  const DataLoaderOptions& options() const { return options_; }
+  /// True for a loader returned by `shard()`.
+  bool prepared() const { return prepared_; }
+  /// The sharding of a prepared loader (defaults otherwise).
+  const ShardingOptions& sharding() const { return sharding_; }
+  /// Samples per step over all processes: batch_size × num_processes, or batch_size with
+  /// split_batches (Accelerate's `total_batch_size`).
+  int64_t total_batch_size() const;
+  /// Batches this process yields in a whole pass (skip_first_batches deducted).
+  int64_t size() const;
+  /// Batches skipped at the start of every pass (`skip_first_batches`).
+  int64_t skipped_batches() const { return skip_first_; }
+
+  /// The epoch of the current pass, or of the next one between passes. It advances by one
+  /// after each complete pass; an abandoned pass does not advance it.
+  int64_t epoch() const { return epoch_; }
+  /// Sets the epoch of the next pass (its shuffling is seeded with seed + epoch). A pending
+  /// `resume_from` skip is kept when `epoch` is the resumed epoch, else dropped.
+  void set_epoch(int64_t epoch);
+  /// Batches of the current (or last abandoned) pass consumed so far, counting skipped
+  /// ones; 0 between complete passes.
+  int64_t batches_yielded() const { return batches_yielded_; }
+  /// {epoch(), batches_yielded()}: what a checkpoint saves.
+  LoaderPosition position() const { return {epoch_, batches_yielded_}; }
+  /// The next pass runs epoch `position.epoch` and skips its first `position.batches`
+  /// batches without loading them; later passes are whole.
+  void resume_from(LoaderPosition position);
+
+ protected:
+  /// Validates the options (batch_size ≥ 1, num_workers ≥ 0; std::invalid_argument).
+  explicit DataLoaderBase(DataLoaderOptions options);
+  DataLoaderBase(const DataLoaderBase&) = default;
+  DataLoaderBase& operator=(const DataLoaderBase&) = default;
+
+  /// The batches of a pass that is starting.
+  struct PassPlan {
+    std::vector<std::vector<int64_t>> batches;  ///< sample indices, skipped ones removed
+    int64_t first = 0;                          ///< pass index of batches[0]
+  };
+  /// Starts a pass: resolves its epoch, seed and skip, cuts its batches and tells the
+  /// gradient state.
+  PassPlan begin_pass();
+  /// Batch `index` (pass index) is about to be yielded; `last` when it is the pass's last.
+  void on_yield(int64_t index, bool last);
+  /// The pass ended: `complete` after its last batch (the epoch advances), else abandoned.
+  void end_pass(bool complete);
+  /// Sets and validates the sharding (std::invalid_argument).
+  void set_sharding(const ShardingOptions& sharding);
+  /// Sets the skip of every pass (std::invalid_argument when negative).
+  void set_skip_first(int64_t n);
+  /// Stops the active pass, if any.
+  void detach_pass();
+  /// Registers the active pass.
+  void attach_pass(std::weak_ptr<detail::PassControl> pass) { active_.pass = std::move(pass); }
+
+ private:
+  BatchShardOptions shard_options() const;
+
+  DataLoaderOptions options_;
+  bool prepared_ = false;
+  ShardingOptions sharding_;
+  int64_t skip_first_ = 0;
+  int64_t epoch_ = 0;
+  int64_t batches_yielded_ = 0;
+  std::optional<int64_t> resume_skip_;
+  std::optional<uint64_t> default_seed_;
+  detail::PassLink active_;
+};
+
+/// A data loader over a map-style data set (`get(size_t)` and `size()`, which may return a
+/// `size_t` or an optional, as `torch::data::datasets::Dataset`). Copies are cheap and share
+/// the data set; each copy keeps its own epoch and position. Iterate with
+/// `for (auto& batch : loader)`; one pass at a time per loader (starting a pass stops the
+/// previous one). The loader must outlive its iterators: keep a prepared loader's
+/// `std::shared_ptr` in a variable, since in `for (auto& b : *loader.shard(s))` the
+/// temporary pointer, and with it the loader, dies before the loop starts (until C++23).
+///
+/// Example:
+///   accelerate::DataLoader<MyDataset> loader(MyDataset(), accelerate::DataLoaderOptions()
+///       .batch_size(32).shuffle(true).seed(0));
+///   for (int epoch = 0; epoch < 3; ++epoch)
+///     for (auto& batch : loader) train_step(batch.data, batch.target);
+template <typename Dataset>
+class DataLoader : public DataLoaderBase {
+ public:
+  /// The data set type.
+  using DatasetType = Dataset;
+  /// What `Dataset::get` returns.
+  using ExampleType = std::decay_t<decltype(std::declval<Dataset&>().get(size_t{}))>;
+  /// How examples are collated.
+  using CollateType = Collate<ExampleType>;
+  /// What the loader yields.
+  using BatchType = decltype(CollateType::collate(std::declval<std::vector<ExampleType>>()));
+
+ private:
+  struct Pass;
+
+ public:
+  class iterator;
+
+  /// Loads from a copy of `dataset`.
+  explicit DataLoader(Dataset dataset, DataLoaderOptions options = DataLoaderOptions())
+      : DataLoader(std::make_shared<Dataset>(std::move(dataset)), std::move(options)) {}
+  /// Loads from a shared data set (std::invalid_argument when null).
+  explicit DataLoader(std::shared_ptr<Dataset> dataset,
+                      DataLoaderOptions options = DataLoaderOptions())
+      : DataLoaderBase(std::move(options)), dataset_(std::move(dataset)) {
+    if (!dataset_) throw std::invalid_argument("accelerate::DataLoader: null data set");
+  }
+  /// Copies share the data set, not the active pass.
+  DataLoader(const DataLoader&) = default;
+  /// Copies share the data set, not the active pass.
+  DataLoader& operator=(const DataLoader&) = default;
+  /// Stops and joins the workers of an active pass.
+  ~DataLoader() override { detach_pass(); }
+
+  /// The data set.
+  const std::shared_ptr<Dataset>& dataset() const { return dataset_; }
+  /// Number of samples in the data set.
+  int64_t dataset_size() const override { return detail::dataset_length(*dataset_); }
+
+  /// A prepared copy for one process of `sharding.num_processes` (what
+  /// `Accelerator::prepare` returns): its own batches, on `sharding.device`, reporting to
+  /// `sharding.gradient_state`. Throws std::invalid_argument for a bad process index or a
+  /// batch size that split_batches cannot divide.
+  std::shared_ptr<DataLoader> shard(const ShardingOptions& sharding) const {
+    auto copy = std::make_shared<DataLoader>(*this);
+    copy->set_sharding(sharding);
+    return copy;
+  }
+  /// A copy that skips the first `n` batches of every pass without loading them
+  /// (Accelerate's `skip_first_batches`).
+  std::shared_ptr<DataLoader> skip_first_batches(int64_t n) const {
+    auto copy = std::make_shared<DataLoader>(*this);
+    copy->set_skip_first(n);
+    return copy;
+  }
+
+  /// Starts a pass. Throws what loading the first batch throws.
+  iterator begin() {
+    detach_pass();
+    auto plan = begin_pass();
+    auto pass = std::make_shared<Pass>(this, dataset_, std::move(plan));
+    attach_pass(pass);
+    iterator it(pass);
+    pass->start();
+    return it;
+  }
+  /// The end of any pass.
+  iterator end() { return iterator(); }
+
+  /// An input iterator over the batches of one pass; copies share the pass.
+  class iterator {
+   public:
+    using iterator_category = std::input_iterator_tag;  ///< single pass
+    using value_type = BatchType;                       ///< a collated batch
+    using difference_type = std::ptrdiff_t;             ///< unused
+    using pointer = BatchType*;                         ///< to the current batch
+    using reference = BatchType&;                       ///< the current batch
+
+    /// The end iterator.
+    iterator() = default;
+    /// The current batch.
+    BatchType& operator*() const { return *pass_->current; }
+    /// The current batch.
+    BatchType* operator->() const { return &*pass_->current; }
+    /// Moves to the next batch; throws what loading it throws (the pass then ends).
+    iterator& operator++() {
+      pass_->advance();
+      return *this;
+    }
+    /// Moves to the next batch.
+    void operator++(int) { ++*this; }
+    /// Equal when both are at the end, or share a pass that is not.
+    bool operator==(const iterator& other) const {
+      bool a = at_end(), b = other.at_end();
+      return a == b && (a || pass_ == other.pass_);
+    }
+    /// Not equal.
+    bool operator!=(const iterator& other) const { return !(*this == other); }
+
+   private:
+    friend class DataLoader;
+    explicit iterator(std::shared_ptr<Pass> pass) : pass_(std::move(pass)) {}
+    bool at_end() const { return !pass_ || pass_->done; }
+    std::shared_ptr<Pass> pass_;
+  };
+
+ private:
+  // One pass over the data: the batch lists, the current batch and the workers. Only the
+  // consumer thread touches `loader`, `current`, `cur` and `done`; the workers share
+  // `ready`, `next_claim`, `consumed` and `stop` under `mutex`.
+  struct Pass : detail::PassControl {
+    struct Loaded {
+      std::optional<BatchType> batch;
+      std::exception_ptr error;
+    };
+
+    Pass(DataLoader* owner, std::shared_ptr<Dataset> data, PassPlan plan)
+        : loader(owner),
+          dataset(std::move(data)),
+          batches(std::move(plan.batches)),
+          first(plan.first),
+          pin(owner->options().pin_memory_ && detail::pinning_available()),
+          move(owner->prepared()),
+          device(owner->sharding().device) {}
+
+    ~Pass() override { detach(); }
+
+    void detach() override {
+      stop_workers();
+      if (loader && !done) loader->end_pass(false);
+      done = true;
+      current.reset();
+      loader = nullptr;
+    }
+
+    void start() {
+      if (batches.empty()) {
+        finish();
+        return;
+      }
+      int workers = static_cast<int>(
+          std::min<int64_t>(loader->options().num_workers_, static_cast<int64_t>(batches.size())));
+      window = 2 * static_cast<size_t>(std::max(workers, 1));
+      for (int w = 0; w < workers; ++w) threads.emplace_back([this] { work(); });
+      produce();
+    }
+
+    void advance() {
+      if (done) return;
+      if (++cur == batches.size()) {
+        finish();
+        return;
+      }
+      produce();
+    }
+
+    // Loads, collates and pins batch `i`; any thread.
+    BatchType load(size_t i) {
+      std::vector<ExampleType> examples;
+      examples.reserve(batches[i].size());
+      for (int64_t index : batches[i]) {
+        try {
+          examples.push_back(dataset->get(static_cast<size_t>(index)));
+        } catch (...) {
+          std::throw_with_nested(std::runtime_error(detail::get_failed_message(index)));
+        }
+      }
+      BatchType batch = CollateType::collate(std::move(examples));
+      if constexpr (detail::HasPinMemory<CollateType, BatchType>::value) {
+        if (pin) batch = CollateType::pin_memory(std::move(batch));
+      }
+      return batch;
+    }
+
+    void work() {
+      for (;;) {
+        size_t i;
+        {
+          std::unique_lock<std::mutex> lock(mutex);
+          space.wait(lock, [&] {
+            return stop || next_claim >= batches.size() || next_claim < consumed + window;
+          });
+          if (stop || next_claim >= batches.size()) return;
+          i = next_claim++;
+        }
+        Loaded loaded;
+        try {
+          loaded.batch.emplace(load(i));
+        } catch (...) {
+          loaded.error = std::current_exception();
+        }
+        {
+          std::lock_guard<std::mutex> lock(mutex);
+          if (stop) return;
+          ready.emplace(i, std::move(loaded));
+        }
+        filled.notify_all();
+      }
+    }
+
+    BatchType fetch(size_t i) {
+      if (threads.empty()) return load(i);
+      Loaded loaded;
+      {
+        std::unique_lock<std::mutex> lock(mutex);
+        filled.wait(lock, [&] { return ready.count(i) > 0; });
+        auto it = ready.find(i);
+        loaded = std::move(it->second);
+        ready.erase(it);
+        consumed = i + 1;
+      }
+      space.notify_all();
+      if (loaded.error) std::rethrow_exception(loaded.error);
+      return std::move(*loaded.batch);
+    }
+
+    // Makes batch `cur` the current one; on failure the pass ends and the error propagates.
+    void produce() {
+      try {
+        BatchType batch = fetch(cur);
+        if constexpr (detail::HasToDevice<CollateType, BatchType>::value) {
+          if (move) batch = CollateType::to_device(std::move(batch), device, pin);
+        }
+        current.emplace(std::move(batch));
+        loader->on_yield(first + static_cast<int64_t>(cur), cur + 1 == batches.size());
+      } catch (...) {
+        detach();
+        throw;
+      }
+    }
+
+    void finish() {
+      stop_workers();
+      current.reset();
+      if (loader && !done) loader->end_pass(true);
+      done = true;
+    }
+
+    void stop_workers() {
+      if (threads.empty()) return;
+      {
+        std::lock_guard<std::mutex> lock(mutex);
+        stop = true;
+      }
+      space.notify_all();
+      for (auto& t : threads) t.join();
+      threads.clear();
+      ready.clear();
+    }
+
+    DataLoader* loader;
+    std::shared_ptr<Dataset> dataset;
+    const std::vector<std::vector<int64_t>> batches;
+    const int64_t first;
+    const bool pin;
+    const bool move;
+    const c10::Device device;
+    size_t cur = 0;
+    bool done = false;
+    std::optional<BatchType> current;
+
+    std::mutex mutex;
+    std::condition_variable space;   // workers wait for room in the window
+    std::condition_variable filled;  // the consumer waits for its batch
+    std::map<size_t, Loaded> ready;
+    size_t next_claim = 0;
+    size_t consumed = 0;
+    size_t window = 2;
+    bool stop = false;
+    std::vector<std::thread> threads;
+  };
+
+  std::shared_ptr<Dataset> dataset_;
+};
+
+/// A copy of `loader` that skips the first `n` batches of every pass (Accelerate's
+/// `skip_first_batches(dataloader, num_batches)`).
+///
+/// Example:
+///   auto rest = accelerate::skip_first_batches(prepared_loader, 100);
+template <typename Dataset>
+std::shared_ptr<DataLoader<Dataset>> skip_first_batches(
+    const std::shared_ptr<DataLoader<Dataset>>& loader, int64_t n) {
+  if (!loader) throw std::invalid_argument("accelerate::skip_first_batches: null data loader");
+  return loader->skip_first_batches(n);
+}
+
+}  // namespace accelerate

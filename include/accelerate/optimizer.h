@@ -1,0 +1,86 @@
+// accelerate/optimizer.h: the prepared optimizer, `AcceleratedOptimizer`.
+//
+// Accelerate's `AcceleratedOptimizer` for LibTorch. It wraps any `torch::optim::Optimizer`
+// and shares the `GradientState` of its `Accelerator`: `step()` and `zero_grad()` act only
+// when gradients are synchronised, so a training loop written for one step per batch
+// accumulates gradients over several batches without change. On construction the state of
+// the common LibTorch optimizers (Adam, AdamW, SGD, RMSprop, Adagrad, LBFGS) is moved to the
+// accelerator's device, as Accelerate does with the optimizer's state dict.
+//
+// Example:
+//   auto gs = std::make_shared<accelerate::GradientState>();
+//   auto sgd = std::make_shared<torch::optim::SGD>(params, torch::optim::SGDOptions(0.1));
+//   accelerate::AcceleratedOptimizer opt(sgd, gs, torch::kCPU);
+//   gs->set_sync_gradients(false);  // inside an accumulation window
+//   opt.step();                     // does nothing
+//   gs->set_sync_gradients(true);
+//   opt.step();                     // steps the SGD
+//   opt.zero_grad();                // gradients become undefined (set_to_none)
+#pragma once
+
+#include <c10/core/Device.h>
+#include <torch/optim/optimizer.h>
+
+#include <memory>
+#include <vector>
+
+#include "accelerate/gradient_state.h"
+
+namespace accelerate {
+
+/// Moves every state tensor of `optimizer` to `device`, for the state types of LibTorch's
+/// Adam, AdamW, SGD, RMSprop, Adagrad and LBFGS; the state of other optimizers is left as it
+/// is. Returns the number of per-parameter states it recognised.
+size_t move_optimizer_state_to(torch::optim::Optimizer& optimizer, const c10::Device& device);
+
+/// An optimizer that steps only when the shared `GradientState` synchronises gradients.
+class AcceleratedOptimizer {
+ public:
+  /// Wraps `optimizer` and moves its existing state to `device` (see
+  /// `move_optimizer_state_to`). Throws std::invalid_argument when `optimizer` or
+  /// `gradient_state` is null.
+  AcceleratedOptimizer(std::shared_ptr<torch::optim::Optimizer> optimizer,
+                       std::shared_ptr<GradientState> gradient_state, c10::Device device);
+
+  /// Steps the wrapped optimizer when `gradient_state()->sync_gradients()`; otherwise does
+  /// nothing and returns an undefined tensor. `closure` is passed on (LBFGS needs one); the
+  /// result is the wrapped optimizer's (the loss the closure returned, if any).
+  at::Tensor step(torch::optim::Optimizer::LossClosure closure = nullptr);
+
+  /// Clears the gradients of every parameter of every param group when
+  /// `gradient_state()->sync_gradients()`; otherwise does nothing. With `set_to_none` a
+  /// gradient becomes an undefined tensor; otherwise it is detached and filled with zeros in
+  /// place. Behaves the same on LibTorch 1.13 and 2.x.
+  void zero_grad(bool set_to_none = true);
+
+  /// True when the last `step()` was skipped by the gradient scaler because the gradients
+  /// held inf or NaN (fp16). Always false while no gradient scaler is attached.
+  bool step_was_skipped() const { return step_was_skipped_; }
+
+  /// The wrapped optimizer's param groups (learning rates are read and set here).
+  std::vector<torch::optim::OptimizerParamGroup>& param_groups() {
+    return optimizer_->param_groups();
+  }
+  /// The wrapped optimizer's param groups.
+  const std::vector<torch::optim::OptimizerParamGroup>& param_groups() const {
+    return optimizer_->param_groups();
+  }
+
+  /// The wrapped optimizer.
+  const std::shared_ptr<torch::optim::Optimizer>& optimizer() const { return optimizer_; }
+  /// The gradient state this optimizer follows.
+  const std::shared_ptr<GradientState>& gradient_state() const { return gradient_state_; }
+  /// The device the optimizer's state was placed on.
+  const c10::Device& device() const { return device_; }
+
+ private:
+  std::shared_ptr<torch::optim::Optimizer> optimizer_;
+  std::shared_ptr<GradientState> gradient_state_;
+  c10::Device device_;
+  // Accelerate's `_is_overflow`. The fp16 gradient scaler, once it exists, runs inside step()
+  // (unscale, inf/NaN check, wrapped step or not, scale update) and records here whether it
+  // skipped the wrapped step. Nothing sets it yet: without a scaler every step is taken.
+  bool step_was_skipped_ = false;
+};
+
+}  // namespace accelerate

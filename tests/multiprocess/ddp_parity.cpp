@@ -1,0 +1,75 @@
+// The C++ half of the parity test against PyTorch's own DDP (ddp_parity.py): the same model,
+// initial weights, data order and optimizer. Rank 0 writes the final parameters, one value a
+// line, to argv[1].
+//
+// Usage: accelerate-cpp launch --num_processes N ddp_parity OUT [per_process_batch]
+#include <accelerate/accelerate.h>
+#include <torch/torch.h>
+
+#include <fstream>
+#include <iomanip>
+
+namespace acc = accelerate;
+
+namespace {
+
+constexpr int64_t kSamples = 96;
+
+struct Data : torch::data::datasets::Dataset<Data> {
+  Data() {
+    auto a = torch::arange(kSamples, torch::kFloat);
+    x = torch::stack({torch::sin(a), torch::cos(a), torch::sin(2 * a)}, 1);
+    y = (0.5 * x.select(1, 0) - 0.3 * x.select(1, 1) + 0.1).unsqueeze(1);
+  }
+  torch::data::Example<> get(size_t i) override { return {x[i], y[i]}; }
+  c10::optional<size_t> size() const override { return kSamples; }
+  at::Tensor x, y;
+};
+
+struct Net : torch::nn::Module {
+  Net() {
+    fc1 = register_module("fc1", torch::nn::Linear(3, 16));
+    fc2 = register_module("fc2", torch::nn::Linear(16, 1));
+    torch::NoGradGuard no_grad;
+    int k = 0;
+    for (auto& p : parameters())
+      p.copy_((torch::sin(torch::arange(p.numel(), torch::kFloat) + 10 * k++) * 0.3)
+                  .reshape(p.sizes()));
+  }
+  at::Tensor forward(const at::Tensor& x) { return fc2(torch::tanh(fc1(x))); }
+  torch::nn::Linear fc1{nullptr}, fc2{nullptr};
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2) {
+    std::cerr << "usage: ddp_parity OUT [per_process_batch]\n";
+    return 2;
+  }
+  const int64_t batch = argc > 2 ? std::stoll(argv[2]) : 8;
+  acc::Accelerator accelerator;
+  auto model = std::make_shared<Net>();
+  auto optimizer = std::make_shared<torch::optim::SGD>(
+      model->parameters(), torch::optim::SGDOptions(0.05).momentum(0.9));
+  acc::DataLoader<Data> loader(Data(),
+                               acc::DataLoaderOptions().batch_size(batch).shuffle(true).seed(7));
+  auto [m, opt, dl] = accelerator.prepare(model, optimizer, loader);
+  for (int epoch = 0; epoch < 3; ++epoch) {
+    for (auto& b : *dl) {
+      auto loss = torch::mse_loss(m->forward(b.data), b.target);
+      accelerator.backward(loss);
+      opt->step();
+      opt->zero_grad();
+    }
+  }
+  if (accelerator.is_main_process()) {
+    std::ofstream out(argv[1]);
+    out << std::setprecision(9);
+    for (const auto& p : m->parameters()) {
+      auto flat = p.detach().flatten();
+      for (int64_t i = 0; i < flat.numel(); ++i) out << flat[i].item<float>() << "\n";
+    }
+  }
+  return 0;
+}

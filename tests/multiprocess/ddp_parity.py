@@ -1,0 +1,55 @@
+"""The Python half of the parity test: PyTorch's own DDP (gloo) on the job of ddp_parity.cpp.
+
+Run under a launcher that sets the torchrun environment (accelerate-cpp launch or torchrun).
+Data order: each epoch e the indices are torch.randperm(n, generator seeded 7 + e), cut into
+batches of the per-process batch size, batch i going to rank i mod N (Accelerate's sharding).
+Rank 0 writes the final parameters, one value a line, to argv[1].
+"""
+import sys
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+SAMPLES = 96
+
+
+def main():
+    out = sys.argv[1]
+    batch = int(sys.argv[2]) if len(sys.argv) > 2 else 8
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo")
+    rank, world = dist.get_rank(), dist.get_world_size()
+
+    a = torch.arange(SAMPLES, dtype=torch.float32)
+    x = torch.stack([torch.sin(a), torch.cos(a), torch.sin(2 * a)], 1)
+    y = (0.5 * x[:, 0] - 0.3 * x[:, 1] + 0.1).unsqueeze(1)
+
+    model = torch.nn.Sequential(torch.nn.Linear(3, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1))
+    with torch.no_grad():
+        for k, p in enumerate(model.parameters()):
+            p.copy_((torch.sin(torch.arange(p.numel(), dtype=torch.float32) + 10 * k) * 0.3).reshape(p.shape))
+    ddp = DDP(model)
+    opt = torch.optim.SGD(ddp.parameters(), lr=0.05, momentum=0.9)
+
+    for epoch in range(3):
+        order = torch.randperm(SAMPLES, generator=torch.Generator().manual_seed(7 + epoch))
+        batches = [order[i:i + batch] for i in range(0, SAMPLES, batch)]
+        for i in range(rank, len(batches), world):
+            idx = batches[i]
+            loss = torch.nn.functional.mse_loss(ddp(x[idx]), y[idx])
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+
+    if rank == 0:
+        with open(out, "w") as f:
+            for p in model.parameters():
+                for v in p.detach().flatten().tolist():
+                    f.write(f"{v:.9g}\n")
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
