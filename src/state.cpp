@@ -1,7 +1,10 @@
 #include "accelerate/state.h"
 
 #include <ATen/Parallel.h>
+#include <netdb.h>
 #include <sched.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
 #include <algorithm>
@@ -9,6 +12,7 @@
 #include <cstdlib>
 #include <exception>
 #include <iostream>
+#include <sstream>
 #include <stdexcept>
 #include <thread>
 
@@ -71,6 +75,40 @@ int usable_cores() {
   cpu_set_t set;
   if (sched_getaffinity(0, sizeof(set), &set) == 0) return std::max(1, CPU_COUNT(&set));
   return std::max(1u, std::thread::hardware_concurrency());
+}
+
+// Waits until something accepts TCP connections at host:port, or the deadline passes.
+// LibTorch 1.13's TCPStore client sleeps a whole second after a refused connection; a rank that
+// starts before process 0 listens would lose that second, so it polls here first.
+std::string seconds(std::chrono::milliseconds d) {
+  std::ostringstream os;
+  os << static_cast<double>(d.count()) / 1000.0;
+  return os.str();
+}
+
+bool wait_for_listener(const std::string& host, int port, std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  while (std::chrono::steady_clock::now() < deadline) {
+    addrinfo* found = nullptr;
+    if (::getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &found) == 0) {
+      for (addrinfo* a = found; a; a = a->ai_next) {
+        const int fd = ::socket(a->ai_family, a->ai_socktype, a->ai_protocol);
+        if (fd < 0) continue;
+        const bool up = ::connect(fd, a->ai_addr, a->ai_addrlen) == 0;
+        ::close(fd);
+        if (up) {
+          ::freeaddrinfo(found);
+          return true;
+        }
+      }
+      ::freeaddrinfo(found);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  return false;
 }
 
 std::string message_of(const std::exception& e) {
@@ -193,6 +231,8 @@ State::State(const StateOptions& options) : timeout_(options.timeout_) {
   distributed_type_ = cuda ? DistributedType::MULTI_GPU : DistributedType::MULTI_CPU;
   comm_ = std::make_unique<Comm>();
   try {
+    if (info_.rank != 0 && !wait_for_listener(info_.master_addr, info_.master_port, timeout_))
+      throw std::runtime_error("nothing accepted connections there (is process 0 running?)");
     c10d::TCPStoreOptions store_options;
     store_options.port = static_cast<std::uint16_t>(info_.master_port);
     store_options.isServer = info_.rank == 0;
@@ -206,9 +246,8 @@ State::State(const StateOptions& options) : timeout_(options.timeout_) {
     comm_.reset();
     throw std::runtime_error(
         "accelerate: " + describe() + " could not join the process group at " + info_.master_addr +
-        ":" + std::to_string(info_.master_port) + " within " +
-        std::to_string(timeout_.count() / 1000.0).substr(0, 6) + " s (launcher: " + info_.launcher +
-        "): " + message_of(e) +
+        ":" + std::to_string(info_.master_port) + " within " + seconds(timeout_) +
+        " s (launcher: " + info_.launcher + "): " + message_of(e) +
         ". Check that every process was started and that all use the same MASTER_ADDR and "
         "MASTER_PORT.");
   }
