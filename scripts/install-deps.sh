@@ -13,6 +13,7 @@ packages=(
   dataset-fashion-mnist              # the main example's data set
   python3-torch                      # interoperability tests against Python's PyTorch
   procps                             # pgrep, used by the process tests
+  clang libclang-rt-14-dev           # libFuzzer targets run as tests
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -51,6 +51,7 @@ void Accelerator::register_model(const std::shared_ptr<torch::nn::Module>& model
   if (!model) throw std::invalid_argument("accelerate: prepare: the model is a null pointer");
   if (models_.count(model.get())) return;
   model->to(device());
+  model_order_.push_back(model);
   models_.emplace(model.get(),
                   std::make_unique<DistributedDataParallel>(model, state_, options_.ddp_options_));
 }
@@ -63,6 +64,7 @@ std::shared_ptr<AcceleratedOptimizer> Accelerator::prepare_optimizer(
   if (it != optimizers_.end()) return it->second;
   auto prepared = std::make_shared<AcceleratedOptimizer>(optimizer, gradient_state_, device());
   optimizers_.emplace(optimizer.get(), prepared);
+  optimizer_order_.push_back(prepared);
   return prepared;
 }
 
@@ -78,7 +80,7 @@ std::shared_ptr<AcceleratedScheduler> Accelerator::prepare_scheduler(
   if (auto* lambda = dynamic_cast<LambdaLR*>(scheduler.get())) {
     optimizers.push_back(prepare_optimizer(lambda->optimizer()));
   } else {
-    for (const auto& [raw, prepared] : optimizers_) optimizers.push_back(prepared);
+    optimizers = optimizer_order_;
   }
   if (optimizers.empty())
     throw std::invalid_argument(

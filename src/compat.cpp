@@ -3,6 +3,7 @@
 #include <torch/cuda.h>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #ifdef USE_C10D_NCCL
+#include <ATen/cuda/CUDAGeneratorImpl.h>
 #include <c10/cuda/CUDAFunctions.h>
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
@@ -70,6 +71,27 @@ void set_cuda_device(int index) {
   c10::cuda::set_device(static_cast<c10::DeviceIndex>(index));
 #else
   (void)index;
+#endif
+}
+
+std::vector<at::Tensor> cuda_rng_states() {
+  std::vector<at::Tensor> states;
+#ifdef USE_C10D_NCCL
+  if (torch::cuda::is_available())
+    for (int64_t i = 0; i < static_cast<int64_t>(torch::cuda::device_count()); ++i)
+      states.push_back(at::cuda::detail::getDefaultCUDAGenerator(i).get_state());
+#endif
+  return states;
+}
+
+void set_cuda_rng_states(const std::vector<at::Tensor>& states) {
+#ifdef USE_C10D_NCCL
+  for (size_t i = 0; i < states.size() &&
+                     static_cast<int64_t>(i) < static_cast<int64_t>(torch::cuda::device_count());
+       ++i)
+    at::cuda::detail::getDefaultCUDAGenerator(static_cast<int64_t>(i)).set_state(states[i]);
+#else
+  (void)states;
 #endif
 }
 

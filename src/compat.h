@@ -10,6 +10,7 @@
 #include <torch/csrc/distributed/c10d/Store.hpp>
 
 #include <chrono>
+#include <vector>
 
 namespace accelerate::compat {
 
@@ -27,5 +28,11 @@ bool cuda_available();
 
 /// Makes `index` the current CUDA device (no-op without CUDA).
 void set_cuda_device(int index);
+
+/// The state of every CUDA device's default generator (empty without CUDA).
+std::vector<at::Tensor> cuda_rng_states();
+
+/// Restores states from cuda_rng_states(), device by device (no-op without CUDA).
+void set_cuda_rng_states(const std::vector<at::Tensor>& states);
 
 }  // namespace accelerate::compat

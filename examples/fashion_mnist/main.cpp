@@ -112,11 +112,9 @@ int main(int argc, char** argv) {
   }
 
   // Save once, after every process is done.
-  accelerator.wait_for_everyone();
-  accelerator.on_main_process([&] {
-    std::filesystem::create_directories(output);
-    torch::save(m, (std::filesystem::path(output) / "model.pt").string());
-    std::cout << "saved " << (std::filesystem::path(output) / "model.pt").string() << std::endl;
-  })();
+  // Save once (main process, after every process is done): model.safetensors with the keys
+  // Python's state_dict() would use, readable by Python's safetensors.
+  accelerator.save_model(m, output);
+  accelerator.print("saved", (std::filesystem::path(output) / "model.safetensors").string());
   return accuracy >= 0.89 ? 0 : 1;
 }

@@ -11,11 +11,13 @@
 #pragma once
 
 #include "accelerate/accelerator.h"
+#include "accelerate/checkpoint.h"
 #include "accelerate/data_loader.h"
 #include "accelerate/ddp.h"
 #include "accelerate/gradient_state.h"
 #include "accelerate/ops.h"
 #include "accelerate/optimizer.h"
+#include "accelerate/safetensors.h"
 #include "accelerate/scheduler.h"
 #include "accelerate/state.h"
 #include "accelerate/utils.h"

@@ -32,6 +32,7 @@
 #include <utility>
 #include <vector>
 
+#include "accelerate/checkpoint.h"
 #include "accelerate/data_loader.h"
 #include "accelerate/ddp.h"
 #include "accelerate/gradient_state.h"
@@ -41,6 +42,40 @@
 #include "accelerate/state.h"
 
 namespace accelerate {
+
+/// Where checkpoints go (Accelerate's `ProjectConfiguration`), with chained setters.
+///
+/// Example:
+///   acc::AcceleratorOptions().project_config(acc::ProjectConfiguration()
+///       .project_dir("runs/exp1").automatic_checkpoint_naming(true).total_limit(2));
+///   accelerator.save_state();   // runs/exp1/checkpoints/checkpoint_0, _1, ...
+struct ProjectConfiguration {
+  /// Folder of the project; automatic checkpoints go to project_dir/checkpoints.
+  ProjectConfiguration& project_dir(std::string value) {
+    project_dir_ = std::move(value);
+    return *this;
+  }
+  /// save_state() with no folder writes project_dir/checkpoints/checkpoint_<iteration>.
+  ProjectConfiguration& automatic_checkpoint_naming(bool value) {
+    automatic_checkpoint_naming_ = value;
+    return *this;
+  }
+  /// Keep at most this many automatic checkpoints, removing the oldest (0: keep all).
+  ProjectConfiguration& total_limit(int value) {
+    total_limit_ = value;
+    return *this;
+  }
+  /// Number of the next automatic checkpoint.
+  ProjectConfiguration& iteration(int value) {
+    iteration_ = value;
+    return *this;
+  }
+
+  std::string project_dir_;
+  bool automatic_checkpoint_naming_ = false;
+  int total_limit_ = 0;
+  int iteration_ = 0;
+};
 
 /// Options of an `Accelerator` (Accelerate's constructor arguments), with chained setters.
 /// Unset values come from the environment the launcher set, then from Accelerate's defaults.
@@ -110,8 +145,20 @@ struct AcceleratorOptions {
     return *this;
   }
 
+  /// Where checkpoints go (see ProjectConfiguration).
+  AcceleratorOptions& project_config(ProjectConfiguration value) {
+    project_config_ = std::move(value);
+    return *this;
+  }
+  /// Shortcut for project_config(ProjectConfiguration().project_dir(dir)).
+  AcceleratorOptions& project_dir(std::string dir) {
+    project_config_.project_dir(std::move(dir));
+    return *this;
+  }
+
   std::optional<MixedPrecision> mixed_precision_;
   std::optional<bool> cpu_;
+  ProjectConfiguration project_config_;
   std::chrono::milliseconds timeout_ = std::chrono::seconds(1800);
   std::optional<Environment> environment_;
   std::optional<int> gradient_accumulation_steps_;
@@ -392,6 +439,48 @@ class Accelerator {
       return std::make_tuple(gather_for_metrics_one(tensors)...);
   }
 
+  // ---- saving and loading ----
+  /// Saves the model's state dict (the keys Python's state_dict() would use) to `dir`:
+  /// model.safetensors, shards + index past max_shard_size, or pytorch_model.bin without
+  /// safe serialization. Written by the main process only, once every process got here.
+  template <typename Model>
+  void save_model(const std::shared_ptr<Model>& model, const std::string& dir,
+                  const SaveModelOptions& options = SaveModelOptions()) {
+    save_model_impl(*model, dir, options);
+  }
+  /// Saves a tensor (main process only): safetensors when `path` ends in .safetensors, else
+  /// the pickle format Python's torch.load reads.
+  void save(const at::Tensor& tensor, const std::string& path) const;
+  /// Saves a map of tensors (main process only), as above.
+  void save(const std::map<std::string, at::Tensor>& tensors, const std::string& path) const;
+
+  /// Saves everything needed to resume exactly: every prepared model, optimizer and
+  /// scheduler, the RNG states of every process, each prepared data loader's position, the
+  /// step counter and the registered objects. Written to a temporary folder that is renamed
+  /// into place, so a crash during a save leaves the previous checkpoint loadable. With no
+  /// folder, uses automatic naming (ProjectConfiguration). A collective.
+  void save_state(const std::string& output_dir = "");
+  /// Restores what save_state wrote; with no folder, the newest automatic checkpoint. Prepared
+  /// data loaders then continue from the saved position. Throws std::runtime_error naming
+  /// the file and the problem when the checkpoint does not match what was prepared.
+  void load_state(const std::string& input_dir = "");
+  /// Adds an object to save_state / load_state. T needs `nlohmann::json state_dict() const`
+  /// and `void load_state_dict(const nlohmann::json&)`, or is a torch::nn::Module.
+  template <typename T>
+  void register_for_checkpointing(std::shared_ptr<T> object) {
+    if (!object) throw std::invalid_argument("accelerate: register_for_checkpointing: null object");
+    Checkpointable c;
+    if constexpr (std::is_base_of_v<torch::nn::Module, T>) {
+      c.module = object;
+    } else {
+      c.save = [object] { return nlohmann::json(object->state_dict()); };
+      c.load = [object](const nlohmann::json& state) { object->load_state_dict(state); };
+    }
+    custom_.push_back(std::move(c));
+  }
+  /// The project configuration, with the iteration of the next automatic checkpoint.
+  const ProjectConfiguration& project_configuration() const { return options_.project_config_; }
+
   // ---- collectives (see ops.h) ----
   /// Concatenation over all processes along dim 0 (0-d tensors count as shape [1]).
   at::Tensor gather(const at::Tensor& tensor) const { return accelerate::gather(state_, tensor); }
@@ -500,6 +589,13 @@ class Accelerator {
       return object;
     }
   }
+  struct Checkpointable {
+    std::function<nlohmann::json()> save;
+    std::function<void(const nlohmann::json&)> load;
+    std::shared_ptr<torch::nn::Module> module;
+  };
+  void save_model_impl(const torch::nn::Module& model, const std::string& dir,
+                       const SaveModelOptions& options);
   ShardingOptions sharding_options();
   void register_model(const std::shared_ptr<torch::nn::Module>& model);
   DistributedDataParallel* engine_of(const torch::nn::Module* model) const;
@@ -513,7 +609,10 @@ class Accelerator {
   int64_t step_ = 0;
   // One DDP engine per prepared model (declared after state_: destroyed before the group).
   std::map<const torch::nn::Module*, std::unique_ptr<DistributedDataParallel>> models_;
+  std::vector<std::shared_ptr<torch::nn::Module>> model_order_;  // in prepare order
   std::map<const torch::optim::Optimizer*, std::shared_ptr<AcceleratedOptimizer>> optimizers_;
+  std::vector<std::shared_ptr<AcceleratedOptimizer>> optimizer_order_;
+  std::vector<Checkpointable> custom_;
   std::vector<std::shared_ptr<AcceleratedScheduler>> schedulers_;
   std::vector<std::shared_ptr<DataLoaderBase>> loaders_;
 };

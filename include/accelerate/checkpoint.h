@@ -10,10 +10,11 @@
 // model. `Accelerator::save_model` is built on `save_model_files`.
 //
 // Example:
+//   namespace acc = accelerate;
 //   auto net = std::make_shared<Net>();
-//   accelerate::save_model_files(*net, "out", accelerate::SaveModelOptions().max_shard_size("200MB"));
+//   acc::save_model_files(*net, "out", acc::SaveModelOptions().max_shard_size("200MB"));
 //   auto copy = std::make_shared<Net>();
-//   accelerate::load_checkpoint_in_model(*copy, "out");   // same outputs as net
+//   acc::load_checkpoint_in_model(*copy, "out");   // same outputs as net
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -52,7 +53,7 @@ struct SaveModelOptions {
     max_shard_size_ = convert_file_size_to_int(size);
     return *this;
   }
-  /// Largest shard in bytes; must be positive (std::invalid_argument otherwise).
+  /// Largest shard in bytes; must not be negative (std::invalid_argument otherwise).
   SaveModelOptions& max_shard_size(int64_t bytes);
   /// Whether to write safetensors (default) or PyTorch pickles (`pytorch_model.bin`).
   SaveModelOptions& safe_serialization(bool value) {
@@ -105,7 +106,8 @@ void save_state_dict_files(const StateDict& state_dict, const std::string& dir,
 /// `save_state_dict_files(model_state_dict(model), dir, options)`.
 ///
 /// Example:
-///   accelerate::save_model_files(*net, "out", accelerate::SaveModelOptions().max_shard_size("5GB"));
+///   namespace acc = accelerate;
+///   acc::save_model_files(*net, "out", acc::SaveModelOptions().max_shard_size("5GB"));
 void save_model_files(const torch::nn::Module& model, const std::string& dir,
                       const SaveModelOptions& options = SaveModelOptions());
 

@@ -1,0 +1,310 @@
+// Accelerator::save_state / load_state / save_model / save.
+//
+// Note [checkpoint layout]: a checkpoint folder holds
+//   accelerator_state.json          counts, step, iteration, data loader positions (written last)
+//   model.safetensors, model_1...   each prepared model's state dict (Python-readable)
+//   optimizer.bin, optimizer_1...   LibTorch archives of each prepared optimizer
+//   scheduler.json                  each prepared scheduler's step count
+//   random_states_<rank>.pt         each process's CPU (and CUDA) generator state
+//   custom_checkpoint_<i>.json/.safetensors  registered objects
+// It is written into "<folder>.tmp" and renamed into place by process 0 once every process
+// has written its part, so an interrupted save never replaces a complete checkpoint.
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+#include <torch/serialize/input-archive.h>
+#include <torch/serialize/output-archive.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <regex>
+
+#include "accelerate/accelerator.h"
+#include "accelerate/safetensors.h"
+#include "compat.h"
+
+namespace fs = std::filesystem;
+
+namespace accelerate {
+namespace {
+
+constexpr const char* kStateFile = "accelerator_state.json";
+constexpr int kFormatVersion = 1;
+
+// LRScheduler keeps its step count protected; a pointer to member taken through a derived
+// class reads it without changing LibTorch.
+struct SchedulerAccess : torch::optim::LRScheduler {
+  static unsigned torch::optim::LRScheduler::*step_count() { return &SchedulerAccess::step_count_; }
+};
+
+std::string indexed(const std::string& stem, size_t i, const std::string& ext) {
+  return i == 0 ? stem + ext : stem + "_" + std::to_string(i) + ext;
+}
+
+std::map<std::string, at::Tensor> as_map(const StateDict& dict) {
+  return std::map<std::string, at::Tensor>(dict.begin(), dict.end());
+}
+
+void write_json(const fs::path& path, const nlohmann::json& value) {
+  std::ofstream out(path);
+  out << value.dump(2) << "\n";
+  if (!out) throw std::runtime_error("accelerate: save_state: cannot write " + path.string());
+}
+
+nlohmann::json read_json(const fs::path& path) {
+  std::ifstream in(path);
+  if (!in) throw std::runtime_error("accelerate: load_state: cannot read " + path.string());
+  try {
+    return nlohmann::json::parse(in);
+  } catch (const std::exception& e) {
+    throw std::runtime_error("accelerate: load_state: " + path.string() +
+                             " is not valid JSON: " + e.what());
+  }
+}
+
+// The numbered checkpoint_<n> folders under `dir`, oldest first.
+std::vector<std::pair<int64_t, fs::path>> numbered_checkpoints(const fs::path& dir) {
+  std::vector<std::pair<int64_t, fs::path>> out;
+  if (!fs::is_directory(dir)) return out;
+  static const std::regex name("checkpoint_([0-9]+)");
+  for (const auto& entry : fs::directory_iterator(dir)) {
+    std::smatch m;
+    const std::string file = entry.path().filename().string();
+    if (entry.is_directory() && std::regex_match(file, m, name))
+      out.emplace_back(std::stoll(m[1]), entry.path());
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+void expect_count(const nlohmann::json& state, const char* key, size_t have, const fs::path& file) {
+  const size_t saved = state.at(key).get<size_t>();
+  if (saved != have)
+    throw std::runtime_error("accelerate: load_state: " + file.string() + " holds " +
+                             std::to_string(saved) + " " + key + " but this Accelerator has " +
+                             std::to_string(have) + " (prepare / register the same objects " +
+                             "in the same order before load_state)");
+}
+
+}  // namespace
+
+void Accelerator::save_model_impl(const torch::nn::Module& model, const std::string& dir,
+                                  const SaveModelOptions& options) {
+  wait_for_everyone();
+  if (is_main_process()) save_model_files(model, dir, options);
+  wait_for_everyone();
+}
+
+void Accelerator::save(const at::Tensor& tensor, const std::string& path) const {
+  save(std::map<std::string, at::Tensor>{{"tensor", tensor}}, path);
+}
+
+void Accelerator::save(const std::map<std::string, at::Tensor>& tensors,
+                       const std::string& path) const {
+  if (!is_main_process()) return;
+  const bool safetensors = fs::path(path).extension() == ".safetensors";
+  if (safetensors)
+    save_safetensors(tensors, path);
+  else
+    save_pytorch_bin(StateDict(tensors.begin(), tensors.end()), path);
+}
+
+void Accelerator::save_state(const std::string& output_dir) {
+  ProjectConfiguration& project = options_.project_config_;
+  fs::path target = output_dir;
+  if (target.empty()) {
+    if (!project.automatic_checkpoint_naming_)
+      throw std::invalid_argument(
+          "accelerate: save_state needs a folder, or ProjectConfiguration with "
+          "automatic_checkpoint_naming(true)");
+    target = fs::path(project.project_dir_) / "checkpoints" /
+             ("checkpoint_" + std::to_string(project.iteration_));
+    if (fs::exists(target))
+      throw std::invalid_argument(
+          "accelerate: save_state: checkpoint folder " + target.string() +
+          " already exists (iteration " + std::to_string(project.iteration_) +
+          "); set ProjectConfiguration().iteration(n) to continue after it");
+  }
+  const fs::path tmp = target.string() + ".tmp";
+  if (is_main_process()) {
+    fs::remove_all(tmp);
+    fs::create_directories(tmp);
+  }
+  wait_for_everyone();
+
+  // Every process: its own random states.
+  {
+    torch::serialize::OutputArchive rng;
+    rng.write("cpu", at::detail::getDefaultCPUGenerator().get_state());
+    const auto cuda = compat::cuda_rng_states();
+    for (size_t i = 0; i < cuda.size(); ++i) rng.write("cuda_" + std::to_string(i), cuda[i]);
+    rng.save_to((tmp / ("random_states_" + std::to_string(process_index()) + ".pt")).string());
+  }
+
+  if (is_main_process()) {
+    for (size_t i = 0; i < model_order_.size(); ++i)
+      save_safetensors(as_map(model_state_dict(*model_order_[i])),
+                       (tmp / indexed("model", i, ".safetensors")).string());
+    for (size_t i = 0; i < optimizer_order_.size(); ++i) {
+      torch::serialize::OutputArchive archive;
+      optimizer_order_[i]->optimizer()->save(archive);
+      archive.save_to((tmp / indexed("optimizer", i, ".bin")).string());
+    }
+    nlohmann::json schedulers = nlohmann::json::array();
+    for (const auto& s : schedulers_)
+      schedulers.push_back({{"step_count", (*s->scheduler()).*SchedulerAccess::step_count()}});
+    write_json(tmp / "scheduler.json", schedulers);
+    for (size_t i = 0; i < custom_.size(); ++i) {
+      if (custom_[i].module)
+        save_safetensors(
+            as_map(model_state_dict(*custom_[i].module)),
+            (tmp / ("custom_checkpoint_" + std::to_string(i) + ".safetensors")).string());
+      else
+        write_json(tmp / ("custom_checkpoint_" + std::to_string(i) + ".json"), custom_[i].save());
+    }
+    nlohmann::json loaders = nlohmann::json::array();
+    for (const auto& l : loaders_)
+      loaders.push_back({{"epoch", l->position().epoch}, {"batches", l->position().batches}});
+    // Written last: its presence marks a complete folder.
+    write_json(tmp / kStateFile, {{"format", "accelerate-cpp"},
+                                  {"version", kFormatVersion},
+                                  {"num_processes", num_processes()},
+                                  {"step", step_},
+                                  {"iteration", project.iteration_},
+                                  {"models", model_order_.size()},
+                                  {"optimizers", optimizer_order_.size()},
+                                  {"schedulers", schedulers_.size()},
+                                  {"data_loaders", loaders},
+                                  {"custom_objects", custom_.size()}});
+  }
+  wait_for_everyone();
+
+  if (is_main_process()) {
+    const fs::path previous = target.string() + ".previous";
+    if (!fs::exists(target) && fs::exists(previous))
+      fs::rename(previous, target);  // an earlier save died between its two renames
+    else
+      fs::remove_all(previous);
+    if (fs::exists(target)) fs::rename(target, previous);
+    fs::rename(tmp, target);
+    fs::remove_all(previous);
+    if (output_dir.empty() && project.total_limit_ > 0) {
+      auto all = numbered_checkpoints(target.parent_path());
+      for (size_t i = 0; i + project.total_limit_ < all.size(); ++i) fs::remove_all(all[i].second);
+    }
+  }
+  if (output_dir.empty()) ++project.iteration_;
+  wait_for_everyone();
+}
+
+void Accelerator::load_state(const std::string& input_dir) {
+  ProjectConfiguration& project = options_.project_config_;
+  fs::path dir = input_dir;
+  if (dir.empty()) {
+    if (!project.automatic_checkpoint_naming_)
+      throw std::invalid_argument(
+          "accelerate: load_state needs a folder, or ProjectConfiguration with "
+          "automatic_checkpoint_naming(true)");
+    const fs::path checkpoints = fs::path(project.project_dir_) / "checkpoints";
+    auto all = numbered_checkpoints(checkpoints);
+    if (all.empty())
+      throw std::runtime_error("accelerate: load_state: no checkpoint_<n> folder in " +
+                               checkpoints.string());
+    dir = all.back().second;
+  }
+  // A save interrupted between its two renames leaves the old checkpoint here.
+  if (!fs::exists(dir / kStateFile) &&
+      fs::exists(fs::path(dir.string() + ".previous") / kStateFile))
+    dir = dir.string() + ".previous";
+  const fs::path state_file = dir / kStateFile;
+  if (!fs::exists(state_file))
+    throw std::runtime_error("accelerate: load_state: " + dir.string() +
+                             " is not a complete checkpoint (no " + kStateFile + ")");
+  const nlohmann::json state = read_json(state_file);
+  try {
+    expect_count(state, "models", model_order_.size(), state_file);
+    expect_count(state, "optimizers", optimizer_order_.size(), state_file);
+    expect_count(state, "schedulers", schedulers_.size(), state_file);
+    expect_count(state, "custom_objects", custom_.size(), state_file);
+    if (state.at("data_loaders").size() != loaders_.size())
+      throw std::runtime_error("accelerate: load_state: " + state_file.string() + " holds " +
+                               std::to_string(state.at("data_loaders").size()) +
+                               " data loaders but this Accelerator has " +
+                               std::to_string(loaders_.size()));
+  } catch (const nlohmann::json::exception& e) {
+    throw std::runtime_error("accelerate: load_state: " + state_file.string() +
+                             " lacks a field: " + e.what());
+  }
+
+  for (size_t i = 0; i < model_order_.size(); ++i)
+    load_checkpoint_in_model(*model_order_[i],
+                             (dir / indexed("model", i, ".safetensors")).string());
+  for (size_t i = 0; i < optimizer_order_.size(); ++i) {
+    const fs::path file = dir / indexed("optimizer", i, ".bin");
+    torch::serialize::InputArchive archive;
+    try {
+      archive.load_from(file.string());
+      optimizer_order_[i]->optimizer()->load(archive);
+    } catch (const c10::Error& e) {
+      throw std::runtime_error("accelerate: load_state: cannot load " + file.string() + ": " +
+                               e.what_without_backtrace());
+    }
+    move_optimizer_state_to(*optimizer_order_[i]->optimizer(), device());
+  }
+  const nlohmann::json schedulers = read_json(dir / "scheduler.json");
+  for (size_t i = 0; i < schedulers_.size(); ++i) {
+    const auto count = schedulers.at(i).at("step_count").get<unsigned>();
+    auto& scheduler = *schedulers_[i]->scheduler();
+    if (auto* lambda = dynamic_cast<LambdaLR*>(&scheduler))
+      lambda->set_last_epoch(count);
+    else
+      scheduler.*SchedulerAccess::step_count() = count;  // its lrs came back with the optimizer
+  }
+  for (size_t i = 0; i < custom_.size(); ++i) {
+    if (custom_[i].module)
+      load_checkpoint_in_model(
+          *custom_[i].module,
+          (dir / ("custom_checkpoint_" + std::to_string(i) + ".safetensors")).string());
+    else
+      custom_[i].load(read_json(dir / ("custom_checkpoint_" + std::to_string(i) + ".json")));
+  }
+
+  const bool same_world = state.at("num_processes").get<int>() == num_processes();
+  for (size_t i = 0; i < loaders_.size(); ++i) {
+    LoaderPosition position{state["data_loaders"][i].at("epoch").get<int64_t>(),
+                            state["data_loaders"][i].at("batches").get<int64_t>()};
+    // Batches are counted per process: with another number of processes, restart the epoch.
+    if (!same_world) position.batches = 0;
+    loaders_[i]->resume_from(position);
+  }
+  if (!same_world)
+    print("accelerate: load_state: the checkpoint was written by",
+          state.at("num_processes").get<int>(), "processes, this job has", num_processes(),
+          "; data loaders restart their saved epoch from its beginning");
+  step_ = state.at("step").get<int64_t>();
+  if (project.automatic_checkpoint_naming_)
+    project.iteration_ = std::max(project.iteration_, state.at("iteration").get<int>() + 1);
+
+  const fs::path rng_file = dir / ("random_states_" + std::to_string(process_index()) + ".pt");
+  if (fs::exists(rng_file)) {
+    torch::serialize::InputArchive rng;
+    rng.load_from(rng_file.string());
+    at::Tensor cpu;
+    rng.read("cpu", cpu);
+    at::Generator generator = at::detail::getDefaultCPUGenerator();
+    generator.set_state(cpu);
+    std::vector<at::Tensor> cuda;
+    for (size_t i = 0;; ++i) {
+      at::Tensor t;
+      if (!rng.try_read("cuda_" + std::to_string(i), t)) break;
+      cuda.push_back(t);
+    }
+    compat::set_cuda_rng_states(cuda);
+  } else {
+    print("accelerate: load_state: no", rng_file.filename().string(),
+          "in the checkpoint; random states are not restored");
+  }
+  wait_for_everyone();
+}
+
+}  // namespace accelerate
