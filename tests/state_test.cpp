@@ -1,7 +1,10 @@
 // State: the launcher's environment resolved once; joining the job and its failures.
 #include <gtest/gtest.h>
 
+#include <ATen/Parallel.h>
+
 #include <chrono>
+#include <thread>
 
 #include "test_util.h"
 
@@ -167,4 +170,28 @@ TEST(State, MissingPeerTimesOutWithAClearError) {
     const auto elapsed = std::chrono::steady_clock::now() - start;
     EXPECT_LT(elapsed, std::chrono::seconds(15)) << "rank " << rank;
   }
+}
+
+// Threads per process: cores ÷ local processes, unless OMP_NUM_THREADS says otherwise.
+TEST(State, ThreadsPerProcess) {
+  const int cores = static_cast<int>(std::thread::hardware_concurrency());
+  at::set_num_threads(1);
+  { acc::State one(acc::StateOptions().environment({})); }
+  EXPECT_EQ(at::get_num_threads(), std::max(1, cores));
+  at::set_num_threads(1);
+  { acc::State told(acc::StateOptions().environment({{"OMP_NUM_THREADS", "1"}})); }
+  EXPECT_EQ(at::get_num_threads(), 1) << "OMP_NUM_THREADS must be left to OpenMP";
+  // Two local processes share the cores.
+  std::vector<int> seen(2);
+  acc::testing::spawn_threads(2, [&](int rank) {
+    auto env = acc::testing::rank_environment(rank, 2, 29500);
+    env.erase("OMP_NUM_THREADS");
+    env["WORLD_SIZE"] = "1";  // one process per job, but two per machine
+    env["RANK"] = "0";
+    env["LOCAL_RANK"] = "0";
+    acc::State s(acc::StateOptions().environment(env));
+    seen[rank] = s.num_local_processes();
+  });
+  EXPECT_EQ(seen[0], 2);
+  EXPECT_EQ(at::get_num_threads(), std::max(1, cores / 2));
 }
