@@ -109,15 +109,20 @@ void Accelerator::save(const std::map<std::string, at::Tensor>& tensors,
     save_pytorch_bin(StateDict(tensors.begin(), tensors.end()), path);
 }
 
+// The folder of automatic checkpoints, or an error naming `what` when there is none.
+static fs::path automatic_checkpoints(const ProjectConfiguration& project, const char* what) {
+  if (!project.automatic_checkpoint_naming_)
+    throw std::invalid_argument(std::string("accelerate: ") + what +
+                                " needs a folder, or ProjectConfiguration with "
+                                "automatic_checkpoint_naming(true)");
+  return fs::path(project.project_dir_) / "checkpoints";
+}
+
 void Accelerator::save_state(const std::string& output_dir) {
   ProjectConfiguration& project = options_.project_config_;
   fs::path target = output_dir;
   if (target.empty()) {
-    if (!project.automatic_checkpoint_naming_)
-      throw std::invalid_argument(
-          "accelerate: save_state needs a folder, or ProjectConfiguration with "
-          "automatic_checkpoint_naming(true)");
-    target = fs::path(project.project_dir_) / "checkpoints" /
+    target = automatic_checkpoints(project, "save_state") /
              ("checkpoint_" + std::to_string(project.iteration_));
     if (fs::exists(target))
       throw std::invalid_argument(
@@ -201,11 +206,7 @@ void Accelerator::load_state(const std::string& input_dir) {
   ProjectConfiguration& project = options_.project_config_;
   fs::path dir = input_dir;
   if (dir.empty()) {
-    if (!project.automatic_checkpoint_naming_)
-      throw std::invalid_argument(
-          "accelerate: load_state needs a folder, or ProjectConfiguration with "
-          "automatic_checkpoint_naming(true)");
-    const fs::path checkpoints = fs::path(project.project_dir_) / "checkpoints";
+    const fs::path checkpoints = automatic_checkpoints(project, "load_state");
     auto all = numbered_checkpoints(checkpoints);
     if (all.empty())
       throw std::runtime_error("accelerate: load_state: no checkpoint_<n> folder in " +

@@ -15,18 +15,15 @@
 #include <unordered_set>
 
 #include "accelerate/ops.h"
+#include "errors.h"
 
 namespace accelerate {
 namespace {
 
+using detail::message_of;
+
 // PyTorch's DDP broadcasts parameters and buffers in chunks of this size.
 constexpr size_t kBroadcastBucketBytes = 250 * 1024 * 1024;
-
-std::string message_of(const std::exception& e) {
-  if (auto* c10_error = dynamic_cast<const c10::Error*>(&e))
-    return c10_error->what_without_backtrace();
-  return e.what();
-}
 
 }  // namespace
 

@@ -17,10 +17,13 @@
 #include <thread>
 
 #include "compat.h"
+#include "errors.h"
 
 extern char** environ;
 
 namespace accelerate {
+
+using detail::message_of;
 
 struct State::Comm {
   c10::intrusive_ptr<c10d::Store> store;
@@ -109,12 +112,6 @@ bool wait_for_listener(const std::string& host, int port, std::chrono::milliseco
     std::this_thread::sleep_for(std::chrono::milliseconds(2));
   }
   return false;
-}
-
-std::string message_of(const std::exception& e) {
-  if (auto* c10_error = dynamic_cast<const c10::Error*>(&e))
-    return c10_error->what_without_backtrace();
-  return e.what();
 }
 
 }  // namespace

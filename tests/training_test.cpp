@@ -35,39 +35,35 @@ struct Net : torch::nn::Module {
 
 }  // namespace
 
-TEST(TrainingLoop, SyncGradientsFollowsAccumulationAndTheEndOfTheLoader) {
+namespace {
+// sync_gradients() at each of 5 one-sample batches of a prepared loader, 1 process.
+std::vector<bool> sync_pattern(const acc::AcceleratorOptions& options) {
+  std::vector<bool> seen;
   run_ranks(
       1,
-      [](acc::Accelerator& a) {
+      [&](acc::Accelerator& a) {
         auto loader = a.prepare_data_loader(
             acc::DataLoader<Indexed>(Indexed(5), acc::DataLoaderOptions().batch_size(1)));
-        std::vector<bool> seen;
         for (auto& batch : *loader) {
           (void)batch;
           auto guard = a.accumulate();
           seen.push_back(a.sync_gradients());
         }
-        EXPECT_EQ(seen, (std::vector<bool>{false, true, false, true, true}));
       },
-      acc::AcceleratorOptions().gradient_accumulation_steps(2));
+      options);
+  return seen;
+}
+}  // namespace
+
+TEST(TrainingLoop, SyncGradientsFollowsAccumulationAndTheEndOfTheLoader) {
+  EXPECT_EQ(sync_pattern(acc::AcceleratorOptions().gradient_accumulation_steps(2)),
+            (std::vector<bool>{false, true, false, true, true}));
 }
 
 TEST(TrainingLoop, SyncWithDataloaderOff) {
-  run_ranks(
-      1,
-      [](acc::Accelerator& a) {
-        auto loader = a.prepare_data_loader(
-            acc::DataLoader<Indexed>(Indexed(5), acc::DataLoaderOptions().batch_size(1)));
-        std::vector<bool> seen;
-        for (auto& batch : *loader) {
-          (void)batch;
-          auto guard = a.accumulate();
-          seen.push_back(a.sync_gradients());
-        }
-        EXPECT_EQ(seen, (std::vector<bool>{false, true, false, true, false}));
-      },
-      acc::AcceleratorOptions().gradient_accumulation_plugin(
-          acc::GradientAccumulationPlugin().num_steps(2).sync_with_dataloader(false)));
+  EXPECT_EQ(sync_pattern(acc::AcceleratorOptions().gradient_accumulation_plugin(
+                acc::GradientAccumulationPlugin().num_steps(2).sync_with_dataloader(false))),
+            (std::vector<bool>{false, true, false, true, false}));
 }
 
 // 82 samples, batch 16, 2 processes: the last step pads with samples from the start;
