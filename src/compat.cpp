@@ -2,6 +2,7 @@
 
 #include <torch/cuda.h>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#include <torch/csrc/distributed/c10d/reducer.hpp>
 #ifdef USE_C10D_NCCL
 #include <ATen/cuda/CUDAGeneratorImpl.h>
 #include <c10/cuda/CUDAFunctions.h>
@@ -62,6 +63,19 @@ c10::intrusive_ptr<c10d::ProcessGroup> make_process_group(
 #endif
   throw std::invalid_argument(
       "accelerate: the NCCL backend was requested but this LibTorch was built without it");
+}
+
+std::unique_ptr<c10d::Reducer> make_reducer(
+    std::vector<at::Tensor> params, std::vector<std::vector<size_t>> buckets,
+    std::vector<size_t> bucket_limits, const c10::intrusive_ptr<c10d::ProcessGroup>& group,
+    int64_t bucket_bytes, bool find_unused_parameters, bool gradient_as_bucket_view,
+    std::unordered_map<size_t, std::string> names, int64_t first_bucket_bytes) {
+  const size_t n = params.size();
+  // 1.13 and 2.x take the same leading arguments; later 2.x releases append defaulted ones.
+  return std::make_unique<c10d::Reducer>(
+      std::move(params), std::move(buckets), std::move(bucket_limits), group,
+      std::vector<bool>(n, false), bucket_bytes, find_unused_parameters, gradient_as_bucket_view,
+      std::move(names), first_bucket_bytes);
 }
 
 bool cuda_available() { return torch::cuda::is_available(); }

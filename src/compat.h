@@ -10,7 +10,14 @@
 #include <torch/csrc/distributed/c10d/Store.hpp>
 
 #include <chrono>
+#include <memory>
+#include <string>
+#include <unordered_map>
 #include <vector>
+
+namespace c10d {
+class Reducer;
+}
 
 namespace accelerate::compat {
 
@@ -22,6 +29,14 @@ enum class Backend { GLOO, NCCL };
 c10::intrusive_ptr<c10d::ProcessGroup> make_process_group(
     const c10::intrusive_ptr<c10d::Store>& store, int rank, int size,
     std::chrono::milliseconds timeout, Backend backend);
+
+/// Builds c10d's DDP engine over `params` with the given buckets (reversed, as PyTorch's DDP
+/// passes them). The Reducer's constructor differs between LibTorch versions.
+std::unique_ptr<c10d::Reducer> make_reducer(
+    std::vector<at::Tensor> params, std::vector<std::vector<size_t>> buckets,
+    std::vector<size_t> bucket_limits, const c10::intrusive_ptr<c10d::ProcessGroup>& group,
+    int64_t bucket_bytes, bool find_unused_parameters, bool gradient_as_bucket_view,
+    std::unordered_map<size_t, std::string> names, int64_t first_bucket_bytes);
 
 /// True when this LibTorch has CUDA and a device is visible.
 bool cuda_available();

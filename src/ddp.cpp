@@ -15,6 +15,7 @@
 #include <unordered_set>
 
 #include "accelerate/ops.h"
+#include "compat.h"
 #include "errors.h"
 
 namespace accelerate {
@@ -113,9 +114,8 @@ DistributedDataParallel::DistributedDataParallel(std::shared_ptr<torch::nn::Modu
   // reverse order of the parameters.
   std::reverse(buckets.begin(), buckets.end());
   std::reverse(limits.begin(), limits.end());
-  e.reducer = std::make_unique<c10d::Reducer>(
-      trained, std::move(buckets), std::move(limits), e.group,
-      std::vector<bool>(trained.size(), false), static_cast<int64_t>(bucket_bytes),
+  e.reducer = compat::make_reducer(
+      trained, std::move(buckets), std::move(limits), e.group, static_cast<int64_t>(bucket_bytes),
       options.find_unused_parameters_, options.gradient_as_bucket_view_, std::move(names),
       static_cast<int64_t>(c10d::kDefaultFirstBucketBytes));
   if (options.static_graph_) e.reducer->set_static_graph();
