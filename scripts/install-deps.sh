@@ -5,10 +5,10 @@ set -euo pipefail
 packages=(
   g++ cmake ninja-build pkg-config   # the toolchain
   libtorch-dev libgloo-dev           # LibTorch 1.13 with c10d (Gloo, TCPStore, DDP reducer)
+  libopenblas0-openmp                # fast float32 BLAS for LibTorch (see bench/RESULTS.md)
   nlohmann-json3-dev                 # JSON: object collectives, checkpoint metadata
   libcli11-dev                       # the accelerate-cpp command line
   libgtest-dev libgmock-dev          # tests
-  libbenchmark-dev                   # benchmarks
   zlib1g-dev                         # reading the gzipped Fashion-MNIST files
   dataset-fashion-mnist              # the main example's data set
   python3-torch                      # interoperability tests against Python's PyTorch
@@ -24,4 +24,12 @@ if ((${#missing[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# LibTorch calls the generic libblas.so.3, which is the slow reference BLAS unless another one
+# is selected: use OpenBLAS's OpenMP build (16-32x the reference sgemm here, bench/RESULTS.md).
+openblas=/usr/lib/x86_64-linux-gnu/openblas-openmp/libblas.so.3
+if [ -e "$openblas" ] &&
+   [ "$(readlink -f /etc/alternatives/libblas.so.3-x86_64-linux-gnu)" != "$(readlink -f "$openblas")" ]; then
+  update-alternatives --set libblas.so.3-x86_64-linux-gnu "$openblas"
 fi

@@ -1,0 +1,153 @@
+// bench_allreduce: bandwidth of the DDP gradient synchronisation of accelerate-cpp against one
+// c10d allreduce of a flat buffer of the same size, on the same process group. Run with 2
+// processes under the launcher:
+//
+//   accelerate-cpp launch --num_processes 2 bench_allreduce [--params 4096 --size 1024 --reps 20]
+//
+// The model has `params` parameters of `size` float32 each (default 4096 x 4 KiB = 16 MiB).
+// Each repetition measures, in a rotating order and after a barrier each:
+//   sync    accelerator.backward(loss)             backward + bucketed all-reduce (Reducer)
+//   nosync  the same under accelerator.no_sync(m)  backward alone
+//   flat    pg->allreduce({flat buffer})->wait()   the collective alone
+// With --engine reducer, `sync` uses a c10d::Reducer built here by hand on the same process
+// group (the model is not prepared): what the library adds on top of the Reducer.
+// DDP bandwidth = bytes / (sync - nosync); flat bandwidth = bytes / flat (medians).
+#include <accelerate/accelerate.h>
+#include <torch/torch.h>
+
+#include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
+#include <torch/csrc/distributed/c10d/comm.hpp>
+#include <torch/csrc/distributed/c10d/reducer.hpp>
+
+#include <algorithm>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "common.h"
+
+namespace acc = accelerate;
+
+namespace {
+
+struct ManyParams : torch::nn::Module {
+  ManyParams(int64_t count, int64_t size) {
+    for (int64_t i = 0; i < count; ++i)
+      params_.push_back(register_parameter("p" + std::to_string(i), torch::randn({size})));
+  }
+  at::Tensor forward() {
+    std::vector<at::Tensor> parts;
+    parts.reserve(params_.size());
+    for (auto& p : params_) parts.push_back(p.sum());
+    return at::stack(parts).sum();
+  }
+  std::vector<at::Tensor> params_;
+};
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  bench::Args args(argc, argv);
+  const int64_t count = args.num("params", 4096), size = args.num("size", 1024);
+  const int reps = static_cast<int>(args.num("reps", 20));
+  const double bucket_mb = args.real("bucket_cap_mb", 25.0);
+  const bool bucket_view = args.flag("gradient_as_bucket_view");
+  const int only = static_cast<int>(args.num("only", -1));  // profile one variant: 0, 1 or 2
+
+  acc::Accelerator accelerator(acc::AcceleratorOptions().ddp_options(
+      acc::DistributedDataParallelOptions().bucket_cap_mb(bucket_mb).gradient_as_bucket_view(
+          bucket_view)));
+  if (accelerator.num_processes() < 2) {
+    std::fprintf(stderr, "bench_allreduce: run with 2 processes under accelerate-cpp launch\n");
+    return 2;
+  }
+  torch::manual_seed(0);
+  auto model = std::make_shared<ManyParams>(count, size);
+  const std::string engine = args.str("engine", "accel");
+  std::unique_ptr<c10d::Reducer> reducer;
+  std::shared_ptr<ManyParams> prepared = model;
+  if (engine == "accel") {
+    prepared = std::get<0>(accelerator.prepare(model));  // the same pointer as `model`
+  } else {
+    auto params = model->parameters();
+    std::unordered_map<size_t, std::string> names;
+    for (size_t i = 0; i < params.size(); ++i) names.emplace(i, "p" + std::to_string(i));
+    const auto cap = static_cast<size_t>(bucket_mb * 1024 * 1024);
+    std::vector<std::vector<size_t>> buckets;
+    std::vector<size_t> limits;
+    std::tie(buckets, limits) = c10d::compute_bucket_assignment_by_size(
+        params, {static_cast<size_t>(c10d::kDefaultFirstBucketBytes), cap},
+        std::vector<bool>(params.size(), false));
+    std::reverse(buckets.begin(), buckets.end());
+    std::reverse(limits.begin(), limits.end());
+    reducer = std::make_unique<c10d::Reducer>(
+        params, std::move(buckets), std::move(limits),
+        c10::intrusive_ptr<c10d::ProcessGroup>::reclaim_copy(accelerator.state().process_group()),
+        std::vector<bool>(params.size(), false), static_cast<int64_t>(cap), false, bucket_view,
+        std::move(names), static_cast<int64_t>(c10d::kDefaultFirstBucketBytes));
+  }
+  auto* pg = accelerator.state().process_group();
+  const double bytes = static_cast<double>(count * size) * 4.0;
+  at::Tensor flat = torch::ones({count * size});
+
+  auto barrier = [&] { accelerator.wait_for_everyone(); };
+  std::vector<double> t_sync, t_nosync, t_flat;
+  auto run = [&](int which, bool record) {
+    prepared->zero_grad();
+    at::Tensor loss;
+    if (which != 2) loss = prepared->forward();
+    barrier();
+    bench::Timer timer;
+    if (which == 0 && reducer) {
+      reducer->rebuild_buckets();
+      reducer->prepare_for_forward();
+      reducer->prepare_for_backward({});
+      loss.backward();
+    } else if (which == 1 && reducer) {
+      reducer->rebuild_buckets();
+      loss.backward();
+    } else if (which == 0) {
+      accelerator.backward(loss);
+    } else if (which == 1) {
+      auto guard = accelerator.no_sync(prepared);
+      accelerator.backward(loss);
+    } else {
+      std::vector<at::Tensor> v{flat};
+      pg->allreduce(v)->wait();
+    }
+    const double s = timer.seconds();
+    if (!record) return;
+    (which == 0 ? t_sync : which == 1 ? t_nosync : t_flat).push_back(s);
+  };
+  for (int w = 0; w < 3; ++w) run(w, false);  // warm-up (buckets are rebuilt after step 1)
+  for (int w = 0; w < 3; ++w) run(w, false);
+  if (only >= 0) {
+    for (int r = 0; r < reps; ++r) run(only, false);
+    return 0;
+  }
+  for (int r = 0; r < reps; ++r)
+    for (int k = 0; k < 3; ++k) run((r + k) % 3, true);
+
+  std::vector<double> ratios;  // per repetition: DDP bandwidth / flat bandwidth
+  for (size_t i = 0; i < t_flat.size(); ++i)
+    ratios.push_back(t_flat[i] / std::max(1e-9, t_sync[i] - t_nosync[i]));
+  const double sync = median(t_sync), nosync = median(t_nosync), flat_s = median(t_flat);
+  if (accelerator.is_main_process()) {
+    std::printf(
+        "RESULT {\"bench\": \"allreduce\", \"params\": %lld, \"size\": %lld, \"bytes\": %.0f, "
+        "\"engine\": \"%s\", \"gradient_as_bucket_view\": %s, "
+        "\"reps\": %d, \"sync_s\": %.6f, \"nosync_s\": %.6f, \"flat_s\": %.6f, "
+        "\"ddp_GBps\": %.4f, \"flat_GBps\": %.4f, \"ratio\": %.3f}\n",
+        static_cast<long long>(count), static_cast<long long>(size), bytes, engine.c_str(),
+        bucket_view ? "true" : "false", reps, sync, nosync, flat_s,
+        bytes / std::max(1e-9, sync - nosync) / 1e9, bytes / flat_s / 1e9, median(ratios));
+    std::fflush(stdout);
+  }
+  return 0;
+}

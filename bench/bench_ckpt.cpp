@@ -1,0 +1,237 @@
+// bench_ckpt: checkpoint I/O of accelerate-cpp (save_model_files -> model.safetensors,
+// load_checkpoint_in_model) against plain POSIX I/O of the same bytes (write() of each
+// parameter's memory into one file; read() of the file straight into the parameters).
+//
+//   bench_ckpt --dir DIR [--tensors 16 --rows 4096 --cols 4096 --reps 5]
+//
+// Default model: 16 float32 parameters of 4096 x 4096 = 1.07 GB. Each repetition runs every
+// pair below side by side, in alternating order, and the medians are reported:
+//   save        library save vs write(); the page cache absorbs the data (the file is then
+//               fsync'ed outside the timing so that every save starts with no dirty pages)
+//   save_fsync  the same, each followed by fsync() of the file inside the timing (durable)
+//   load_warm   the file is in the page cache (memory-bound)
+//   load_cold   the file's pages are evicted first (fsync + posix_fadvise DONTNEED; checked
+//               with mincore), so the data comes from the disk
+// Before each save both old files are removed and the file system is synced (syncfs), outside
+// the timing: on this ext4 (mounted with `discard`) deleting a 1 GB file makes the next
+// journal commit discard its blocks, and a write that waits for that commit would be
+// charged for the deletion.
+#include <accelerate/checkpoint.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <torch/torch.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "common.h"
+
+namespace fs = std::filesystem;
+
+namespace {
+
+struct Big : torch::nn::Module {
+  Big(int64_t n, int64_t rows, int64_t cols) {
+    for (int64_t i = 0; i < n; ++i)
+      ws.push_back(register_parameter("w" + std::to_string(i), torch::empty({rows, cols}),
+                                      /*requires_grad=*/false));
+  }
+  std::vector<at::Tensor> ws;
+};
+
+void check(bool ok, const std::string& what) {
+  if (!ok) throw std::runtime_error(what + ": " + std::strerror(errno));
+}
+
+void fsync_path(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY);
+  check(fd >= 0, "open " + path);
+  check(::fsync(fd) == 0, "fsync " + path);
+  ::close(fd);
+}
+
+// Drops the file's pages from the page cache (they must be clean: fsync first).
+void evict(const std::string& path) {
+  fsync_path(path);
+  int fd = ::open(path.c_str(), O_RDONLY);
+  check(fd >= 0, "open " + path);
+  check(::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED) == 0, "fadvise " + path);
+  ::close(fd);
+}
+
+// Fraction of the file's pages resident in the page cache.
+double resident(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY);
+  check(fd >= 0, "open " + path);
+  struct stat st {};
+  ::fstat(fd, &st);
+  const size_t size = static_cast<size_t>(st.st_size), page = sysconf(_SC_PAGESIZE);
+  void* a = ::mmap(nullptr, size, PROT_READ, MAP_SHARED, fd, 0);
+  ::close(fd);
+  check(a != MAP_FAILED, "mmap " + path);
+  std::vector<unsigned char> v((size + page - 1) / page);
+  ::mincore(a, size, v.data());
+  ::munmap(a, size);
+  size_t in = 0;
+  for (auto c : v) in += c & 1;
+  return static_cast<double>(in) / static_cast<double>(v.size());
+}
+
+void raw_save(const Big& m, const std::string& path, bool sync) {
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  check(fd >= 0, "open " + path);
+  for (const auto& w : m.ws) {
+    const char* p = static_cast<const char*>(w.data_ptr());
+    size_t left = w.nbytes();
+    while (left > 0) {
+      ssize_t n = ::write(fd, p, left);
+      check(n > 0, "write " + path);
+      p += n;
+      left -= static_cast<size_t>(n);
+    }
+  }
+  if (sync) check(::fsync(fd) == 0, "fsync " + path);
+  check(::close(fd) == 0, "close " + path);
+}
+
+void raw_load(Big& m, const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  check(fd >= 0, "open " + path);
+  for (auto& w : m.ws) {
+    char* p = static_cast<char*>(w.data_ptr());
+    size_t left = w.nbytes();
+    while (left > 0) {
+      ssize_t n = ::read(fd, p, left);
+      check(n > 0, "read " + path);
+      p += n;
+      left -= static_cast<size_t>(n);
+    }
+  }
+  ::close(fd);
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  bench::Args args(argc, argv);
+  const std::string dir = args.str("dir", "bench/out/ckpt");
+  const int64_t n = args.num("tensors", 16), rows = args.num("rows", 4096),
+                cols = args.num("cols", 4096);
+  const int reps = static_cast<int>(args.num("reps", 5));
+  at::set_num_threads(1);  // copies in load_checkpoint_in_model: one thread, as read()
+
+  fs::create_directories(dir);
+  const std::string st_dir = dir + "/st", st_file = st_dir + "/model.safetensors",
+                    raw_file = dir + "/raw.bin";
+  Big model(n, rows, cols), target(n, rows, cols);
+  for (size_t i = 0; i < model.ws.size(); ++i) model.ws[i].uniform_(-1, 1);
+  for (auto& w : target.ws) w.zero_();
+  const double bytes = static_cast<double>(n * rows * cols) * 4.0;
+
+  std::map<std::string, std::vector<double>> t;
+  auto timed = [&](const std::string& key, auto&& fn) {
+    bench::Timer timer;
+    fn();
+    t[key].push_back(timer.seconds());
+  };
+  auto clean = [&] {
+    fs::remove(st_file);
+    fs::remove(raw_file);
+    int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY);
+    check(fd >= 0, "open " + dir);
+    check(::syncfs(fd) == 0, "syncfs " + dir);
+    ::close(fd);
+  };
+  double min_resident_cold = 0;
+  for (int r = 0; r < reps + 1; ++r) {  // repetition 0 is a warm-up
+    const bool lib_first = r % 2 == 0;
+    // save (page cache)
+    for (int k = 0; k < 2; ++k) {
+      clean();
+      if ((k == 0) == lib_first) {
+        timed("save_lib", [&] { accelerate::save_model_files(model, st_dir); });
+        fsync_path(st_file);
+      } else {
+        timed("save_raw", [&] { raw_save(model, raw_file, false); });
+        fsync_path(raw_file);
+      }
+    }
+    // save + fsync
+    for (int k = 0; k < 2; ++k) {
+      clean();
+      if ((k == 0) == lib_first) {
+        timed("save_fsync_lib", [&] {
+          accelerate::save_model_files(model, st_dir);
+          fsync_path(st_file);
+        });
+      } else {
+        timed("save_fsync_raw", [&] { raw_save(model, raw_file, true); });
+      }
+    }
+    // both files again, for the loads
+    if (!fs::exists(st_file)) accelerate::save_model_files(model, st_dir);
+    if (!fs::exists(raw_file)) raw_save(model, raw_file, false);
+    // load, warm page cache (read each file once first)
+    raw_load(target, raw_file);
+    accelerate::load_checkpoint_in_model(target, st_dir);
+    for (int k = 0; k < 2; ++k) {
+      for (auto& w : target.ws) w.zero_();
+      if ((k == 0) == lib_first)
+        timed("load_warm_lib", [&] { accelerate::load_checkpoint_in_model(target, st_dir); });
+      else
+        timed("load_warm_raw", [&] { raw_load(target, raw_file); });
+    }
+    // load, cold
+    for (int k = 0; k < 2; ++k) {
+      for (auto& w : target.ws) w.zero_();
+      const bool lib = (k == 0) == lib_first;
+      const std::string& file = lib ? st_file : raw_file;
+      evict(file);
+      min_resident_cold = std::max(min_resident_cold, resident(file));
+      if (lib)
+        timed("load_cold_lib", [&] { accelerate::load_checkpoint_in_model(target, st_dir); });
+      else
+        timed("load_cold_raw", [&] { raw_load(target, raw_file); });
+    }
+    if (r == 0) t.clear();
+  }
+  const bool same = torch::equal(model.ws.front(), target.ws.front()) &&
+                    torch::equal(model.ws.back(), target.ws.back());
+  clean();
+  fs::remove_all(dir);
+
+  std::printf(
+      "RESULT {\"bench\": \"ckpt\", \"bytes\": %.0f, \"reps\": %d, \"verified\": %s, "
+      "\"resident_before_cold\": %.3f",
+      bytes, reps, same ? "true" : "false", min_resident_cold);
+  for (const char* op : {"save", "save_fsync", "load_warm", "load_cold"}) {
+    const double lib = median(t[std::string(op) + "_lib"]);
+    const double raw = median(t[std::string(op) + "_raw"]);
+    // Paired ratios: repetition i's lib and raw runs were made side by side.
+    const auto& tl = t[std::string(op) + "_lib"];
+    const auto& tr = t[std::string(op) + "_raw"];
+    std::vector<double> ratios;
+    for (size_t i = 0; i < tl.size() && i < tr.size(); ++i) ratios.push_back(tr[i] / tl[i]);
+    std::printf(
+        ", \"%s_lib_s\": %.4f, \"%s_raw_s\": %.4f, \"%s_lib_GBps\": %.3f, "
+        "\"%s_raw_GBps\": %.3f, \"%s_ratio\": %.3f",
+        op, lib, op, raw, op, bytes / lib / 1e9, op, bytes / raw / 1e9, op, median(ratios));
+  }
+  std::printf("}\n");
+  return same ? 0 : 1;
+}

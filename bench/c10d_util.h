@@ -1,0 +1,60 @@
+// bench/c10d_util.h: a hand-written c10d set-up for the baselines, without the library:
+// TCPStore + ProcessGroupGloo from the torchrun variables, and an orderly teardown.
+#pragma once
+
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+
+#include <chrono>
+#include <string>
+#include <thread>
+
+#include "common.h"
+
+namespace bench {
+
+struct Group {
+  int rank = 0;
+  int world = 1;
+  c10::intrusive_ptr<c10d::TCPStore> store;
+  c10::intrusive_ptr<c10d::ProcessGroupGloo> pg;
+
+  /// Joins the job described by RANK / WORLD_SIZE / MASTER_ADDR / MASTER_PORT.
+  Group() {
+    rank = env_int("RANK", 0);
+    world = env_int("WORLD_SIZE", 1);
+    if (world == 1) return;
+    c10d::TCPStoreOptions so;
+    so.port = static_cast<std::uint16_t>(env_int("MASTER_PORT", 29500));
+    so.isServer = rank == 0;
+    so.numWorkers = static_cast<std::size_t>(world);
+    so.waitWorkers = true;
+    so.timeout = std::chrono::seconds(120);
+    store = c10::make_intrusive<c10d::TCPStore>(env_str("MASTER_ADDR", "127.0.0.1"), so);
+    auto options = c10d::ProcessGroupGloo::Options::create(std::chrono::seconds(120));
+    options->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1"));
+    pg = c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, world, options);
+  }
+  void barrier() const {
+    if (pg) pg->barrier()->wait();
+  }
+  /// Barrier, drop the group, then count out through the store (server last).
+  ~Group() {
+    if (!pg) return;
+    try {
+      pg->barrier()->wait();
+    } catch (...) {
+    }
+    pg.reset();
+    try {
+      store->add("bench/teardown", 1);
+      if (rank == 0)
+        while (store->add("bench/teardown", 0) < world)
+          std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    } catch (...) {
+    }
+    store.reset();
+  }
+};
+
+}  // namespace bench
