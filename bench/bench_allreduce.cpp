@@ -24,6 +24,7 @@
 #include <string>
 #include <vector>
 
+#include "c10d_util.h"
 #include "common.h"
 
 namespace acc = accelerate;
@@ -43,12 +44,6 @@ struct ManyParams : torch::nn::Module {
   }
   std::vector<at::Tensor> params_;
 };
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const size_t n = v.size();
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
 
 }  // namespace
 
@@ -78,19 +73,10 @@ int main(int argc, char** argv) {
     auto params = model->parameters();
     std::unordered_map<size_t, std::string> names;
     for (size_t i = 0; i < params.size(); ++i) names.emplace(i, "p" + std::to_string(i));
-    const auto cap = static_cast<size_t>(bucket_mb * 1024 * 1024);
-    std::vector<std::vector<size_t>> buckets;
-    std::vector<size_t> limits;
-    std::tie(buckets, limits) = c10d::compute_bucket_assignment_by_size(
-        params, {static_cast<size_t>(c10d::kDefaultFirstBucketBytes), cap},
-        std::vector<bool>(params.size(), false));
-    std::reverse(buckets.begin(), buckets.end());
-    std::reverse(limits.begin(), limits.end());
-    reducer = std::make_unique<c10d::Reducer>(
-        params, std::move(buckets), std::move(limits),
+    reducer = bench::make_reducer(
+        params, std::move(names),
         c10::intrusive_ptr<c10d::ProcessGroup>::reclaim_copy(accelerator.state().process_group()),
-        std::vector<bool>(params.size(), false), static_cast<int64_t>(cap), false, bucket_view,
-        std::move(names), static_cast<int64_t>(c10d::kDefaultFirstBucketBytes));
+        static_cast<size_t>(bucket_mb * 1024 * 1024), bucket_view);
   }
   auto* pg = accelerator.state().process_group();
   const double bytes = static_cast<double>(count * size) * 4.0;
@@ -137,7 +123,8 @@ int main(int argc, char** argv) {
   std::vector<double> ratios;  // per repetition: DDP bandwidth / flat bandwidth
   for (size_t i = 0; i < t_flat.size(); ++i)
     ratios.push_back(t_flat[i] / std::max(1e-9, t_sync[i] - t_nosync[i]));
-  const double sync = median(t_sync), nosync = median(t_nosync), flat_s = median(t_flat);
+  const double sync = bench::median(t_sync), nosync = bench::median(t_nosync),
+               flat_s = bench::median(t_flat);
   if (accelerator.is_main_process()) {
     std::printf(
         "RESULT {\"bench\": \"allreduce\", \"params\": %lld, \"size\": %lld, \"bytes\": %.0f, "
@@ -146,7 +133,7 @@ int main(int argc, char** argv) {
         "\"ddp_GBps\": %.4f, \"flat_GBps\": %.4f, \"ratio\": %.3f}\n",
         static_cast<long long>(count), static_cast<long long>(size), bytes, engine.c_str(),
         bucket_view ? "true" : "false", reps, sync, nosync, flat_s,
-        bytes / std::max(1e-9, sync - nosync) / 1e9, bytes / flat_s / 1e9, median(ratios));
+        bytes / std::max(1e-9, sync - nosync) / 1e9, bytes / flat_s / 1e9, bench::median(ratios));
     std::fflush(stdout);
   }
   return 0;

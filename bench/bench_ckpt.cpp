@@ -119,12 +119,6 @@ void raw_load(Big& m, const std::string& path) {
   ::close(fd);
 }
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const size_t n = v.size();
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -220,8 +214,8 @@ int main(int argc, char** argv) {
       "\"resident_before_cold\": %.3f",
       bytes, reps, same ? "true" : "false", min_resident_cold);
   for (const char* op : {"save", "save_fsync", "load_warm", "load_cold"}) {
-    const double lib = median(t[std::string(op) + "_lib"]);
-    const double raw = median(t[std::string(op) + "_raw"]);
+    const double lib = bench::median(t[std::string(op) + "_lib"]);
+    const double raw = bench::median(t[std::string(op) + "_raw"]);
     // Paired ratios: repetition i's lib and raw runs were made side by side.
     const auto& tl = t[std::string(op) + "_lib"];
     const auto& tr = t[std::string(op) + "_raw"];
@@ -230,7 +224,7 @@ int main(int argc, char** argv) {
     std::printf(
         ", \"%s_lib_s\": %.4f, \"%s_raw_s\": %.4f, \"%s_lib_GBps\": %.3f, "
         "\"%s_raw_GBps\": %.3f, \"%s_ratio\": %.3f",
-        op, lib, op, raw, op, bytes / lib / 1e9, op, bytes / raw / 1e9, op, median(ratios));
+        op, lib, op, raw, op, bytes / lib / 1e9, op, bytes / raw / 1e9, op, bench::median(ratios));
   }
   std::printf("}\n");
   return same ? 0 : 1;

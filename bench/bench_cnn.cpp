@@ -18,29 +18,11 @@
 
 #include "common.h"
 #include "fashion_mnist.h"
+#include "net.h"
 
 namespace acc = accelerate;
 
 namespace {
-
-struct Net : torch::nn::Module {
-  Net() {
-    conv1 =
-        register_module("conv1", torch::nn::Conv2d(torch::nn::Conv2dOptions(1, 16, 3).padding(1)));
-    conv2 =
-        register_module("conv2", torch::nn::Conv2d(torch::nn::Conv2dOptions(16, 32, 3).padding(1)));
-    fc1 = register_module("fc1", torch::nn::Linear(32 * 7 * 7, 64));
-    fc2 = register_module("fc2", torch::nn::Linear(64, 10));
-  }
-  torch::Tensor forward(torch::Tensor x) {
-    x = torch::max_pool2d(torch::relu(conv1(x)), 2);
-    x = torch::max_pool2d(torch::relu(conv2(x)), 2);
-    x = torch::relu(fc1(x.flatten(1)));
-    return fc2(x);
-  }
-  torch::nn::Conv2d conv1{nullptr}, conv2{nullptr};
-  torch::nn::Linear fc1{nullptr}, fc2{nullptr};
-};
 
 double linear_factor(int64_t step, int64_t warmup, int64_t total) {
   if (step < warmup) return static_cast<double>(step) / std::max<int64_t>(1, warmup);
@@ -69,7 +51,7 @@ int main(int argc, char** argv) {
   if (mode == "plain") {
     fashion_mnist::FashionMnist train(data, fashion_mnist::Split::kTrain);
     torch::manual_seed(42);
-    auto model = std::make_shared<Net>();
+    auto model = std::make_shared<fashion_mnist::Net>();
     torch::optim::AdamW opt(model->parameters(), torch::optim::AdamWOptions(lr));
     const int64_t total = steps, warmup = total / 20;
     auto set_lr = [&](double value) {
@@ -106,7 +88,7 @@ int main(int argc, char** argv) {
   acc::Accelerator accelerator;
   fashion_mnist::FashionMnist train(data, fashion_mnist::Split::kTrain);
   torch::manual_seed(42);
-  auto model = std::make_shared<Net>();
+  auto model = std::make_shared<fashion_mnist::Net>();
   auto optimizer =
       std::make_shared<torch::optim::AdamW>(model->parameters(), torch::optim::AdamWOptions(lr));
   acc::DataLoader<fashion_mnist::FashionMnist> loader(

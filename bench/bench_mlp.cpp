@@ -195,19 +195,8 @@ int run_c10d(const Config& c, bool use_reducer) {
     std::unordered_map<size_t, std::string> names;
     size_t k = 0;
     for (const auto& item : model->named_parameters()) names.emplace(k++, item.key());
-    const size_t cap = 25 * 1024 * 1024;
-    std::vector<std::vector<size_t>> buckets;
-    std::vector<size_t> limits;
-    std::tie(buckets, limits) = c10d::compute_bucket_assignment_by_size(
-        params, {static_cast<size_t>(c10d::kDefaultFirstBucketBytes), cap},
-        std::vector<bool>(params.size(), false));
-    std::reverse(buckets.begin(), buckets.end());
-    std::reverse(limits.begin(), limits.end());
-    reducer = std::make_unique<c10d::Reducer>(
-        params, std::move(buckets), std::move(limits), group.pg,
-        std::vector<bool>(params.size(), false), static_cast<int64_t>(cap),
-        /*find_unused_parameters=*/false, /*gradient_as_bucket_view=*/false, std::move(names),
-        static_cast<int64_t>(c10d::kDefaultFirstBucketBytes));
+    reducer = bench::make_reducer(params, std::move(names), group.pg, 25 * 1024 * 1024,
+                                  /*gradient_as_bucket_view=*/false);
   }
 
   auto loader = torch::data::make_data_loader(

@@ -4,10 +4,15 @@
 
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#include <torch/csrc/distributed/c10d/reducer.hpp>
 
+#include <algorithm>
 #include <chrono>
+#include <memory>
 #include <string>
 #include <thread>
+#include <unordered_map>
+#include <vector>
 
 #include "common.h"
 
@@ -56,5 +61,24 @@ struct Group {
     store.reset();
   }
 };
+
+/// A c10d::Reducer built by hand the way PyTorch's DDP builds it (first bucket 1 MB, then
+/// `cap` bytes, buckets reversed): the library-free baseline.
+inline std::unique_ptr<c10d::Reducer> make_reducer(const std::vector<at::Tensor>& params,
+                                                   std::unordered_map<size_t, std::string> names,
+                                                   const c10::intrusive_ptr<c10d::ProcessGroup>& pg,
+                                                   size_t cap, bool gradient_as_bucket_view) {
+  std::vector<std::vector<size_t>> buckets;
+  std::vector<size_t> limits;
+  std::tie(buckets, limits) = c10d::compute_bucket_assignment_by_size(
+      params, {static_cast<size_t>(c10d::kDefaultFirstBucketBytes), cap},
+      std::vector<bool>(params.size(), false));
+  std::reverse(buckets.begin(), buckets.end());
+  std::reverse(limits.begin(), limits.end());
+  return std::make_unique<c10d::Reducer>(
+      params, std::move(buckets), std::move(limits), pg, std::vector<bool>(params.size(), false),
+      static_cast<int64_t>(cap), /*find_unused_parameters=*/false, gradient_as_bucket_view,
+      std::move(names), static_cast<int64_t>(c10d::kDefaultFirstBucketBytes));
+}
 
 }  // namespace bench

@@ -10,6 +10,8 @@
 // - env_int / env_str: the torchrun variables for the hand-written c10d loops.
 #pragma once
 
+#include <algorithm>
+
 #include <torch/torch.h>
 
 #include <chrono>
@@ -130,6 +132,13 @@ inline std::string mapped_library(const std::string& needle) {
 inline void stamp(const char* name) {
   std::printf("STAMP %s %.6f\n", name, realtime());
   std::fflush(stdout);
+}
+
+/// Median of `v` (the mean of the two middle values for an even count).
+inline double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
 }  // namespace bench

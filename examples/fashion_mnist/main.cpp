@@ -12,27 +12,9 @@
 #include <filesystem>
 
 #include "fashion_mnist.h"
+#include "net.h"
 
 namespace acc = accelerate;
-
-struct Net : torch::nn::Module {
-  Net() {
-    conv1 =
-        register_module("conv1", torch::nn::Conv2d(torch::nn::Conv2dOptions(1, 16, 3).padding(1)));
-    conv2 =
-        register_module("conv2", torch::nn::Conv2d(torch::nn::Conv2dOptions(16, 32, 3).padding(1)));
-    fc1 = register_module("fc1", torch::nn::Linear(32 * 7 * 7, 64));
-    fc2 = register_module("fc2", torch::nn::Linear(64, 10));
-  }
-  torch::Tensor forward(torch::Tensor x) {
-    x = torch::max_pool2d(torch::relu(conv1(x)), 2);  // 16 x 14 x 14
-    x = torch::max_pool2d(torch::relu(conv2(x)), 2);  // 32 x 7 x 7
-    x = torch::relu(fc1(x.flatten(1)));
-    return fc2(x);  // logits
-  }
-  torch::nn::Conv2d conv1{nullptr}, conv2{nullptr};
-  torch::nn::Linear fc1{nullptr}, fc2{nullptr};
-};
 
 int main(int argc, char** argv) {
   CLI::App app("Fashion-MNIST with accelerate-cpp");
@@ -62,7 +44,7 @@ int main(int argc, char** argv) {
   acc::DataLoader<fashion_mnist::FashionMnist> test_loader(
       test_set, acc::DataLoaderOptions().batch_size(256));
 
-  auto model = std::make_shared<Net>();
+  auto model = std::make_shared<fashion_mnist::Net>();
   auto optimizer =
       std::make_shared<torch::optim::AdamW>(model->parameters(), torch::optim::AdamWOptions(lr));
   // As in Accelerate's examples, the schedule counts the batches of the unprepared loader:
