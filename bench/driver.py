@@ -143,6 +143,8 @@ class Runner:
         the per-repetition ratios of every variant to the first."""
         values = {label: [] for label, _ in variants}
         noise = []
+        for _, fn in variants:  # one discarded warm-up round (page cache, clock ramp-up)
+            fn()
         for r in range(reps):
             order = variants if r % 2 == 0 else list(reversed(variants))
             if len(variants) > 2:
@@ -231,6 +233,21 @@ class Runner:
                  "sample get/stack", c["median"]["plain"], c["median"]["plain-index"],
                  c["ratio"]["plain-index"], None, f"samples/s; {blas}")
 
+        if blas != "reference" and blas != "system libblas":
+            # Why 1 thread here: OpenMP's spinning wait with 2 threads on this VM (info rows).
+            envs = {"1 thread": dict(benv, OMP_NUM_THREADS="1"),
+                    "2 threads": dict(benv, OMP_NUM_THREADS="2"),
+                    "2 threads passive": dict(benv, OMP_NUM_THREADS="2",
+                                              OMP_WAIT_POLICY="PASSIVE")}
+            c = self.compare(f"mlp-1p-omp {blas}", [
+                (label, lambda e=e: self.run([mlp, "--mode", "accel"] + epochs, e))
+                for label, e in envs.items()], sps, reps)
+            for label in ("2 threads", "2 threads passive"):
+                self.row("overhead", f"  (info) accel, 1 process: {label} / 1 thread "
+                         "(OMP_WAIT_POLICY=PASSIVE: OpenMP threads sleep instead of spinning)",
+                         c["median"]["1 thread"], c["median"][label], c["ratio"][label], None,
+                         f"samples/s; {blas}")
+
         self.wait_quiet(f"overhead-2p ({blas})")
         reps2 = 2 * reps  # 2-process runs spread more (gloo latency stalls): more repetitions
         c = self.compare(f"mlp-2p {blas}", [
@@ -282,6 +299,20 @@ class Runner:
             self.row("python", "MLP, 2 processes x 1 thread: accelerate-cpp / PyTorch DDP "
                      "(gloo)", c["median"]["python-ddp"], c["median"]["accel"],
                      c["ratio"]["accel"], 1.5, f"samples/s; {blas}")
+            if blas in ("reference", "system libblas"):
+                continue
+            # The same job with no gradient synchronisation (accumulation over the whole
+            # epoch: one all-reduce and optimizer step per epoch): what remains is the
+            # per-operator cost of each language, without the shared gloo all-reduce.
+            nosync = ["--accum", "1000000"]
+            c = self.compare(f"python-2p-nosync {blas}", [
+                ("python-ddp", lambda: self.run(self.launch(2, py + epochs + nosync, 1), benv)),
+                ("accel", lambda: self.run(self.launch(2, [mlp, "--mode", "accel"] + epochs +
+                                                       nosync, 1), benv)),
+            ], sps, 2 * reps)
+            self.row("python", "  (info) the same, forward/backward only (no all-reduce, no "
+                     "optimizer step: --accum 1000000)", c["median"]["python-ddp"],
+                     c["median"]["accel"], c["ratio"]["accel"], None, f"samples/s; {blas}")
 
     # ---------------------------------------------------------------------------------------
     def startup(self):
