@@ -8,6 +8,7 @@ packages=(
   libopenblas0-openmp                # fast float32 BLAS for LibTorch (see bench/RESULTS.md)
   nlohmann-json3-dev                 # JSON: object collectives, checkpoint metadata
   libcli11-dev                       # the accelerate-cpp command line
+  libspdlog-dev libfmt-dev           # get_logger: process-aware logging
   libgtest-dev libgmock-dev          # tests
   zlib1g-dev                         # reading the gzipped Fashion-MNIST files
   dataset-fashion-mnist              # the main example's data set

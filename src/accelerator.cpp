@@ -1,5 +1,7 @@
 #include "accelerate/accelerator.h"
 
+#include "accelerate/utils.h"
+
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 #include <torch/nn/utils/clip_grad.h>
@@ -111,6 +113,18 @@ ShardingOptions Accelerator::sharding_options() {
 DistributedDataParallel* Accelerator::engine_of(const torch::nn::Module* model) const {
   auto it = models_.find(model);
   return it == models_.end() ? nullptr : it->second.get();
+}
+
+void Accelerator::release_prepared() {
+  models_.clear();  // DDP engines: their Reducers remove their autograd hooks
+  model_order_.clear();
+  optimizers_.clear();
+  optimizer_order_.clear();
+  schedulers_.clear();
+  loaders_.clear();
+  custom_.clear();
+  step_ = 0;
+  clear_device_cache();
 }
 
 void Accelerator::do_sync() {

@@ -47,6 +47,9 @@ void set_cuda_device(int index);
 /// The state of every CUDA device's default generator (empty without CUDA).
 std::vector<at::Tensor> cuda_rng_states();
 
+/// Returns the CUDA caching allocator's unused blocks to the driver (no-op without CUDA).
+void empty_cuda_cache();
+
 /// Restores states from cuda_rng_states(), device by device (no-op without CUDA).
 void set_cuda_rng_states(const std::vector<at::Tensor>& states);
 

@@ -481,6 +481,26 @@ class Accelerator {
   /// The project configuration, with the iteration of the next automatic checkpoint.
   const ProjectConfiguration& project_configuration() const { return options_.project_config_; }
 
+  // ---- memory ----
+  /// Lets go of everything this accelerator holds of prepared objects (models and their DDP
+  /// engines, optimizers, schedulers, data loaders, objects registered for checkpointing),
+  /// resets step() and clears the device cache (Accelerate's `free_memory`). The
+  /// std::shared_ptr arguments are reset, so the memory goes once the caller's other copies
+  /// are gone. Use it between trainings in one program, e.g. with find_executable_batch_size.
+  /// Example: accelerator.free_memory(model, optimizer, loader);
+  template <typename... Objects>
+  void free_memory(Objects&... objects) {
+    static_assert((is_shared_ptr<Objects>::value && ...),
+                  "free_memory takes std::shared_ptr objects (models, optimizers, ...)");
+    (objects.reset(), ...);
+    release_prepared();
+  }
+  /// Same as free_memory(): Accelerate's `clear`.
+  template <typename... Objects>
+  void clear(Objects&... objects) {
+    free_memory(objects...);
+  }
+
   // ---- collectives (see ops.h) ----
   /// Concatenation over all processes along dim 0 (0-d tensors count as shape [1]).
   at::Tensor gather(const at::Tensor& tensor) const { return accelerate::gather(state_, tensor); }
@@ -600,6 +620,7 @@ class Accelerator {
   void register_model(const std::shared_ptr<torch::nn::Module>& model);
   DistributedDataParallel* engine_of(const torch::nn::Module* model) const;
   void do_sync();
+  void release_prepared();
   at::Tensor gather_for_metrics_one(const at::Tensor& tensor) const;
 
   State state_;

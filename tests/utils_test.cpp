@@ -1,0 +1,180 @@
+// Utilities: find_executable_batch_size, free_memory, get_logger.
+#include <accelerate/accelerate.h>
+#include <gtest/gtest.h>
+#include <spdlog/sinks/ostream_sink.h>
+#include <torch/torch.h>
+
+#include <mutex>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "test_util.h"
+
+namespace acc = accelerate;
+
+namespace {
+
+struct Tiny : torch::nn::Module {
+  Tiny() { fc = register_module("fc", torch::nn::Linear(4, 2)); }
+  at::Tensor forward(const at::Tensor& x) { return fc->forward(x); }
+  torch::nn::Linear fc{nullptr};
+};
+
+}  // namespace
+
+TEST(FindExecutableBatchSize, HalvesOnRealCpuOutOfMemory) {
+  // A real allocation failure of LibTorch's CPU allocator: (batch - 1) TiB fails for every
+  // batch size above 1.
+  std::vector<int64_t> tried;
+  auto run = acc::find_executable_batch_size(
+      [&](int64_t batch_size) {
+        tried.push_back(batch_size);
+        auto t = torch::empty({(batch_size - 1) << 40}, torch::kUInt8);
+        return batch_size;
+      },
+      128);
+  EXPECT_EQ(run(), 1);
+  EXPECT_EQ(tried, (std::vector<int64_t>{128, 64, 32, 16, 8, 4, 2, 1}));
+  // The batch size that worked is kept for the next call.
+  tried.clear();
+  EXPECT_EQ(run(), 1);
+  EXPECT_EQ(tried, (std::vector<int64_t>{1}));
+}
+
+TEST(FindExecutableBatchSize, PassesArgumentsAndOtherErrors) {
+  auto run = acc::find_executable_batch_size(
+      [](int64_t batch_size, int offset) {
+        if (batch_size > 20) throw std::bad_alloc();
+        return batch_size + offset;
+      },
+      100);
+  EXPECT_EQ(run(1000), 1012);  // 100 -> 50 -> 25 -> 12
+
+  auto failing = acc::find_executable_batch_size(
+      [](int64_t) -> int { throw std::runtime_error("shape mismatch"); }, 8);
+  try {
+    failing();
+    FAIL() << "expected the function's own error";
+  } catch (const std::runtime_error& e) {
+    EXPECT_STREQ(e.what(), "shape mismatch");
+  }
+
+  auto never = acc::find_executable_batch_size(
+      [](int64_t) -> int { throw c10::Error("CUDA out of memory. Tried to allocate 2 GiB", ""); },
+      4);
+  try {
+    never();
+    FAIL() << "expected the zero batch size error";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("reached zero"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(acc::find_executable_batch_size([](int64_t) { return 0; }, 0),
+               std::invalid_argument);
+}
+
+TEST(ShouldReduceBatchSize, RecognisesOutOfMemoryOnly) {
+  EXPECT_TRUE(acc::should_reduce_batch_size(std::bad_alloc()));
+  EXPECT_TRUE(acc::should_reduce_batch_size(
+      c10::Error("DefaultCPUAllocator: can't allocate memory: you tried to allocate 1", "")));
+  EXPECT_TRUE(acc::should_reduce_batch_size(c10::Error("cuDNN error: CUDNN_STATUS_NOT_SUPPORTED", "")));
+  EXPECT_FALSE(acc::should_reduce_batch_size(std::runtime_error("index out of range")));
+}
+
+TEST(FreeMemory, ReleasesPreparedObjectsAndResetsPointers) {
+  acc::Accelerator accelerator(acc::AcceleratorOptions().cpu(true));
+  auto model = std::make_shared<Tiny>();
+  auto sgd = std::make_shared<torch::optim::SGD>(model->parameters(), torch::optim::SGDOptions(0.1));
+  auto [m, opt] = accelerator.prepare(model, sgd);
+  std::weak_ptr<acc::AcceleratedOptimizer> weak_opt = opt;
+  std::weak_ptr<Tiny> weak_model = model;
+  {
+    auto g = accelerator.accumulate(m);
+  }
+  EXPECT_EQ(accelerator.step(), 1);
+  accelerator.free_memory(model, m, sgd, opt);
+  EXPECT_EQ(model, nullptr);
+  EXPECT_EQ(opt, nullptr);
+  EXPECT_TRUE(weak_opt.expired());   // the accelerator held the only other reference
+  EXPECT_TRUE(weak_model.expired());
+  EXPECT_EQ(accelerator.step(), 0);
+  // save_state now has nothing prepared to save, and preparing again works.
+  auto model2 = std::make_shared<Tiny>();
+  auto m2 = accelerator.prepare(model2);
+  EXPECT_EQ(std::get<0>(m2), model2);
+}
+
+TEST(FreeMemory, DetachesDdpEnginesOnEveryRank) {
+  acc::testing::run_ranks(2, [](acc::Accelerator& accelerator) {
+    auto model = std::make_shared<Tiny>();
+    auto [m] = accelerator.prepare(model);
+    accelerator.free_memory(m);
+    // Without the engine a backward pass no longer all-reduces: each rank keeps its own
+    // gradient (with an engine still attached, both would see the mean).
+    const double v = accelerator.process_index() + 1.0;
+    auto loss = model->forward(torch::full({1, 4}, v)).sum();
+    accelerator.backward(loss);
+    const double expected = v;  // d(sum)/d(weight[j][k]) = input[k]
+    EXPECT_DOUBLE_EQ(model->fc->weight.grad()[0][0].item<double>(), expected);
+  });
+}
+
+namespace {
+
+// Captures what a logger writes.
+struct Capture {
+  std::ostringstream out;
+  std::shared_ptr<spdlog::sinks::ostream_sink_mt> sink =
+      std::make_shared<spdlog::sinks::ostream_sink_mt>(out);
+  Capture(const acc::Logger& logger) {
+    logger.spdlog_logger()->sinks().push_back(sink);
+    sink->set_pattern("%l|%v");
+  }
+};
+
+}  // namespace
+
+TEST(Logger, MainProcessOnlyByDefault) {
+  acc::testing::run_ranks(2, [](acc::Accelerator& accelerator) {
+    auto logger = acc::get_logger("t_main_" + std::to_string(accelerator.process_index()),
+                                  accelerator.state(), "info");
+    Capture c(logger);
+    logger.info("epoch {} loss {:.2f}", 3, 0.25);
+    logger.debug("hidden {}", 1);
+    logger.all_processes().warning("shard {}", accelerator.process_index());
+    const std::string r = std::to_string(accelerator.process_index());
+    if (accelerator.is_main_process())
+      EXPECT_EQ(c.out.str(), "info|epoch 3 loss 0.25\nwarning|[rank 0] shard 0\n");
+    else
+      EXPECT_EQ(c.out.str(), "warning|[rank 1] shard 1\n");
+  });
+}
+
+TEST(Logger, InOrderWritesByProcessIndex) {
+  // One shared logger and sink: the lines must come in process order, whatever the threads'
+  // timing (each rank sleeps a different time before logging).
+  auto shared = acc::get_logger("t_in_order", "info");
+  Capture c(shared);
+  acc::testing::run_ranks(3, [&](acc::Accelerator& accelerator) {
+    auto logger = acc::get_logger("t_in_order", accelerator.state());
+    std::this_thread::sleep_for(std::chrono::milliseconds(30 * (2 - accelerator.process_index())));
+    logger.in_order(accelerator.state()).info("hello from {}", accelerator.process_index());
+  });
+  EXPECT_EQ(c.out.str(),
+            "info|[rank 0] hello from 0\ninfo|[rank 1] hello from 1\ninfo|[rank 2] hello from 2\n");
+}
+
+TEST(Logger, LevelsAndErrors) {
+  auto logger = acc::get_logger("t_levels", "error");
+  Capture c(logger);
+  logger.warning("no");
+  logger.error("yes {}", 1);
+  EXPECT_EQ(c.out.str(), "error|yes 1\n");
+  EXPECT_FALSE(logger.enabled(spdlog::level::info));
+  try {
+    logger.set_level("loud");
+    FAIL() << "expected an error";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("'loud'"), std::string::npos) << e.what();
+  }
+}
