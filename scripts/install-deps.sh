@@ -9,6 +9,8 @@ packages=(
   nlohmann-json3-dev                 # JSON: object collectives, checkpoint metadata
   libcli11-dev                       # the accelerate-cpp command line
   libspdlog-dev libfmt-dev           # get_logger: process-aware logging
+  libyaml-cpp-dev                    # hparams.yml of the TensorBoard tracker; accelerate-cpp config
+  python3-crc32c                     # tests: an independent CRC-32C to check TensorBoard files
   libgtest-dev libgmock-dev          # tests
   zlib1g-dev                         # reading the gzipped Fashion-MNIST files
   dataset-fashion-mnist              # the main example's data set

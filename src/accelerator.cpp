@@ -6,7 +6,9 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <torch/nn/utils/clip_grad.h>
 
+#include <algorithm>
 #include <cstdio>
+#include <sstream>
 #include <cstdlib>
 #include <exception>
 
@@ -37,7 +39,93 @@ GradientAccumulationPlugin resolve_plugin(const AcceleratorOptions& options) {
 Accelerator::Accelerator(const AcceleratorOptions& options)
     : state_(options.state_options()),
       gradient_state_(std::make_shared<GradientState>(resolve_plugin(options))),
-      options_(options) {}
+      options_(options) {
+  if (state_.mixed_precision() == MixedPrecision::FP16) {
+    // As Accelerate: fp16 needs a GPU (CPU autocast of LibTorch 1.13 has no float16).
+    if (!device().is_cuda())
+      throw std::invalid_argument(
+          "accelerate: mixed_precision 'fp16' needs a CUDA device, and " + state_.describe() +
+          " runs on " + device().str() + "; use 'bf16' on the CPU");
+    scaler_ = std::make_shared<GradScaler>(options.grad_scaler_);
+  }
+  if (!options.log_with_.empty() && logging_dir().empty())
+    throw std::invalid_argument("accelerate: logging with " + options.log_with_.front() +
+                                " needs a folder: set project_dir or logging_dir in "
+                                "ProjectConfiguration");
+  for (const auto& tracker : options.custom_trackers_)
+    if (!tracker) throw std::invalid_argument("accelerate: log_with: null tracker");
+}
+
+AcceleratorOptions& AcceleratorOptions::log_with(const std::string& names) {
+  std::stringstream in(names);
+  std::string name;
+  while (std::getline(in, name, ',')) {
+    name.erase(0, name.find_first_not_of(" \t"));
+    name.erase(name.find_last_not_of(" \t") + 1);
+    if (name.empty()) continue;
+    if (name == "all") {
+      log_with_ = {"tensorboard", "csv"};
+      continue;
+    }
+    if (name != "tensorboard" && name != "csv")
+      throw std::invalid_argument("accelerate: log_with: unknown tracker '" + name +
+                                  "' (built in: tensorboard, csv, all)");
+    if (std::find(log_with_.begin(), log_with_.end(), name) == log_with_.end())
+      log_with_.push_back(name);
+  }
+  return *this;
+}
+
+std::string Accelerator::logging_dir() const {
+  const auto& p = options_.project_config_;
+  return p.logging_dir_.empty() ? p.project_dir_ : p.logging_dir_;
+}
+
+void Accelerator::init_trackers(const std::string& project_name, const nlohmann::json& config) {
+  if (!is_main_process()) return;
+  if (!trackers_.empty())
+    throw std::logic_error("accelerate: init_trackers was already called; call end_training "
+                           "first");
+  std::vector<std::shared_ptr<GeneralTracker>> started;
+  for (const auto& name : options_.log_with_)
+    started.push_back(make_tracker(name, project_name, logging_dir()));
+  for (const auto& tracker : options_.custom_trackers_) started.push_back(tracker);
+  for (const auto& tracker : started) tracker->store_init_configuration(config);
+  trackers_ = std::move(started);
+}
+
+void Accelerator::log(const std::map<std::string, double>& values, std::optional<int64_t> step) {
+  for (const auto& tracker : trackers_) tracker->log(values, step);
+}
+
+void Accelerator::end_training() {
+  for (const auto& tracker : trackers_) tracker->finish();
+  trackers_.clear();
+  wait_for_everyone();
+}
+
+GeneralTracker* Accelerator::get_tracker(const std::string& name) const {
+  for (const auto& tracker : trackers_)
+    if (tracker->name() == name) return tracker.get();
+  return nullptr;
+}
+
+AutocastGuard Accelerator::autocast() const {
+  switch (mixed_precision()) {
+    case MixedPrecision::BF16:
+      return AutocastGuard(device().type(), at::kBFloat16);
+    case MixedPrecision::FP16:
+      return AutocastGuard(device().type(), at::kHalf);
+    case MixedPrecision::NO:
+      break;
+  }
+  return AutocastGuard::none();
+}
+
+void Accelerator::unscale_gradients() {
+  if (!scaler_) return;
+  for (const auto& opt : optimizer_order_) scaler_->unscale_(*opt->optimizer());
+}
 
 Accelerator::~Accelerator() = default;
 
@@ -65,6 +153,7 @@ std::shared_ptr<AcceleratedOptimizer> Accelerator::prepare_optimizer(
   auto it = optimizers_.find(optimizer.get());
   if (it != optimizers_.end()) return it->second;
   auto prepared = std::make_shared<AcceleratedOptimizer>(optimizer, gradient_state_, device());
+  if (scaler_) prepared->attach_scaler(scaler_);
   optimizers_.emplace(optimizer.get(), prepared);
   optimizer_order_.push_back(prepared);
   return prepared;
@@ -149,15 +238,18 @@ void Accelerator::backward(const at::Tensor& loss) {
     for (auto& [module, engine] : models_)
       if (models_.size() == 1 || engine->is_reached_by(scaled)) engine->before_backward(scaled);
   }
+  if (scaler_) scaled = scaler_->scale(scaled);
   scaled.backward();
 }
 
 double Accelerator::clip_grad_norm_(const std::vector<at::Tensor>& parameters, double max_norm,
                                     double norm_type) {
+  unscale_gradients();
   return torch::nn::utils::clip_grad_norm_(parameters, max_norm, norm_type);
 }
 
 void Accelerator::clip_grad_value_(const std::vector<at::Tensor>& parameters, double clip_value) {
+  unscale_gradients();
   torch::nn::utils::clip_grad_value_(parameters, clip_value);
 }
 

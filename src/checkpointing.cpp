@@ -5,6 +5,7 @@
 //   model.safetensors, model_1...   each prepared model's state dict (Python-readable)
 //   optimizer.bin, optimizer_1...   LibTorch archives of each prepared optimizer
 //   scheduler.json                  each prepared scheduler's step count
+//   scaler.json                     the fp16 gradient scaler's state (PyTorch's keys), fp16 only
 //   random_states_<rank>.pt         each process's CPU (and CUDA) generator state
 //   custom_checkpoint_<i>.json/.safetensors  registered objects
 // It is written into "<folder>.tmp" and renamed into place by process 0 once every process
@@ -159,6 +160,7 @@ void Accelerator::save_state(const std::string& output_dir) {
     for (const auto& s : schedulers_)
       schedulers.push_back({{"step_count", (*s->scheduler()).*SchedulerAccess::step_count()}});
     write_json(tmp / "scheduler.json", schedulers);
+    if (scaler_) write_json(tmp / "scaler.json", scaler_->state_dict());
     for (size_t i = 0; i < custom_.size(); ++i) {
       if (custom_[i].module)
         save_safetensors(
@@ -260,6 +262,17 @@ void Accelerator::load_state(const std::string& input_dir) {
       lambda->set_last_epoch(count);
     else
       scheduler.*SchedulerAccess::step_count() = count;  // its lrs came back with the optimizer
+  }
+  if (scaler_) {
+    const fs::path file = dir / "scaler.json";
+    if (!fs::exists(file))
+      throw std::runtime_error("accelerate: load_state: " + dir.string() +
+                               " has no scaler.json: it was not saved with mixed_precision fp16");
+    try {
+      scaler_->load_state_dict(read_json(file));
+    } catch (const std::invalid_argument& e) {
+      throw std::runtime_error("accelerate: load_state: " + file.string() + ": " + e.what());
+    }
   }
   for (size_t i = 0; i < custom_.size(); ++i) {
     if (custom_[i].module)

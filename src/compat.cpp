@@ -1,5 +1,6 @@
 #include "compat.h"
 
+#include <ATen/autocast_mode.h>
 #include <torch/cuda.h>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/reducer.hpp>
@@ -113,6 +114,53 @@ void set_cuda_rng_states(const std::vector<at::Tensor>& states) {
     at::cuda::detail::getDefaultCUDAGenerator(static_cast<int64_t>(i)).set_state(states[i]);
 #else
   (void)states;
+#endif
+}
+
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+bool autocast_enabled(c10::DeviceType device_type) {
+  return at::autocast::is_autocast_enabled(device_type);
+}
+void set_autocast_enabled(c10::DeviceType device_type, bool enabled) {
+  at::autocast::set_autocast_enabled(device_type, enabled);
+}
+at::ScalarType autocast_dtype(c10::DeviceType device_type) {
+  return at::autocast::get_autocast_dtype(device_type);
+}
+void set_autocast_dtype(c10::DeviceType device_type, at::ScalarType dtype) {
+  at::autocast::set_autocast_dtype(device_type, dtype);
+}
+#else
+bool autocast_enabled(c10::DeviceType device_type) {
+  return device_type == c10::DeviceType::CUDA ? at::autocast::is_enabled()
+                                              : at::autocast::is_cpu_enabled();
+}
+void set_autocast_enabled(c10::DeviceType device_type, bool enabled) {
+  if (device_type == c10::DeviceType::CUDA)
+    at::autocast::set_enabled(enabled);
+  else
+    at::autocast::set_cpu_enabled(enabled);
+}
+at::ScalarType autocast_dtype(c10::DeviceType device_type) {
+  return device_type == c10::DeviceType::CUDA ? at::autocast::get_autocast_gpu_dtype()
+                                              : at::autocast::get_autocast_cpu_dtype();
+}
+void set_autocast_dtype(c10::DeviceType device_type, at::ScalarType dtype) {
+  if (device_type == c10::DeviceType::CUDA)
+    at::autocast::set_autocast_gpu_dtype(dtype);
+  else
+    at::autocast::set_autocast_cpu_dtype(dtype);
+}
+#endif
+
+bool autocast_supports(c10::DeviceType device_type, at::ScalarType dtype) {
+  if (device_type == c10::DeviceType::CUDA)
+    return dtype == at::kHalf || dtype == at::kBFloat16;
+  // CPU autocast: bfloat16 only before LibTorch 2.2, float16 too from then on.
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 2)
+  return dtype == at::kHalf || dtype == at::kBFloat16;
+#else
+  return dtype == at::kBFloat16;
 #endif
 }
 

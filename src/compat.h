@@ -53,4 +53,13 @@ void empty_cuda_cache();
 /// Restores states from cuda_rng_states(), device by device (no-op without CUDA).
 void set_cuda_rng_states(const std::vector<at::Tensor>& states);
 
+/// Autocast state of `device_type` (kCPU or kCUDA): enabled flag and target dtype. The
+/// functions were renamed in LibTorch 2.4 (one per device type before, generic after).
+bool autocast_enabled(c10::DeviceType device_type);
+void set_autocast_enabled(c10::DeviceType device_type, bool enabled);
+at::ScalarType autocast_dtype(c10::DeviceType device_type);
+void set_autocast_dtype(c10::DeviceType device_type, at::ScalarType dtype);
+/// True when this LibTorch can autocast to `dtype` on `device_type`.
+bool autocast_supports(c10::DeviceType device_type, at::ScalarType dtype);
+
 }  // namespace accelerate::compat

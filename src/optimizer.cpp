@@ -85,6 +85,13 @@ AcceleratedOptimizer::AcceleratedOptimizer(std::shared_ptr<torch::optim::Optimiz
 
 at::Tensor AcceleratedOptimizer::step(torch::optim::Optimizer::LossClosure closure) {
   if (!gradient_state_->sync_gradients()) return {};
+  if (scaler_ && scaler_->is_enabled()) {
+    const bool stepped = scaler_->step(*optimizer_, closure);
+    scaler_->update();
+    step_was_skipped_ = !stepped;
+    return {};
+  }
+  step_was_skipped_ = false;
   return optimizer_->step(std::move(closure));
 }
 

@@ -36,10 +36,12 @@
 #include "accelerate/data_loader.h"
 #include "accelerate/ddp.h"
 #include "accelerate/gradient_state.h"
+#include "accelerate/mixed_precision.h"
 #include "accelerate/ops.h"
 #include "accelerate/optimizer.h"
 #include "accelerate/scheduler.h"
 #include "accelerate/state.h"
+#include "accelerate/tracking.h"
 
 namespace accelerate {
 
@@ -65,6 +67,11 @@ struct ProjectConfiguration {
     total_limit_ = value;
     return *this;
   }
+  /// Folder the trackers write into (default: project_dir).
+  ProjectConfiguration& logging_dir(std::string value) {
+    logging_dir_ = std::move(value);
+    return *this;
+  }
   /// Number of the next automatic checkpoint.
   ProjectConfiguration& iteration(int value) {
     iteration_ = value;
@@ -72,6 +79,7 @@ struct ProjectConfiguration {
   }
 
   std::string project_dir_;
+  std::string logging_dir_;
   bool automatic_checkpoint_naming_ = false;
   int total_limit_ = 0;
   int iteration_ = 0;
@@ -145,6 +153,23 @@ struct AcceleratorOptions {
     return *this;
   }
 
+  /// Options of the fp16 gradient scaler (Accelerate's `GradScalerKwargs`); used with
+  /// mixed_precision("fp16") only.
+  AcceleratorOptions& grad_scaler(GradScalerOptions value) {
+    grad_scaler_ = value;
+    return *this;
+  }
+
+  /// Experiment trackers: "tensorboard", "csv", "all", or several separated by commas
+  /// (Accelerate's `log_with`). They write into the project's logging_dir (see
+  /// ProjectConfiguration), which must then be set.
+  AcceleratorOptions& log_with(const std::string& names);
+  /// Adds a tracker of your own; it is used on the main process only.
+  AcceleratorOptions& log_with(std::shared_ptr<GeneralTracker> tracker) {
+    custom_trackers_.push_back(std::move(tracker));
+    return *this;
+  }
+
   /// Where checkpoints go (see ProjectConfiguration).
   AcceleratorOptions& project_config(ProjectConfiguration value) {
     project_config_ = std::move(value);
@@ -167,6 +192,9 @@ struct AcceleratorOptions {
   bool even_batches_ = true;
   bool step_scheduler_with_optimizer_ = true;
   DistributedDataParallelOptions ddp_options_;
+  GradScalerOptions grad_scaler_;
+  std::vector<std::string> log_with_;
+  std::vector<std::shared_ptr<GeneralTracker>> custom_trackers_;
 
   /// The `StateOptions` these options resolve to.
   StateOptions state_options() const;
@@ -419,6 +447,19 @@ class Accelerator {
   /// Micro-steps counted by `accumulate` (Accelerate's `accelerator.step`).
   int64_t step() const { return step_; }
 
+  /// Guard of a mixed-precision region (Python's `with accelerator.autocast():`): with
+  /// mixed_precision "bf16" or "fp16", eligible operations inside run in that dtype on
+  /// device(); with "no" it changes nothing. Hold it around the forward pass and the loss
+  /// (LibTorch modules cannot be wrapped as Accelerate wraps model.forward in Python).
+  /// Example: { auto amp = accelerator.autocast(); loss = loss_fn(model->forward(x), y); }
+  AutocastGuard autocast() const;
+  /// Divides the gradients of every prepared optimizer by the fp16 loss scale (done by
+  /// clip_grad_norm_ / clip_grad_value_ and by the optimizers' step(); call it yourself only
+  /// to look at true gradients). No-op without fp16. At most once per optimizer step.
+  void unscale_gradients();
+  /// The fp16 gradient scaler, or nullptr without fp16.
+  const std::shared_ptr<GradScaler>& scaler() const { return scaler_; }
+
   /// Clips the gradients of `parameters` to a total `norm_type`-norm of at most `max_norm`
   /// and returns the total norm before clipping (torch::nn::utils::clip_grad_norm_).
   double clip_grad_norm_(const std::vector<at::Tensor>& parameters, double max_norm,
@@ -480,6 +521,23 @@ class Accelerator {
   }
   /// The project configuration, with the iteration of the next automatic checkpoint.
   const ProjectConfiguration& project_configuration() const { return options_.project_config_; }
+
+  // ---- experiment tracking (main process only; see tracking.h) ----
+  /// Starts the trackers of log_with(...) for the run `project_name` (a sub-folder of the
+  /// logging dir) and records `config`. Does nothing on the other processes.
+  /// Example: accelerator.init_trackers("mnist", {{"lr", 1e-3}, {"epochs", 4}});
+  void init_trackers(const std::string& project_name,
+                     const nlohmann::json& config = nlohmann::json::object());
+  /// Records scalar values at `step` on every tracker (main process only).
+  /// Example: accelerator.log({{"loss", loss.item<double>()}}, step);
+  void log(const std::map<std::string, double>& values, std::optional<int64_t> step = std::nullopt);
+  /// Flushes and closes the trackers, then waits for every process (Accelerate's
+  /// `end_training`).
+  void end_training();
+  /// The started tracker named `name`, or nullptr (always on the other processes).
+  GeneralTracker* get_tracker(const std::string& name) const;
+  /// The folder trackers write into: logging_dir, else project_dir.
+  std::string logging_dir() const;
 
   // ---- memory ----
   /// Lets go of everything this accelerator holds of prepared objects (models and their DDP
@@ -626,6 +684,8 @@ class Accelerator {
   State state_;
   std::shared_ptr<GradientState> gradient_state_;
   AcceleratorOptions options_;
+  std::shared_ptr<GradScaler> scaler_;  // fp16 only
+  std::vector<std::shared_ptr<GeneralTracker>> trackers_;  // main process, after init_trackers
   bool trigger_ = false;
   int64_t step_ = 0;
   // One DDP engine per prepared model (declared after state_: destroyed before the group).

@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "accelerate/gradient_state.h"
+#include "accelerate/mixed_precision.h"
 
 namespace accelerate {
 
@@ -57,6 +58,13 @@ class AcceleratedOptimizer {
   /// held inf or NaN (fp16). Always false while no gradient scaler is attached.
   bool step_was_skipped() const { return step_was_skipped_; }
 
+  /// Steps through `scaler` from now on (fp16): step() unscales the gradients, skips the
+  /// wrapped step when they hold inf/NaN (step_was_skipped()) and updates the scale, as
+  /// Accelerate's AcceleratedOptimizer does. nullptr detaches it.
+  void attach_scaler(std::shared_ptr<GradScaler> scaler) { scaler_ = std::move(scaler); }
+  /// The attached gradient scaler, or nullptr.
+  const std::shared_ptr<GradScaler>& scaler() const { return scaler_; }
+
   /// The wrapped optimizer's param groups (learning rates are read and set here).
   std::vector<torch::optim::OptimizerParamGroup>& param_groups() {
     return optimizer_->param_groups();
@@ -77,9 +85,8 @@ class AcceleratedOptimizer {
   std::shared_ptr<torch::optim::Optimizer> optimizer_;
   std::shared_ptr<GradientState> gradient_state_;
   c10::Device device_;
-  // Accelerate's `_is_overflow`. The fp16 gradient scaler, once it exists, runs inside step()
-  // (unscale, inf/NaN check, wrapped step or not, scale update) and records here whether it
-  // skipped the wrapped step. Nothing sets it yet: without a scaler every step is taken.
+  std::shared_ptr<GradScaler> scaler_;
+  // Accelerate's `_is_overflow`: the scaler skipped the wrapped step (inf/NaN gradients).
   bool step_was_skipped_ = false;
 };
 
