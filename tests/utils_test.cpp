@@ -4,6 +4,7 @@
 #include <spdlog/sinks/ostream_sink.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <mutex>
 #include <sstream>
 #include <string>
@@ -177,4 +178,54 @@ TEST(Logger, LevelsAndErrors) {
   } catch (const std::invalid_argument& e) {
     EXPECT_NE(std::string(e.what()).find("'loud'"), std::string::npos) << e.what();
   }
+}
+
+// ---- ProgressBar ----
+
+TEST(ProgressBar, LinesAtEveryTenthIntoAFile) {
+  std::ostringstream out;
+  {
+    acc::ProgressBar bar(20, acc::ProgressBarOptions().desc("train").out(out).terminal(false));
+    for (int i = 0; i < 20; ++i) {
+      if (i == 19) bar.set_postfix({{"loss", 0.125}});
+      bar.update();
+    }
+    EXPECT_EQ(bar.n(), 20);
+  }  // the destructor closes: the 100% line
+  std::vector<std::string> lines;
+  std::istringstream in(out.str());
+  for (std::string l; std::getline(in, l);) lines.push_back(l);
+  ASSERT_EQ(lines.size(), 10u) << out.str();  // 10%, 20%, ..., 90%, then 100%
+  EXPECT_EQ(lines[0].rfind("train:  10%|##                  | 2/20 [", 0), 0u) << lines[0];
+  EXPECT_EQ(lines[9].rfind("train: 100%|####################| 20/20 [", 0), 0u) << lines[9];
+  EXPECT_NE(lines[9].find("it/s, loss=0.125]"), std::string::npos) << lines[9];
+}
+
+TEST(ProgressBar, TerminalRedrawsOneLine) {
+  std::ostringstream out;
+  acc::ProgressBar bar(3, acc::ProgressBarOptions().out(out).terminal(true).min_interval(
+                              std::chrono::milliseconds(0)));
+  bar.update();
+  bar.update(2);
+  bar.close();
+  bar.close();  // idempotent
+  const std::string s = out.str();
+  EXPECT_EQ(std::count(s.begin(), s.end(), '\r'), 4) << s;  // start, 1/3, 3/3, final
+  EXPECT_EQ(std::count(s.begin(), s.end(), '\n'), 1) << s;
+  EXPECT_NE(s.find("3/3"), std::string::npos) << s;
+  EXPECT_THROW(acc::ProgressBar(-1), std::invalid_argument);
+}
+
+TEST(ProgressBar, ShownOnTheLocalMainProcessOnly) {
+  std::vector<std::string> outputs(2);
+  acc::testing::run_ranks(2, [&](acc::Accelerator& accelerator) {
+    std::ostringstream out;
+    {
+      acc::ProgressBar bar(accelerator.state(), 0, acc::ProgressBarOptions().out(out).terminal(false));
+      bar.update(5);
+    }
+    outputs[accelerator.process_index()] = out.str();
+  });
+  EXPECT_NE(outputs[0].find("5 ["), std::string::npos) << outputs[0];  // unknown total: a count
+  EXPECT_EQ(outputs[1], "");
 }

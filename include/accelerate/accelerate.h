@@ -19,6 +19,7 @@
 #include "accelerate/mixed_precision.h"
 #include "accelerate/ops.h"
 #include "accelerate/optimizer.h"
+#include "accelerate/progress.h"
 #include "accelerate/safetensors.h"
 #include "accelerate/scheduler.h"
 #include "accelerate/state.h"

@@ -11,6 +11,8 @@
 //   --pid-dir DIR         write DIR/rank<RANK>.pid (atomically) once the above is done
 //   --partial TEXT        print TEXT on stdout without a trailing newline
 //   --exit R:C            on rank R: exit with code C
+//   --fail-attempts R:N   on rank R: exit with code 3 while TORCHELASTIC_RESTART_COUNT < N
+//                         (after printing "ATTEMPT <count>")
 //   --signal R:S          on rank R: kill itself with signal S
 //   --sleep SECONDS       then sleep, then exit 0
 // A rank that is about to --exit/--signal first waits (up to 10 s) until every local rank has
@@ -69,7 +71,7 @@ int count_pid_files(const std::string& dir) {
 
 int main(int argc, char** argv) {
   bool ignore_sigterm = false, print_env = false, print_args = false;
-  std::vector<std::string> prints, eprints, exits, signals;
+  std::vector<std::string> prints, eprints, exits, signals, fail_attempts;
   std::string pid_dir, partial;
   int lines = 0;
   double sleep_seconds = 0;
@@ -94,6 +96,8 @@ int main(int argc, char** argv) {
       partial = argv[++i];
     } else if (arg == "--exit" && has_value) {
       exits.push_back(argv[++i]);
+    } else if (arg == "--fail-attempts" && has_value) {
+      fail_attempts.push_back(argv[++i]);
     } else if (arg == "--signal" && has_value) {
       signals.push_back(argv[++i]);
     } else if (arg == "--sleep" && has_value) {
@@ -153,6 +157,16 @@ int main(int argc, char** argv) {
   int exit_code = 0, signal_number = 0;
   bool do_exit = false, do_signal = false;
   for (const std::string& e : exits) do_exit = do_exit || for_this_rank(e, rank, &exit_code);
+  const int attempt = env_int("TORCHELASTIC_RESTART_COUNT", 0);
+  if (!fail_attempts.empty()) {
+    write_all(STDOUT_FILENO, "ATTEMPT " + std::to_string(attempt) + "\n");
+    int failing = 0;
+    for (const std::string& f : fail_attempts)
+      if (for_this_rank(f, rank, &failing) && attempt < failing) {
+        do_exit = true;
+        exit_code = 3;
+      }
+  }
   for (const std::string& s : signals) {
     do_signal = do_signal || for_this_rank(s, rank, &signal_number);
   }

@@ -1,28 +1,37 @@
 // main.cpp - entry point of the `accelerate-cpp` command-line tool.
 //
 // Each subcommand registers its options on the CLI11 app (add_*_command) and has a run_* function
-// that is called when it was selected. Only `launch` exists today; `config`, `env` and `test` are
-// meant to be added the same way. This file deliberately does not link LibTorch so that the
-// launcher starts in a few milliseconds.
+// that is called when it was selected: `launch`, `config` (writes Accelerate's YAML file),
+// `env` (what is installed, and the configuration) and `test` (launches accelerate-cpp-test with
+// the configuration). This file deliberately does not link LibTorch so that the launcher starts
+// in a few milliseconds.
 //
-// Exit codes: 0 success, 2 usage error; `launch` otherwise returns what the supervisor reports
-// (see supervisor.h).
+// Exit codes: 0 success, 2 usage error (including a bad configuration file); `launch` and `test`
+// otherwise return what the supervisor reports (see supervisor.h).
 #include <CLI/CLI.hpp>
 
+#include <sys/utsname.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <iostream>
+#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
+#include "config.h"
 #include "supervisor.h"
 
 #ifndef ACCELERATE_CPP_VERSION
 #define ACCELERATE_CPP_VERSION "0.0.0"
+#endif
+#ifndef ACCELERATE_CPP_TORCH_VERSION
+#define ACCELERATE_CPP_TORCH_VERSION "unknown"
 #endif
 
 extern char** environ;
@@ -98,18 +107,23 @@ struct LaunchOptions {
   int num_cpu_threads_per_process = 0;  ///< 0: not given
   bool no_rank_prefix = false;
   double grace_period = 5.0;  ///< seconds between SIGTERM and SIGKILL
+  int max_restarts = 0;       ///< restarts of the whole group after a failure (torchrun's)
   std::string program;
   std::vector<std::string> args;  ///< everything after PROGRAM, untouched
+  std::string config_file;  ///< empty: the default file, if it exists
 
   CLI::Option* threads_option = nullptr;
+  CLI::App* command = nullptr;  ///< to tell which flags were given (they win over the file)
 };
 
-CLI::App* add_launch_command(CLI::App& app, LaunchOptions& opts) {
-  CLI::App* cmd = app.add_subcommand(
-      "launch",
-      "Start PROGRAM as N local processes with the torchrun environment (RANK, WORLD_SIZE, "
-      "LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT, ...) and supervise them: if one "
-      "fails, the others are stopped.");
+/// True when `--name` was given on the command line of `cmd`.
+bool given(const CLI::App* cmd, const std::string& name) {
+  const CLI::Option* o = cmd->get_option_no_throw(name);
+  return o != nullptr && o->count() > 0;
+}
+
+/// The flags shared by `launch` and `config` (Accelerate's names).
+void add_job_options(CLI::App* cmd, LaunchOptions& opts) {
   cmd->add_option("--num_processes", opts.num_processes,
                   "Total number of processes over all machines (each machine runs "
                   "num_processes / num_machines)")
@@ -128,11 +142,52 @@ CLI::App* add_launch_command(CLI::App& app, LaunchOptions& opts) {
                   "Sets ACCELERATE_MIXED_PRECISION for the processes")
       ->check(CLI::IsMember({"no", "fp16", "bf16"}));
   cmd->add_flag("--cpu", opts.cpu, "Force training on the CPU (ACCELERATE_USE_CPU=true)");
+  cmd->add_option("--config_file", opts.config_file,
+                  "Accelerate's YAML configuration (default: " + default_config_file() +
+                      ", when it exists); flags given here win over it");
+}
+
+void add_threads_option(CLI::App* cmd, LaunchOptions& opts) {
   opts.threads_option = cmd->add_option(
       "--num_cpu_threads_per_process", opts.num_cpu_threads_per_process,
       "OMP_NUM_THREADS of each process (default: inherited, else online cores / N)");
+}
+
+/// Fills what the command line did not give from the configuration file: --config_file, else
+/// the default file when it exists. Throws ConfigError for a bad file.
+void apply_config(LaunchOptions& opts) {
+  std::string path = opts.config_file;
+  if (path.empty()) {
+    path = default_config_file();
+    if (!std::filesystem::exists(path)) return;
+  }
+  const LaunchConfig c = read_config(path);
+  const CLI::App* cmd = opts.command;
+  if (c.num_processes && !given(cmd, "--num_processes")) opts.num_processes = *c.num_processes;
+  if (c.num_machines && !given(cmd, "--num_machines")) opts.num_machines = *c.num_machines;
+  if (c.machine_rank && !given(cmd, "--machine_rank")) opts.machine_rank = *c.machine_rank;
+  if (c.main_process_ip && !given(cmd, "--main_process_ip")) opts.main_process_ip = *c.main_process_ip;
+  if (c.main_process_port && !given(cmd, "--main_process_port"))
+    opts.main_process_port = *c.main_process_port;
+  if (c.mixed_precision && !given(cmd, "--mixed_precision")) opts.mixed_precision = *c.mixed_precision;
+  if (c.use_cpu && !given(cmd, "--cpu")) opts.cpu = *c.use_cpu;
+}
+
+CLI::App* add_launch_command(CLI::App& app, LaunchOptions& opts) {
+  CLI::App* cmd = app.add_subcommand(
+      "launch",
+      "Start PROGRAM as N local processes with the torchrun environment (RANK, WORLD_SIZE, "
+      "LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT, ...) and supervise them: if one "
+      "fails, the others are stopped.");
+  add_job_options(cmd, opts);
+  opts.command = cmd;
+  add_threads_option(cmd, opts);
   cmd->add_flag("--no_rank_prefix", opts.no_rank_prefix,
                 "Do not prefix output lines with \"[rank K] \"");
+  cmd->add_option("--max_restarts", opts.max_restarts,
+                  "Restart all processes of this machine up to N times when one fails "
+                  "(TORCHELASTIC_RESTART_COUNT tells them which attempt this is)")
+      ->capture_default_str();
   cmd->add_option("--grace_period", opts.grace_period,
                   "Seconds between SIGTERM and SIGKILL when stopping the processes")
       ->capture_default_str();
@@ -171,9 +226,14 @@ void validate(const LaunchOptions& opts) {
   if (opts.num_machines > 1 && opts.main_process_port == 0) {
     throw UsageError("--main_process_port is required when --num_machines > 1");
   }
-  if (opts.threads_option->count() > 0 && opts.num_cpu_threads_per_process < 1) {
+  if (opts.threads_option && opts.threads_option->count() > 0 &&
+      opts.num_cpu_threads_per_process < 1) {
     throw UsageError("--num_cpu_threads_per_process must be at least 1 (got " +
                      std::to_string(opts.num_cpu_threads_per_process) + ")");
+  }
+  if (opts.max_restarts < 0) {
+    throw UsageError("--max_restarts must be at least 0 (got " +
+                     std::to_string(opts.max_restarts) + ")");
   }
   if (!std::isfinite(opts.grace_period) || opts.grace_period < 0 || opts.grace_period > 86400.0) {
     throw UsageError("--grace_period must be between 0 and 86400 seconds");
@@ -185,11 +245,26 @@ void validate(const LaunchOptions& opts) {
   }
 }
 
-int run_launch(const LaunchOptions& opts) {
+int launch_once(const LaunchOptions& opts, const std::string& executable, int attempt,
+                bool* interrupted);
+
+int run_launch(LaunchOptions opts) {
+  apply_config(opts);
   validate(opts);
   const ExecutableLookup exe = find_executable(opts.program);
   if (!exe.ok()) throw UsageError("cannot run PROGRAM '" + opts.program + "': " + exe.error);
 
+  for (int attempt = 0;; ++attempt) {
+    bool interrupted = false;
+    const int code = launch_once(opts, exe.path, attempt, &interrupted);
+    if (code == 0 || interrupted || attempt >= opts.max_restarts) return code;
+    std::cerr << "accelerate-cpp launch: restarting all processes (restart " << attempt + 1
+              << " of " << opts.max_restarts << ") after exit code " << code << "\n";
+  }
+}
+
+int launch_once(const LaunchOptions& opts, const std::string& executable, int attempt,
+                bool* interrupted) {
   int port = opts.main_process_port;
   if (port == 0) {
     std::string why;
@@ -212,7 +287,9 @@ int run_launch(const LaunchOptions& opts) {
   base.set("MASTER_PORT", std::to_string(port));
   if (!opts.mixed_precision.empty()) base.set("ACCELERATE_MIXED_PRECISION", opts.mixed_precision);
   base.set("ACCELERATE_USE_CPU", opts.cpu ? "true" : "false");
-  if (opts.threads_option->count() > 0) {
+  base.set("TORCHELASTIC_RESTART_COUNT", std::to_string(attempt));
+  base.set("TORCHELASTIC_MAX_RESTARTS", std::to_string(opts.max_restarts));
+  if (opts.threads_option && opts.threads_option->count() > 0) {
     base.set("OMP_NUM_THREADS", std::to_string(opts.num_cpu_threads_per_process));
   } else if (!base.contains("OMP_NUM_THREADS")) {
     const long cores = sysconf(_SC_NPROCESSORS_ONLN);
@@ -228,7 +305,7 @@ int run_launch(const LaunchOptions& opts) {
     env.set("ROLE_RANK", std::to_string(rank));
     ProcessSpec& spec = specs[static_cast<size_t>(local_rank)];
     spec.rank = static_cast<int>(rank);
-    spec.executable = exe.path;
+    spec.executable = executable;
     spec.argv.reserve(opts.args.size() + 1);
     spec.argv.push_back(opts.program);
     spec.argv.insert(spec.argv.end(), opts.args.begin(), opts.args.end());
@@ -240,7 +317,98 @@ int run_launch(const LaunchOptions& opts) {
   supervision.grace_period =
       std::chrono::milliseconds(static_cast<long long>(std::llround(opts.grace_period * 1000.0)));
   supervision.name = "accelerate-cpp launch";
+  supervision.interrupted = interrupted;
   return run_processes(specs, supervision);
+}
+
+// ---------------------------------------------------------------------------------------------
+// config, env, test
+// ---------------------------------------------------------------------------------------------
+
+CLI::App* add_config_command(CLI::App& app, LaunchOptions& opts) {
+  CLI::App* cmd = app.add_subcommand(
+      "config",
+      "Write the configuration file that launch, test and env read (Accelerate's YAML layout; "
+      "Python's `accelerate launch` reads it too), from the flags given (defaults otherwise).");
+  add_job_options(cmd, opts);
+  opts.command = cmd;
+  return cmd;
+}
+
+int run_config(const LaunchOptions& opts) {
+  validate(opts);
+  LaunchConfig c;
+  c.num_processes = opts.num_processes;
+  c.num_machines = opts.num_machines;
+  c.machine_rank = opts.machine_rank;
+  if (!opts.main_process_ip.empty()) c.main_process_ip = opts.main_process_ip;
+  if (opts.main_process_port != 0) c.main_process_port = opts.main_process_port;
+  c.mixed_precision = opts.mixed_precision.empty() ? "no" : opts.mixed_precision;
+  c.use_cpu = opts.cpu;
+  const std::string path = opts.config_file.empty() ? default_config_file() : opts.config_file;
+  write_config(path, c);
+  std::cout << "accelerate-cpp configuration saved at " << path << "\n";
+  return 0;
+}
+
+std::string read_text(const std::string& path) {
+  std::ifstream in(path);
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+std::string blas_in_use() {
+  std::error_code ec;
+  const auto target = std::filesystem::canonical("/etc/alternatives/libblas.so.3-x86_64-linux-gnu", ec);
+  return ec ? std::string("unknown (no Debian libblas.so.3 alternative)") : target.string();
+}
+
+int run_env(const std::string& config_file) {
+  utsname u{};
+  ::uname(&u);
+  long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+  int gpus = 0;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator("/proc/driver/nvidia/gpus", ec)) {
+    (void)e;
+    ++gpus;
+  }
+  const std::string path = config_file.empty() ? default_config_file() : config_file;
+  std::cout << "Copy-and-paste the text below in your GitHub issue\n\n"
+            << "- accelerate-cpp version: " << ACCELERATE_CPP_VERSION << "\n"
+            << "- Platform: " << u.sysname << " " << u.release << " " << u.machine << "\n"
+            << "- LibTorch version (built against): " << ACCELERATE_CPP_TORCH_VERSION << "\n"
+            << "- CPU cores (online): " << sysconf(_SC_NPROCESSORS_ONLN) << "\n"
+            << "- RAM: " << (pages > 0 && page > 0 ? static_cast<double>(pages) * page / (1 << 30) : 0)
+            << " GiB\n"
+            << "- NVIDIA GPUs (driver): " << gpus << "\n"
+            << "- BLAS (libblas.so.3): " << blas_in_use() << "\n"
+            << "- OMP_NUM_THREADS: " << (std::getenv("OMP_NUM_THREADS") ? std::getenv("OMP_NUM_THREADS") : "(unset)") << "\n"
+            << "- Configuration file: " << path << "\n";
+  if (!std::filesystem::exists(path)) {
+    std::cout << "- Configuration: not found (defaults apply)\n";
+    return 0;
+  }
+  read_config(path);  // validates: a bad file is reported like launch would
+  std::cout << "- Configuration:\n";
+  std::istringstream lines(read_text(path));
+  for (std::string line; std::getline(lines, line);) std::cout << "\t" << line << "\n";
+  return 0;
+}
+
+/// accelerate-cpp-test next to this executable, else on PATH.
+std::string find_test_program() {
+  std::error_code ec;
+  const auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (!ec) {
+    const auto sibling = self.parent_path() / "accelerate-cpp-test";
+    if (::access(sibling.c_str(), X_OK) == 0) return sibling.string();
+  }
+  const ExecutableLookup lookup = find_executable("accelerate-cpp-test");
+  if (lookup.ok()) return lookup.path;
+  throw UsageError("cannot find accelerate-cpp-test next to accelerate-cpp or on PATH (build "
+                   "with ACCELERATE_BUILD_TOOLS=ON and install it)");
 }
 
 }  // namespace
@@ -255,7 +423,25 @@ int main(int argc, char** argv) {
 
   LaunchOptions launch_options;
   CLI::App* launch = add_launch_command(app, launch_options);
-  // Future subcommands (config, env, test) register here and dispatch below.
+  LaunchOptions config_options;
+  CLI::App* config = add_config_command(app, config_options);
+  std::string env_config_file;
+  CLI::App* env = app.add_subcommand(
+      "env", "Print what accelerate-cpp runs on (versions, cores, memory, BLAS, GPUs) and the "
+             "configuration, for bug reports");
+  env->add_option("--config_file", env_config_file, "Configuration file to show");
+  LaunchOptions test_options;
+  CLI::App* test = app.add_subcommand(
+      "test", "Launch accelerate-cpp-test with the configuration (or the flags given): checks "
+              "collectives, data sharding and DDP on the real process group");
+  add_job_options(test, test_options);
+  add_threads_option(test, test_options);
+  test_options.command = test;
+  auto command_name = [&] {
+    for (CLI::App* c : {launch, config, env, test})
+      if (c->parsed()) return "accelerate-cpp " + c->get_name();
+    return std::string("accelerate-cpp");
+  };
 
   try {
     app.parse(argc, argv);
@@ -266,18 +452,26 @@ int main(int argc, char** argv) {
   } catch (const CLI::CallForVersion& e) {
     return app.exit(e);
   } catch (const CLI::ExtrasError& e) {
-    const std::string command = launch->parsed() ? "accelerate-cpp launch" : "accelerate-cpp";
-    return report_usage_error(command,
-                              std::string(e.what()) + " (launcher options go before PROGRAM)");
+    return report_usage_error(command_name(),
+                              std::string(e.what()) + (launch->parsed()
+                                                           ? " (launcher options go before PROGRAM)"
+                                                           : ""));
   } catch (const CLI::ParseError& e) {
-    const std::string command = launch->parsed() ? "accelerate-cpp launch" : "accelerate-cpp";
-    return report_usage_error(command, e.what());
+    return report_usage_error(command_name(), e.what());
   }
 
   try {
     if (launch->parsed()) return run_launch(launch_options);
+    if (config->parsed()) return run_config(config_options);
+    if (env->parsed()) return run_env(env_config_file);
+    if (test->parsed()) {
+      test_options.program = find_test_program();
+      return run_launch(test_options);
+    }
   } catch (const UsageError& e) {
-    return report_usage_error("accelerate-cpp launch", e.what());
+    return report_usage_error(command_name(), e.what());
+  } catch (const ConfigError& e) {
+    return report_usage_error(command_name(), e.what());
   }
   return report_usage_error("accelerate-cpp", "no command given");
 }

@@ -449,6 +449,7 @@ class Supervisor {
       if (!stopping_) {
         log("received " + signal_name(sig) + "; forwarding it to " + plural(running, "process"));
         exit_code_ = 128 + sig;
+        if (options_.interrupted) *options_.interrupted = true;
         begin_stop(sig);
       } else if (!killed_ && running > 0) {
         log("received " + signal_name(sig) + " while stopping; killing " +

@@ -44,6 +44,9 @@ struct SupervisorOptions {
   std::chrono::milliseconds grace_period{5000};
   /// Prefix of the supervisor's own messages on stderr, e.g. "accelerate-cpp launch".
   std::string name = "accelerate-cpp launch";
+  /// Set to true (when not null) if the launcher itself received a stop signal (SIGINT,
+  /// SIGTERM, SIGHUP): the job was interrupted, not failed, and must not be restarted.
+  bool* interrupted = nullptr;
 };
 
 /// Exit code of run_processes() when a process could not be started (fork or exec failed).

@@ -1,0 +1,141 @@
+#include "config.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <set>
+
+namespace fs = std::filesystem;
+
+namespace accelerate::cli {
+namespace {
+
+// Keys of Accelerate's ClusterConfig that accelerate-cpp does not use. They are accepted when
+// they hold what `accelerate config` writes for a plain single- or multi-process job.
+const std::set<std::string> kIgnored = {
+    "compute_environment", "debug", "downcast_bf16", "main_training_function", "rdzv_backend",
+    "same_network", "tpu_env", "tpu_use_cluster", "tpu_use_sudo", "gpu_ids", "enable_cpu_affinity",
+    "dynamo_config", "ipex_config", "mpirun_config", "commands", "command_file", "tpu_name",
+    "tpu_zone", "dynamo_backend"};
+// Keys whose presence means a feature accelerate-cpp does not have.
+const std::set<std::string> kUnsupported = {"deepspeed_config", "fsdp_config",
+                                            "megatron_lm_config", "fp8_config"};
+
+[[noreturn]] void fail(const std::string& path, const std::string& key, const std::string& what) {
+  throw ConfigError("config file " + path + (key.empty() ? "" : ": key '" + key + "'") + ": " +
+                    what);
+}
+
+template <typename T>
+std::optional<T> get(const YAML::Node& node, const std::string& path, const std::string& key,
+                     const char* type) {
+  if (node.IsNull()) return std::nullopt;  // `main_process_ip: null` as Accelerate writes it
+  try {
+    return node.as<T>();
+  } catch (const YAML::Exception&) {
+    fail(path, key, std::string("expected ") + type + ", got '" + YAML::Dump(node) + "'");
+  }
+}
+
+}  // namespace
+
+std::string default_config_file() {
+  const char* hf_home = std::getenv("HF_HOME");
+  fs::path home;
+  if (hf_home && *hf_home) {
+    home = hf_home;
+  } else {
+    const char* xdg = std::getenv("XDG_CACHE_HOME");
+    const char* user_home = std::getenv("HOME");
+    home = (xdg && *xdg) ? fs::path(xdg) / "huggingface"
+                         : fs::path(user_home ? user_home : ".") / ".cache" / "huggingface";
+  }
+  return (home / "accelerate" / "default_config.yaml").string();
+}
+
+LaunchConfig read_config(const std::string& path) {
+  YAML::Node root;
+  try {
+    root = YAML::LoadFile(path);
+  } catch (const YAML::BadFile&) {
+    fail(path, "", "cannot be read");
+  } catch (const YAML::Exception& e) {
+    fail(path, "", std::string("is not valid YAML: ") + e.what());
+  }
+  if (!root.IsMap()) fail(path, "", "is not a mapping of keys to values");
+  LaunchConfig c;
+  for (const auto& item : root) {
+    const std::string key = item.first.as<std::string>();
+    const YAML::Node& v = item.second;
+    if (key == "num_processes") {
+      c.num_processes = get<int>(v, path, key, "an integer");
+    } else if (key == "num_machines") {
+      c.num_machines = get<int>(v, path, key, "an integer");
+    } else if (key == "machine_rank") {
+      c.machine_rank = get<int>(v, path, key, "an integer");
+    } else if (key == "main_process_ip") {
+      c.main_process_ip = get<std::string>(v, path, key, "a string");
+    } else if (key == "main_process_port") {
+      c.main_process_port = get<int>(v, path, key, "an integer");
+    } else if (key == "mixed_precision") {
+      c.mixed_precision = get<std::string>(v, path, key, "a string");
+      if (c.mixed_precision && *c.mixed_precision != "no" && *c.mixed_precision != "fp16" &&
+          *c.mixed_precision != "bf16")
+        fail(path, key, "expected no, fp16 or bf16, got '" + *c.mixed_precision + "'");
+    } else if (key == "use_cpu") {
+      c.use_cpu = get<bool>(v, path, key, "true or false");
+    } else if (key == "distributed_type") {
+      c.distributed_type = get<std::string>(v, path, key, "a string");
+      if (c.distributed_type && *c.distributed_type != "NO" && *c.distributed_type != "MULTI_CPU" &&
+          *c.distributed_type != "MULTI_GPU")
+        fail(path, key, "'" + *c.distributed_type +
+                            "' is not supported by accelerate-cpp (NO, MULTI_CPU, MULTI_GPU)");
+    } else if (kUnsupported.count(key)) {
+      if (!v.IsNull() && !(v.IsMap() && v.size() == 0))
+        fail(path, key, "is not supported by accelerate-cpp");
+    } else if (!kIgnored.count(key)) {
+      fail(path, key, "unknown key");
+    }
+  }
+  return c;
+}
+
+void write_config(const std::string& path, const LaunchConfig& c) {
+  const int n = c.num_processes.value_or(1);
+  const bool cpu = c.use_cpu.value_or(false);
+  std::string type = c.distributed_type.value_or(n > 1 ? (cpu ? "MULTI_CPU" : "MULTI_GPU") : "NO");
+  YAML::Emitter out;
+  out << YAML::BeginMap;
+  out << YAML::Key << "compute_environment" << YAML::Value << "LOCAL_MACHINE";
+  out << YAML::Key << "debug" << YAML::Value << false;
+  out << YAML::Key << "distributed_type" << YAML::Value << type;
+  out << YAML::Key << "downcast_bf16" << YAML::Value << YAML::SingleQuoted << "no";
+  out << YAML::Key << "machine_rank" << YAML::Value << c.machine_rank.value_or(0);
+  out << YAML::Key << "main_process_ip" << YAML::Value;
+  if (c.main_process_ip) out << *c.main_process_ip; else out << YAML::Null;
+  out << YAML::Key << "main_process_port" << YAML::Value;
+  if (c.main_process_port) out << *c.main_process_port; else out << YAML::Null;
+  out << YAML::Key << "main_training_function" << YAML::Value << "main";
+  out << YAML::Key << "mixed_precision" << YAML::Value << YAML::SingleQuoted
+      << c.mixed_precision.value_or("no");
+  out << YAML::Key << "num_machines" << YAML::Value << c.num_machines.value_or(1);
+  out << YAML::Key << "num_processes" << YAML::Value << n;
+  out << YAML::Key << "rdzv_backend" << YAML::Value << "static";
+  out << YAML::Key << "same_network" << YAML::Value << true;
+  out << YAML::Key << "tpu_env" << YAML::Value << YAML::Flow << YAML::BeginSeq << YAML::EndSeq;
+  out << YAML::Key << "tpu_use_cluster" << YAML::Value << false;
+  out << YAML::Key << "tpu_use_sudo" << YAML::Value << false;
+  out << YAML::Key << "use_cpu" << YAML::Value << cpu;
+  out << YAML::EndMap;
+  std::error_code ec;
+  const fs::path parent = fs::path(path).parent_path();
+  if (!parent.empty()) fs::create_directories(parent, ec);
+  if (ec) fail(path, "", "cannot create its folder: " + ec.message());
+  std::ofstream file(path);
+  file << out.c_str() << '\n';
+  if (!file) fail(path, "", "cannot be written");
+}
+
+}  // namespace accelerate::cli

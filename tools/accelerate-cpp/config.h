@@ -1,0 +1,48 @@
+// config.h - Accelerate-compatible YAML configuration of the accelerate-cpp command line.
+//
+// `accelerate-cpp config` writes, and `launch` / `test` / `env` read, the same file that
+// Python's `accelerate config` writes (default: $HF_HOME/accelerate/default_config.yaml, with
+// HF_HOME defaulting to $XDG_CACHE_HOME/huggingface or ~/.cache/huggingface). Keys that
+// accelerate-cpp uses: num_processes, num_machines, machine_rank, main_process_ip,
+// main_process_port, mixed_precision, use_cpu, distributed_type. Other keys Accelerate writes
+// are accepted and ignored when they hold their neutral value; anything else is an error that
+// names the file and the key.
+#pragma once
+
+#include <optional>
+#include <stdexcept>
+#include <string>
+
+namespace accelerate::cli {
+
+/// A malformed configuration file; the message names the file and the key.
+class ConfigError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+/// What a configuration file says; unset fields were not in the file.
+struct LaunchConfig {
+  std::optional<int> num_processes;
+  std::optional<int> num_machines;
+  std::optional<int> machine_rank;
+  std::optional<std::string> main_process_ip;
+  std::optional<int> main_process_port;
+  std::optional<std::string> mixed_precision;  ///< "no" | "fp16" | "bf16"
+  std::optional<bool> use_cpu;
+  std::optional<std::string> distributed_type;  ///< NO | MULTI_CPU | MULTI_GPU
+};
+
+/// Accelerate's default location of the configuration file, from `environ`.
+std::string default_config_file();
+
+/// Reads `path`. Throws ConfigError naming the file (and the key) when it cannot be read, is
+/// not a YAML mapping, holds an unknown key, a value of the wrong type, or asks for something
+/// accelerate-cpp does not do (DeepSpeed, FSDP, TPU, ...).
+LaunchConfig read_config(const std::string& path);
+
+/// Writes `config` to `path` in Accelerate's layout (creating the folders), filling the keys
+/// Python's Accelerate expects with their neutral values. Throws ConfigError on I/O errors.
+void write_config(const std::string& path, const LaunchConfig& config);
+
+}  // namespace accelerate::cli
