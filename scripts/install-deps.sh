@@ -12,6 +12,7 @@ packages=(
   libyaml-cpp-dev                    # hparams.yml of the TensorBoard tracker; accelerate-cpp config
   python3-crc32c                     # tests: an independent CRC-32C to check TensorBoard files
   python3-yaml                       # tests: Python reads the YAML that accelerate-cpp config writes
+  doxygen                            # the API reference (target docs; the api_reference test)
   libgtest-dev libgmock-dev          # tests
   zlib1g-dev                         # reading the gzipped Fashion-MNIST files
   dataset-fashion-mnist              # the main example's data set

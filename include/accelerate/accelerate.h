@@ -25,3 +25,6 @@
 #include "accelerate/state.h"
 #include "accelerate/tracking.h"
 #include "accelerate/utils.h"
+
+/// Hugging Face Accelerate's `Accelerator` and its utilities, for C++ and LibTorch.
+namespace accelerate {}

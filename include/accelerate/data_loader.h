@@ -99,12 +99,12 @@ struct DataLoaderOptions {
     return *this;
   }
 
-  int64_t batch_size_ = 1;
-  bool shuffle_ = false;
-  bool drop_last_ = false;
-  std::optional<uint64_t> seed_;
-  int num_workers_ = 0;
-  bool pin_memory_ = false;
+  int64_t batch_size_ = 1;  ///< see batch_size()
+  bool shuffle_ = false;  ///< see shuffle()
+  bool drop_last_ = false;  ///< see drop_last()
+  std::optional<uint64_t> seed_;  ///< see seed()
+  int num_workers_ = 0;  ///< see num_workers()
+  bool pin_memory_ = false;  ///< see pin_memory()
 };
 
 /// How `DataLoader::shard` distributes a loader (what `Accelerator::prepare` passes).
@@ -173,12 +173,12 @@ struct BatchShardOptions {
     return *this;
   }
 
-  int64_t batch_size_ = 1;
-  bool drop_last_ = false;
-  int num_processes_ = 1;
-  int process_index_ = 0;
-  bool split_batches_ = false;
-  bool even_batches_ = true;
+  int64_t batch_size_ = 1;  ///< see batch_size()
+  bool drop_last_ = false;  ///< see drop_last()
+  int num_processes_ = 1;  ///< see num_processes()
+  int process_index_ = 0;  ///< see process_index()
+  bool split_batches_ = false;  ///< see split_batches()
+  bool even_batches_ = true;  ///< see even_batches()
 };
 
 /// The batches (lists of sample indices) that process `options.process_index_` gets from
@@ -376,7 +376,9 @@ class DataLoaderBase {
  protected:
   /// Validates the options (batch_size ≥ 1, num_workers ≥ 0; std::invalid_argument).
   explicit DataLoaderBase(DataLoaderOptions options);
+  /// Copies the options and the position (a copy starts its own passes).
   DataLoaderBase(const DataLoaderBase&) = default;
+  /// Copies the options and the position.
   DataLoaderBase& operator=(const DataLoaderBase&) = default;
 
   /// The batches of a pass that is starting.
@@ -538,9 +540,10 @@ class DataLoader : public DataLoaderBase {
   // consumer thread touches `loader`, `current`, `cur` and `done`; the workers share
   // `ready`, `next_claim`, `consumed` and `stop` under `mutex`.
   struct Pass : detail::PassControl {
+    /// One batch made by a worker, or the error it threw.
     struct Loaded {
-      std::optional<BatchType> batch;
-      std::exception_ptr error;
+      std::optional<BatchType> batch;  ///< the batch, when it was made
+      std::exception_ptr error;        ///< what making it threw
     };
 
     Pass(DataLoader* owner, std::shared_ptr<Dataset> data, PassPlan plan)

@@ -28,26 +28,32 @@ class Logger {
   /// Wraps `logger` for the process `process_index` of `num_processes`.
   Logger(std::shared_ptr<spdlog::logger> logger, int process_index, int num_processes);
 
+  /// Writes a trace message (fmt syntax: "loss {:.3f}"), if the level and the process allow it.
   template <typename... Args>
   void trace(fmt::format_string<Args...> format, Args&&... args) const {
     log(spdlog::level::trace, format, std::forward<Args>(args)...);
   }
+  /// Writes a debug message (fmt syntax: "loss {:.3f}"), if the level and the process allow it.
   template <typename... Args>
   void debug(fmt::format_string<Args...> format, Args&&... args) const {
     log(spdlog::level::debug, format, std::forward<Args>(args)...);
   }
+  /// Writes an info message (fmt syntax: "loss {:.3f}"), if the level and the process allow it.
   template <typename... Args>
   void info(fmt::format_string<Args...> format, Args&&... args) const {
     log(spdlog::level::info, format, std::forward<Args>(args)...);
   }
+  /// Writes a warning (fmt syntax: "loss {:.3f}"), if the level and the process allow it.
   template <typename... Args>
   void warning(fmt::format_string<Args...> format, Args&&... args) const {
     log(spdlog::level::warn, format, std::forward<Args>(args)...);
   }
+  /// Writes an error message (fmt syntax: "loss {:.3f}"), if the level and the process allow it.
   template <typename... Args>
   void error(fmt::format_string<Args...> format, Args&&... args) const {
     log(spdlog::level::err, format, std::forward<Args>(args)...);
   }
+  /// Writes a critical message (fmt syntax: "loss {:.3f}"), if the level and the process allow it.
   template <typename... Args>
   void critical(fmt::format_string<Args...> format, Args&&... args) const {
     log(spdlog::level::critical, format, std::forward<Args>(args)...);

@@ -59,31 +59,36 @@ class [[nodiscard]] AutocastGuard {
 
 /// Options of a `GradScaler` (PyTorch's defaults), with chained setters.
 struct GradScalerOptions {
+  /// The first scale (PyTorch: 2^16).
   GradScalerOptions& init_scale(double value) {
     init_scale_ = value;
     return *this;
   }
+  /// Factor of the scale after growth_interval clean steps (> 1).
   GradScalerOptions& growth_factor(double value) {
     growth_factor_ = value;
     return *this;
   }
+  /// Factor of the scale after a step with inf/NaN gradients (in (0, 1)).
   GradScalerOptions& backoff_factor(double value) {
     backoff_factor_ = value;
     return *this;
   }
+  /// Clean steps in a row before the scale grows.
   GradScalerOptions& growth_interval(int64_t value) {
     growth_interval_ = value;
     return *this;
   }
+  /// A disabled scaler leaves losses and steps untouched.
   GradScalerOptions& enabled(bool value) {
     enabled_ = value;
     return *this;
   }
-  double init_scale_ = 65536.0;
-  double growth_factor_ = 2.0;
-  double backoff_factor_ = 0.5;
-  int64_t growth_interval_ = 2000;
-  bool enabled_ = true;
+  double init_scale_ = 65536.0;  ///< see init_scale()
+  double growth_factor_ = 2.0;  ///< see growth_factor()
+  double backoff_factor_ = 0.5;  ///< see backoff_factor()
+  int64_t growth_interval_ = 2000;  ///< see growth_interval()
+  bool enabled_ = true;  ///< see enabled()
 };
 
 /// Dynamic loss scaling for fp16 training (PyTorch's GradScaler). Per step: scale(loss)
@@ -115,7 +120,9 @@ class GradScaler {
   double get_scale() const;
   /// Steps without inf/NaN since the last change of scale.
   int64_t growth_tracker() const;
+  /// False for a scaler built with enabled(false).
   bool is_enabled() const { return options_.enabled_; }
+  /// The options (after load_state_dict, the loaded factors and interval).
   const GradScalerOptions& options() const { return options_; }
 
   /// PyTorch's state_dict keys: scale, growth_factor, backoff_factor, growth_interval,

@@ -57,12 +57,12 @@ struct ProgressBarOptions {
     unit_ = std::move(value);
     return *this;
   }
-  std::string desc_;
-  bool disable_ = false;
-  std::ostream* out_ = nullptr;
-  int terminal_ = -1;
-  std::chrono::milliseconds min_interval_{100};
-  std::string unit_ = "it";
+  std::string desc_;  ///< see desc()
+  bool disable_ = false;  ///< see disable()
+  std::ostream* out_ = nullptr;  ///< see out()
+  int terminal_ = -1;  ///< see terminal()
+  std::chrono::milliseconds min_interval_{100};  ///< see min_interval()
+  std::string unit_ = "it";  ///< see unit()
 };
 
 /// A text progress bar: "desc:  45%|#####     | 45/100 [00:01<00:02, 33.20it/s, loss=0.123]".
@@ -102,7 +102,7 @@ class ProgressBar {
   std::string postfix_;
   std::chrono::steady_clock::time_point start_;
   std::chrono::steady_clock::time_point last_draw_;
-  int64_t last_decile_ = -1;
+  int64_t last_decile_ = 0;  // the 0% line is not written
 };
 
 }  // namespace accelerate

@@ -111,9 +111,9 @@ struct AcceleratedSchedulerOptions {
     return *this;
   }
 
-  int num_processes_ = 1;
-  bool split_batches_ = false;
-  bool step_with_optimizer_ = true;
+  int num_processes_ = 1;  ///< see num_processes()
+  bool split_batches_ = false;  ///< see split_batches()
+  bool step_with_optimizer_ = true;  ///< see step_with_optimizer()
 };
 
 /// A scheduler that steps only when its optimizers really stepped.

@@ -40,7 +40,7 @@ class GeneralTracker {
   virtual std::string logging_dir() const { return {}; }
 };
 
-/// Writes TensorBoard event files (`events.out.tfevents.<time>.<host>.<pid>`, scalars as
+/// Writes TensorBoard event files (`events.out.tfevents.TIME.HOST.PID`, scalars as
 /// simple values) into `logging_dir/run_name`, and the configuration to `hparams.yml` there.
 class TensorBoardTracker : public GeneralTracker {
  public:

@@ -87,6 +87,11 @@ int main(int argc, char** argv) {
     auto share = a.split_between_processes(items);
     check(static_cast<int>(share.size()) == 17 / n + (r < 17 % n ? 1 : 0), a, "split");
     check(a.is_main_process() == (r == 0) && a.is_last_process() == (r == n - 1), a, "identity");
+    // Per machine: local indices, and one local main process per machine.
+    const int per_machine = a.state().num_local_processes();
+    check(a.local_process_index() == r % per_machine, a, "local_process_index");
+    auto local_mains = a.reduce(at::full({1}, a.is_local_main_process() ? 1.0 : 0.0), "sum");
+    check(local_mains.item<double>() == n / per_machine, a, "one local main process per machine");
     if (r == n - 1) a.set_trigger();
     check(a.check_trigger(), a, "check_trigger");
     a.print("printed once by the main process");

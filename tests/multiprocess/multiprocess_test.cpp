@@ -71,6 +71,37 @@ TEST_P(RealProcesses, CollectivesAndMainProcessFirst) {
 
 INSTANTIATE_TEST_SUITE_P(Processes, RealProcesses, ::testing::Values(2, 3));
 
+// Two "machines" on this host: two launchers with --num_machines 2 share one rendezvous (the
+// main machine's store). Four ranks run every collective, the local indices restart per
+// machine, and main_process_first orders all four.
+TEST(RealProcesses, TwoMachinesOnOneHost) {
+  const std::string order = temp_file("order_machines");
+  const int port = 20000 + ::getpid() % 20000;
+  auto machine = [&](int rank) {
+    return std::string(LAUNCHER) + " launch --num_processes 4 --num_machines 2 --machine_rank " +
+           std::to_string(rank) + " --main_process_ip 127.0.0.1 --main_process_port " +
+           std::to_string(port) + " --num_cpu_threads_per_process 1 " + DIST_CHECK +
+           " --order-file " + order;
+  };
+  const std::string out0 = temp_file("machine0"), out1 = temp_file("machine1");
+  Result r = run("sh -c '" + machine(1) + " > " + out1 + " 2>&1 & p=$!; " + machine(0) + " > " +
+                 out0 + " 2>&1; r0=$?; wait $p; r1=$?; echo RC $r0 $r1'");
+  auto slurp = [](const std::string& f) {
+    std::ifstream in(f);
+    std::stringstream s;
+    s << in.rdbuf();
+    return s.str();
+  };
+  const std::string log = slurp(out0) + slurp(out1);
+  EXPECT_NE(r.output.find("RC 0 0"), std::string::npos) << r.output << log;
+  std::ifstream in(order);
+  std::vector<std::string> lines;
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  ASSERT_EQ(lines.size(), 4u) << log;
+  EXPECT_EQ(lines[0], "rank 0");
+  for (const auto& f : {order, out0, out1}) std::remove(f.c_str());
+}
+
 // One rank exits with code 3 while the others wait in a barrier: the launcher stops them and
 // exits non-zero within 10 s, naming the rank and the code.
 TEST(RealProcessFailure, RankExitCodeStopsTheJob) {
