@@ -12,6 +12,8 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+
+#include "temp_dir_test.h"
 #include <numeric>
 #include <random>
 
@@ -104,18 +106,8 @@ PythonResult run_python(const std::string& args) {
   return result;
 }
 
-class TempDirTest : public ::testing::Test {
+class TempDirTest : public accelerate::testing::TempDirTest {
  protected:
-  void SetUp() override {
-    std::string pattern = (fs::temp_directory_path() / "safetensors_test_XXXXXX").string();
-    ASSERT_NE(::mkdtemp(pattern.data()), nullptr);
-    dir_ = pattern;
-  }
-  void TearDown() override {
-    std::error_code ec;
-    fs::remove_all(dir_, ec);
-  }
-  std::string path(const std::string& name) const { return (dir_ / name).string(); }
 
   // `bytes` is refused, from disk and from memory, with a std::runtime_error naming the file
   // and containing `rule`.
@@ -138,7 +130,6 @@ class TempDirTest : public ::testing::Test {
     }
   }
 
-  fs::path dir_;
 };
 
 using SafetensorsTest = TempDirTest;

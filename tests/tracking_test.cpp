@@ -9,6 +9,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "temp_dir_test.h"
 #include "test_util.h"
 
 namespace fs = std::filesystem;
@@ -20,19 +21,7 @@ namespace acc = accelerate;
 
 namespace {
 
-class TrackingTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    std::string pattern = (fs::temp_directory_path() / "tracking_test_XXXXXX").string();
-    ASSERT_NE(::mkdtemp(pattern.data()), nullptr);
-    dir_ = pattern;
-  }
-  void TearDown() override {
-    std::error_code ec;
-    fs::remove_all(dir_, ec);
-  }
-  fs::path dir_;
-};
+using TrackingTest = acc::testing::TempDirTest;
 
 std::string read_all(const fs::path& path) {
   std::ifstream in(path);

@@ -11,6 +11,8 @@
 #include <sstream>
 #include <string>
 
+#include "temp_dir_test.h"
+
 #ifndef ACCELERATE_CPP_LAUNCHER
 #error "ACCELERATE_CPP_LAUNCHER must name the accelerate-cpp executable"
 #endif
@@ -27,17 +29,8 @@ struct Result {
   std::string out;  // stdout and stderr
 };
 
-class CliTest : public ::testing::Test {
+class CliTest : public accelerate::testing::TempDirTest {
  protected:
-  void SetUp() override {
-    std::string pattern = (fs::temp_directory_path() / "cli_test.XXXXXX").string();
-    ASSERT_NE(::mkdtemp(pattern.data()), nullptr);
-    dir_ = pattern;
-  }
-  void TearDown() override {
-    std::error_code ec;
-    fs::remove_all(dir_, ec);
-  }
   // Runs `accelerate-cpp ARGS` with HF_HOME=dir_/hf and none of the launcher's variables.
   Result run(const std::string& args) const {
     const std::string command =
@@ -57,7 +50,6 @@ class CliTest : public ::testing::Test {
     std::ofstream(path) << text;
   }
   fs::path default_config() const { return dir_ / "hf" / "accelerate" / "default_config.yaml"; }
-  fs::path dir_;
 };
 
 int count(const std::string& text, const std::string& what) {
