@@ -63,7 +63,7 @@ class Logger {
   Logger all_processes() const;
   /// A copy that writes on every process in process order, with a barrier of `state` after
   /// each process's turn (Accelerate's `in_order=True`). A collective: call it on every
-  /// process, whatever the level.
+  /// process, whatever the level. The copy refers to `state`: do not keep it longer.
   Logger in_order(const State& state) const;
 
   /// Sets the level: "trace", "debug", "info", "warning", "error", "critical" or "off"
