@@ -8,6 +8,7 @@
 //                         per-sample get/stack): the fastest loop a user could write, for reference
 //   --mode accel          accelerate-cpp: Accelerator, prepare, accumulate, backward, opt/sched
 //   step
+//   --mode accel-batched  the same with a data set that fetches whole batches (get_items)
 //   --mode c10d-reducer   hand-written data parallelism: TCPStore + ProcessGroupGloo +
 //   c10d::Reducer
 //                         (what PyTorch's DDP does), DistributedRandomSampler
@@ -130,6 +131,7 @@ int run_plain(const Config& c, bool index_slicing) {
 }
 
 // ---- (b) accelerate-cpp ----
+template <typename Data>
 int run_accel(const Config& c) {
   acc::Accelerator accelerator(acc::AcceleratorOptions().gradient_accumulation_steps(c.accum));
   if (c.stamps) bench::stamp("ready");
@@ -138,8 +140,8 @@ int run_accel(const Config& c) {
   auto model = std::make_shared<bench::Mlp>();
   auto optimizer =
       std::make_shared<torch::optim::AdamW>(model->parameters(), torch::optim::AdamWOptions(c.lr));
-  acc::DataLoader<bench::Synthetic> loader(
-      bench::Synthetic(x, y), acc::DataLoaderOptions().batch_size(c.batch).shuffle(true));
+  acc::DataLoader<Data> loader(Data(x, y),
+                               acc::DataLoaderOptions().batch_size(c.batch).shuffle(true));
   const int64_t total = c.epochs * loader.size() / c.accum, warmup = total / 20;
   auto scheduler = acc::get_linear_schedule_with_warmup(optimizer, warmup, total);
   if (c.stamps) bench::stamp("built");
@@ -171,7 +173,7 @@ int run_accel(const Config& c) {
   accelerator.wait_for_everyone();
   const double seconds = timer.seconds();
   torch::NoGradGuard no_grad;
-  const double loss = torch::mse_loss(m->forward(x), y).item<double>();
+  const double loss = torch::mse_loss(m->forward(x), y).template item<double>();
   if (accelerator.is_main_process()) report("accel", accelerator.num_processes(), c, seconds, loss);
   return 0;
 }
@@ -279,7 +281,8 @@ int main(int argc, char** argv) {
   const std::string mode = args.str("mode", "accel");
   if (mode == "plain") return run_plain(c, false);
   if (mode == "plain-index") return run_plain(c, true);
-  if (mode == "accel") return run_accel(c);
+  if (mode == "accel") return run_accel<bench::Synthetic>(c);
+  if (mode == "accel-batched") return run_accel<bench::SyntheticBatched>(c);
   if (mode == "c10d-reducer") return run_c10d(c, true);
   if (mode == "c10d-allreduce") return run_c10d(c, false);
   std::fprintf(stderr, "unknown --mode %s\n", mode.c_str());

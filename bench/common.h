@@ -94,6 +94,16 @@ struct Synthetic : torch::data::datasets::Dataset<Synthetic> {
   at::Tensor x, y;
 };
 
+/// The same data set with a batched fetch (accelerate-cpp's get_items, PyTorch's __getitems__):
+/// one index_select per batch instead of one slice per sample and a stack.
+struct SyntheticBatched : Synthetic {
+  using Synthetic::Synthetic;
+  torch::data::Example<> get_items(const std::vector<int64_t>& indices) {
+    const auto i = torch::tensor(indices);
+    return {x.index_select(0, i), y.index_select(0, i)};
+  }
+};
+
 /// 64-256-256-1 with ReLU.
 struct Mlp : torch::nn::Module {
   explicit Mlp(int64_t in = 64, int64_t hidden = 256) {

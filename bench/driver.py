@@ -225,6 +225,7 @@ class Runner:
             ("plain", lambda: self.run([mlp, "--mode", "plain"] + epochs, env1)),
             ("accel", lambda: self.run([mlp, "--mode", "accel"] + epochs, env1)),
             ("plain-index", lambda: self.run([mlp, "--mode", "plain-index"] + epochs, env1)),
+            ("accel-batched", lambda: self.run([mlp, "--mode", "accel-batched"] + epochs, env1)),
         ], sps, reps)
         self.row("overhead", f"MLP, 1 process x {threads1} thread(s): accel / plain LibTorch "
                  "(torch::data loader)", c["median"]["plain"], c["median"]["accel"],
@@ -232,6 +233,9 @@ class Runner:
         self.row("overhead", "  (info) plain-index / plain: loop slicing one tensor, no per-"
                  "sample get/stack", c["median"]["plain"], c["median"]["plain-index"],
                  c["ratio"]["plain-index"], None, f"samples/s; {blas}")
+        self.row("overhead", "  (info) accel with a batched data set (get_items) / plain",
+                 c["median"]["plain"], c["median"]["accel-batched"], c["ratio"]["accel-batched"],
+                 None, f"samples/s; {blas}")
 
         if blas != "reference" and blas != "system libblas":
             # Why 1 thread here: OpenMP's spinning wait with 2 threads on this VM (info rows).
@@ -295,10 +299,16 @@ class Runner:
                 ("python-ddp", lambda: self.run(self.launch(2, py + epochs, 1), benv)),
                 ("accel", lambda: self.run(self.launch(2, [mlp, "--mode", "accel"] + epochs, 1),
                                            benv)),
+                ("accel-batched", lambda: self.run(self.launch(
+                    2, [mlp, "--mode", "accel-batched"] + epochs, 1), benv)),
             ], sps, 2 * reps)
             self.row("python", "MLP, 2 processes x 1 thread: accelerate-cpp / PyTorch DDP "
                      "(gloo)", c["median"]["python-ddp"], c["median"]["accel"],
                      c["ratio"]["accel"], 1.5, f"samples/s; {blas}")
+            self.row("python", "  (info) the same, accelerate-cpp with a batched data set "
+                     "(get_items) / PyTorch DDP", c["median"]["python-ddp"],
+                     c["median"]["accel-batched"], c["ratio"]["accel-batched"], None,
+                     f"samples/s; {blas}")
             if blas in ("reference", "system libblas"):
                 continue
             # The same job with no gradient synchronisation (accumulation over the whole

@@ -106,6 +106,15 @@ namespace detail {
 
 bool pinning_available() { return compat::cuda_available(); }
 
+std::string get_items_failed_message(const std::vector<int64_t>& indices) {
+  std::string list;
+  for (size_t i = 0; i < indices.size() && i < 8; ++i)
+    list += (i ? ", " : "") + std::to_string(indices[i]);
+  if (indices.size() > 8) list += ", ...";
+  return "accelerate::DataLoader: dataset.get_items([" + list + "]) failed (sample indices " +
+         list + ")";
+}
+
 std::string get_failed_message(int64_t index) {
   return "accelerate::DataLoader: dataset.get(" + std::to_string(index) +
          ") failed (sample index " + std::to_string(index) + ")";

@@ -454,6 +454,63 @@ TEST(DataLoader, GetErrorNamesTheIndex) {
   }
 }
 
+// A data set that makes whole batches (get_items, PyTorch's __getitems__); get() is never
+// meant to be called.
+struct Batched : torch::data::datasets::Dataset<Batched> {
+  explicit Batched(int64_t size, int64_t fail = -1) : n(size), fail_at(fail) {}
+  torch::data::Example<> get(size_t) override {
+    throw std::logic_error("get() called although get_items() exists");
+  }
+  torch::data::Example<> get_items(const std::vector<int64_t>& idx) {
+    calls->fetch_add(1);
+    if (std::find(idx.begin(), idx.end(), fail_at) != idx.end()) throw std::runtime_error("bad batch");
+    auto t = torch::tensor(idx);
+    return {t.to(at::kFloat).unsqueeze(1), t};
+  }
+  c10::optional<size_t> size() const override { return static_cast<size_t>(n); }
+  int64_t n;
+  int64_t fail_at;
+  std::shared_ptr<std::atomic<int64_t>> calls = std::make_shared<std::atomic<int64_t>>(0);
+};
+
+TEST(DataLoader, GetItemsMakesWholeBatchesLikePerSampleLoading) {
+  for (int workers : {0, 2}) {
+    const auto options = acc::DataLoaderOptions().batch_size(4).shuffle(true).seed(9).num_workers(workers);
+    acc::DataLoader<Indexed> per_sample(Indexed(22), options);
+    Batched data(22);
+    acc::DataLoader<Batched> batched(data, options);
+    for (int epoch = 0; epoch < 2; ++epoch) {
+      // Identical batches (same shuffle, same shapes and dtypes), one get_items per batch.
+      const int64_t before = data.calls->load();
+      Batches a = pass(per_sample), b = pass(batched);
+      EXPECT_EQ(a, b) << "epoch " << epoch << ", " << workers << " workers";
+      EXPECT_EQ(data.calls->load() - before, 6);  // ceil(22 / 4)
+    }
+    // Sharded over 2 processes, as prepare does.
+    acc::ShardingOptions sharding;
+    sharding.num_processes = 2;
+    sharding.process_index = 1;
+    EXPECT_EQ(pass(*per_sample.shard(sharding)), pass(*batched.shard(sharding)));
+  }
+}
+
+TEST(DataLoader, GetItemsErrorNamesTheIndices) {
+  acc::DataLoader<Batched> loader(Batched(12, 6), acc::DataLoaderOptions().batch_size(4));
+  try {
+    for (auto& batch : loader) (void)batch;
+    FAIL() << "expected an error";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("dataset.get_items([4, 5, 6, 7])"), std::string::npos)
+        << e.what();
+    try {
+      std::rethrow_if_nested(e);
+      FAIL() << "expected the original error nested";
+    } catch (const std::runtime_error& inner) {
+      EXPECT_STREQ(inner.what(), "bad batch");
+    }
+  }
+}
+
 TEST(DataLoader, EarlyBreakWithWorkersDoesNotHang) {
   Indexed data(2000);
   auto calls = data.calls;

@@ -31,6 +31,15 @@
 //   sharding.process_index = 1;
 //   auto shard = loader.shard(sharding);  // std::shared_ptr<DataLoader<Squares>>
 //   for (auto& batch : *shard) { /* on sharding.device */ }
+//
+// Batched fetch (PyTorch's `__getitems__`): a data set that can make a whole batch at once
+// defines `Batch get_items(const std::vector<int64_t>& indices)`, returning what collation
+// would have made; the loader then calls it once per batch instead of get(i) per sample and
+// collate. For tensors in memory that is one index_select instead of 64 slices and a stack:
+//   torch::data::Example<> get_items(const std::vector<int64_t>& idx) {
+//     auto i = torch::tensor(idx);
+//     return {x.index_select(0, i), y.index_select(0, i)};
+//   }
 #pragma once
 
 #include <ATen/ATen.h>
@@ -299,6 +308,19 @@ template <typename C, typename B>
 struct HasToDevice<
     C, B, std::void_t<decltype(C::to_device(std::declval<B>(), c10::Device(c10::kCPU), false))>>
     : std::true_type {};
+template <typename D, typename B, typename = void>
+struct HasGetItems : std::false_type {};
+template <typename D, typename B>
+struct HasGetItems<D, B,
+                   std::void_t<decltype(std::declval<D&>().get_items(
+                       std::declval<const std::vector<int64_t>&>()))>>
+    : std::is_convertible<decltype(std::declval<D&>().get_items(
+                              std::declval<const std::vector<int64_t>&>())),
+                          B> {};
+
+/// "dataset.get_items([3, 7, ...]) failed (sample indices 3, 7, ...)".
+std::string get_items_failed_message(const std::vector<int64_t>& indices);
+
 template <typename C, typename B, typename = void>
 struct HasPinMemory : std::false_type {};
 template <typename C, typename B>
@@ -588,6 +610,18 @@ class DataLoader : public DataLoaderBase {
 
     // Loads, collates and pins batch `i`; any thread.
     BatchType load(size_t i) {
+      if constexpr (detail::HasGetItems<Dataset, BatchType>::value) {
+        std::optional<BatchType> batch;
+        try {
+          batch.emplace(dataset->get_items(batches[i]));
+        } catch (...) {
+          std::throw_with_nested(std::runtime_error(detail::get_items_failed_message(batches[i])));
+        }
+        if constexpr (detail::HasPinMemory<CollateType, BatchType>::value) {
+          if (pin) *batch = CollateType::pin_memory(std::move(*batch));
+        }
+        return std::move(*batch);
+      }
       std::vector<ExampleType> examples;
       examples.reserve(batches[i].size());
       for (int64_t index : batches[i]) {
