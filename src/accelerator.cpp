@@ -8,9 +8,9 @@
 
 #include <algorithm>
 #include <cstdio>
-#include <sstream>
 #include <cstdlib>
 #include <exception>
+#include <sstream>
 
 namespace accelerate {
 
@@ -43,9 +43,9 @@ Accelerator::Accelerator(const AcceleratorOptions& options)
   if (state_.mixed_precision() == MixedPrecision::FP16) {
     // As Accelerate: fp16 needs a GPU (CPU autocast of LibTorch 1.13 has no float16).
     if (!device().is_cuda())
-      throw std::invalid_argument(
-          "accelerate: mixed_precision 'fp16' needs a CUDA device, and " + state_.describe() +
-          " runs on " + device().str() + "; use 'bf16' on the CPU");
+      throw std::invalid_argument("accelerate: mixed_precision 'fp16' needs a CUDA device, and " +
+                                  state_.describe() + " runs on " + device().str() +
+                                  "; use 'bf16' on the CPU");
     scaler_ = std::make_shared<GradScaler>(options.grad_scaler_);
   }
   if (!options.log_with_.empty() && logging_dir().empty())
@@ -84,8 +84,9 @@ std::string Accelerator::logging_dir() const {
 void Accelerator::init_trackers(const std::string& project_name, const nlohmann::json& config) {
   if (!is_main_process()) return;
   if (!trackers_.empty())
-    throw std::logic_error("accelerate: init_trackers was already called; call end_training "
-                           "first");
+    throw std::logic_error(
+        "accelerate: init_trackers was already called; call end_training "
+        "first");
   std::vector<std::shared_ptr<GeneralTracker>> started;
   for (const auto& name : options_.log_with_)
     started.push_back(make_tracker(name, project_name, logging_dir()));

@@ -154,9 +154,8 @@ void set_autocast_dtype(c10::DeviceType device_type, at::ScalarType dtype) {
 #endif
 
 bool autocast_supports(c10::DeviceType device_type, at::ScalarType dtype) {
-  if (device_type == c10::DeviceType::CUDA)
-    return dtype == at::kHalf || dtype == at::kBFloat16;
-  // CPU autocast: bfloat16 only before LibTorch 2.2, float16 too from then on.
+  if (device_type == c10::DeviceType::CUDA) return dtype == at::kHalf || dtype == at::kBFloat16;
+    // CPU autocast: bfloat16 only before LibTorch 2.2, float16 too from then on.
 #if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 2)
   return dtype == at::kHalf || dtype == at::kBFloat16;
 #else

@@ -20,10 +20,10 @@ AutocastGuard::AutocastGuard(c10::DeviceType device_type, std::optional<at::Scal
     throw std::invalid_argument(std::string("accelerate: autocast: device type ") +
                                 c10::DeviceTypeName(device_type) + " is not cpu or cuda");
   if (dtype && !compat::autocast_supports(device_type, *dtype))
-    throw std::invalid_argument(std::string("accelerate: autocast: this LibTorch cannot autocast ") +
-                                "to " + c10::toString(*dtype) + " on " +
-                                c10::DeviceTypeName(device_type, true) +
-                                " (CPU autocast supports BFloat16 only before LibTorch 2.2)");
+    throw std::invalid_argument(
+        std::string("accelerate: autocast: this LibTorch cannot autocast ") + "to " +
+        c10::toString(*dtype) + " on " + c10::DeviceTypeName(device_type, true) +
+        " (CPU autocast supports BFloat16 only before LibTorch 2.2)");
   previous_enabled_ = compat::autocast_enabled(device_type);
   previous_dtype_ = compat::autocast_dtype(device_type);
   previous_cache_ = at::autocast::is_autocast_cache_enabled();
@@ -63,7 +63,8 @@ void GradScaler::lazy_init(const c10::Device& device) {
   if (scale_.defined()) return;
   scale_ = at::full({1}, loaded_scale_.value_or(options_.init_scale_),
                     at::TensorOptions().dtype(at::kFloat).device(device));
-  growth_tracker_ = at::full({1}, loaded_tracker_, at::TensorOptions().dtype(at::kInt).device(device));
+  growth_tracker_ =
+      at::full({1}, loaded_tracker_, at::TensorOptions().dtype(at::kInt).device(device));
 }
 
 at::Tensor GradScaler::scale(const at::Tensor& outputs) {

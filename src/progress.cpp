@@ -92,8 +92,8 @@ std::string ProgressBar::render() const {
     const int filled = static_cast<int>(frac * kWidth);
     s << std::setw(3) << static_cast<int>(frac * 100) << "%|" << std::string(filled, '#')
       << std::string(kWidth - filled, ' ') << "| " << n_ << '/' << total_ << " ["
-      << clock_text(elapsed) << '<'
-      << clock_text(rate > 0 ? (total_ - n_) / rate : std::nan("")) << ", ";
+      << clock_text(elapsed) << '<' << clock_text(rate > 0 ? (total_ - n_) / rate : std::nan(""))
+      << ", ";
   } else {
     s << n_ << " [" << clock_text(elapsed) << ", ";
   }

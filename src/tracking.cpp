@@ -27,16 +27,15 @@ double now_seconds() {
   return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
-std::string make_dir(const std::string& logging_dir, const std::string& run_name,
-                     const char* who) {
-  if (run_name.empty()) throw std::invalid_argument(std::string("accelerate: ") + who +
-                                                    ": the project name is empty");
+std::string make_dir(const std::string& logging_dir, const std::string& run_name, const char* who) {
+  if (run_name.empty())
+    throw std::invalid_argument(std::string("accelerate: ") + who + ": the project name is empty");
   const fs::path dir = fs::path(logging_dir.empty() ? "." : logging_dir) / run_name;
   std::error_code ec;
   fs::create_directories(dir, ec);
   if (ec)
-    throw std::runtime_error(std::string("accelerate: ") + who + ": cannot create " +
-                             dir.string() + ": " + ec.message());
+    throw std::runtime_error(std::string("accelerate: ") + who + ": cannot create " + dir.string() +
+                             ": " + ec.message());
   return dir.string();
 }
 
@@ -147,7 +146,8 @@ void TensorBoardTracker::write_record(const std::string& data) {
   std::string footer;
   put_fixed(footer, masked(crc32c(data.data(), data.size())));
   out_ << header << data << footer;
-  if (!out_) throw std::runtime_error("accelerate: TensorBoardTracker: write to " + path_ + " failed");
+  if (!out_)
+    throw std::runtime_error("accelerate: TensorBoardTracker: write to " + path_ + " failed");
 }
 
 void TensorBoardTracker::store_init_configuration(const nlohmann::json& config) {
@@ -156,7 +156,8 @@ void TensorBoardTracker::store_init_configuration(const nlohmann::json& config) 
   YAML::Emitter emitter;
   emitter << to_yaml(config);
   out << emitter.c_str() << '\n';
-  if (!out) throw std::runtime_error("accelerate: TensorBoardTracker: cannot write " + file.string());
+  if (!out)
+    throw std::runtime_error("accelerate: TensorBoardTracker: cannot write " + file.string());
 }
 
 void TensorBoardTracker::log(const std::map<std::string, double>& values,
@@ -209,7 +210,8 @@ void CSVTracker::log(const std::map<std::string, double>& values, std::optional<
     out_ << std::fixed << std::setprecision(6) << t << ',' << s << ',' << csv_field(name) << ','
          << std::defaultfloat << std::setprecision(17) << value << '\n';
   out_.flush();
-  if (!out_) throw std::runtime_error("accelerate: CSVTracker: write to " + dir_ + "/metrics.csv failed");
+  if (!out_)
+    throw std::runtime_error("accelerate: CSVTracker: write to " + dir_ + "/metrics.csv failed");
 }
 
 void CSVTracker::finish() {

@@ -463,7 +463,8 @@ struct Batched : torch::data::datasets::Dataset<Batched> {
   }
   torch::data::Example<> get_items(const std::vector<int64_t>& idx) {
     calls->fetch_add(1);
-    if (std::find(idx.begin(), idx.end(), fail_at) != idx.end()) throw std::runtime_error("bad batch");
+    if (std::find(idx.begin(), idx.end(), fail_at) != idx.end())
+      throw std::runtime_error("bad batch");
     auto t = torch::tensor(idx);
     return {t.to(at::kFloat).unsqueeze(1), t};
   }
@@ -475,7 +476,8 @@ struct Batched : torch::data::datasets::Dataset<Batched> {
 
 TEST(DataLoader, GetItemsMakesWholeBatchesLikePerSampleLoading) {
   for (int workers : {0, 2}) {
-    const auto options = acc::DataLoaderOptions().batch_size(4).shuffle(true).seed(9).num_workers(workers);
+    const auto options =
+        acc::DataLoaderOptions().batch_size(4).shuffle(true).seed(9).num_workers(workers);
     acc::DataLoader<Indexed> per_sample(Indexed(22), options);
     Batched data(22);
     acc::DataLoader<Batched> batched(data, options);

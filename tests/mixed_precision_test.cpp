@@ -54,8 +54,7 @@ TEST(Autocast, Bf16OnCpuAndRestores) {
 
 TEST(Autocast, RejectsWhatThisLibTorchCannotDo) {
 #if TORCH_VERSION_MAJOR < 2
-  const std::string m =
-      message_of([] { acc::AutocastGuard amp(c10::DeviceType::CPU, at::kHalf); });
+  const std::string m = message_of([] { acc::AutocastGuard amp(c10::DeviceType::CPU, at::kHalf); });
   EXPECT_NE(m.find("Half"), std::string::npos) << m;
   EXPECT_NE(m.find("cpu"), std::string::npos) << m;
 #endif
@@ -80,9 +79,8 @@ TEST(Autocast, AcceleratorFollowsMixedPrecision) {
 
 TEST(Autocast, Fp16NeedsCuda) {
   if (torch::cuda::is_available()) GTEST_SKIP() << "CUDA present: fp16 is allowed";
-  const std::string m = message_of([] {
-    acc::Accelerator a(acc::AcceleratorOptions().cpu(true).mixed_precision("fp16"));
-  });
+  const std::string m = message_of(
+      [] { acc::Accelerator a(acc::AcceleratorOptions().cpu(true).mixed_precision("fp16")); });
   EXPECT_NE(m.find("'fp16' needs a CUDA device"), std::string::npos) << m;
   EXPECT_NE(m.find("bf16"), std::string::npos) << m;
 }
@@ -92,7 +90,8 @@ TEST(Autocast, Bf16TrainingLearns) {
   torch::manual_seed(0);
   acc::Accelerator accelerator(acc::AcceleratorOptions().cpu(true).mixed_precision("bf16"));
   auto net = std::make_shared<Net>();
-  auto adam = std::make_shared<torch::optim::Adam>(net->parameters(), torch::optim::AdamOptions(1e-2));
+  auto adam =
+      std::make_shared<torch::optim::Adam>(net->parameters(), torch::optim::AdamOptions(1e-2));
   auto [model, opt] = accelerator.prepare(net, adam);
   auto x = torch::randn({256, 8});
   auto y = (x.sum(1, true) * 0.3).tanh();
@@ -120,8 +119,8 @@ namespace {
 // One SGD parameter w (2 elements) with gradient `g` written directly.
 struct OneParam {
   at::Tensor w = torch::ones({2}, torch::requires_grad());
-  std::shared_ptr<torch::optim::SGD> sgd =
-      std::make_shared<torch::optim::SGD>(std::vector<at::Tensor>{w}, torch::optim::SGDOptions(0.5));
+  std::shared_ptr<torch::optim::SGD> sgd = std::make_shared<torch::optim::SGD>(
+      std::vector<at::Tensor>{w}, torch::optim::SGDOptions(0.5));
   void backward(acc::GradScaler& scaler, double g0, double g1) {
     auto loss = (w * torch::tensor({g0, g1}, torch::kFloat)).sum();
     scaler.scale(loss).backward();
@@ -262,7 +261,9 @@ TEST(GradScaler, StateDictRoundTrip) {
   EXPECT_DOUBLE_EQ(b.get_scale(), 1024.0);
   EXPECT_EQ(b.growth_tracker(), 0);
 
-  EXPECT_NE(message_of([&] { b.load_state_dict({{"scale", 1.0}}); }).find("'growth_factor'"),
+  EXPECT_NE(message_of([&] {
+              b.load_state_dict({{"scale", 1.0}});
+            }).find("'growth_factor'"),
             std::string::npos);
   EXPECT_NE(message_of([&] { b.load_state_dict(nlohmann::json::object()); }).find("empty"),
             std::string::npos);
@@ -276,7 +277,8 @@ TEST(GradScaler, PreparedOptimizerSkipsAndSchedulerHolds) {
   auto scaler = std::make_shared<acc::GradScaler>();
   auto opt = std::make_shared<acc::AcceleratedOptimizer>(p.sgd, gs, torch::kCPU);
   opt->attach_scaler(scaler);
-  auto lambda = std::make_shared<acc::LambdaLR>(p.sgd, [](unsigned step) { return 1.0 / (1 + step); });
+  auto lambda =
+      std::make_shared<acc::LambdaLR>(p.sgd, [](unsigned step) { return 1.0 / (1 + step); });
   acc::AcceleratedScheduler sched(lambda, {opt}, gs);
 
   p.backward(*scaler, 1, std::numeric_limits<double>::infinity());

@@ -13,9 +13,9 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
-#include "temp_dir_test.h"
 #include <numeric>
 #include <random>
+#include "temp_dir_test.h"
 
 namespace fs = std::filesystem;
 namespace acc = accelerate;
@@ -108,7 +108,6 @@ PythonResult run_python(const std::string& args) {
 
 class TempDirTest : public accelerate::testing::TempDirTest {
  protected:
-
   // `bytes` is refused, from disk and from memory, with a std::runtime_error naming the file
   // and containing `rule`.
   void expect_malformed(const std::vector<uint8_t>& bytes, const std::string& rule) {
@@ -129,7 +128,6 @@ class TempDirTest : public accelerate::testing::TempDirTest {
       EXPECT_NE(std::string(e.what()).find(rule), std::string::npos) << e.what();
     }
   }
-
 };
 
 using SafetensorsTest = TempDirTest;

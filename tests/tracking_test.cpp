@@ -46,7 +46,9 @@ nlohmann::json read_events(const std::string& file) {
 
 struct Recorder : acc::GeneralTracker {
   std::string name() const override { return "recorder"; }
-  void store_init_configuration(const nlohmann::json& config) override { configs.push_back(config); }
+  void store_init_configuration(const nlohmann::json& config) override {
+    configs.push_back(config);
+  }
   void log(const std::map<std::string, double>& values, std::optional<int64_t> step) override {
     logged.emplace_back(values, step);
   }
@@ -102,8 +104,8 @@ TEST_F(TrackingTest, CorruptedEventFileIsRejectedByTheReader) {
   f.seekp(-6, std::ios::end);
   f.put('\x7f');
   f.close();
-  const std::string command = "/usr/bin/python3 " ACCELERATE_TEST_PYTHON_DIR
-                              "/read_tfevents.py '" + tb.event_file() + "' > /dev/null 2>&1";
+  const std::string command = "/usr/bin/python3 " ACCELERATE_TEST_PYTHON_DIR "/read_tfevents.py '" +
+                              tb.event_file() + "' > /dev/null 2>&1";
   EXPECT_NE(std::system(command.c_str()), 0);
 }
 
@@ -136,18 +138,20 @@ TEST_F(TrackingTest, AcceleratorRunsTrackersOnTheMainProcessOnly) {
   acc::testing::spawn_threads(2, [&](int rank) {
     auto rec = std::make_shared<Recorder>();
     (*recorders)[rank] = rec;
-    acc::Accelerator accelerator(acc::AcceleratorOptions()
-                                     .cpu(true)
-                                     .environment(acc::testing::rank_environment(rank, 2, port))
-                                     .project_config(acc::ProjectConfiguration().logging_dir(logging))
-                                     .log_with("all")
-                                     .log_with(rec));
+    acc::Accelerator accelerator(
+        acc::AcceleratorOptions()
+            .cpu(true)
+            .environment(acc::testing::rank_environment(rank, 2, port))
+            .project_config(acc::ProjectConfiguration().logging_dir(logging))
+            .log_with("all")
+            .log_with(rec));
     accelerator.init_trackers("exp", {{"lr", 0.1}});
     for (int step = 0; step < 3; ++step) accelerator.log({{"loss", 1.0 / (step + 1)}}, step);
     if (rank == 0) {
       ASSERT_NE(accelerator.get_tracker("tensorboard"), nullptr);
       ASSERT_NE(accelerator.get_tracker("csv"), nullptr);
-      EXPECT_EQ(accelerator.get_tracker("tensorboard")->logging_dir(), (fs::path(logging) / "exp").string());
+      EXPECT_EQ(accelerator.get_tracker("tensorboard")->logging_dir(),
+                (fs::path(logging) / "exp").string());
     } else {
       EXPECT_EQ(accelerator.get_tracker("tensorboard"), nullptr);
     }
@@ -162,7 +166,8 @@ TEST_F(TrackingTest, AcceleratorRunsTrackersOnTheMainProcessOnly) {
   // One event file (only process 0 wrote), with the three steps.
   std::vector<fs::path> files;
   for (const auto& e : fs::directory_iterator(dir_ / "exp"))
-    if (e.path().filename().string().rfind("events.out.tfevents.", 0) == 0) files.push_back(e.path());
+    if (e.path().filename().string().rfind("events.out.tfevents.", 0) == 0)
+      files.push_back(e.path());
   ASSERT_EQ(files.size(), 1u);
   const auto events = read_events(files[0].string());
   ASSERT_EQ(events.size(), 4u);
@@ -180,7 +185,8 @@ TEST(TrackingOptions, ClearErrors) {
     acc::Accelerator a(acc::AcceleratorOptions().cpu(true).log_with("csv"));
     FAIL() << "expected an error";
   } catch (const std::invalid_argument& e) {
-    EXPECT_NE(std::string(e.what()).find("project_dir or logging_dir"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("project_dir or logging_dir"), std::string::npos)
+        << e.what();
   }
   EXPECT_THROW(acc::CSVTracker("", "/tmp"), std::invalid_argument);
   try {

@@ -78,25 +78,25 @@ TEST(ShouldReduceBatchSize, RecognisesOutOfMemoryOnly) {
   EXPECT_TRUE(acc::should_reduce_batch_size(std::bad_alloc()));
   EXPECT_TRUE(acc::should_reduce_batch_size(
       c10::Error("DefaultCPUAllocator: can't allocate memory: you tried to allocate 1", "")));
-  EXPECT_TRUE(acc::should_reduce_batch_size(c10::Error("cuDNN error: CUDNN_STATUS_NOT_SUPPORTED", "")));
+  EXPECT_TRUE(
+      acc::should_reduce_batch_size(c10::Error("cuDNN error: CUDNN_STATUS_NOT_SUPPORTED", "")));
   EXPECT_FALSE(acc::should_reduce_batch_size(std::runtime_error("index out of range")));
 }
 
 TEST(FreeMemory, ReleasesPreparedObjectsAndResetsPointers) {
   acc::Accelerator accelerator(acc::AcceleratorOptions().cpu(true));
   auto model = std::make_shared<Tiny>();
-  auto sgd = std::make_shared<torch::optim::SGD>(model->parameters(), torch::optim::SGDOptions(0.1));
+  auto sgd =
+      std::make_shared<torch::optim::SGD>(model->parameters(), torch::optim::SGDOptions(0.1));
   auto [m, opt] = accelerator.prepare(model, sgd);
   std::weak_ptr<acc::AcceleratedOptimizer> weak_opt = opt;
   std::weak_ptr<Tiny> weak_model = model;
-  {
-    auto g = accelerator.accumulate(m);
-  }
+  { auto g = accelerator.accumulate(m); }
   EXPECT_EQ(accelerator.step(), 1);
   accelerator.free_memory(model, m, sgd, opt);
   EXPECT_EQ(model, nullptr);
   EXPECT_EQ(opt, nullptr);
-  EXPECT_TRUE(weak_opt.expired());   // the accelerator held the only other reference
+  EXPECT_TRUE(weak_opt.expired());  // the accelerator held the only other reference
   EXPECT_TRUE(weak_model.expired());
   EXPECT_EQ(accelerator.step(), 0);
   // save_state now has nothing prepared to save, and preparing again works.
@@ -221,7 +221,8 @@ TEST(ProgressBar, ShownOnTheLocalMainProcessOnly) {
   acc::testing::run_ranks(2, [&](acc::Accelerator& accelerator) {
     std::ostringstream out;
     {
-      acc::ProgressBar bar(accelerator.state(), 0, acc::ProgressBarOptions().out(out).terminal(false));
+      acc::ProgressBar bar(accelerator.state(), 0,
+                           acc::ProgressBarOptions().out(out).terminal(false));
       bar.update(5);
     }
     outputs[accelerator.process_index()] = out.str();

@@ -78,11 +78,11 @@ struct ProjectConfiguration {
     return *this;
   }
 
-  std::string project_dir_;  ///< see project_dir()
-  std::string logging_dir_;  ///< see logging_dir()
+  std::string project_dir_;                   ///< see project_dir()
+  std::string logging_dir_;                   ///< see logging_dir()
   bool automatic_checkpoint_naming_ = false;  ///< see automatic_checkpoint_naming()
-  int total_limit_ = 0;  ///< see total_limit()
-  int iteration_ = 0;  ///< see iteration()
+  int total_limit_ = 0;                       ///< see total_limit()
+  int iteration_ = 0;                         ///< see iteration()
 };
 
 /// Options of an `Accelerator` (Accelerate's constructor arguments), with chained setters.
@@ -181,19 +181,20 @@ struct AcceleratorOptions {
     return *this;
   }
 
-  std::optional<MixedPrecision> mixed_precision_;  ///< see mixed_precision()
-  std::optional<bool> cpu_;  ///< see cpu()
-  ProjectConfiguration project_config_;  ///< see project_config()
+  std::optional<MixedPrecision> mixed_precision_;                   ///< see mixed_precision()
+  std::optional<bool> cpu_;                                         ///< see cpu()
+  ProjectConfiguration project_config_;                             ///< see project_config()
   std::chrono::milliseconds timeout_ = std::chrono::seconds(1800);  ///< see timeout()
-  std::optional<Environment> environment_;  ///< see environment()
+  std::optional<Environment> environment_;                          ///< see environment()
   std::optional<int> gradient_accumulation_steps_;  ///< see gradient_accumulation_steps()
-  std::optional<GradientAccumulationPlugin> gradient_accumulation_plugin_;  ///< see gradient_accumulation_plugin()
-  bool split_batches_ = false;  ///< see split_batches()
-  bool even_batches_ = true;  ///< see even_batches()
-  bool step_scheduler_with_optimizer_ = true;  ///< see step_scheduler_with_optimizer()
+  std::optional<GradientAccumulationPlugin>
+      gradient_accumulation_plugin_;            ///< see gradient_accumulation_plugin()
+  bool split_batches_ = false;                  ///< see split_batches()
+  bool even_batches_ = true;                    ///< see even_batches()
+  bool step_scheduler_with_optimizer_ = true;   ///< see step_scheduler_with_optimizer()
   DistributedDataParallelOptions ddp_options_;  ///< see ddp_options()
-  GradScalerOptions grad_scaler_;  ///< see grad_scaler()
-  std::vector<std::string> log_with_;  ///< see log_with()
+  GradScalerOptions grad_scaler_;               ///< see grad_scaler()
+  std::vector<std::string> log_with_;           ///< see log_with()
   std::vector<std::shared_ptr<GeneralTracker>> custom_trackers_;  ///< see custom_trackers()
 
   /// The `StateOptions` these options resolve to.
@@ -684,7 +685,7 @@ class Accelerator {
   State state_;
   std::shared_ptr<GradientState> gradient_state_;
   AcceleratorOptions options_;
-  std::shared_ptr<GradScaler> scaler_;  // fp16 only
+  std::shared_ptr<GradScaler> scaler_;                     // fp16 only
   std::vector<std::shared_ptr<GeneralTracker>> trackers_;  // main process, after init_trackers
   bool trigger_ = false;
   int64_t step_ = 0;

@@ -108,12 +108,12 @@ struct DataLoaderOptions {
     return *this;
   }
 
-  int64_t batch_size_ = 1;  ///< see batch_size()
-  bool shuffle_ = false;  ///< see shuffle()
-  bool drop_last_ = false;  ///< see drop_last()
+  int64_t batch_size_ = 1;        ///< see batch_size()
+  bool shuffle_ = false;          ///< see shuffle()
+  bool drop_last_ = false;        ///< see drop_last()
   std::optional<uint64_t> seed_;  ///< see seed()
-  int num_workers_ = 0;  ///< see num_workers()
-  bool pin_memory_ = false;  ///< see pin_memory()
+  int num_workers_ = 0;           ///< see num_workers()
+  bool pin_memory_ = false;       ///< see pin_memory()
 };
 
 /// How `DataLoader::shard` distributes a loader (what `Accelerator::prepare` passes).
@@ -182,12 +182,12 @@ struct BatchShardOptions {
     return *this;
   }
 
-  int64_t batch_size_ = 1;  ///< see batch_size()
-  bool drop_last_ = false;  ///< see drop_last()
-  int num_processes_ = 1;  ///< see num_processes()
-  int process_index_ = 0;  ///< see process_index()
+  int64_t batch_size_ = 1;      ///< see batch_size()
+  bool drop_last_ = false;      ///< see drop_last()
+  int num_processes_ = 1;       ///< see num_processes()
+  int process_index_ = 0;       ///< see process_index()
   bool split_batches_ = false;  ///< see split_batches()
-  bool even_batches_ = true;  ///< see even_batches()
+  bool even_batches_ = true;    ///< see even_batches()
 };
 
 /// The batches (lists of sample indices) that process `options.process_index_` gets from
@@ -314,9 +314,9 @@ template <typename D, typename B>
 struct HasGetItems<D, B,
                    std::void_t<decltype(std::declval<D&>().get_items(
                        std::declval<const std::vector<int64_t>&>()))>>
-    : std::is_convertible<decltype(std::declval<D&>().get_items(
-                              std::declval<const std::vector<int64_t>&>())),
-                          B> {};
+    : std::is_convertible<
+          decltype(std::declval<D&>().get_items(std::declval<const std::vector<int64_t>&>())), B> {
+};
 
 /// "dataset.get_items([3, 7, ...]) failed (sample indices 3, 7, ...)".
 std::string get_items_failed_message(const std::vector<int64_t>& indices);

@@ -55,11 +55,11 @@ struct DistributedDataParallelOptions {
     return *this;
   }
 
-  double bucket_cap_mb_ = 25.0;  ///< see bucket_cap_mb()
-  bool find_unused_parameters_ = false;  ///< see find_unused_parameters()
+  double bucket_cap_mb_ = 25.0;           ///< see bucket_cap_mb()
+  bool find_unused_parameters_ = false;   ///< see find_unused_parameters()
   bool gradient_as_bucket_view_ = false;  ///< see gradient_as_bucket_view()
-  bool static_graph_ = false;  ///< see static_graph()
-  bool broadcast_buffers_ = true;  ///< see broadcast_buffers()
+  bool static_graph_ = false;             ///< see static_graph()
+  bool broadcast_buffers_ = true;         ///< see broadcast_buffers()
 };
 
 /// The DDP engine of one module. With one process it only keeps the module; all its verbs

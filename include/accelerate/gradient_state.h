@@ -40,10 +40,10 @@ struct GradientAccumulationPlugin {
     return *this;
   }
 
-  int num_steps_ = 1;  ///< see num_steps()
-  bool adjust_scheduler_ = true;  ///< see adjust_scheduler()
+  int num_steps_ = 1;                 ///< see num_steps()
+  bool adjust_scheduler_ = true;      ///< see adjust_scheduler()
   bool sync_with_dataloader_ = true;  ///< see sync_with_dataloader()
-  bool sync_each_batch_ = false;  ///< see sync_each_batch()
+  bool sync_each_batch_ = false;      ///< see sync_each_batch()
 };
 
 /// Shared step state of one `Accelerator` and what it prepared.

@@ -23,8 +23,8 @@
 #include <ATen/core/Tensor.h>
 #include <c10/core/DeviceType.h>
 #include <c10/core/ScalarType.h>
-#include <nlohmann/json.hpp>
 #include <torch/optim/optimizer.h>
+#include <nlohmann/json.hpp>
 
 #include <map>
 #include <optional>
@@ -84,11 +84,11 @@ struct GradScalerOptions {
     enabled_ = value;
     return *this;
   }
-  double init_scale_ = 65536.0;  ///< see init_scale()
-  double growth_factor_ = 2.0;  ///< see growth_factor()
-  double backoff_factor_ = 0.5;  ///< see backoff_factor()
+  double init_scale_ = 65536.0;     ///< see init_scale()
+  double growth_factor_ = 2.0;      ///< see growth_factor()
+  double backoff_factor_ = 0.5;     ///< see backoff_factor()
   int64_t growth_interval_ = 2000;  ///< see growth_interval()
-  bool enabled_ = true;  ///< see enabled()
+  bool enabled_ = true;             ///< see enabled()
 };
 
 /// Dynamic loss scaling for fp16 training (PyTorch's GradScaler). Per step: scale(loss)
@@ -140,8 +140,8 @@ class GradScaler {
   void lazy_init(const c10::Device& device);
 
   GradScalerOptions options_;
-  at::Tensor scale_;            // float32 [1]
-  at::Tensor growth_tracker_;   // int32 [1]
+  at::Tensor scale_;                    // float32 [1]
+  at::Tensor growth_tracker_;           // int32 [1]
   std::optional<double> loaded_scale_;  // from load_state_dict, before the first scale()
   int64_t loaded_tracker_ = 0;
   std::map<const torch::optim::Optimizer*, PerOptimizer> per_optimizer_;

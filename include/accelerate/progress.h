@@ -5,8 +5,8 @@
 // 10% and at the end, so logs stay readable.
 //
 // Example:
-//   acc::ProgressBar bar(accelerator.state(), dl->size(), acc::ProgressBarOptions().desc("epoch 1"));
-//   for (auto& batch : *dl) {
+//   acc::ProgressBar bar(accelerator.state(), dl->size(), acc::ProgressBarOptions().desc("epoch
+//   1")); for (auto& batch : *dl) {
 //     ...
 //     bar.set_postfix({{"loss", loss.item<double>()}});
 //     bar.update();
@@ -57,12 +57,12 @@ struct ProgressBarOptions {
     unit_ = std::move(value);
     return *this;
   }
-  std::string desc_;  ///< see desc()
-  bool disable_ = false;  ///< see disable()
-  std::ostream* out_ = nullptr;  ///< see out()
-  int terminal_ = -1;  ///< see terminal()
+  std::string desc_;                             ///< see desc()
+  bool disable_ = false;                         ///< see disable()
+  std::ostream* out_ = nullptr;                  ///< see out()
+  int terminal_ = -1;                            ///< see terminal()
   std::chrono::milliseconds min_interval_{100};  ///< see min_interval()
-  std::string unit_ = "it";  ///< see unit()
+  std::string unit_ = "it";                      ///< see unit()
 };
 
 /// A text progress bar: "desc:  45%|#####     | 45/100 [00:01<00:02, 33.20it/s, loss=0.123]".

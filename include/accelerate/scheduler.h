@@ -111,8 +111,8 @@ struct AcceleratedSchedulerOptions {
     return *this;
   }
 
-  int num_processes_ = 1;  ///< see num_processes()
-  bool split_batches_ = false;  ///< see split_batches()
+  int num_processes_ = 1;            ///< see num_processes()
+  bool split_batches_ = false;       ///< see split_batches()
   bool step_with_optimizer_ = true;  ///< see step_with_optimizer()
 };
 

@@ -103,11 +103,11 @@ struct StateOptions {
     return *this;
   }
 
-  std::optional<bool> cpu_;  ///< see cpu()
-  std::optional<MixedPrecision> mixed_precision_;  ///< see mixed_precision()
+  std::optional<bool> cpu_;                                         ///< see cpu()
+  std::optional<MixedPrecision> mixed_precision_;                   ///< see mixed_precision()
   std::chrono::milliseconds timeout_ = std::chrono::seconds(1800);  ///< see timeout()
-  std::optional<Environment> environment_;  ///< see environment()
-  bool set_num_threads_ = true;  ///< see set_num_threads()
+  std::optional<Environment> environment_;                          ///< see environment()
+  bool set_num_threads_ = true;                                     ///< see set_num_threads()
 };
 
 /// The resolved, immutable state of this process in the job, and the process group it owns.

@@ -35,8 +35,8 @@ class CliTest : public accelerate::testing::TempDirTest {
   Result run(const std::string& args) const {
     const std::string command =
         "env -u RANK -u WORLD_SIZE -u LOCAL_RANK -u MASTER_ADDR -u MASTER_PORT -u OMP_NUM_THREADS "
-        "-u XDG_CACHE_HOME HF_HOME='" + (dir_ / "hf").string() + "' " ACCELERATE_CPP_LAUNCHER " " +
-        args + " 2>&1";
+        "-u XDG_CACHE_HOME HF_HOME='" +
+        (dir_ / "hf").string() + "' " ACCELERATE_CPP_LAUNCHER " " + args + " 2>&1";
     Result r;
     std::FILE* pipe = ::popen(command.c_str(), "r");
     std::array<char, 4096> buffer;
@@ -61,16 +61,19 @@ int count(const std::string& text, const std::string& what) {
 }  // namespace
 
 TEST_F(CliTest, ConfigWritesAccelerateYamlThatPythonReads) {
-  const Result r = run("config --num_processes 4 --num_machines 2 --machine_rank 1 "
-                       "--main_process_ip 10.0.0.1 --main_process_port 29555 "
-                       "--mixed_precision bf16 --cpu");
+  const Result r =
+      run("config --num_processes 4 --num_machines 2 --machine_rank 1 "
+          "--main_process_ip 10.0.0.1 --main_process_port 29555 "
+          "--mixed_precision bf16 --cpu");
   ASSERT_EQ(r.status, 0) << r.out;
   EXPECT_NE(r.out.find(default_config().string()), std::string::npos) << r.out;
   ASSERT_TRUE(fs::exists(default_config()));
   // Python's YAML reader (as Accelerate's config loader uses) sees the same values and types.
   const std::string py =
-      "/usr/bin/python3 -c \"import yaml,json,sys; print(json.dumps(yaml.safe_load(open(sys.argv[1]))"
-      ", sort_keys=True))\" '" + default_config().string() + "'";
+      "/usr/bin/python3 -c \"import yaml,json,sys; "
+      "print(json.dumps(yaml.safe_load(open(sys.argv[1]))"
+      ", sort_keys=True))\" '" +
+      default_config().string() + "'";
   std::FILE* pipe = ::popen(py.c_str(), "r");
   std::array<char, 4096> buffer{};
   std::string json;
@@ -86,8 +89,9 @@ TEST_F(CliTest, ConfigWritesAccelerateYamlThatPythonReads) {
 
 TEST_F(CliTest, LaunchTakesTheConfigFileAndFlagsWin) {
   const fs::path file = dir_ / "job.yaml";
-  write(file, "distributed_type: MULTI_CPU\nnum_processes: 3\nmixed_precision: 'bf16'\n"
-              "use_cpu: true\nmain_process_ip: null\ncompute_environment: LOCAL_MACHINE\n");
+  write(file,
+        "distributed_type: MULTI_CPU\nnum_processes: 3\nmixed_precision: 'bf16'\n"
+        "use_cpu: true\nmain_process_ip: null\ncompute_environment: LOCAL_MACHINE\n");
   Result r = run("launch --config_file " + file.string() + " " FAKE_RANK_PROGRAM " --print-env");
   ASSERT_EQ(r.status, 0) << r.out;
   EXPECT_EQ(count(r.out, "ENV WORLD_SIZE=3"), 3) << r.out;
@@ -166,8 +170,8 @@ TEST_F(CliTest, TestCommandRunsTheChecksOnTwoProcesses) {
 
 TEST_F(CliTest, MaxRestartsRestartsTheGroupAfterAFailure) {
   // Rank 1 fails on attempts 0 and 1; with --max_restarts 2 the third attempt succeeds.
-  Result r = run("launch --num_processes 2 --max_restarts 2 " FAKE_RANK_PROGRAM
-                 " --fail-attempts 1:2");
+  Result r =
+      run("launch --num_processes 2 --max_restarts 2 " FAKE_RANK_PROGRAM " --fail-attempts 1:2");
   EXPECT_EQ(r.status, 0) << r.out;
   EXPECT_EQ(count(r.out, "ATTEMPT 0"), 2) << r.out;
   EXPECT_EQ(count(r.out, "ATTEMPT 2"), 2) << r.out;

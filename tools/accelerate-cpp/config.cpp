@@ -14,14 +14,28 @@ namespace {
 
 // Keys of Accelerate's ClusterConfig that accelerate-cpp does not use. They are accepted when
 // they hold what `accelerate config` writes for a plain single- or multi-process job.
-const std::set<std::string> kIgnored = {
-    "compute_environment", "debug", "downcast_bf16", "main_training_function", "rdzv_backend",
-    "same_network", "tpu_env", "tpu_use_cluster", "tpu_use_sudo", "gpu_ids", "enable_cpu_affinity",
-    "dynamo_config", "ipex_config", "mpirun_config", "commands", "command_file", "tpu_name",
-    "tpu_zone", "dynamo_backend"};
+const std::set<std::string> kIgnored = {"compute_environment",
+                                        "debug",
+                                        "downcast_bf16",
+                                        "main_training_function",
+                                        "rdzv_backend",
+                                        "same_network",
+                                        "tpu_env",
+                                        "tpu_use_cluster",
+                                        "tpu_use_sudo",
+                                        "gpu_ids",
+                                        "enable_cpu_affinity",
+                                        "dynamo_config",
+                                        "ipex_config",
+                                        "mpirun_config",
+                                        "commands",
+                                        "command_file",
+                                        "tpu_name",
+                                        "tpu_zone",
+                                        "dynamo_backend"};
 // Keys whose presence means a feature accelerate-cpp does not have.
-const std::set<std::string> kUnsupported = {"deepspeed_config", "fsdp_config",
-                                            "megatron_lm_config", "fp8_config"};
+const std::set<std::string> kUnsupported = {"deepspeed_config", "fsdp_config", "megatron_lm_config",
+                                            "fp8_config"};
 
 [[noreturn]] void fail(const std::string& path, const std::string& key, const std::string& what) {
   throw ConfigError("config file " + path + (key.empty() ? "" : ": key '" + key + "'") + ": " +
@@ -90,8 +104,9 @@ LaunchConfig read_config(const std::string& path) {
       c.distributed_type = get<std::string>(v, path, key, "a string");
       if (c.distributed_type && *c.distributed_type != "NO" && *c.distributed_type != "MULTI_CPU" &&
           *c.distributed_type != "MULTI_GPU")
-        fail(path, key, "'" + *c.distributed_type +
-                            "' is not supported by accelerate-cpp (NO, MULTI_CPU, MULTI_GPU)");
+        fail(path, key,
+             "'" + *c.distributed_type +
+                 "' is not supported by accelerate-cpp (NO, MULTI_CPU, MULTI_GPU)");
     } else if (kUnsupported.count(key)) {
       if (!v.IsNull() && !(v.IsMap() && v.size() == 0))
         fail(path, key, "is not supported by accelerate-cpp");
@@ -114,9 +129,15 @@ void write_config(const std::string& path, const LaunchConfig& c) {
   out << YAML::Key << "downcast_bf16" << YAML::Value << YAML::SingleQuoted << "no";
   out << YAML::Key << "machine_rank" << YAML::Value << c.machine_rank.value_or(0);
   out << YAML::Key << "main_process_ip" << YAML::Value;
-  if (c.main_process_ip) out << *c.main_process_ip; else out << YAML::Null;
+  if (c.main_process_ip)
+    out << *c.main_process_ip;
+  else
+    out << YAML::Null;
   out << YAML::Key << "main_process_port" << YAML::Value;
-  if (c.main_process_port) out << *c.main_process_port; else out << YAML::Null;
+  if (c.main_process_port)
+    out << *c.main_process_port;
+  else
+    out << YAML::Null;
   out << YAML::Key << "main_training_function" << YAML::Value << "main";
   out << YAML::Key << "mixed_precision" << YAML::Value << YAML::SingleQuoted
       << c.mixed_precision.value_or("no");

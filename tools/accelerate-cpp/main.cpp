@@ -110,7 +110,7 @@ struct LaunchOptions {
   int max_restarts = 0;       ///< restarts of the whole group after a failure (torchrun's)
   std::string program;
   std::vector<std::string> args;  ///< everything after PROGRAM, untouched
-  std::string config_file;  ///< empty: the default file, if it exists
+  std::string config_file;        ///< empty: the default file, if it exists
 
   CLI::Option* threads_option = nullptr;
   CLI::App* command = nullptr;  ///< to tell which flags were given (they win over the file)
@@ -166,10 +166,12 @@ void apply_config(LaunchOptions& opts) {
   if (c.num_processes && !given(cmd, "--num_processes")) opts.num_processes = *c.num_processes;
   if (c.num_machines && !given(cmd, "--num_machines")) opts.num_machines = *c.num_machines;
   if (c.machine_rank && !given(cmd, "--machine_rank")) opts.machine_rank = *c.machine_rank;
-  if (c.main_process_ip && !given(cmd, "--main_process_ip")) opts.main_process_ip = *c.main_process_ip;
+  if (c.main_process_ip && !given(cmd, "--main_process_ip"))
+    opts.main_process_ip = *c.main_process_ip;
   if (c.main_process_port && !given(cmd, "--main_process_port"))
     opts.main_process_port = *c.main_process_port;
-  if (c.mixed_precision && !given(cmd, "--mixed_precision")) opts.mixed_precision = *c.mixed_precision;
+  if (c.mixed_precision && !given(cmd, "--mixed_precision"))
+    opts.mixed_precision = *c.mixed_precision;
   if (c.use_cpu && !given(cmd, "--cpu")) opts.cpu = *c.use_cpu;
 }
 
@@ -232,8 +234,8 @@ void validate(const LaunchOptions& opts) {
                      std::to_string(opts.num_cpu_threads_per_process) + ")");
   }
   if (opts.max_restarts < 0) {
-    throw UsageError("--max_restarts must be at least 0 (got " +
-                     std::to_string(opts.max_restarts) + ")");
+    throw UsageError("--max_restarts must be at least 0 (got " + std::to_string(opts.max_restarts) +
+                     ")");
   }
   if (!std::isfinite(opts.grace_period) || opts.grace_period < 0 || opts.grace_period > 86400.0) {
     throw UsageError("--grace_period must be between 0 and 86400 seconds");
@@ -360,7 +362,8 @@ std::string read_text(const std::string& path) {
 
 std::string blas_in_use() {
   std::error_code ec;
-  const auto target = std::filesystem::canonical("/etc/alternatives/libblas.so.3-x86_64-linux-gnu", ec);
+  const auto target =
+      std::filesystem::canonical("/etc/alternatives/libblas.so.3-x86_64-linux-gnu", ec);
   return ec ? std::string("unknown (no Debian libblas.so.3 alternative)") : target.string();
 }
 
@@ -380,11 +383,13 @@ int run_env(const std::string& config_file) {
             << "- Platform: " << u.sysname << " " << u.release << " " << u.machine << "\n"
             << "- LibTorch version (built against): " << ACCELERATE_CPP_TORCH_VERSION << "\n"
             << "- CPU cores (online): " << sysconf(_SC_NPROCESSORS_ONLN) << "\n"
-            << "- RAM: " << (pages > 0 && page > 0 ? static_cast<double>(pages) * page / (1 << 30) : 0)
+            << "- RAM: "
+            << (pages > 0 && page > 0 ? static_cast<double>(pages) * page / (1 << 30) : 0)
             << " GiB\n"
             << "- NVIDIA GPUs (driver): " << gpus << "\n"
             << "- BLAS (libblas.so.3): " << blas_in_use() << "\n"
-            << "- OMP_NUM_THREADS: " << (std::getenv("OMP_NUM_THREADS") ? std::getenv("OMP_NUM_THREADS") : "(unset)") << "\n"
+            << "- OMP_NUM_THREADS: "
+            << (std::getenv("OMP_NUM_THREADS") ? std::getenv("OMP_NUM_THREADS") : "(unset)") << "\n"
             << "- Configuration file: " << path << "\n";
   if (!std::filesystem::exists(path)) {
     std::cout << "- Configuration: not found (defaults apply)\n";
@@ -407,8 +412,9 @@ std::string find_test_program() {
   }
   const ExecutableLookup lookup = find_executable("accelerate-cpp-test");
   if (lookup.ok()) return lookup.path;
-  throw UsageError("cannot find accelerate-cpp-test next to accelerate-cpp or on PATH (build "
-                   "with ACCELERATE_BUILD_TOOLS=ON and install it)");
+  throw UsageError(
+      "cannot find accelerate-cpp-test next to accelerate-cpp or on PATH (build "
+      "with ACCELERATE_BUILD_TOOLS=ON and install it)");
 }
 
 }  // namespace
@@ -427,13 +433,15 @@ int main(int argc, char** argv) {
   CLI::App* config = add_config_command(app, config_options);
   std::string env_config_file;
   CLI::App* env = app.add_subcommand(
-      "env", "Print what accelerate-cpp runs on (versions, cores, memory, BLAS, GPUs) and the "
-             "configuration, for bug reports");
+      "env",
+      "Print what accelerate-cpp runs on (versions, cores, memory, BLAS, GPUs) and the "
+      "configuration, for bug reports");
   env->add_option("--config_file", env_config_file, "Configuration file to show");
   LaunchOptions test_options;
   CLI::App* test = app.add_subcommand(
-      "test", "Launch accelerate-cpp-test with the configuration (or the flags given): checks "
-              "collectives, data sharding and DDP on the real process group");
+      "test",
+      "Launch accelerate-cpp-test with the configuration (or the flags given): checks "
+      "collectives, data sharding and DDP on the real process group");
   add_job_options(test, test_options);
   add_threads_option(test, test_options);
   test_options.command = test;
@@ -452,10 +460,9 @@ int main(int argc, char** argv) {
   } catch (const CLI::CallForVersion& e) {
     return app.exit(e);
   } catch (const CLI::ExtrasError& e) {
-    return report_usage_error(command_name(),
-                              std::string(e.what()) + (launch->parsed()
-                                                           ? " (launcher options go before PROGRAM)"
-                                                           : ""));
+    return report_usage_error(
+        command_name(),
+        std::string(e.what()) + (launch->parsed() ? " (launcher options go before PROGRAM)" : ""));
   } catch (const CLI::ParseError& e) {
     return report_usage_error(command_name(), e.what());
   }

@@ -52,9 +52,10 @@ void test_collectives(acc::Accelerator& a) {
   check(all.size(0) == 2 * n, "gather: size");
   for (int i = 0; i < n; ++i) check(all[2 * i].item<float>() == i, "gather: values");
   check(a.reduce(torch::ones({1}, a.device()), "sum").item<float>() == n, "reduce sum");
-  check(std::abs(a.reduce(torch::full({1}, static_cast<float>(r), a.device()), "mean").item<float>() -
-                 (n - 1) / 2.0f) < 1e-6,
-        "reduce mean");
+  check(
+      std::abs(a.reduce(torch::full({1}, static_cast<float>(r), a.device()), "mean").item<float>() -
+               (n - 1) / 2.0f) < 1e-6,
+      "reduce mean");
   auto b = a.broadcast(torch::full({1}, static_cast<float>(r + 7), a.device()), 0);
   check(b.item<float>() == 7, "broadcast");
   auto padded = a.pad_across_processes(torch::ones({r + 1}, a.device()));
@@ -91,7 +92,8 @@ void test_ddp(acc::Accelerator& a) {
   reference->bias.copy_(model->bias);
   {
     at::AutoGradMode enable(true);
-    auto sgd = std::make_shared<torch::optim::SGD>(model->parameters(), torch::optim::SGDOptions(0.1));
+    auto sgd =
+        std::make_shared<torch::optim::SGD>(model->parameters(), torch::optim::SGDOptions(0.1));
     auto [m, opt] = a.prepare(model, sgd);
     const int n = a.num_processes(), r = a.process_index();
     // Global batch: rows 0..2n-1; each process takes its 2 rows.
@@ -107,8 +109,8 @@ void test_ddp(acc::Accelerator& a) {
     torch::optim::SGD ref_sgd(reference->parameters(), torch::optim::SGDOptions(0.1));
     ref_sgd.step();
     const double diff = (m->weight.cpu() - reference->weight).abs().max().item<double>();
-    check(diff < 1e-6, "ddp: parameters differ from the single-process step by " +
-                           std::to_string(diff));
+    check(diff < 1e-6,
+          "ddp: parameters differ from the single-process step by " + std::to_string(diff));
     auto gathered = a.gather(m->weight.detach().reshape({1, 3})).cpu();
     check((gathered - gathered[0]).abs().max().item<double>() == 0,
           "ddp: parameters differ between processes");
