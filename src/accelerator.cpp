@@ -67,9 +67,7 @@ AcceleratorOptions& AcceleratorOptions::log_with(const std::string& names) {
       log_with_ = {"tensorboard", "csv"};
       continue;
     }
-    if (name != "tensorboard" && name != "csv")
-      throw std::invalid_argument("accelerate: log_with: unknown tracker '" + name +
-                                  "' (built in: tensorboard, csv, all)");
+    check_tracker_name(name);
     if (std::find(log_with_.begin(), log_with_.end(), name) == log_with_.end())
       log_with_.push_back(name);
   }

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstdlib>
 #include <mutex>
 #include <stdexcept>
 
@@ -33,13 +34,12 @@ std::shared_ptr<spdlog::logger> named_logger(const std::string& name) {
   return logger;
 }
 
-Logger make_logger(const std::string& name, int rank, int world, const std::string& log_level) {
-  Logger logger(named_logger(name), rank, world);
+Logger make_logger(const std::string& name, int rank, const std::string& log_level) {
+  Logger logger(named_logger(name), rank);
   std::string level = log_level;
   if (level.empty()) {
-    const Environment env = process_environment();
-    auto it = env.find("ACCELERATE_LOG_LEVEL");
-    if (it != env.end()) level = it->second;
+    const char* from_env = std::getenv("ACCELERATE_LOG_LEVEL");
+    if (from_env) level = from_env;
   }
   if (!level.empty()) {
     try {
@@ -54,8 +54,8 @@ Logger make_logger(const std::string& name, int rank, int world, const std::stri
 
 }  // namespace
 
-Logger::Logger(std::shared_ptr<spdlog::logger> logger, int process_index, int num_processes)
-    : logger_(std::move(logger)), process_index_(process_index), num_processes_(num_processes) {
+Logger::Logger(std::shared_ptr<spdlog::logger> logger, int process_index)
+    : logger_(std::move(logger)), process_index_(process_index) {
   if (!logger_) throw std::invalid_argument("accelerate: Logger: null spdlog logger");
 }
 
@@ -71,7 +71,6 @@ Logger Logger::in_order(const State& state) const {
   copy.main_process_only_ = false;
   copy.in_order_ = &state;
   copy.process_index_ = state.process_index();
-  copy.num_processes_ = state.num_processes();
   return copy;
 }
 
@@ -92,11 +91,11 @@ void Logger::emit(spdlog::level::level_enum level, const std::string& message) c
 
 Logger get_logger(const std::string& name, const std::string& log_level) {
   const LaunchInfo info = resolve_launch_info(process_environment());
-  return make_logger(name, info.rank, info.world_size, log_level);
+  return make_logger(name, info.rank, log_level);
 }
 
 Logger get_logger(const std::string& name, const State& state, const std::string& log_level) {
-  return make_logger(name, state.process_index(), state.num_processes(), log_level);
+  return make_logger(name, state.process_index(), log_level);
 }
 
 }  // namespace accelerate

@@ -135,11 +135,10 @@ bool GradScaler::step(torch::optim::Optimizer& optimizer,
     throw std::logic_error(
         "accelerate: GradScaler: step() was already called on this optimizer since the last "
         "update()");
-  if (state.stage == Stage::READY) unscale_(optimizer);
-  PerOptimizer& after = per_optimizer_[&optimizer];
-  const bool finite = after.found_inf.item<float>() == 0.0f;
+  if (state.stage == Stage::READY) unscale_(optimizer);  // std::map: `state` stays valid
+  const bool finite = state.found_inf.item<float>() == 0.0f;
   if (finite) optimizer.step();
-  after.stage = Stage::STEPPED;
+  state.stage = Stage::STEPPED;
   return finite;
 }
 

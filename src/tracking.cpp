@@ -218,12 +218,17 @@ void CSVTracker::finish() {
   if (out_.is_open()) out_.close();
 }
 
+void check_tracker_name(const std::string& name) {
+  if (name != "tensorboard" && name != "csv")
+    throw std::invalid_argument("accelerate: log_with: unknown tracker '" + name +
+                                "' (built in: tensorboard, csv, all)");
+}
+
 std::unique_ptr<GeneralTracker> make_tracker(const std::string& name, const std::string& run_name,
                                              const std::string& logging_dir) {
+  check_tracker_name(name);
   if (name == "tensorboard") return std::make_unique<TensorBoardTracker>(run_name, logging_dir);
-  if (name == "csv") return std::make_unique<CSVTracker>(run_name, logging_dir);
-  throw std::invalid_argument("accelerate: log_with: unknown tracker '" + name +
-                              "' (built in: tensorboard, csv, all)");
+  return std::make_unique<CSVTracker>(run_name, logging_dir);
 }
 
 }  // namespace accelerate

@@ -25,8 +25,8 @@ namespace accelerate {
 /// A process-aware logger; cheap to copy (it shares one spdlog logger per name).
 class Logger {
  public:
-  /// Wraps `logger` for the process `process_index` of `num_processes`.
-  Logger(std::shared_ptr<spdlog::logger> logger, int process_index, int num_processes);
+  /// Wraps `logger` for the process of global index `process_index`.
+  Logger(std::shared_ptr<spdlog::logger> logger, int process_index);
 
   /// Writes a trace message (fmt syntax: "loss {:.3f}"), if the level and the process allow it.
   template <typename... Args>
@@ -79,7 +79,7 @@ class Logger {
   void log(spdlog::level::level_enum level, fmt::format_string<Args...> format,
            Args&&... args) const {
     if (in_order_) {
-      for (int i = 0; i < num_processes_; ++i) {
+      for (int i = 0; i < in_order_->num_processes(); ++i) {
         if (i == process_index_ && logger_->should_log(level))
           emit(level, fmt::format(format, std::forward<Args>(args)...));
         in_order_->wait_for_everyone();
@@ -93,7 +93,6 @@ class Logger {
 
   std::shared_ptr<spdlog::logger> logger_;
   int process_index_;
-  int num_processes_;
   bool main_process_only_ = true;
   const State* in_order_ = nullptr;
 };

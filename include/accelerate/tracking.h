@@ -83,6 +83,10 @@ class CSVTracker : public GeneralTracker {
   int64_t next_step_ = 0;
 };
 
+/// Throws std::invalid_argument naming `name` unless it is a built-in tracker ("tensorboard",
+/// "csv").
+void check_tracker_name(const std::string& name);
+
 /// Creates the built-in tracker `name` ("tensorboard" or "csv"); throws std::invalid_argument
 /// naming an unknown name.
 std::unique_ptr<GeneralTracker> make_tracker(const std::string& name, const std::string& run_name,
