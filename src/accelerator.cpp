@@ -79,7 +79,7 @@ std::string Accelerator::logging_dir() const {
   return p.logging_dir_.empty() ? p.project_dir_ : p.logging_dir_;
 }
 
-void Accelerator::init_trackers(const std::string& project_name, const nlohmann::json& config) {
+void Accelerator::init_trackers(const std::string& project_name, const TrackerConfig& config) {
   if (!is_main_process()) return;
   if (!trackers_.empty())
     throw std::logic_error(

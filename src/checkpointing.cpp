@@ -7,9 +7,10 @@
 //   scheduler.json                  each prepared scheduler's step count
 //   scaler.json                     the fp16 gradient scaler's state (PyTorch's keys), fp16 only
 //   random_states_<rank>.pt         each process's CPU (and CUDA) generator state
-//   custom_checkpoint_<i>.json/.safetensors  registered objects
+//   custom_checkpoint_<i>.bin/.safetensors  registered objects (object_bytes.h / modules)
 // It is written into "<folder>.tmp" and renamed into place by process 0 once every process
 // has written its part, so an interrupted save never replaces a complete checkpoint.
+#include <nlohmann/json.hpp>
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 #include <torch/serialize/input-archive.h>
@@ -50,6 +51,29 @@ void write_json(const fs::path& path, const nlohmann::json& value) {
   std::ofstream out(path);
   out << value.dump(2) << "\n";
   if (!out) throw std::runtime_error("accelerate: save_state: cannot write " + path.string());
+}
+
+void write_bytes(const fs::path& path, const std::string& bytes) {
+  std::ofstream out(path, std::ios::binary);
+  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  out.close();
+  if (!out) throw std::runtime_error("accelerate: save_state: cannot write " + path.string());
+}
+
+std::string read_bytes(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw std::runtime_error("accelerate: load_state: cannot read " + path.string());
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+// The scaler's state as PyTorch's GradScaler.state_dict() holds it (integers as integers).
+nlohmann::json scaler_json(const std::map<std::string, double>& state) {
+  nlohmann::json j = nlohmann::json::object();
+  for (const auto& [key, value] : state)
+    j[key] = key == "growth_interval" || key == "_growth_tracker"
+                 ? nlohmann::json(static_cast<int64_t>(value))
+                 : nlohmann::json(value);
+  return j;
 }
 
 nlohmann::json read_json(const fs::path& path) {
@@ -160,14 +184,14 @@ void Accelerator::save_state(const std::string& output_dir) {
     for (const auto& s : schedulers_)
       schedulers.push_back({{"step_count", (*s->scheduler()).*SchedulerAccess::step_count()}});
     write_json(tmp / "scheduler.json", schedulers);
-    if (scaler_) write_json(tmp / "scaler.json", scaler_->state_dict());
+    if (scaler_) write_json(tmp / "scaler.json", scaler_json(scaler_->state_dict()));
     for (size_t i = 0; i < custom_.size(); ++i) {
       if (custom_[i].module)
         save_safetensors(
             as_map(model_state_dict(*custom_[i].module)),
             (tmp / ("custom_checkpoint_" + std::to_string(i) + ".safetensors")).string());
       else
-        write_json(tmp / ("custom_checkpoint_" + std::to_string(i) + ".json"), custom_[i].save());
+        write_bytes(tmp / ("custom_checkpoint_" + std::to_string(i) + ".bin"), custom_[i].save());
     }
     nlohmann::json loaders = nlohmann::json::array();
     for (const auto& l : loaders_)
@@ -269,7 +293,10 @@ void Accelerator::load_state(const std::string& input_dir) {
       throw std::runtime_error("accelerate: load_state: " + dir.string() +
                                " has no scaler.json: it was not saved with mixed_precision fp16");
     try {
-      scaler_->load_state_dict(read_json(file));
+      scaler_->load_state_dict(read_json(file).get<std::map<std::string, double>>());
+    } catch (const nlohmann::json::exception& e) {
+      throw std::runtime_error("accelerate: load_state: " + file.string() +
+                               ": expected an object of numbers: " + e.what());
     } catch (const std::invalid_argument& e) {
       throw std::runtime_error("accelerate: load_state: " + file.string() + ": " + e.what());
     }
@@ -279,8 +306,10 @@ void Accelerator::load_state(const std::string& input_dir) {
       load_checkpoint_in_model(
           *custom_[i].module,
           (dir / ("custom_checkpoint_" + std::to_string(i) + ".safetensors")).string());
-    else
-      custom_[i].load(read_json(dir / ("custom_checkpoint_" + std::to_string(i) + ".json")));
+    else {
+      const fs::path file = dir / ("custom_checkpoint_" + std::to_string(i) + ".bin");
+      custom_[i].load(read_bytes(file), file.string());
+    }
   }
 
   const bool same_world = state.at("num_processes").get<int>() == num_processes();

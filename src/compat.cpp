@@ -12,6 +12,7 @@
 #endif
 
 #include <stdexcept>
+#include <type_traits>
 
 namespace accelerate::compat {
 namespace {
@@ -30,6 +31,52 @@ c10::intrusive_ptr<c10d::ProcessGroupGloo> make_gloo(const c10::intrusive_ptr<c1
   return c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, size, options);
 }
 
+#if TORCH_VERSION_MAJOR >= 2
+// The ProcessGroup front of LibTorch 2.x: before 2.6 it takes ProcessGroup::Options (backend
+// name, timeout); from then on only (store, rank, size), the timeout living in the backend's
+// options. A template, so that only the branch this LibTorch has is compiled.
+template <typename PG = c10d::ProcessGroup>
+c10::intrusive_ptr<PG> make_front(const c10::intrusive_ptr<c10d::Store>& store, int rank, int size,
+                                  const std::string& backend, std::chrono::milliseconds timeout) {
+  if constexpr (std::is_constructible_v<PG, const c10::intrusive_ptr<c10d::Store>&, int, int>)
+    return c10::make_intrusive<PG>(store, rank, size);
+  else
+    return c10::make_intrusive<PG>(store, rank, size,
+                                   c10::make_intrusive<typename PG::Options>(backend, timeout));
+}
+#endif
+
+// c10d::Reducer's constructor: 1.13 to 2.x take (params, buckets, per-bucket limits, group,
+// ...); recent 2.x (seen in 2.11 and 2.13) drop the limits from the third place and take them
+// as int64_t after first_bucket_bytes_cap and two new flags. A template, as above.
+template <typename R = c10d::Reducer>
+std::unique_ptr<R> construct_reducer(std::vector<at::Tensor> params,
+                                     std::vector<std::vector<size_t>> buckets,
+                                     std::vector<size_t> bucket_limits,
+                                     const c10::intrusive_ptr<c10d::ProcessGroup>& group,
+                                     int64_t bucket_bytes, bool find_unused_parameters,
+                                     bool gradient_as_bucket_view,
+                                     std::unordered_map<size_t, std::string> names,
+                                     int64_t first_bucket_bytes) {
+  std::vector<bool> sparse(params.size(), false);
+  using Names = std::unordered_map<size_t, std::string>;
+  using Group = c10::intrusive_ptr<c10d::ProcessGroup>;
+  if constexpr (std::is_constructible_v<R, std::vector<at::Tensor>, std::vector<std::vector<size_t>>,
+                                        Group, std::vector<bool>, int64_t, bool, bool, Names,
+                                        int64_t, bool, bool, std::vector<int64_t>>) {
+    std::vector<int64_t> limits(bucket_limits.begin(), bucket_limits.end());
+    return std::make_unique<R>(std::move(params), std::move(buckets), group, std::move(sparse),
+                               bucket_bytes, find_unused_parameters, gradient_as_bucket_view,
+                               std::move(names), first_bucket_bytes,
+                               /*skip_all_reduce_unused_params=*/false,
+                               /*use_python_reducer=*/false, std::move(limits));
+  } else {
+    return std::make_unique<R>(std::move(params), std::move(buckets), std::move(bucket_limits),
+                               group, std::move(sparse), bucket_bytes, find_unused_parameters,
+                               gradient_as_bucket_view, std::move(names), first_bucket_bytes);
+  }
+}
+
 }  // namespace
 
 c10::intrusive_ptr<c10d::ProcessGroup> make_process_group(
@@ -44,10 +91,7 @@ c10::intrusive_ptr<c10d::ProcessGroup> make_process_group(
 #endif
 #else
   // LibTorch 2.x: a ProcessGroup front with the backend registered for its device type.
-  auto group = c10::make_intrusive<c10d::ProcessGroup>(
-      store, rank, size,
-      c10::make_intrusive<c10d::ProcessGroup::Options>(backend == Backend::GLOO ? "gloo" : "nccl",
-                                                       timeout));
+  auto group = make_front(store, rank, size, backend == Backend::GLOO ? "gloo" : "nccl", timeout);
   if (backend == Backend::GLOO) {
     group->setBackend(c10::DeviceType::CPU, c10d::ProcessGroup::BackendType::GLOO,
                       make_gloo(store, rank, size, timeout));
@@ -72,12 +116,9 @@ std::unique_ptr<c10d::Reducer> make_reducer(
     std::vector<size_t> bucket_limits, const c10::intrusive_ptr<c10d::ProcessGroup>& group,
     int64_t bucket_bytes, bool find_unused_parameters, bool gradient_as_bucket_view,
     std::unordered_map<size_t, std::string> names, int64_t first_bucket_bytes) {
-  const size_t n = params.size();
-  // 1.13 and 2.x take the same leading arguments; later 2.x releases append defaulted ones.
-  return std::make_unique<c10d::Reducer>(
-      std::move(params), std::move(buckets), std::move(bucket_limits), group,
-      std::vector<bool>(n, false), bucket_bytes, find_unused_parameters, gradient_as_bucket_view,
-      std::move(names), first_bucket_bytes);
+  return construct_reducer(std::move(params), std::move(buckets), std::move(bucket_limits), group,
+                           bucket_bytes, find_unused_parameters, gradient_as_bucket_view,
+                           std::move(names), first_bucket_bytes);
 }
 
 bool cuda_available() { return torch::cuda::is_available(); }
@@ -101,7 +142,7 @@ std::vector<at::Tensor> cuda_rng_states() {
 #ifdef USE_C10D_NCCL
   if (torch::cuda::is_available())
     for (int64_t i = 0; i < static_cast<int64_t>(torch::cuda::device_count()); ++i)
-      states.push_back(at::cuda::detail::getDefaultCUDAGenerator(i).get_state());
+      states.push_back(at::Generator(at::cuda::detail::getDefaultCUDAGenerator(i)).get_state());
 #endif
   return states;
 }
@@ -111,7 +152,11 @@ void set_cuda_rng_states(const std::vector<at::Tensor>& states) {
   for (size_t i = 0; i < states.size() &&
                      static_cast<int64_t>(i) < static_cast<int64_t>(torch::cuda::device_count());
        ++i)
-    at::cuda::detail::getDefaultCUDAGenerator(static_cast<int64_t>(i)).set_state(states[i]);
+  {
+    // A copy of the handle: 2.x returns the default generator by const reference.
+    at::Generator generator = at::cuda::detail::getDefaultCUDAGenerator(static_cast<int64_t>(i));
+    generator.set_state(states[i]);
+  }
 #else
   (void)states;
 #endif

@@ -1,5 +1,6 @@
 #include "accelerate/ddp.h"
 
+#include <nlohmann/json.hpp>
 #include <ATen/ATen.h>
 
 #include <torch/csrc/autograd/function.h>

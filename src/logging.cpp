@@ -1,6 +1,13 @@
+// The logger's spdlog side. This file sees spdlog and fmt but not LibTorch (it is compiled
+// without LibTorch's include folders): LibTorch 2.x bundles its own fmt in its include folder,
+// which would otherwise shadow the fmt that Debian's spdlog was built for.
 #include "accelerate/logging.h"
 
+#include <fmt/args.h>
+#include <fmt/format.h>
+#include <spdlog/sinks/base_sink.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <cctype>
@@ -9,21 +16,66 @@
 #include <stdexcept>
 
 namespace accelerate {
+namespace detail {
+
+struct LoggerImpl {
+  std::shared_ptr<spdlog::logger> logger;
+};
+
+}  // namespace detail
+
 namespace {
 
-spdlog::level::level_enum parse_level(const std::string& text) {
+spdlog::level::level_enum to_spdlog(LogLevel level) {
+  switch (level) {
+    case LogLevel::trace: return spdlog::level::trace;
+    case LogLevel::debug: return spdlog::level::debug;
+    case LogLevel::info: return spdlog::level::info;
+    case LogLevel::warning: return spdlog::level::warn;
+    case LogLevel::error: return spdlog::level::err;
+    case LogLevel::critical: return spdlog::level::critical;
+    case LogLevel::off: break;
+  }
+  return spdlog::level::off;
+}
+
+LogLevel from_spdlog(spdlog::level::level_enum level) {
+  switch (level) {
+    case spdlog::level::trace: return LogLevel::trace;
+    case spdlog::level::debug: return LogLevel::debug;
+    case spdlog::level::info: return LogLevel::info;
+    case spdlog::level::warn: return LogLevel::warning;
+    case spdlog::level::err: return LogLevel::error;
+    case spdlog::level::critical: return LogLevel::critical;
+    default: return LogLevel::off;
+  }
+}
+
+LogLevel parse_level(const std::string& text) {
   std::string v = text;
   std::transform(v.begin(), v.end(), v.begin(), [](unsigned char c) { return std::tolower(c); });
-  if (v == "trace") return spdlog::level::trace;
-  if (v == "debug") return spdlog::level::debug;
-  if (v == "info") return spdlog::level::info;
-  if (v == "warning" || v == "warn") return spdlog::level::warn;
-  if (v == "error") return spdlog::level::err;
-  if (v == "critical") return spdlog::level::critical;
-  if (v == "off") return spdlog::level::off;
+  if (v == "warn") v = "warning";
+  for (LogLevel level : {LogLevel::trace, LogLevel::debug, LogLevel::info, LogLevel::warning,
+                         LogLevel::error, LogLevel::critical, LogLevel::off})
+    if (v == to_string(level)) return level;
   throw std::invalid_argument("accelerate: log level '" + text +
                               "' is not one of trace, debug, info, warning, error, critical, off");
 }
+
+// Hands each message's level and text to a Logger::Sink.
+class FunctionSink final : public spdlog::sinks::base_sink<std::mutex> {
+ public:
+  explicit FunctionSink(Logger::Sink sink) : sink_(std::move(sink)) {}
+
+ protected:
+  void sink_it_(const spdlog::details::log_msg& msg) override {
+    sink_(from_spdlog(msg.level), std::string(msg.payload.data(), msg.payload.size()));
+  }
+  void flush_() override {}
+
+ private:
+  Logger::Sink sink_;
+};
 
 std::shared_ptr<spdlog::logger> named_logger(const std::string& name) {
   static std::mutex mutex;
@@ -34,8 +86,24 @@ std::shared_ptr<spdlog::logger> named_logger(const std::string& name) {
   return logger;
 }
 
-Logger make_logger(const std::string& name, int rank, const std::string& log_level) {
-  Logger logger(named_logger(name), rank);
+}  // namespace
+
+std::string to_string(LogLevel level) {
+  switch (level) {
+    case LogLevel::trace: return "trace";
+    case LogLevel::debug: return "debug";
+    case LogLevel::info: return "info";
+    case LogLevel::warning: return "warning";
+    case LogLevel::error: return "error";
+    case LogLevel::critical: return "critical";
+    case LogLevel::off: break;
+  }
+  return "off";
+}
+
+Logger detail::make_logger(const std::string& name, int process_index,
+                           const std::string& log_level) {
+  Logger logger(std::make_shared<LoggerImpl>(LoggerImpl{named_logger(name)}), process_index);
   std::string level = log_level;
   if (level.empty()) {
     const char* from_env = std::getenv("ACCELERATE_LOG_LEVEL");
@@ -52,50 +120,63 @@ Logger make_logger(const std::string& name, int rank, const std::string& log_lev
   return logger;
 }
 
-}  // namespace
-
-Logger::Logger(std::shared_ptr<spdlog::logger> logger, int process_index)
-    : logger_(std::move(logger)), process_index_(process_index) {
-  if (!logger_) throw std::invalid_argument("accelerate: Logger: null spdlog logger");
-}
+Logger::Logger(std::shared_ptr<detail::LoggerImpl> impl, int process_index)
+    : impl_(std::move(impl)), process_index_(process_index) {}
 
 Logger Logger::all_processes() const {
   Logger copy = *this;
   copy.main_process_only_ = false;
-  copy.in_order_ = nullptr;
+  copy.in_order_processes_ = 0;
+  copy.in_order_barrier_ = nullptr;
   return copy;
 }
 
-Logger Logger::in_order(const State& state) const {
-  Logger copy = *this;
-  copy.main_process_only_ = false;
-  copy.in_order_ = &state;
-  copy.process_index_ = state.process_index();
-  return copy;
+void Logger::set_level(const std::string& level) {
+  impl_->logger->set_level(to_spdlog(parse_level(level)));
 }
 
-void Logger::set_level(const std::string& level) { logger_->set_level(parse_level(level)); }
-
-bool Logger::enabled(spdlog::level::level_enum level) const {
+bool Logger::enabled(LogLevel level) const {
   if (main_process_only_ && process_index_ != 0) return false;
-  return logger_->should_log(level);
+  return impl_->logger->should_log(to_spdlog(level));
 }
 
-void Logger::emit(spdlog::level::level_enum level, const std::string& message) const {
-  if (main_process_only_) {
-    logger_->log(level, message);
-  } else {
-    logger_->log(level, "[rank {}] {}", process_index_, message);
+void Logger::add_sink(Sink sink) const {
+  if (!sink) throw std::invalid_argument("accelerate: Logger::add_sink: empty sink");
+  auto s = std::make_shared<FunctionSink>(std::move(sink));
+  s->set_level(spdlog::level::trace);
+  impl_->logger->sinks().push_back(std::move(s));
+}
+
+void Logger::log(LogLevel level, const std::string& format,
+                 std::vector<detail::LogArg> args) const {
+  auto message = [&] {
+    fmt::dynamic_format_arg_store<fmt::format_context> store;
+    for (const auto& arg : args) std::visit([&](const auto& v) { store.push_back(v); }, arg);
+    try {
+      return fmt::vformat(format, store);
+    } catch (const fmt::format_error& e) {
+      throw std::invalid_argument("accelerate: Logger: the format string \"" + format +
+                                  "\" does not fit its " + std::to_string(args.size()) +
+                                  " argument(s): " + e.what());
+    }
+  };
+  if (in_order_processes_ > 0) {
+    for (int i = 0; i < in_order_processes_; ++i) {
+      if (i == process_index_ && impl_->logger->should_log(to_spdlog(level)))
+        emit(level, message());
+      in_order_barrier_();
+    }
+    return;
   }
+  if (!enabled(level)) return;
+  emit(level, message());
 }
 
-Logger get_logger(const std::string& name, const std::string& log_level) {
-  const LaunchInfo info = resolve_launch_info(process_environment());
-  return make_logger(name, info.rank, log_level);
-}
-
-Logger get_logger(const std::string& name, const State& state, const std::string& log_level) {
-  return make_logger(name, state.process_index(), log_level);
+void Logger::emit(LogLevel level, const std::string& message) const {
+  if (main_process_only_)
+    impl_->logger->log(to_spdlog(level), message);
+  else
+    impl_->logger->log(to_spdlog(level), "[rank {}] {}", process_index_, message);
 }
 
 }  // namespace accelerate

@@ -190,27 +190,27 @@ int64_t GradScaler::growth_tracker() const {
   return growth_tracker_.item<int64_t>();
 }
 
-nlohmann::json GradScaler::state_dict() const {
-  if (!options_.enabled_) return nlohmann::json::object();
+std::map<std::string, double> GradScaler::state_dict() const {
+  if (!options_.enabled_) return {};
   return {{"scale", get_scale()},
           {"growth_factor", options_.growth_factor_},
           {"backoff_factor", options_.backoff_factor_},
-          {"growth_interval", options_.growth_interval_},
-          {"_growth_tracker", growth_tracker()}};
+          {"growth_interval", static_cast<double>(options_.growth_interval_)},
+          {"_growth_tracker", static_cast<double>(growth_tracker())}};
 }
 
-void GradScaler::load_state_dict(const nlohmann::json& state) {
+void GradScaler::load_state_dict(const std::map<std::string, double>& state) {
   if (!options_.enabled_) return;
-  if (!state.is_object() || state.empty())
+  if (state.empty())
     throw std::invalid_argument(
-        "accelerate: GradScaler: load_state_dict: the state is empty or not an object (was it "
-        "saved by a disabled scaler?)");
+        "accelerate: GradScaler: load_state_dict: the state is empty (was it saved by a "
+        "disabled scaler?)");
   auto number = [&](const char* key) {
     auto it = state.find(key);
-    if (it == state.end() || !it->is_number())
+    if (it == state.end())
       throw std::invalid_argument(std::string("accelerate: GradScaler: load_state_dict: key '") +
-                                  key + "' is missing or not a number");
-    return it->get<double>();
+                                  key + "' is missing");
+    return it->second;
   };
   const double scale = number("scale");
   options_.growth_factor_ = number("growth_factor");

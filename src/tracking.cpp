@@ -7,6 +7,7 @@
 #include "accelerate/tracking.h"
 
 #include <unistd.h>
+#include <nlohmann/json.hpp>
 #include <yaml-cpp/yaml.h>
 
 #include <array>
@@ -82,22 +83,18 @@ std::string csv_field(const std::string& s) {
   return q + "\"";
 }
 
-YAML::Node to_yaml(const nlohmann::json& j) {
-  YAML::Node n;
-  if (j.is_object()) {
-    for (auto it = j.begin(); it != j.end(); ++it) n[it.key()] = to_yaml(it.value());
-  } else if (j.is_array()) {
-    for (const auto& v : j) n.push_back(to_yaml(v));
-  } else if (j.is_boolean()) {
-    n = j.get<bool>();
-  } else if (j.is_number_integer()) {
-    n = j.get<int64_t>();
-  } else if (j.is_number()) {
-    n = j.get<double>();
-  } else if (j.is_string()) {
-    n = j.get<std::string>();
-  }
+YAML::Node to_yaml(const TrackerConfig& config) {
+  YAML::Node n(YAML::NodeType::Map);
+  for (const auto& [key, value] : config)
+    std::visit([&, k = key](const auto& v) { n[k] = v; }, value.value());
   return n;
+}
+
+nlohmann::json to_json(const TrackerConfig& config) {
+  nlohmann::json j = nlohmann::json::object();
+  for (const auto& [key, value] : config)
+    std::visit([&, k = key](const auto& v) { j[k] = v; }, value.value());
+  return j;
 }
 
 }  // namespace
@@ -150,7 +147,7 @@ void TensorBoardTracker::write_record(const std::string& data) {
     throw std::runtime_error("accelerate: TensorBoardTracker: write to " + path_ + " failed");
 }
 
-void TensorBoardTracker::store_init_configuration(const nlohmann::json& config) {
+void TensorBoardTracker::store_init_configuration(const TrackerConfig& config) {
   const fs::path file = fs::path(dir_) / "hparams.yml";
   std::ofstream out(file);
   YAML::Emitter emitter;
@@ -195,10 +192,10 @@ CSVTracker::CSVTracker(const std::string& run_name, const std::string& logging_d
   out_.flush();
 }
 
-void CSVTracker::store_init_configuration(const nlohmann::json& config) {
+void CSVTracker::store_init_configuration(const TrackerConfig& config) {
   const fs::path file = fs::path(dir_) / "config.json";
   std::ofstream out(file);
-  out << config.dump(2) << '\n';
+  out << to_json(config).dump(2) << '\n';
   if (!out) throw std::runtime_error("accelerate: CSVTracker: cannot write " + file.string());
 }
 

@@ -22,8 +22,8 @@ struct Net : torch::nn::Module {
 
 struct Counter {
   int64_t value = 0;
-  nlohmann::json state_dict() const { return {{"value", value}}; }
-  void load_state_dict(const nlohmann::json& j) { value = j.at("value").get<int64_t>(); }
+  std::map<std::string, int64_t> state_dict() const { return {{"value", value}}; }
+  void load_state_dict(const std::map<std::string, int64_t>& s) { value = s.at("value"); }
 };
 
 struct Indexed : torch::data::datasets::Dataset<Indexed, at::Tensor> {

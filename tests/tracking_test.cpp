@@ -2,6 +2,7 @@
 // Debian's python3-crc32c), CSV, custom trackers, and the Accelerator's main-process rules.
 #include <accelerate/accelerate.h>
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include <array>
 #include <cstdio>
@@ -46,14 +47,14 @@ nlohmann::json read_events(const std::string& file) {
 
 struct Recorder : acc::GeneralTracker {
   std::string name() const override { return "recorder"; }
-  void store_init_configuration(const nlohmann::json& config) override {
+  void store_init_configuration(const acc::TrackerConfig& config) override {
     configs.push_back(config);
   }
   void log(const std::map<std::string, double>& values, std::optional<int64_t> step) override {
     logged.emplace_back(values, step);
   }
   void finish() override { ++finished; }
-  std::vector<nlohmann::json> configs;
+  std::vector<acc::TrackerConfig> configs;
   std::vector<std::pair<std::map<std::string, double>, std::optional<int64_t>>> logged;
   int finished = 0;
 };
@@ -157,7 +158,8 @@ TEST_F(TrackingTest, AcceleratorRunsTrackersOnTheMainProcessOnly) {
     }
     accelerator.end_training();
   });
-  EXPECT_EQ((*recorders)[0]->configs.size(), 1u);
+  ASSERT_EQ((*recorders)[0]->configs.size(), 1u);
+  EXPECT_EQ((*recorders)[0]->configs[0], acc::TrackerConfig({{"lr", 0.1}}));
   EXPECT_EQ((*recorders)[0]->logged.size(), 3u);
   EXPECT_EQ((*recorders)[0]->finished, 1);
   EXPECT_TRUE((*recorders)[1]->logged.empty());

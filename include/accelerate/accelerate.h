@@ -17,6 +17,7 @@
 #include "accelerate/gradient_state.h"
 #include "accelerate/logging.h"
 #include "accelerate/mixed_precision.h"
+#include "accelerate/object_bytes.h"
 #include "accelerate/ops.h"
 #include "accelerate/optimizer.h"
 #include "accelerate/progress.h"

@@ -506,8 +506,10 @@ class Accelerator {
   /// data loaders then continue from the saved position. Throws std::runtime_error naming
   /// the file and the problem when the checkpoint does not match what was prepared.
   void load_state(const std::string& input_dir = "");
-  /// Adds an object to save_state / load_state. T needs `nlohmann::json state_dict() const`
-  /// and `void load_state_dict(const nlohmann::json&)`, or is a torch::nn::Module.
+  /// Adds an object to save_state / load_state. T is a torch::nn::Module (saved as
+  /// safetensors), or has `S state_dict() const` and `void load_state_dict(const S&)` for a
+  /// type S that ObjectCodec can write (numbers, strings, vectors, maps, ...; object_bytes.h),
+  /// saved as `custom_checkpoint_<i>.bin`.
   template <typename T>
   void register_for_checkpointing(std::shared_ptr<T> object) {
     if (!object) throw std::invalid_argument("accelerate: register_for_checkpointing: null object");
@@ -515,8 +517,11 @@ class Accelerator {
     if constexpr (std::is_base_of_v<torch::nn::Module, T>) {
       c.module = object;
     } else {
-      c.save = [object] { return nlohmann::json(object->state_dict()); };
-      c.load = [object](const nlohmann::json& state) { object->load_state_dict(state); };
+      using S = std::decay_t<decltype(object->state_dict())>;
+      c.save = [object] { return to_object_bytes(object->state_dict()); };
+      c.load = [object](const std::string& bytes, const std::string& file) {
+        object->load_state_dict(from_object_bytes<S>(bytes, file));
+      };
     }
     custom_.push_back(std::move(c));
   }
@@ -527,8 +532,7 @@ class Accelerator {
   /// Starts the trackers of log_with(...) for the run `project_name` (a sub-folder of the
   /// logging dir) and records `config`. Does nothing on the other processes.
   /// Example: accelerator.init_trackers("mnist", {{"lr", 1e-3}, {"epochs", 4}});
-  void init_trackers(const std::string& project_name,
-                     const nlohmann::json& config = nlohmann::json::object());
+  void init_trackers(const std::string& project_name, const TrackerConfig& config = {});
   /// Records scalar values at `step` on every tracker (main process only).
   /// Example: accelerator.log({{"loss", loss.item<double>()}}, step);
   void log(const std::map<std::string, double>& values, std::optional<int64_t> step = std::nullopt);
@@ -669,8 +673,8 @@ class Accelerator {
     }
   }
   struct Checkpointable {
-    std::function<nlohmann::json()> save;
-    std::function<void(const nlohmann::json&)> load;
+    std::function<std::string()> save;                                    // object bytes
+    std::function<void(const std::string& bytes, const std::string& file)> load;
     std::shared_ptr<torch::nn::Module> module;
   };
   void save_model_impl(const torch::nn::Module& model, const std::string& dir,

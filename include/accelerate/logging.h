@@ -1,9 +1,11 @@
 // accelerate/logging.h: a logger that knows which process it runs in (Accelerate's
-// `accelerate.logging.get_logger`, over spdlog).
+// `accelerate.logging.get_logger`).
 //
 // By default a message is written once per job, by the main process; `all_processes()` writes
 // it on every process with a "[rank N]" prefix, and `in_order(state)` writes it on every
-// process one after the other (a collective: every process must make the call).
+// process one after the other (a collective: every process must make the call). Messages use
+// fmt's syntax ("{}", "{:.4f}", "{:>8}"); they are formatted inside the library (spdlog and
+// fmt), so this header needs neither and a program may use whatever fmt its LibTorch bundles.
 //
 // Example:
 //   auto logger = acc::get_logger("train");              // level: ACCELERATE_LOG_LEVEL or info
@@ -12,52 +14,109 @@
 //   logger.in_order(accelerator.state()).info("rank done");
 #pragma once
 
-#include <spdlog/spdlog.h>
-
+#include <cstdint>
+#include <functional>
 #include <memory>
+#include <sstream>
 #include <string>
+#include <string_view>
+#include <type_traits>
 #include <utility>
-
-#include "accelerate/state.h"
+#include <variant>
+#include <vector>
 
 namespace accelerate {
 
-/// A process-aware logger; cheap to copy (it shares one spdlog logger per name).
+class State;
+class Logger;
+
+/// The severity of a log message, lowest first; `off` writes nothing.
+enum class LogLevel { trace, debug, info, warning, error, critical, off };
+
+/// The level's name as set_level accepts it ("trace", ..., "warning", ..., "off").
+std::string to_string(LogLevel level);
+
+namespace detail {
+/// One argument of a log message, captured by value and formatted inside the library.
+using LogArg = std::variant<bool, char, int64_t, uint64_t, double, std::string, const void*>;
+
+/// Captures `value`: numbers, characters, strings and pointers keep their type (so format
+/// specifications such as "{:.3f}" or "{:#x}" apply); anything else that `operator<<` can
+/// write (a tensor, a device) becomes the string it writes.
+template <typename T>
+LogArg log_arg(const T& value) {
+  using D = std::decay_t<T>;
+  if constexpr (std::is_same_v<D, bool> || std::is_same_v<D, char>) {
+    return value;
+  } else if constexpr (std::is_integral_v<D> && std::is_signed_v<D>) {
+    return static_cast<int64_t>(value);
+  } else if constexpr (std::is_integral_v<D>) {
+    return static_cast<uint64_t>(value);
+  } else if constexpr (std::is_floating_point_v<D>) {
+    return static_cast<double>(value);
+  } else if constexpr (std::is_enum_v<D>) {
+    return static_cast<int64_t>(value);
+  } else if constexpr (std::is_convertible_v<const T&, std::string_view>) {
+    return std::string(std::string_view(value));
+  } else if constexpr (std::is_pointer_v<D>) {
+    return static_cast<const void*>(value);
+  } else {
+    std::ostringstream out;
+    out << value;
+    return out.str();
+  }
+}
+struct LoggerImpl;
+/// The logger `name` of process `process_index` at `log_level` (see get_logger).
+Logger make_logger(const std::string& name, int process_index, const std::string& log_level);
+}  // namespace detail
+
+/// A process-aware logger; cheap to copy (copies share one underlying logger per name).
 class Logger {
  public:
-  /// Wraps `logger` for the process of global index `process_index`.
-  Logger(std::shared_ptr<spdlog::logger> logger, int process_index);
+  /// Receives each line a logger writes on this process: its level and its text (with the
+  /// "[rank N] " prefix of all_processes / in_order messages), without time or name.
+  using Sink = std::function<void(LogLevel level, const std::string& line)>;
 
   /// Writes a trace message (fmt syntax: "loss {:.3f}"), if the level and the process allow it.
   template <typename... Args>
-  void trace(fmt::format_string<Args...> format, Args&&... args) const {
-    log(spdlog::level::trace, format, std::forward<Args>(args)...);
+  void trace(const std::string& format, const Args&... args) const {
+    if (in_order_processes_ > 0 || enabled(LogLevel::trace))
+      log(LogLevel::trace, format, {detail::log_arg(args)...});
   }
   /// Writes a debug message (fmt syntax: "loss {:.3f}"), if the level and the process allow it.
   template <typename... Args>
-  void debug(fmt::format_string<Args...> format, Args&&... args) const {
-    log(spdlog::level::debug, format, std::forward<Args>(args)...);
+  void debug(const std::string& format, const Args&... args) const {
+    if (in_order_processes_ > 0 || enabled(LogLevel::debug))
+      log(LogLevel::debug, format, {detail::log_arg(args)...});
   }
   /// Writes an info message (fmt syntax: "loss {:.3f}"), if the level and the process allow it.
   template <typename... Args>
-  void info(fmt::format_string<Args...> format, Args&&... args) const {
-    log(spdlog::level::info, format, std::forward<Args>(args)...);
+  void info(const std::string& format, const Args&... args) const {
+    if (in_order_processes_ > 0 || enabled(LogLevel::info))
+      log(LogLevel::info, format, {detail::log_arg(args)...});
   }
   /// Writes a warning (fmt syntax: "loss {:.3f}"), if the level and the process allow it.
   template <typename... Args>
-  void warning(fmt::format_string<Args...> format, Args&&... args) const {
-    log(spdlog::level::warn, format, std::forward<Args>(args)...);
+  void warning(const std::string& format, const Args&... args) const {
+    if (in_order_processes_ > 0 || enabled(LogLevel::warning))
+      log(LogLevel::warning, format, {detail::log_arg(args)...});
   }
   /// Writes an error message (fmt syntax: "loss {:.3f}"), if the level and the process allow it.
   template <typename... Args>
-  void error(fmt::format_string<Args...> format, Args&&... args) const {
-    log(spdlog::level::err, format, std::forward<Args>(args)...);
+  void error(const std::string& format, const Args&... args) const {
+    if (in_order_processes_ > 0 || enabled(LogLevel::error))
+      log(LogLevel::error, format, {detail::log_arg(args)...});
   }
   /// Writes a critical message (fmt syntax: "loss {:.3f}"), if the level and the process allow it.
   template <typename... Args>
-  void critical(fmt::format_string<Args...> format, Args&&... args) const {
-    log(spdlog::level::critical, format, std::forward<Args>(args)...);
+  void critical(const std::string& format, const Args&... args) const {
+    if (in_order_processes_ > 0 || enabled(LogLevel::critical))
+      log(LogLevel::critical, format, {detail::log_arg(args)...});
   }
+  /// Writes `format` with `args` at `level`. Throws std::invalid_argument naming the format
+  /// string when it does not fit the arguments (an unknown specification, too few arguments).
+  void log(LogLevel level, const std::string& format, std::vector<detail::LogArg> args) const;
 
   /// A copy that writes on every process (Accelerate's `main_process_only=False`).
   Logger all_processes() const;
@@ -70,31 +129,22 @@ class Logger {
   /// (case-insensitive). Throws std::invalid_argument naming the value otherwise.
   void set_level(const std::string& level);
   /// True when a message of `level` would be written by this process.
-  bool enabled(spdlog::level::level_enum level) const;
-  /// The spdlog logger underneath (sinks, pattern).
-  const std::shared_ptr<spdlog::logger>& spdlog_logger() const { return logger_; }
+  bool enabled(LogLevel level) const;
+  /// Sends every line this logger name writes (on this process) to `sink` as well as to
+  /// standard error, e.g. to capture or forward them.
+  void add_sink(Sink sink) const;
 
  private:
-  template <typename... Args>
-  void log(spdlog::level::level_enum level, fmt::format_string<Args...> format,
-           Args&&... args) const {
-    if (in_order_) {
-      for (int i = 0; i < in_order_->num_processes(); ++i) {
-        if (i == process_index_ && logger_->should_log(level))
-          emit(level, fmt::format(format, std::forward<Args>(args)...));
-        in_order_->wait_for_everyone();
-      }
-      return;
-    }
-    if (!enabled(level)) return;
-    emit(level, fmt::format(format, std::forward<Args>(args)...));
-  }
-  void emit(spdlog::level::level_enum level, const std::string& message) const;
+  friend Logger detail::make_logger(const std::string&, int, const std::string&);
+  Logger(std::shared_ptr<detail::LoggerImpl> impl, int process_index);
+  void emit(LogLevel level, const std::string& message) const;
 
-  std::shared_ptr<spdlog::logger> logger_;
+  std::shared_ptr<detail::LoggerImpl> impl_;
   int process_index_;
   bool main_process_only_ = true;
-  const State* in_order_ = nullptr;
+  // in_order: the number of processes and a barrier over them (the State's).
+  int in_order_processes_ = 0;
+  std::function<void()> in_order_barrier_;
 };
 
 /// The logger `name` (created on first use, shared afterwards, writing to stderr). The

@@ -24,7 +24,6 @@
 #include <c10/core/DeviceType.h>
 #include <c10/core/ScalarType.h>
 #include <torch/optim/optimizer.h>
-#include <nlohmann/json.hpp>
 
 #include <map>
 #include <optional>
@@ -127,9 +126,9 @@ class GradScaler {
 
   /// PyTorch's state_dict keys: scale, growth_factor, backoff_factor, growth_interval,
   /// _growth_tracker (empty when disabled).
-  nlohmann::json state_dict() const;
-  /// Restores state_dict(). Throws std::invalid_argument naming a missing or mistyped key.
-  void load_state_dict(const nlohmann::json& state);
+  std::map<std::string, double> state_dict() const;
+  /// Restores state_dict(). Throws std::invalid_argument naming a missing key.
+  void load_state_dict(const std::map<std::string, double>& state);
 
  private:
   enum class Stage { READY, UNSCALED, STEPPED };

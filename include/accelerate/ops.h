@@ -14,12 +14,12 @@
 
 #include <ATen/core/Tensor.h>
 
-#include <nlohmann/json.hpp>
 #include <string>
 #include <type_traits>
 #include <utility>
 #include <vector>
 
+#include "accelerate/object_bytes.h"
 #include "accelerate/state.h"
 
 namespace accelerate {
@@ -68,8 +68,9 @@ struct is_vector<std::vector<T, A>> : std::true_type {};
 void check_process(const State& state, int process, const char* what);
 }  // namespace detail
 
-/// Gathers an object that nlohmann::json can represent (numbers, strings, vectors and maps
-/// of them, or user types with to_json/from_json). A std::vector is concatenated over the
+/// Gathers an object that ObjectCodec can write (numbers, strings, vectors, maps, pairs,
+/// tuples, optionals, or a type with its own ObjectCodec; see object_bytes.h). A std::vector
+/// is concatenated over the
 /// processes, as Accelerate's `gather_object` does with lists; anything else gives one
 /// element per process.
 ///
@@ -78,8 +79,8 @@ template <typename T>
 auto gather_object(const State& state, const T& object) {
   using Out = std::conditional_t<detail::is_vector<T>::value, T, std::vector<T>>;
   Out out;
-  for (const std::string& part : gather_bytes(state, nlohmann::json(object).dump())) {
-    T value = nlohmann::json::parse(part).get<T>();
+  for (const std::string& part : gather_bytes(state, to_object_bytes(object))) {
+    T value = from_object_bytes<T>(part, "gather_object");
     if constexpr (detail::is_vector<T>::value)
       out.insert(out.end(), std::make_move_iterator(value.begin()),
                  std::make_move_iterator(value.end()));
@@ -95,8 +96,8 @@ T broadcast_object(const State& state, const T& object, int from_process = 0) {
   detail::check_process(state, from_process, "broadcast_object");
   if (state.num_processes() == 1) return object;
   const std::string mine =
-      state.process_index() == from_process ? nlohmann::json(object).dump() : std::string();
-  return nlohmann::json::parse(broadcast_bytes(state, mine, from_process)).get<T>();
+      state.process_index() == from_process ? to_object_bytes(object) : std::string();
+  return from_object_bytes<T>(broadcast_bytes(state, mine, from_process), "broadcast_object");
 }
 
 /// This process's contiguous share of `items` (17 items over 4 processes: 5, 4, 4, 4). With

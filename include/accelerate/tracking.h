@@ -13,16 +13,48 @@
 // log_with as objects.
 #pragma once
 
-#include <nlohmann/json.hpp>
-
 #include <cstdint>
 #include <fstream>
 #include <map>
 #include <memory>
 #include <optional>
 #include <string>
+#include <type_traits>
+#include <variant>
 
 namespace accelerate {
+
+/// One value of a run's configuration: a bool, an integer, a floating-point number or a
+/// string (what TensorBoard's hyper-parameters hold).
+class ConfigValue {
+ public:
+  /// The value itself.
+  using Variant = std::variant<bool, int64_t, double, std::string>;
+  /// A bool.
+  ConfigValue(bool value) : value_(value) {}
+  /// Any integer type but bool.
+  template <typename T, std::enable_if_t<std::is_integral_v<T> && !std::is_same_v<T, bool>,
+                                         int> = 0>
+  ConfigValue(T value) : value_(static_cast<int64_t>(value)) {}
+  /// Any floating-point type.
+  template <typename T, std::enable_if_t<std::is_floating_point_v<T>, int> = 0>
+  ConfigValue(T value) : value_(static_cast<double>(value)) {}
+  /// A string.
+  ConfigValue(std::string value) : value_(std::move(value)) {}
+  /// A string literal.
+  ConfigValue(const char* value) : value_(std::string(value)) {}
+  /// The value.
+  const Variant& value() const { return value_; }
+  /// Equal when of the same kind and value.
+  bool operator==(const ConfigValue& other) const { return value_ == other.value_; }
+
+ private:
+  Variant value_;
+};
+
+/// A run's configuration (hyper-parameters), as given to init_trackers:
+/// `{{"lr", 1e-3}, {"batch_size", 64}, {"model", "cnn"}}`.
+using TrackerConfig = std::map<std::string, ConfigValue>;
 
 /// The interface of a tracker (Accelerate's `GeneralTracker`).
 class GeneralTracker {
@@ -31,7 +63,7 @@ class GeneralTracker {
   /// "tensorboard", "csv", or a custom tracker's name (unique per Accelerator).
   virtual std::string name() const = 0;
   /// Records the run's configuration (hyper-parameters) once, at init_trackers.
-  virtual void store_init_configuration(const nlohmann::json& config) = 0;
+  virtual void store_init_configuration(const TrackerConfig& config) = 0;
   /// Records scalar values at `step` (the tracker's own counter when empty).
   virtual void log(const std::map<std::string, double>& values, std::optional<int64_t> step) = 0;
   /// Flushes and closes (end_training).
@@ -49,7 +81,7 @@ class TensorBoardTracker : public GeneralTracker {
   TensorBoardTracker(const std::string& run_name, const std::string& logging_dir);
   ~TensorBoardTracker() override;
   std::string name() const override { return "tensorboard"; }
-  void store_init_configuration(const nlohmann::json& config) override;
+  void store_init_configuration(const TrackerConfig& config) override;
   void log(const std::map<std::string, double>& values, std::optional<int64_t> step) override;
   void finish() override;
   std::string logging_dir() const override { return dir_; }
@@ -72,7 +104,7 @@ class CSVTracker : public GeneralTracker {
   /// Throws std::runtime_error naming the path when it cannot be written.
   CSVTracker(const std::string& run_name, const std::string& logging_dir);
   std::string name() const override { return "csv"; }
-  void store_init_configuration(const nlohmann::json& config) override;
+  void store_init_configuration(const TrackerConfig& config) override;
   void log(const std::map<std::string, double>& values, std::optional<int64_t> step) override;
   void finish() override;
   std::string logging_dir() const override { return dir_; }

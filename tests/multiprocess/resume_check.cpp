@@ -45,8 +45,8 @@ struct Net : torch::nn::Module {
 // A registered object: counts the steps it saw.
 struct Counter {
   int64_t seen = 0;
-  nlohmann::json state_dict() const { return {{"seen", seen}}; }
-  void load_state_dict(const nlohmann::json& j) { seen = j.at("seen").get<int64_t>(); }
+  std::map<std::string, int64_t> state_dict() const { return {{"seen", seen}}; }
+  void load_state_dict(const std::map<std::string, int64_t>& s) { seen = s.at("seen"); }
 };
 
 void write_hex(std::ostream& out, const at::Tensor& t) {
@@ -116,8 +116,8 @@ struct Big : torch::nn::Module {
 
 struct Number {
   int64_t value = 0;
-  nlohmann::json state_dict() const { return {{"value", value}}; }
-  void load_state_dict(const nlohmann::json& j) { value = j.at("value").get<int64_t>(); }
+  int64_t state_dict() const { return value; }
+  void load_state_dict(int64_t v) { value = v; }
 };
 
 int save_loop_or_verify(const std::string& mode, const std::string& dir) {

@@ -1,0 +1,26 @@
+// The logger's process side: where the process index and the in_order barrier come from.
+// Kept apart from logging.cpp, which must not see LibTorch's headers (see there).
+#include "accelerate/logging.h"
+#include "accelerate/state.h"
+
+namespace accelerate {
+
+Logger Logger::in_order(const State& state) const {
+  Logger copy = *this;
+  copy.main_process_only_ = false;
+  copy.process_index_ = state.process_index();
+  copy.in_order_processes_ = state.num_processes();
+  copy.in_order_barrier_ = [&state] { state.wait_for_everyone(); };
+  return copy;
+}
+
+Logger get_logger(const std::string& name, const std::string& log_level) {
+  const LaunchInfo info = resolve_launch_info(process_environment());
+  return detail::make_logger(name, info.rank, log_level);
+}
+
+Logger get_logger(const std::string& name, const State& state, const std::string& log_level) {
+  return detail::make_logger(name, state.process_index(), log_level);
+}
+
+}  // namespace accelerate
