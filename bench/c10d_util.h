@@ -1,8 +1,8 @@
-// bench/c10d_util.h: a hand-written c10d set-up for the baselines, without the library:
-// TCPStore + ProcessGroupGloo from the torchrun variables, and an orderly teardown.
+// bench/c10d_util.h: a hand-written c10d set-up for the baselines, without the library's
+// engines: TCPStore + a Gloo process group from the torchrun variables, and an orderly
+// teardown. Only the LibTorch-version shim (src/compat.h) is shared with the library.
 #pragma once
 
-#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #include <torch/csrc/distributed/c10d/reducer.hpp>
 
@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "common.h"
+#include "compat.h"
 
 namespace bench {
 
@@ -22,7 +23,7 @@ struct Group {
   int rank = 0;
   int world = 1;
   c10::intrusive_ptr<c10d::TCPStore> store;
-  c10::intrusive_ptr<c10d::ProcessGroupGloo> pg;
+  c10::intrusive_ptr<c10d::ProcessGroup> pg;
 
   /// Joins the job described by RANK / WORLD_SIZE / MASTER_ADDR / MASTER_PORT.
   Group() {
@@ -36,9 +37,8 @@ struct Group {
     so.waitWorkers = true;
     so.timeout = std::chrono::seconds(120);
     store = c10::make_intrusive<c10d::TCPStore>(env_str("MASTER_ADDR", "127.0.0.1"), so);
-    auto options = c10d::ProcessGroupGloo::Options::create(std::chrono::seconds(120));
-    options->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1"));
-    pg = c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, world, options);
+    pg = accelerate::compat::make_process_group(store, rank, world, std::chrono::seconds(120),
+                                                accelerate::compat::Backend::GLOO);
   }
   void barrier() const {
     if (pg) pg->barrier()->wait();
@@ -75,10 +75,11 @@ inline std::unique_ptr<c10d::Reducer> make_reducer(const std::vector<at::Tensor>
       std::vector<bool>(params.size(), false));
   std::reverse(buckets.begin(), buckets.end());
   std::reverse(limits.begin(), limits.end());
-  return std::make_unique<c10d::Reducer>(
-      params, std::move(buckets), std::move(limits), pg, std::vector<bool>(params.size(), false),
-      static_cast<int64_t>(cap), /*find_unused_parameters=*/false, gradient_as_bucket_view,
-      std::move(names), static_cast<int64_t>(c10d::kDefaultFirstBucketBytes));
+  return accelerate::compat::make_reducer(params, std::move(buckets), std::move(limits), pg,
+                                         static_cast<int64_t>(cap),
+                                         /*find_unused_parameters=*/false, gradient_as_bucket_view,
+                                         std::move(names),
+                                         static_cast<int64_t>(c10d::kDefaultFirstBucketBytes));
 }
 
 }  // namespace bench

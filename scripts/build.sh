@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
-# Configures and builds accelerate-cpp into ./build (Release, Ninja). Extra args go to cmake.
+# Configures and builds accelerate-cpp (Release, Ninja) into $BUILD_DIR (default ./build).
+# Extra args go to cmake, e.g. -DTorch_DIR=<site-packages>/torch/share/cmake/Torch to build
+# against an upstream LibTorch instead of Debian's. Uses ccache when it is installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release "$@" >/dev/null
-cmake --build build -j "$(nproc)"
+build=${BUILD_DIR:-build}
+launcher=()
+if command -v ccache >/dev/null; then launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache); fi
+cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release "${launcher[@]}" "$@" >/dev/null
+cmake --build "$build" -j "$(nproc)"

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages accelerate-cpp needs, skipping those already installed.
 # Run as root. Each package and what it is for is listed in the README.
+# With --torch2 it also puts PyTorch 2.13 (the PyPI wheel, whose torch/share/cmake/Torch is an
+# upstream LibTorch 2.x) into the virtual environment $ACCELERATE_VENV (default ./.venv).
 set -euo pipefail
+cd "$(dirname "$0")/.."
 packages=(
   g++ cmake ninja-build pkg-config   # the toolchain
   libtorch-dev libgloo-dev           # LibTorch 1.13 with c10d (Gloo, TCPStore, DDP reducer)
@@ -19,6 +22,8 @@ packages=(
   python3-torch                      # interoperability tests against Python's PyTorch
   procps                             # pgrep, used by the process tests
   clang libclang-rt-14-dev           # libFuzzer targets run as tests
+  ccache                             # compiler cache for rebuilds (scripts/build.sh)
+  python3-venv python3-pip           # the virtual environment of the LibTorch 2.x build
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -37,4 +42,14 @@ openblas=/usr/lib/x86_64-linux-gnu/openblas-openmp/libblas.so.3
 if [ -e "$openblas" ] &&
    [ "$(readlink -f /etc/alternatives/libblas.so.3-x86_64-linux-gnu)" != "$(readlink -f "$openblas")" ]; then
   update-alternatives --set libblas.so.3-x86_64-linux-gnu "$openblas"
+fi
+
+# LibTorch 2.x: the PyPI wheel of PyTorch, in a virtual environment of Debian's Python 3.11.
+if [[ " $* " == *" --torch2 "* ]]; then
+  venv=${ACCELERATE_VENV:-.venv}
+  if ! "$venv/bin/python" -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '2.13.0')" 2>/dev/null; then
+    echo "installing torch==2.13.0 into $venv"
+    /usr/bin/python3 -m venv "$venv"
+    "$venv/bin/python" -m pip install -q torch==2.13.0
+  fi
 fi

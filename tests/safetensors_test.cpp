@@ -1,6 +1,6 @@
 // Tests of accelerate/safetensors.h and accelerate/checkpoint.h: the format's rules, the
 // reference layout, sharded model checkpoints, and files exchanged with Python (the scripts
-// in tests/python, run with Debian's /usr/bin/python3).
+// in tests/python, run with ACCELERATE_TEST_PYTHON).
 #include <accelerate/checkpoint.h>
 #include <accelerate/safetensors.h>
 #include <gtest/gtest.h>
@@ -91,12 +91,12 @@ struct PythonResult {
 };
 bool python_available() {
   static const bool available =
-      std::system("/usr/bin/python3 -c 'import torch' > /dev/null 2>&1") == 0;
+      std::system(ACCELERATE_TEST_PYTHON " -c 'import torch' > /dev/null 2>&1") == 0;
   return available;
 }
 PythonResult run_python(const std::string& args) {
   const std::string command =
-      "/usr/bin/python3 " ACCELERATE_TEST_PYTHON_DIR "/interop.py " + args + " 2>&1";
+      ACCELERATE_TEST_PYTHON " " ACCELERATE_TEST_PYTHON_DIR "/interop.py " + args + " 2>&1";
   PythonResult result;
   std::FILE* pipe = ::popen(command.c_str(), "r");
   if (pipe == nullptr) return result;
@@ -783,7 +783,7 @@ TEST_F(ModelFilesTest, LoadErrorsNameTheKeyAndTheFile) {
 // Files exchanged with Python.
 
 #define REQUIRE_PYTHON()                                                                      \
-  ASSERT_TRUE(python_available()) << "/usr/bin/python3 with torch (Debian python3-torch) is " \
+  ASSERT_TRUE(python_available()) << ACCELERATE_TEST_PYTHON " with torch is "\
                                      "missing"
 
 TEST_F(PythonInteropTest, PythonReadsCppSafetensors) {

@@ -135,7 +135,7 @@ std::vector<double> read_values(const std::string& path) {
 }
 }  // namespace
 
-// The same job with PyTorch's own DDP in Python (Debian's python3-torch, gloo, same initial
+// The same job with PyTorch's own DDP in Python (ACCELERATE_TEST_PYTHON's torch, gloo, same initial
 // weights and data order) ends with the same parameters within 1e-5.
 TEST(PythonParity, SameParametersAsPyTorchDdp) {
   for (int n : {1, 2}) {
@@ -145,7 +145,7 @@ TEST(PythonParity, SameParametersAsPyTorchDdp) {
                                  std::to_string(n) + " --num_cpu_threads_per_process 1 ";
     Result cpp = run(launcher + DDP_PARITY + " " + cpp_out);
     ASSERT_EQ(cpp.exit_code, 0) << cpp.output;
-    Result py = run(launcher + "/usr/bin/python3 " + DDP_PARITY_PY + " " + py_out);
+    Result py = run(launcher + ACCELERATE_TEST_PYTHON " " + DDP_PARITY_PY + " " + py_out);
     ASSERT_EQ(py.exit_code, 0) << py.output;
     const auto a = read_values(cpp_out), b = read_values(py_out);
     ASSERT_EQ(a.size(), 3u * 16 + 16 + 16 + 1) << "C++ output of " << n << " processes";

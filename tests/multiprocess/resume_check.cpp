@@ -13,6 +13,8 @@
 #include <torch/torch.h>
 
 #include <cstdio>
+
+#include "torch_version.h"
 #include <fstream>
 #include <iostream>
 
@@ -94,7 +96,8 @@ int train(const std::string& mode, const std::string& dir, const std::string& ou
     for (const auto& p : m->parameters()) write_hex(out, p);
     for (const auto& group : opt->param_groups())
       for (const auto& p : group.params()) {
-        auto it = opt->optimizer()->state().find(c10::guts::to_string(p.unsafeGetTensorImpl()));
+        auto it = opt->optimizer()->state().find(
+            acc::testing::optimizer_state_key(*opt->optimizer(), p.unsafeGetTensorImpl()));
         if (it == opt->optimizer()->state().end()) continue;
         auto& s = static_cast<torch::optim::AdamParamState&>(*it->second);
         out << "step " << s.step() << "\n";
