@@ -1,4 +1,5 @@
 #include "accelerate/accelerator.h"
+#include "collective_trace.h"
 
 #include "accelerate/utils.h"
 
@@ -16,7 +17,7 @@ namespace accelerate {
 
 StateOptions AcceleratorOptions::state_options() const {
   StateOptions options;
-  options.timeout(timeout_);
+  if (timeout_) options.timeout(*timeout_);
   if (cpu_) options.cpu(*cpu_);
   if (mixed_precision_) options.mixed_precision(*mixed_precision_);
   if (environment_) options.environment(*environment_);
@@ -238,7 +239,17 @@ void Accelerator::backward(const at::Tensor& loss) {
       if (models_.size() == 1 || engine->is_reached_by(scaled)) engine->before_backward(scaled);
   }
   if (scaler_) scaled = scaler_->scale(scaled);
-  scaled.backward();
+  if (num_processes() == 1 || models_.empty()) {
+    scaled.backward();
+    return;
+  }
+  state_.collective_trace()->enter("backward", /*counted=*/false);
+  try {
+    scaled.backward();
+  } catch (const std::exception& e) {
+    // A timeout or a lost peer in the DDP all-reduce: say where every process is.
+    detail::rethrow_collective_error(state_, "backward (the DDP gradient all-reduce)", e);
+  }
 }
 
 double Accelerator::clip_grad_norm_(const std::vector<at::Tensor>& parameters, double max_norm,

@@ -16,7 +16,14 @@
 #include <torch/serialize/input-archive.h>
 #include <torch/serialize/output-archive.h>
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <sstream>
+#include <type_traits>
 #include <filesystem>
 #include <fstream>
 #include <regex>
@@ -24,10 +31,14 @@
 #include "accelerate/accelerator.h"
 #include "accelerate/safetensors.h"
 #include "compat.h"
+#include "errors.h"
 
 namespace fs = std::filesystem;
 
 namespace accelerate {
+
+using detail::message_of;
+
 namespace {
 
 constexpr const char* kStateFile = "accelerator_state.json";
@@ -47,17 +58,64 @@ std::map<std::string, at::Tensor> as_map(const StateDict& dict) {
   return std::map<std::string, at::Tensor>(dict.begin(), dict.end());
 }
 
-void write_json(const fs::path& path, const nlohmann::json& value) {
-  std::ofstream out(path);
-  out << value.dump(2) << "\n";
-  if (!out) throw std::runtime_error("accelerate: save_state: cannot write " + path.string());
+// Writes `bytes` to `path` and flushes them to the disk; throws std::runtime_error naming the
+// file and the system's reason (a full disk: "No space left on device").
+void write_bytes(const fs::path& path, const std::string& bytes) {
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  auto fail = [&](const char* step) {
+    const std::string reason = std::strerror(errno);
+    if (fd >= 0) ::close(fd);
+    throw std::runtime_error("accelerate: save_state: cannot " + std::string(step) + " " +
+                             path.string() + ": " + reason);
+  };
+  if (fd < 0) fail("create");
+  size_t done = 0;
+  while (done < bytes.size()) {
+    const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) fail("write");
+    done += static_cast<size_t>(n);
+  }
+  if (::fsync(fd) != 0) fail("flush");
+  if (::close(fd) != 0) {
+    const std::string reason = std::strerror(errno);
+    throw std::runtime_error("accelerate: save_state: cannot close " + path.string() + ": " +
+                             reason);
+  }
 }
 
-void write_bytes(const fs::path& path, const std::string& bytes) {
-  std::ofstream out(path, std::ios::binary);
-  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-  out.close();
-  if (!out) throw std::runtime_error("accelerate: save_state: cannot write " + path.string());
+void write_json(const fs::path& path, const nlohmann::json& value) {
+  write_bytes(path, value.dump(2) + "\n");
+}
+
+// A LibTorch archive, serialised in memory first: writing it straight to a file makes
+// LibTorch throw from a destructor when the disk is full, which aborts the process.
+void write_archive(const fs::path& path, torch::serialize::OutputArchive& archive) {
+  std::ostringstream out;
+  archive.save_to(out);
+  write_bytes(path, out.str());
+}
+
+// `key` of the JSON object `j` read from `file` as a T; throws std::runtime_error naming the
+// file, the key and what it holds when it is missing or of another type.
+template <typename T>
+T field(const nlohmann::json& j, const std::string& key, const fs::path& file) {
+  const char* expected = std::is_integral_v<T> ? "an integer" : "a value of the expected type";
+  auto it = j.is_object() ? j.find(key) : j.end();
+  if (it == j.end())
+    throw std::runtime_error("accelerate: load_state: " + file.string() + ": key \"" + key +
+                             "\" is missing");
+  if constexpr (std::is_integral_v<T>) {
+    if (!it->is_number_integer())
+      throw std::runtime_error("accelerate: load_state: " + file.string() + ": key \"" + key +
+                               "\" must be " + expected + ", got " + it->dump());
+  }
+  try {
+    return it->get<T>();
+  } catch (const nlohmann::json::exception&) {
+    throw std::runtime_error("accelerate: load_state: " + file.string() + ": key \"" + key +
+                             "\" must be " + expected + ", got " + it->dump());
+  }
 }
 
 std::string read_bytes(const fs::path& path) {
@@ -103,7 +161,7 @@ std::vector<std::pair<int64_t, fs::path>> numbered_checkpoints(const fs::path& d
 }
 
 void expect_count(const nlohmann::json& state, const char* key, size_t have, const fs::path& file) {
-  const size_t saved = state.at(key).get<size_t>();
+  const auto saved = field<size_t>(state, key, file);
   if (saved != have)
     throw std::runtime_error("accelerate: load_state: " + file.string() + " holds " +
                              std::to_string(saved) + " " + key + " but this Accelerator has " +
@@ -162,70 +220,103 @@ void Accelerator::save_state(const std::string& output_dir) {
   }
   wait_for_everyone();
 
-  // Every process: its own random states.
-  {
+  // Note [save_state errors]: no write may end the process (a full disk, a read-only folder):
+  // each process catches its own error, the processes then agree (one gather), and on any
+  // failure process 0 removes the partial folder and every process throws the same error.
+  // The previous checkpoint is not touched until every process has written its part.
+  std::string failure;
+  try {
+    // Every process: its own random states.
     torch::serialize::OutputArchive rng;
     rng.write("cpu", at::detail::getDefaultCPUGenerator().get_state());
     const auto cuda = compat::cuda_rng_states();
     for (size_t i = 0; i < cuda.size(); ++i) rng.write("cuda_" + std::to_string(i), cuda[i]);
-    rng.save_to((tmp / ("random_states_" + std::to_string(process_index()) + ".pt")).string());
+    write_archive(tmp / ("random_states_" + std::to_string(process_index()) + ".pt"), rng);
+    if (is_main_process()) save_main_process_files(tmp, project.iteration_);
+  } catch (const std::exception& e) {
+    failure = message_of(e);
+  }
+  std::vector<std::string> failures = num_processes() > 1 ? gather_object(failure)
+                                                          : std::vector<std::string>{failure};
+  std::string report;
+  for (size_t r = 0; r < failures.size(); ++r)
+    if (!failures[r].empty())
+      report += (report.empty() ? "" : "; ") + std::string("rank ") + std::to_string(r) + ": " +
+                failures[r];
+  if (!report.empty()) {
+    if (is_main_process()) {
+      std::error_code ignored;
+      fs::remove_all(tmp, ignored);
+    }
+    throw std::runtime_error("accelerate: save_state: the checkpoint " + target.string() +
+                             " was not written (" + report +
+                             "); the partial folder was removed and any previous checkpoint "
+                             "there is unchanged");
   }
 
+  std::string rename_failure;
   if (is_main_process()) {
-    for (size_t i = 0; i < model_order_.size(); ++i)
-      save_safetensors(as_map(model_state_dict(*model_order_[i])),
-                       (tmp / indexed("model", i, ".safetensors")).string());
-    for (size_t i = 0; i < optimizer_order_.size(); ++i) {
-      torch::serialize::OutputArchive archive;
-      optimizer_order_[i]->optimizer()->save(archive);
-      archive.save_to((tmp / indexed("optimizer", i, ".bin")).string());
-    }
-    nlohmann::json schedulers = nlohmann::json::array();
-    for (const auto& s : schedulers_)
-      schedulers.push_back({{"step_count", (*s->scheduler()).*SchedulerAccess::step_count()}});
-    write_json(tmp / "scheduler.json", schedulers);
-    if (scaler_) write_json(tmp / "scaler.json", scaler_json(scaler_->state_dict()));
-    for (size_t i = 0; i < custom_.size(); ++i) {
-      if (custom_[i].module)
-        save_safetensors(
-            as_map(model_state_dict(*custom_[i].module)),
-            (tmp / ("custom_checkpoint_" + std::to_string(i) + ".safetensors")).string());
+    try {
+      const fs::path previous = target.string() + ".previous";
+      if (!fs::exists(target) && fs::exists(previous))
+        fs::rename(previous, target);  // an earlier save died between its two renames
       else
-        write_bytes(tmp / ("custom_checkpoint_" + std::to_string(i) + ".bin"), custom_[i].save());
-    }
-    nlohmann::json loaders = nlohmann::json::array();
-    for (const auto& l : loaders_)
-      loaders.push_back({{"epoch", l->position().epoch}, {"batches", l->position().batches}});
-    // Written last: its presence marks a complete folder.
-    write_json(tmp / kStateFile, {{"format", "accelerate-cpp"},
-                                  {"version", kFormatVersion},
-                                  {"num_processes", num_processes()},
-                                  {"step", step_},
-                                  {"iteration", project.iteration_},
-                                  {"models", model_order_.size()},
-                                  {"optimizers", optimizer_order_.size()},
-                                  {"schedulers", schedulers_.size()},
-                                  {"data_loaders", loaders},
-                                  {"custom_objects", custom_.size()}});
-  }
-  wait_for_everyone();
-
-  if (is_main_process()) {
-    const fs::path previous = target.string() + ".previous";
-    if (!fs::exists(target) && fs::exists(previous))
-      fs::rename(previous, target);  // an earlier save died between its two renames
-    else
+        fs::remove_all(previous);
+      if (fs::exists(target)) fs::rename(target, previous);
+      fs::rename(tmp, target);
       fs::remove_all(previous);
-    if (fs::exists(target)) fs::rename(target, previous);
-    fs::rename(tmp, target);
-    fs::remove_all(previous);
-    if (output_dir.empty() && project.total_limit_ > 0) {
-      auto all = numbered_checkpoints(target.parent_path());
-      for (size_t i = 0; i + project.total_limit_ < all.size(); ++i) fs::remove_all(all[i].second);
+      if (output_dir.empty() && project.total_limit_ > 0) {
+        auto all = numbered_checkpoints(target.parent_path());
+        for (size_t i = 0; i + project.total_limit_ < all.size(); ++i)
+          fs::remove_all(all[i].second);
+      }
+    } catch (const std::exception& e) {
+      rename_failure = "accelerate: save_state: moving " + tmp.string() + " into place failed: " +
+                       e.what();
     }
   }
+  // Also the final barrier: every process learns whether process 0 could finish.
+  if (num_processes() > 1) rename_failure = broadcast_object(rename_failure);
+  if (!rename_failure.empty()) throw std::runtime_error(rename_failure);
   if (output_dir.empty()) ++project.iteration_;
-  wait_for_everyone();
+}
+
+void Accelerator::save_main_process_files(const fs::path& tmp, int iteration) {
+  for (size_t i = 0; i < model_order_.size(); ++i)
+    save_safetensors(as_map(model_state_dict(*model_order_[i])),
+                     (tmp / indexed("model", i, ".safetensors")).string());
+  for (size_t i = 0; i < optimizer_order_.size(); ++i) {
+    torch::serialize::OutputArchive archive;
+    optimizer_order_[i]->optimizer()->save(archive);
+    write_archive(tmp / indexed("optimizer", i, ".bin"), archive);
+  }
+  nlohmann::json schedulers = nlohmann::json::array();
+  for (const auto& s : schedulers_)
+    schedulers.push_back({{"step_count", (*s->scheduler()).*SchedulerAccess::step_count()}});
+  write_json(tmp / "scheduler.json", schedulers);
+  if (scaler_) write_json(tmp / "scaler.json", scaler_json(scaler_->state_dict()));
+  for (size_t i = 0; i < custom_.size(); ++i) {
+    if (custom_[i].module)
+      save_safetensors(
+          as_map(model_state_dict(*custom_[i].module)),
+          (tmp / ("custom_checkpoint_" + std::to_string(i) + ".safetensors")).string());
+    else
+      write_bytes(tmp / ("custom_checkpoint_" + std::to_string(i) + ".bin"), custom_[i].save());
+  }
+  nlohmann::json loaders = nlohmann::json::array();
+  for (const auto& l : loaders_)
+    loaders.push_back({{"epoch", l->position().epoch}, {"batches", l->position().batches}});
+  // Written last: its presence marks a complete folder.
+  write_json(tmp / kStateFile, {{"format", "accelerate-cpp"},
+                                {"version", kFormatVersion},
+                                {"num_processes", num_processes()},
+                                {"step", step_},
+                                {"iteration", iteration},
+                                {"models", model_order_.size()},
+                                {"optimizers", optimizer_order_.size()},
+                                {"schedulers", schedulers_.size()},
+                                {"data_loaders", loaders},
+                                {"custom_objects", custom_.size()}});
 }
 
 void Accelerator::load_state(const std::string& input_dir) {
@@ -278,9 +369,14 @@ void Accelerator::load_state(const std::string& input_dir) {
     }
     move_optimizer_state_to(*optimizer_order_[i]->optimizer(), device());
   }
-  const nlohmann::json schedulers = read_json(dir / "scheduler.json");
+  const fs::path scheduler_file = dir / "scheduler.json";
+  const nlohmann::json schedulers = read_json(scheduler_file);
+  if (!schedulers.is_array() || schedulers.size() != schedulers_.size())
+    throw std::runtime_error("accelerate: load_state: " + scheduler_file.string() +
+                             " must be an array of " + std::to_string(schedulers_.size()) +
+                             " schedulers");
   for (size_t i = 0; i < schedulers_.size(); ++i) {
-    const auto count = schedulers.at(i).at("step_count").get<unsigned>();
+    const auto count = field<unsigned>(schedulers[i], "step_count", scheduler_file);
     auto& scheduler = *schedulers_[i]->scheduler();
     if (auto* lambda = dynamic_cast<LambdaLR*>(&scheduler))
       lambda->set_last_epoch(count);
@@ -312,37 +408,49 @@ void Accelerator::load_state(const std::string& input_dir) {
     }
   }
 
-  const bool same_world = state.at("num_processes").get<int>() == num_processes();
+  const int saved_processes = field<int>(state, "num_processes", state_file);
+  const bool same_world = saved_processes == num_processes();
+  const int64_t saved_step = field<int64_t>(state, "step", state_file);
+  const int saved_iteration = field<int>(state, "iteration", state_file);
   for (size_t i = 0; i < loaders_.size(); ++i) {
-    LoaderPosition position{state["data_loaders"][i].at("epoch").get<int64_t>(),
-                            state["data_loaders"][i].at("batches").get<int64_t>()};
+    const auto& loader = state["data_loaders"][i];
+    LoaderPosition position{field<int64_t>(loader, "epoch", state_file),
+                            field<int64_t>(loader, "batches", state_file)};
     // Batches are counted per process: with another number of processes, restart the epoch.
     if (!same_world) position.batches = 0;
     loaders_[i]->resume_from(position);
   }
   if (!same_world)
     print("accelerate: load_state: the checkpoint was written by",
-          state.at("num_processes").get<int>(), "processes, this job has", num_processes(),
+          saved_processes, "processes, this job has", num_processes(),
           "; data loaders restart their saved epoch from its beginning");
-  step_ = state.at("step").get<int64_t>();
+  step_ = saved_step;
   if (project.automatic_checkpoint_naming_)
-    project.iteration_ = std::max(project.iteration_, state.at("iteration").get<int>() + 1);
+    project.iteration_ = std::max(project.iteration_, saved_iteration + 1);
 
   const fs::path rng_file = dir / ("random_states_" + std::to_string(process_index()) + ".pt");
   if (fs::exists(rng_file)) {
-    torch::serialize::InputArchive rng;
-    rng.load_from(rng_file.string());
-    at::Tensor cpu;
-    rng.read("cpu", cpu);
-    at::Generator generator = at::detail::getDefaultCPUGenerator();
-    generator.set_state(cpu);
-    std::vector<at::Tensor> cuda;
-    for (size_t i = 0;; ++i) {
-      at::Tensor t;
-      if (!rng.try_read("cuda_" + std::to_string(i), t)) break;
-      cuda.push_back(t);
+    std::string key = "cpu";
+    try {
+      torch::serialize::InputArchive rng;
+      rng.load_from(rng_file.string());
+      at::Tensor cpu;
+      rng.read("cpu", cpu);
+      at::Generator generator = at::detail::getDefaultCPUGenerator();
+      generator.set_state(cpu);
+      std::vector<at::Tensor> cuda;
+      for (size_t i = 0;; ++i) {
+        at::Tensor t;
+        key = "cuda_" + std::to_string(i);
+        if (!rng.try_read(key, t)) break;
+        cuda.push_back(t);
+      }
+      compat::set_cuda_rng_states(cuda);
+    } catch (const std::exception& e) {
+      throw std::runtime_error("accelerate: load_state: cannot restore the random state \"" +
+                               key + "\" from " + rng_file.string() +
+                               " (a corrupt or foreign file?): " + message_of(e));
     }
-    compat::set_cuda_rng_states(cuda);
   } else {
     print("accelerate: load_state: no", rng_file.filename().string(),
           "in the checkpoint; random states are not restored");

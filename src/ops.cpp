@@ -4,13 +4,38 @@
 #include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
 
 #include <algorithm>
+#include <functional>
 #include <sstream>
 #include <stdexcept>
 
+#include "collective_trace.h"
+#include "errors.h"
+
 namespace accelerate {
+
+using detail::message_of;
+
 namespace {
 
 constexpr int64_t kMaxDims = 16;
+constexpr int64_t kRowLength = 5 + kMaxDims;  // kind, number, dtype, extra, ndim, sizes...
+
+// Collectives by kind number: the number is what processes exchange.
+constexpr const char* kKinds[] = {"reduce",        "gather",           "broadcast",
+                                  "pad_across_processes", "gather_object", "broadcast_object",
+                                  "wait_for_everyone"};
+
+int64_t kind_of(const char* name) {
+  for (size_t i = 0; i < sizeof(kKinds) / sizeof(kKinds[0]); ++i)
+    if (std::string(kKinds[i]) == name) return static_cast<int64_t>(i);
+  throw std::logic_error(std::string("accelerate: unknown collective ") + name);
+}
+
+std::string kind_name(int64_t kind) {
+  return kind >= 0 && kind < static_cast<int64_t>(sizeof(kKinds) / sizeof(kKinds[0]))
+             ? kKinds[kind]
+             : "collective " + std::to_string(kind);
+}
 
 c10d::ProcessGroup& group(const State& state) { return *state.process_group(); }
 
@@ -23,12 +48,8 @@ std::string shape_string(at::IntArrayRef sizes) {
 void wait(const State& state, const c10::intrusive_ptr<c10d::Work>& work, const char* what) {
   try {
     work->wait(state.timeout());
-  } catch (const c10::Error& e) {
-    throw std::runtime_error("accelerate: " + state.describe() + ": " + what +
-                             " failed: " + e.what_without_backtrace());
   } catch (const std::exception& e) {
-    throw std::runtime_error("accelerate: " + state.describe() + ": " + what +
-                             " failed: " + e.what());
+    detail::rethrow_collective_error(state, what, e);
   }
 }
 
@@ -41,41 +62,96 @@ std::vector<at::Tensor> all_gather(const State& state, const at::Tensor& tensor,
   return outputs[0];
 }
 
-// Every process's [ndim, dtype, sizes...]; throws when ranks disagree on ndim or dtype.
-std::vector<std::vector<int64_t>> gather_shapes(const State& state, const at::Tensor& tensor,
-                                                const char* what) {
-  if (tensor.dim() > kMaxDims)
-    throw std::invalid_argument(std::string("accelerate: ") + what + ": tensors of more than " +
-                                std::to_string(kMaxDims) + " dimensions are not supported");
-  auto meta = at::zeros({kMaxDims + 2}, at::kLong);
-  auto m = meta.accessor<int64_t, 1>();
-  m[0] = tensor.dim();
-  m[1] = static_cast<int64_t>(tensor.scalar_type());
-  for (int64_t d = 0; d < tensor.dim(); ++d) m[d + 2] = tensor.size(d);
-  std::vector<std::vector<int64_t>> out;
-  for (const at::Tensor& t : all_gather(state, meta.to(state.device()), what)) {
-    auto c = t.cpu();
-    out.emplace_back(c.data_ptr<int64_t>(), c.data_ptr<int64_t>() + kMaxDims + 2);
-  }
-  for (int r = 0; r < state.num_processes(); ++r) {
-    if (out[r][0] != out[0][0] || out[r][1] != out[0][1]) {
-      auto describe = [&](int rank) {
-        std::vector<int64_t> sizes(out[rank].begin() + 2, out[rank].begin() + 2 + out[rank][0]);
-        return "rank " + std::to_string(rank) + " has shape " + shape_string(sizes) + " (" +
-               c10::toString(static_cast<at::ScalarType>(out[rank][1])) + ")";
-      };
-      throw std::invalid_argument(std::string("accelerate: ") + what + ": " + describe(0) +
-                                  " but " + describe(r) +
+// "rank 1 passed [3, 4] (Int)" for a tensor collective's row.
+std::string passed(int rank, const detail::CallRow& row) {
+  return "rank " + std::to_string(rank) + " passed " + shape_string(row.sizes) + " (" +
+         c10::toString(static_cast<at::ScalarType>(row.dtype)) + ")";
+}
+
+// Throws when any process's dtype or number of dimensions differs from process 0's.
+void expect_same_dtype_and_rank(const char* what, const std::vector<detail::CallRow>& rows) {
+  for (size_t r = 1; r < rows.size(); ++r)
+    if (rows[r].dtype != rows[0].dtype || rows[r].sizes.size() != rows[0].sizes.size())
+      throw std::invalid_argument(std::string("accelerate: ") + what + ": " + passed(0, rows[0]) +
+                                  " but " + passed(static_cast<int>(r), rows[r]) +
                                   "; every process must pass the same dtype and number of "
                                   "dimensions");
-    }
-  }
-  return out;
+}
+
+// Throws when any process's dtype or shape differs from process 0's.
+void expect_same_dtype_and_shape(const char* what, const std::vector<detail::CallRow>& rows) {
+  for (size_t r = 1; r < rows.size(); ++r)
+    if (rows[r].dtype != rows[0].dtype || rows[r].sizes != rows[0].sizes)
+      throw std::invalid_argument(std::string("accelerate: ") + what + ": " + passed(0, rows[0]) +
+                                  " but " + passed(static_cast<int>(r), rows[r]) +
+                                  "; every process must pass the same dtype and shape");
+}
+
+// Throws when any process's `extra` (reduction, source process, dim) differs from process 0's.
+void expect_same_extra(const char* what, const char* name,
+                       const std::vector<detail::CallRow>& rows,
+                       const std::function<std::string(int64_t)>& show) {
+  for (size_t r = 1; r < rows.size(); ++r)
+    if (rows[r].extra != rows[0].extra)
+      throw std::invalid_argument(std::string("accelerate: ") + what + ": rank 0 passed " + name +
+                                  " " + show(rows[0].extra) + " but rank " + std::to_string(r) +
+                                  " passed " + show(rows[r].extra) +
+                                  "; every process must pass the same " + name);
+}
+
+std::string show_number(int64_t v) { return std::to_string(v); }
+
+const char* reduce_name(int64_t op) {
+  static const char* names[] = {"sum", "mean", "max", "min", "product"};
+  return op >= 0 && op < 5 ? names[op] : "?";
+}
+
+detail::CallSignature tensor_signature(const char* name, const at::Tensor& tensor, int64_t extra) {
+  if (tensor.dim() > kMaxDims)
+    throw std::invalid_argument(std::string("accelerate: ") + name + ": tensors of more than " +
+                                std::to_string(kMaxDims) + " dimensions are not supported");
+  return {name, static_cast<int64_t>(tensor.scalar_type()), tensor.sizes().vec(), extra};
 }
 
 }  // namespace
 
 namespace detail {
+
+std::vector<CallRow> enter_collective(const State& state, const CallSignature& signature) {
+  const int64_t kind = kind_of(signature.name);
+  const uint64_t number = state.collective_trace()->enter(signature.name);
+  auto row = at::zeros({kRowLength}, at::kLong);
+  auto r = row.accessor<int64_t, 1>();
+  r[0] = kind;
+  r[1] = static_cast<int64_t>(number);
+  r[2] = signature.dtype;
+  r[3] = signature.extra;
+  r[4] = static_cast<int64_t>(signature.sizes.size());
+  for (size_t d = 0; d < signature.sizes.size(); ++d) r[5 + d] = signature.sizes[d];
+  std::vector<CallRow> rows;
+  for (const at::Tensor& t : all_gather(state, row.to(state.device()), signature.name)) {
+    auto c = t.cpu();
+    const int64_t* v = c.data_ptr<int64_t>();
+    const int64_t ndim = std::min<int64_t>(std::max<int64_t>(v[4], 0), kMaxDims);
+    rows.push_back({v[0], v[1], v[2], v[3], std::vector<int64_t>(v + 5, v + 5 + ndim)});
+  }
+  for (size_t p = 1; p < rows.size(); ++p) {
+    if (rows[p].kind != rows[0].kind || rows[p].number != rows[0].number)
+      throw std::invalid_argument(
+          "accelerate: collectives out of step: rank 0 is in " + kind_name(rows[0].kind) + " #" +
+          std::to_string(rows[0].number) + " but rank " + std::to_string(p) + " is in " +
+          kind_name(rows[p].kind) + " #" + std::to_string(rows[p].number) +
+          "; every process must call the same collectives in the same order");
+  }
+  return rows;
+}
+
+void rethrow_collective_error(const State& state, const std::string& what,
+                              const std::exception& error) {
+  throw std::runtime_error("accelerate: " + state.describe() + ": " + what + " failed (" +
+                           state.describe_positions() + "): " + message_of(error));
+}
+
 void check_process(const State& state, int process, const char* what) {
   if (process < 0 || process >= state.num_processes())
     throw std::invalid_argument(std::string("accelerate: ") + what + ": process " +
@@ -97,30 +173,39 @@ ReduceOp parse_reduce_op(const std::string& name) {
 at::Tensor gather(const State& state, const at::Tensor& tensor) {
   at::Tensor t = tensor.dim() == 0 ? tensor.reshape({1}) : tensor;
   if (state.num_processes() == 1) return t;
-  const auto shapes = gather_shapes(state, t, "gather");
+  const auto rows = detail::enter_collective(state, tensor_signature("gather", t, 0));
+  expect_same_dtype_and_rank("gather", rows);
   int64_t longest = 0;
   bool uneven = false;
-  for (int r = 0; r < state.num_processes(); ++r) {
-    for (int64_t d = 1; d < t.dim(); ++d) {
-      if (shapes[r][d + 2] != shapes[0][d + 2]) {
-        std::vector<int64_t> a(shapes[0].begin() + 2, shapes[0].begin() + 2 + t.dim());
-        std::vector<int64_t> b(shapes[r].begin() + 2, shapes[r].begin() + 2 + t.dim());
-        throw std::invalid_argument("accelerate: gather: rank 0 has shape " + shape_string(a) +
-                                    " but rank " + std::to_string(r) + " has " + shape_string(b) +
-                                    "; only the first dimension may differ");
-      }
-    }
-    longest = std::max(longest, shapes[r][2]);
-    uneven = uneven || shapes[r][2] != shapes[0][2];
+  for (size_t r = 0; r < rows.size(); ++r) {
+    if (!std::equal(rows[r].sizes.begin() + 1, rows[r].sizes.end(), rows[0].sizes.begin() + 1))
+      throw std::invalid_argument("accelerate: gather: rank 0 has shape " +
+                                  shape_string(rows[0].sizes) + " but rank " + std::to_string(r) +
+                                  " has " + shape_string(rows[r].sizes) +
+                                  "; only the first dimension may differ");
+    longest = std::max(longest, rows[r].sizes[0]);
+    uneven = uneven || rows[r].sizes[0] != rows[0].sizes[0];
   }
   if (!uneven) return at::cat(all_gather(state, t, "gather"), 0);
-  auto padded = pad_across_processes(state, t, 0, 0, false);
+  at::Tensor padded = t;
+  if (t.size(0) < longest) {
+    auto sizes = t.sizes().vec();
+    sizes[0] = longest;
+    padded = at::zeros(sizes, t.options());
+    padded.narrow(0, 0, t.size(0)).copy_(t);
+  }
   auto parts = all_gather(state, padded, "gather");
-  for (int r = 0; r < state.num_processes(); ++r) parts[r] = parts[r].narrow(0, 0, shapes[r][2]);
+  for (size_t r = 0; r < rows.size(); ++r) parts[r] = parts[r].narrow(0, 0, rows[r].sizes[0]);
   return at::cat(parts, 0);
 }
 
 at::Tensor reduce(const State& state, const at::Tensor& tensor, ReduceOp op, double scale) {
+  if (state.num_processes() > 1) {
+    const auto rows =
+        detail::enter_collective(state, tensor_signature("reduce", tensor, static_cast<int>(op)));
+    expect_same_dtype_and_shape("reduce", rows);
+    expect_same_extra("reduce", "reduction", rows, reduce_name);
+  }
   if (op == ReduceOp::MEAN && !at::isFloatingType(tensor.scalar_type()))
     throw std::invalid_argument(std::string("accelerate: reduce(mean) needs a floating-point ") +
                                 "tensor, got " + c10::toString(tensor.scalar_type()));
@@ -149,16 +234,31 @@ at::Tensor reduce(const State& state, const at::Tensor& tensor, ReduceOp op, dou
   return out;
 }
 
-at::Tensor broadcast(const State& state, at::Tensor tensor, int from_process) {
-  detail::check_process(state, from_process, "broadcast");
-  if (state.num_processes() == 1) return tensor;
+namespace {
+// The broadcast itself, after the signatures were checked.
+at::Tensor broadcast_unchecked(const State& state, at::Tensor tensor, int from_process,
+                               const char* what) {
   const bool contiguous = tensor.is_contiguous();
   std::vector<at::Tensor> tensors{contiguous ? tensor : tensor.contiguous()};
   c10d::BroadcastOptions options;
   options.rootRank = from_process;
-  wait(state, group(state).broadcast(tensors, options), "broadcast");
+  wait(state, group(state).broadcast(tensors, options), what);
   if (!contiguous) tensor.copy_(tensors[0]);
   return tensor;
+}
+}  // namespace
+
+at::Tensor broadcast(const State& state, at::Tensor tensor, int from_process) {
+  if (state.num_processes() == 1) {
+    detail::check_process(state, from_process, "broadcast");
+    return tensor;
+  }
+  const auto rows =
+      detail::enter_collective(state, tensor_signature("broadcast", tensor, from_process));
+  expect_same_extra("broadcast", "source process", rows, show_number);
+  detail::check_process(state, from_process, "broadcast");
+  expect_same_dtype_and_shape("broadcast", rows);
+  return broadcast_unchecked(state, std::move(tensor), from_process, "broadcast");
 }
 
 at::Tensor pad_across_processes(const State& state, const at::Tensor& tensor, int64_t dim,
@@ -166,9 +266,12 @@ at::Tensor pad_across_processes(const State& state, const at::Tensor& tensor, in
   if (dim >= tensor.dim() || dim < -tensor.dim()) return tensor;
   if (dim < 0) dim += tensor.dim();
   if (state.num_processes() == 1) return tensor;
-  const auto shapes = gather_shapes(state, tensor, "pad_across_processes");
+  const auto rows =
+      detail::enter_collective(state, tensor_signature("pad_across_processes", tensor, dim));
+  expect_same_extra("pad_across_processes", "dim", rows, show_number);
+  expect_same_dtype_and_rank("pad_across_processes", rows);
   int64_t longest = 0;
-  for (const auto& s : shapes) longest = std::max(longest, s[dim + 2]);
+  for (const auto& row : rows) longest = std::max(longest, row.sizes[dim]);
   const int64_t mine = tensor.size(dim);
   if (longest == mine) return tensor;
   auto sizes = tensor.sizes().vec();
@@ -180,36 +283,37 @@ at::Tensor pad_across_processes(const State& state, const at::Tensor& tensor, in
 
 std::vector<std::string> gather_bytes(const State& state, const std::string& bytes) {
   if (state.num_processes() == 1) return {bytes};
-  auto options = at::TensorOptions().dtype(at::kByte).device(state.device());
-  auto data = at::from_blob(const_cast<char*>(bytes.data()), {static_cast<int64_t>(bytes.size())},
-                            at::kByte)
-                  .to(options, /*non_blocking=*/false, /*copy=*/true);
-  auto lengths =
-      gather(state, at::full({1}, static_cast<int64_t>(bytes.size()),
-                             at::TensorOptions().dtype(at::kLong).device(state.device())))
-          .cpu();
-  auto parts = all_gather(state, pad_across_processes(state, data, 0, 0, false), "gather_object");
+  const auto n = static_cast<int64_t>(bytes.size());
+  const auto rows = detail::enter_collective(state, {"gather_object", -1, {n}, 0});
+  int64_t longest = 0;
+  for (const auto& row : rows) longest = std::max(longest, row.sizes.at(0));
+  at::Tensor data = at::zeros({longest}, at::kByte);
+  std::copy(bytes.begin(), bytes.end(), reinterpret_cast<char*>(data.data_ptr<uint8_t>()));
+  auto parts = all_gather(state, data.to(state.device()), "gather_object");
   std::vector<std::string> out;
-  for (int r = 0; r < state.num_processes(); ++r) {
+  for (size_t r = 0; r < rows.size(); ++r) {
     auto part = parts[r].cpu();
     out.emplace_back(reinterpret_cast<const char*>(part.data_ptr<uint8_t>()),
-                     static_cast<std::size_t>(lengths.data_ptr<int64_t>()[r]));
+                     static_cast<std::size_t>(rows[r].sizes[0]));
   }
   return out;
 }
 
 std::string broadcast_bytes(const State& state, const std::string& bytes, int from_process) {
+  if (state.num_processes() == 1) {
+    detail::check_process(state, from_process, "broadcast_object");
+    return bytes;
+  }
+  const auto n = static_cast<int64_t>(bytes.size());
+  const auto rows = detail::enter_collective(state, {"broadcast_object", -1, {n}, from_process});
+  expect_same_extra("broadcast_object", "source process", rows, show_number);
   detail::check_process(state, from_process, "broadcast_object");
-  if (state.num_processes() == 1) return bytes;
-  auto long_options = at::TensorOptions().dtype(at::kLong).device(state.device());
-  auto length = broadcast(state, at::full({1}, static_cast<int64_t>(bytes.size()), long_options),
-                          from_process)
-                    .cpu()
-                    .item<int64_t>();
-  at::Tensor data = at::empty({length}, at::TensorOptions().dtype(at::kByte));
+  const int64_t length = rows[static_cast<size_t>(from_process)].sizes.at(0);
+  at::Tensor data = at::empty({length}, at::kByte);
   if (state.process_index() == from_process)
     std::copy(bytes.begin(), bytes.end(), reinterpret_cast<char*>(data.data_ptr<uint8_t>()));
-  data = broadcast(state, data.to(state.device()), from_process).cpu();
+  data = broadcast_unchecked(state, data.to(state.device()), from_process, "broadcast_object")
+             .cpu();
   return std::string(reinterpret_cast<const char*>(data.data_ptr<uint8_t>()),
                      static_cast<std::size_t>(length));
 }

@@ -16,6 +16,7 @@
 #include <stdexcept>
 #include <thread>
 
+#include "collective_trace.h"
 #include "compat.h"
 #include "errors.h"
 
@@ -28,6 +29,7 @@ using detail::message_of;
 struct State::Comm {
   c10::intrusive_ptr<c10d::Store> store;
   c10::intrusive_ptr<c10d::ProcessGroup> group;
+  std::unique_ptr<detail::CollectiveTrace> trace;  // stopped before the group and the store
 };
 
 namespace {
@@ -208,11 +210,26 @@ LaunchInfo resolve_launch_info(const Environment& env) {
   if (const std::string* cpu = find(env, "ACCELERATE_USE_CPU"))
     info.use_cpu = parse_bool("ACCELERATE_USE_CPU", *cpu);
   if (find(env, "OMP_NUM_THREADS")) info.omp_num_threads = parse_int(env, "OMP_NUM_THREADS", 1);
+  if (const std::string* dir = find(env, "ACCELERATE_STATUS_DIR")) info.status_dir = *dir;
+  if (const std::string* timeout = find(env, "ACCELERATE_TIMEOUT")) {
+    std::size_t used = 0;
+    double seconds = 0;
+    try {
+      seconds = std::stod(*timeout, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used == 0 || used != timeout->size() || !(seconds > 0) || seconds > 1e7)
+      throw std::invalid_argument("accelerate: environment variable ACCELERATE_TIMEOUT='" +
+                                  *timeout + "' is not a number of seconds > 0");
+    info.timeout = std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000 + 0.5));
+  }
   return info;
 }
 
-State::State(const StateOptions& options) : timeout_(options.timeout_) {
+State::State(const StateOptions& options) {
   info_ = resolve_launch_info(options.environment_ ? *options.environment_ : process_environment());
+  timeout_ = options.timeout_.value_or(info_.timeout.value_or(std::chrono::seconds(1800)));
   mixed_precision_ =
       options.mixed_precision_.value_or(info_.mixed_precision.value_or(MixedPrecision::NO));
   const bool use_cpu = options.cpu_.value_or(info_.use_cpu.value_or(false));
@@ -227,6 +244,7 @@ State::State(const StateOptions& options) : timeout_(options.timeout_) {
 
   distributed_type_ = cuda ? DistributedType::MULTI_GPU : DistributedType::MULTI_CPU;
   comm_ = std::make_unique<Comm>();
+  const auto join_start = std::chrono::steady_clock::now();
   try {
     if (info_.rank != 0 && !wait_for_listener(info_.master_addr, info_.master_port, timeout_))
       throw std::runtime_error("nothing accepted connections there (is process 0 running?)");
@@ -239,12 +257,22 @@ State::State(const StateOptions& options) : timeout_(options.timeout_) {
     comm_->store = c10::make_intrusive<c10d::TCPStore>(info_.master_addr, store_options);
     comm_->group = compat::make_process_group(comm_->store, info_.rank, info_.world_size, timeout_,
                                               cuda ? compat::Backend::NCCL : compat::Backend::GLOO);
+    comm_->trace = std::make_unique<detail::CollectiveTrace>(
+        comm_->store, info_.rank, info_.world_size,
+        info_.status_dir.empty() ? std::string()
+                                 : info_.status_dir + "/rank_" + std::to_string(info_.rank));
   } catch (const std::exception& e) {
     comm_.reset();
+    // Say how long it really took: a port in use or a refused connection fails at once.
+    const auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(
+        std::chrono::steady_clock::now() - join_start);
+    const std::string when = waited * 10 >= timeout_ * 9
+                                 ? "within the timeout of " + seconds(timeout_) + " s"
+                                 : "(it failed after " + seconds(waited) + " s)";
     throw std::runtime_error(
         "accelerate: " + describe() + " could not join the process group at " + info_.master_addr +
-        ":" + std::to_string(info_.master_port) + " within " + seconds(timeout_) +
-        " s (launcher: " + info_.launcher + "): " + message_of(e) +
+        ":" + std::to_string(info_.master_port) + " " + when + " (launcher: " + info_.launcher +
+        "): " + message_of(e) +
         ". Check that every process was started and that all use the same MASTER_ADDR and "
         "MASTER_PORT.");
   }
@@ -258,6 +286,7 @@ State::~State() {
   // then the peers are stopped by the launcher instead), drop the group, then count out
   // through the store; the server on process 0 goes last.
   const bool unwinding = std::uncaught_exceptions() > 0;
+  comm_->trace.reset();
   if (!unwinding) {
     try {
       comm_->group->barrier()->wait(timeout_);
@@ -286,14 +315,19 @@ c10d::ProcessGroup* State::process_group() const { return comm_ ? comm_->group.g
 
 c10d::Store* State::store() const { return comm_ ? comm_->store.get() : nullptr; }
 
+detail::CollectiveTrace* State::collective_trace() const {
+  return comm_ ? comm_->trace.get() : nullptr;
+}
+
+std::string State::describe_positions() const {
+  return comm_ && comm_->trace ? comm_->trace->describe() : std::string();
+}
+
 void State::wait_for_everyone() const {
   if (!comm_) return;
-  try {
-    comm_->group->barrier()->wait(timeout_);
-  } catch (const std::exception& e) {
-    throw std::runtime_error("accelerate: " + describe() +
-                             ": wait_for_everyone failed: " + message_of(e));
-  }
+  // The signature exchange is itself a barrier, and it notices a process that is in
+  // another collective.
+  detail::enter_collective(*this, {"wait_for_everyone", -1, {}, 0});
 }
 
 std::string State::describe() const {

@@ -4,7 +4,13 @@
 #include <torch/nn/modules/linear.h>
 #include <torch/optim/adam.h>
 
+#include <sys/resource.h>
+#include <torch/torch.h>
+
+#include <csignal>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 
 #include "test_util.h"
 
@@ -171,5 +177,99 @@ TEST(SaveState, MismatchedObjectsAreAClearError) {
         << e.what();
   }
   EXPECT_THROW(b.load_state((dir / "nowhere").string()), std::runtime_error);
+  fs::remove_all(dir);
+}
+
+namespace {
+
+// Lowers this process's file-size limit (RLIMIT_FSIZE: writes past it fail with EFBIG, as on a
+// full disk) for the guard's lifetime; SIGXFSZ is ignored so that the write returns an error.
+struct FileSizeLimit {
+  rlimit saved{};
+  explicit FileSizeLimit(rlim_t bytes) {
+    ::getrlimit(RLIMIT_FSIZE, &saved);
+    std::signal(SIGXFSZ, SIG_IGN);
+    rlimit lowered = saved;
+    lowered.rlim_cur = bytes;
+    ::setrlimit(RLIMIT_FSIZE, &lowered);
+  }
+  ~FileSizeLimit() { ::setrlimit(RLIMIT_FSIZE, &saved); }
+};
+
+struct Wide : torch::nn::Module {
+  Wide() { fc = register_module("fc", torch::nn::Linear(100, 100)); }  // 40 KB of weights
+  torch::nn::Linear fc{nullptr};
+};
+
+}  // namespace
+
+// A write that fails (here: a file-size limit between the model's 40 KB and the optimizer's
+// 80 KB, as a full disk would) is an exception naming the file, never an abort; the partial
+// folder is removed and the previous checkpoint still loads.
+TEST(SaveState, AWriteErrorIsAnExceptionAndThePreviousCheckpointSurvives) {
+  const fs::path dir = fresh_dir("full_disk");
+  acc::Accelerator a(acc::AcceleratorOptions().cpu(true).environment({}));
+  auto model = std::make_shared<Wide>();
+  auto adam = std::make_shared<torch::optim::Adam>(model->parameters());
+  auto [m, opt] = a.prepare(model, adam);
+  m->fc->forward(torch::ones({1, 100})).sum().backward();
+  opt->step();
+  const fs::path ckpt = dir / "ckpt";
+  a.save_state(ckpt.string());
+  const at::Tensor saved_weight = m->fc->weight.detach().clone();
+  {
+    torch::NoGradGuard no_grad;
+    m->fc->weight.add_(1.0);
+  }
+  std::string message;
+  {
+    FileSizeLimit limit(60 * 1024);
+    try {
+      a.save_state(ckpt.string());
+    } catch (const std::runtime_error& e) {
+      message = e.what();
+    }
+  }
+  EXPECT_NE(message.find("optimizer.bin"), std::string::npos) << message;
+  EXPECT_NE(message.find("rank 0"), std::string::npos) << message;
+  EXPECT_FALSE(fs::exists(dir / "ckpt.tmp"));
+  a.load_state(ckpt.string());
+  EXPECT_TRUE(m->fc->weight.equal(saved_weight));
+  fs::remove_all(dir);
+}
+
+// Damaged state files: the error names the file and the key.
+TEST(LoadState, DamagedStateFilesNameTheFileAndTheKey) {
+  const fs::path dir = fresh_dir("damaged");
+  acc::Accelerator a(acc::AcceleratorOptions().cpu(true).environment({}));
+  auto model = a.prepare_model(std::make_shared<Wide>());
+  a.save_state((dir / "ckpt").string());
+  auto message = [&] {
+    try {
+      a.load_state((dir / "ckpt").string());
+    } catch (const std::runtime_error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  const fs::path state_file = dir / "ckpt" / "accelerator_state.json";
+  std::ifstream in(state_file);
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  in.close();
+  const auto at = text.find("\"step\": 0");
+  ASSERT_NE(at, std::string::npos) << text;
+  std::string damaged = text;
+  damaged.replace(at, 9, "\"step\": \"zero\"");
+  std::ofstream(state_file) << damaged;
+  std::string m = message();
+  EXPECT_NE(m.find(state_file.string()), std::string::npos) << m;
+  EXPECT_NE(m.find("\"step\""), std::string::npos) << m;
+  std::ofstream(state_file) << text;  // repaired
+
+  const fs::path rng = dir / "ckpt" / "random_states_0.pt";
+  std::ofstream(rng, std::ios::binary | std::ios::trunc) << "not a torch archive";
+  m = message();
+  EXPECT_NE(m.find(rng.string()), std::string::npos) << m;
+  EXPECT_NE(m.find("random state"), std::string::npos) << m;
   fs::remove_all(dir);
 }

@@ -2,7 +2,13 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <chrono>
+#include <filesystem>
+#include <fstream>
 #include <map>
+#include <string>
+#include <thread>
+#include <vector>
 
 #include "test_util.h"
 
@@ -188,4 +194,156 @@ TEST(SplitBetweenProcesses, FewerItemsThanProcesses) {
   EXPECT_EQ(shares[0], std::vector<int>{7});
   EXPECT_EQ(shares[1], std::vector<int>{8});
   EXPECT_EQ(shares[2], std::vector<int>{8});  // past the end: the last item, as Accelerate
+}
+
+// ---- mismatched collectives: the same clear error on every rank, never a wrong value ----
+
+namespace {
+
+// Runs `call` on 2 ranks; expects every rank to throw E whose message holds each of `parts`.
+template <typename E, typename F>
+void expect_error_on_every_rank(F call, const std::vector<std::string>& parts) {
+  std::vector<std::string> messages(2);
+  run_ranks(2, [&](acc::Accelerator& a) {
+    try {
+      call(a);
+      messages[a.process_index()] = "no error";
+    } catch (const E& e) {
+      messages[a.process_index()] = e.what();
+    }
+    // The group is still in step afterwards: a correct collective works.
+    EXPECT_EQ(a.reduce(at::ones({2}), "sum").sum().item<double>(), 4.0);
+  });
+  EXPECT_EQ(messages[0], messages[1]);
+  for (const auto& part : parts)
+    EXPECT_NE(messages[0].find(part), std::string::npos) << messages[0] << "\nmissing: " << part;
+}
+
+}  // namespace
+
+TEST(CollectiveChecks, ReduceDtypeMismatchIsAnErrorNotAWrongSum) {
+  expect_error_on_every_rank<std::invalid_argument>(
+      [](acc::Accelerator& a) {
+        a.reduce(a.process_index() == 0 ? at::ones({3}, at::kInt) : at::ones({3}, at::kFloat));
+      },
+      {"reduce", "rank 0 passed [3] (Int)", "rank 1 passed [3] (Float)", "same dtype and shape"});
+}
+
+TEST(CollectiveChecks, ReduceShapeMismatchWithEqualElementCounts) {
+  expect_error_on_every_rank<std::invalid_argument>(
+      [](acc::Accelerator& a) {
+        a.reduce(a.process_index() == 0 ? at::ones({2, 6}) : at::ones({3, 4}));
+      },
+      {"rank 0 passed [2, 6]", "rank 1 passed [3, 4]"});
+}
+
+TEST(CollectiveChecks, ReduceFloatVsDoubleDoesNotAbort) {
+  expect_error_on_every_rank<std::invalid_argument>(
+      [](acc::Accelerator& a) {
+        a.reduce(at::ones({2, 3}, a.process_index() == 0 ? at::kFloat : at::kDouble));
+      },
+      {"(Float)", "(Double)"});
+}
+
+TEST(CollectiveChecks, DifferentReductions) {
+  expect_error_on_every_rank<std::invalid_argument>(
+      [](acc::Accelerator& a) {
+        a.reduce(at::ones({2}), a.process_index() == 0 ? "sum" : "max");
+      },
+      {"rank 0 passed reduction sum but rank 1 passed max"});
+}
+
+TEST(CollectiveChecks, BroadcastFromDifferentSources) {
+  expect_error_on_every_rank<std::invalid_argument>(
+      [](acc::Accelerator& a) { a.broadcast(at::ones({2}), a.process_index()); },
+      {"broadcast", "source process"});
+}
+
+TEST(CollectiveChecks, DifferentCollectivesAreOutOfStep) {
+  expect_error_on_every_rank<std::invalid_argument>(
+      [](acc::Accelerator& a) {
+        if (a.process_index() == 0)
+          a.reduce(at::ones({2}));
+        else
+          a.gather(at::ones({2}));
+      },
+      {"collectives out of step", "rank 0 is in reduce #", "rank 1 is in gather #"});
+}
+
+TEST(CollectiveChecks, WaitForEveryoneAgainstAGather) {
+  expect_error_on_every_rank<std::invalid_argument>(
+      [](acc::Accelerator& a) {
+        if (a.process_index() == 0)
+          a.wait_for_everyone();
+        else
+          a.gather_object(std::string("x"));
+      },
+      {"rank 0 is in wait_for_everyone #", "rank 1 is in gather_object #"});
+}
+
+TEST(CollectiveChecks, TimeoutSaysWhereEveryRankIs) {
+  std::vector<std::string> messages(2);
+  run_ranks(
+      2,
+      [&](acc::Accelerator& a) {
+        a.gather(at::ones({1}));  // both: gather #1
+        if (a.process_index() == 1) {
+          // Rank 1 never comes to the reduce; it waits until rank 0 gave up.
+          std::this_thread::sleep_for(std::chrono::milliseconds(3500));
+          return;
+        }
+        try {
+          a.reduce(at::ones({1}));
+        } catch (const std::runtime_error& e) {
+          messages[0] = e.what();
+        }
+      },
+      acc::AcceleratorOptions().timeout(std::chrono::milliseconds(1500)));
+  EXPECT_NE(messages[0].find("rank 0 waits in reduce #2"), std::string::npos) << messages[0];
+  EXPECT_NE(messages[0].find("rank 1 last entered gather #1"), std::string::npos) << messages[0];
+}
+
+TEST(ObjectCodec, UserTypesAndWrongTypes) {
+  struct Point {
+    double x, y;
+  };
+  (void)sizeof(Point);
+  // A map of vectors of pairs travels whole.
+  std::map<std::string, std::vector<std::pair<int, std::string>>> m{{"a", {{1, "x"}, {2, "y"}}}};
+  EXPECT_EQ(acc::from_object_bytes<decltype(m)>(acc::to_object_bytes(m), "test"), m);
+  // Reading bytes as another type fails with a clear error instead of a wrong value.
+  const std::string bytes = acc::to_object_bytes(std::string("hello"));
+  try {
+    acc::from_object_bytes<std::vector<double>>(bytes, "test");
+    FAIL() << "expected an error";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("accelerate: test:"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(acc::from_object_bytes<int64_t>(acc::to_object_bytes(int32_t{1}), "test"),
+               std::runtime_error);
+  EXPECT_THROW(acc::from_object_bytes<int32_t>(acc::to_object_bytes(int64_t{1}), "test"),
+               std::runtime_error);
+}
+
+// With ACCELERATE_STATUS_DIR (set by the launcher), each process keeps a one-line file of the
+// collective it last entered, which the launcher reads when it stops a stuck job.
+TEST(CollectiveTrace, StatusFilesForTheLauncher) {
+  const std::string dir = ::testing::TempDir() + "/status_" + std::to_string(::getpid());
+  std::filesystem::create_directories(dir);
+  const int port = acc::testing::free_port();
+  acc::testing::spawn_threads(2, [&](int rank) {
+    auto env = acc::testing::rank_environment(rank, 2, port);
+    env["ACCELERATE_STATUS_DIR"] = dir;
+    acc::Accelerator a(acc::AcceleratorOptions().cpu(true).environment(env));
+    a.gather(at::ones({1}));
+    a.reduce(at::ones({1}));
+    std::this_thread::sleep_for(std::chrono::milliseconds(600));  // > the publishing period
+    std::ifstream in(dir + "/rank_" + std::to_string(rank));
+    std::string name;
+    int number = 0;
+    in >> name >> number;
+    EXPECT_EQ(name, "reduce") << "rank " << rank;
+    EXPECT_EQ(number, 2) << "rank " << rank;
+  });
+  std::filesystem::remove_all(dir);
 }

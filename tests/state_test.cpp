@@ -195,3 +195,50 @@ TEST(State, ThreadsPerProcess) {
   EXPECT_EQ(seen[0], 2);
   EXPECT_EQ(at::get_num_threads(), std::max(1, cores / 2));
 }
+
+// A port already in use fails at once, and the message says so instead of blaming a timeout.
+TEST(State, PortInUseSaysItFailedAtOnce) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  ASSERT_EQ(::listen(fd, 1), 0);
+  socklen_t len = sizeof(addr);
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  const int port = ntohs(addr.sin_port);
+  try {
+    acc::State state(acc::StateOptions()
+                         .cpu(true)
+                         .timeout(std::chrono::seconds(600))
+                         .environment(acc::testing::rank_environment(0, 2, port)));
+    ADD_FAILURE() << "rank 0 served a store on a port in use";
+  } catch (const std::runtime_error& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("it failed after"), std::string::npos) << what;
+    EXPECT_EQ(what.find("within"), std::string::npos) << what;
+  }
+  ::close(fd);
+}
+
+// The timeout: code, else ACCELERATE_TIMEOUT (seconds, from `launch --timeout`), else 1800 s.
+TEST(State, TimeoutFromTheEnvironment) {
+  EXPECT_EQ(acc::State(acc::StateOptions().environment({})).timeout(), std::chrono::seconds(1800));
+  EXPECT_EQ(acc::State(acc::StateOptions().environment({{"ACCELERATE_TIMEOUT", "2.5"}})).timeout(),
+            std::chrono::milliseconds(2500));
+  EXPECT_EQ(acc::State(acc::StateOptions()
+                           .timeout(std::chrono::seconds(7))
+                           .environment({{"ACCELERATE_TIMEOUT", "2.5"}}))
+                .timeout(),
+            std::chrono::seconds(7));
+  for (const char* bad : {"0", "-3", "ten", "5s", ""}) {
+    try {
+      acc::State state(acc::StateOptions().environment({{"ACCELERATE_TIMEOUT", bad}}));
+      ADD_FAILURE() << "accepted ACCELERATE_TIMEOUT='" << bad << "'";
+    } catch (const std::invalid_argument& e) {
+      EXPECT_NE(std::string(e.what()).find("ACCELERATE_TIMEOUT='" + std::string(bad) + "'"),
+                std::string::npos)
+          << e.what();
+    }
+  }
+}

@@ -70,7 +70,8 @@ void run_ranks(int n, F fn, AcceleratorOptions options = AcceleratorOptions()) {
   const int port = free_port();
   spawn_threads(n, [&](int rank) {
     AcceleratorOptions mine = options;
-    mine.cpu(true).timeout(std::chrono::seconds(60)).environment(rank_environment(rank, n, port));
+    mine.cpu(true).environment(rank_environment(rank, n, port));
+    if (!mine.timeout_) mine.timeout(std::chrono::seconds(60));
     Accelerator accelerator(mine);
     fn(accelerator);
   });

@@ -21,6 +21,7 @@
 #include <torch/optim/schedulers/lr_scheduler.h>
 
 #include <chrono>
+#include <filesystem>
 #include <functional>
 #include <iostream>
 #include <map>
@@ -104,7 +105,8 @@ struct AcceleratorOptions {
     return *this;
   }
   /// Timeout of joining the job and of every collective (Accelerate's
-  /// `InitProcessGroupKwargs(timeout=...)`; default 1800 s).
+  /// `InitProcessGroupKwargs(timeout=...)`); unset reads ACCELERATE_TIMEOUT (seconds, set by
+  /// `accelerate-cpp launch --timeout` or the config key `timeout`), else 1800 s.
   AcceleratorOptions& timeout(std::chrono::milliseconds value) {
     timeout_ = value;
     return *this;
@@ -184,7 +186,7 @@ struct AcceleratorOptions {
   std::optional<MixedPrecision> mixed_precision_;                   ///< see mixed_precision()
   std::optional<bool> cpu_;                                         ///< see cpu()
   ProjectConfiguration project_config_;                             ///< see project_config()
-  std::chrono::milliseconds timeout_ = std::chrono::seconds(1800);  ///< see timeout()
+  std::optional<std::chrono::milliseconds> timeout_;  ///< see timeout()
   std::optional<Environment> environment_;                          ///< see environment()
   std::optional<int> gradient_accumulation_steps_;  ///< see gradient_accumulation_steps()
   std::optional<GradientAccumulationPlugin>
@@ -679,6 +681,8 @@ class Accelerator {
   };
   void save_model_impl(const torch::nn::Module& model, const std::string& dir,
                        const SaveModelOptions& options);
+  // save_state's files written by process 0 into `folder` (checkpointing.cpp).
+  void save_main_process_files(const std::filesystem::path& folder, int iteration);
   ShardingOptions sharding_options();
   void register_model(const std::shared_ptr<torch::nn::Module>& model);
   DistributedDataParallel* engine_of(const torch::nn::Module* model) const;

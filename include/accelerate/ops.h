@@ -93,8 +93,10 @@ auto gather_object(const State& state, const T& object) {
 /// `object` as process `from_process` has it, on every process.
 template <typename T>
 T broadcast_object(const State& state, const T& object, int from_process = 0) {
-  detail::check_process(state, from_process, "broadcast_object");
-  if (state.num_processes() == 1) return object;
+  if (state.num_processes() == 1) {
+    detail::check_process(state, from_process, "broadcast_object");
+    return object;
+  }
   const std::string mine =
       state.process_index() == from_process ? to_object_bytes(object) : std::string();
   return from_object_bytes<T>(broadcast_bytes(state, mine, from_process), "broadcast_object");

@@ -62,6 +62,11 @@ struct LaunchInfo {
   std::optional<MixedPrecision> mixed_precision;  ///< from ACCELERATE_MIXED_PRECISION
   std::optional<bool> use_cpu;                    ///< from ACCELERATE_USE_CPU
   std::optional<int> omp_num_threads;             ///< from OMP_NUM_THREADS
+  /// From ACCELERATE_TIMEOUT (seconds; `accelerate-cpp launch --timeout`, config key timeout).
+  std::optional<std::chrono::milliseconds> timeout;
+  /// From ACCELERATE_STATUS_DIR (set by `accelerate-cpp launch`): where each process keeps a
+  /// one-line file of the collective it last entered, for the launcher's diagnostics.
+  std::string status_dir;
 };
 
 /// Resolves `LaunchInfo` from an environment. torchrun's variables (RANK, WORLD_SIZE,
@@ -87,7 +92,8 @@ struct StateOptions {
     mixed_precision_ = value;
     return *this;
   }
-  /// Timeout of store connection and of every collective (default 1800 s, as Accelerate).
+  /// Timeout of store connection and of every collective; unset reads ACCELERATE_TIMEOUT
+  /// (seconds), else 1800 s, as Accelerate.
   StateOptions& timeout(std::chrono::milliseconds value) {
     timeout_ = value;
     return *this;
@@ -105,10 +111,14 @@ struct StateOptions {
 
   std::optional<bool> cpu_;                                         ///< see cpu()
   std::optional<MixedPrecision> mixed_precision_;                   ///< see mixed_precision()
-  std::chrono::milliseconds timeout_ = std::chrono::seconds(1800);  ///< see timeout()
-  std::optional<Environment> environment_;                          ///< see environment()
-  bool set_num_threads_ = true;                                     ///< see set_num_threads()
+  std::optional<std::chrono::milliseconds> timeout_;  ///< see timeout()
+  std::optional<Environment> environment_;            ///< see environment()
+  bool set_num_threads_ = true;                       ///< see set_num_threads()
 };
+
+namespace detail {
+class CollectiveTrace;
+}
 
 /// The resolved, immutable state of this process in the job, and the process group it owns.
 /// Not copyable or movable: guards and prepared objects refer to it.
@@ -158,6 +168,12 @@ class State {
   void wait_for_everyone() const;
   /// "rank 1 of 2": for error messages.
   std::string describe() const;
+  /// Where every process is in the sequence of collectives, e.g. "rank 0 waits in reduce #18;
+  /// rank 1 last entered gather #17 3.2 s ago" (what a timeout error says). Empty with one
+  /// process.
+  std::string describe_positions() const;
+  /// Internal: the record of collectives (ops, the DDP engine); nullptr with one process.
+  detail::CollectiveTrace* collective_trace() const;
 
  private:
   LaunchInfo info_;
