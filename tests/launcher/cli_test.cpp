@@ -35,7 +35,7 @@ class CliTest : public accelerate::testing::TempDirTest {
   Result run(const std::string& args) const {
     const std::string command =
         "env -u RANK -u WORLD_SIZE -u LOCAL_RANK -u MASTER_ADDR -u MASTER_PORT -u OMP_NUM_THREADS "
-        "-u XDG_CACHE_HOME HF_HOME='" +
+        "-u ACCELERATE_TIMEOUT -u XDG_CACHE_HOME HF_HOME='" +
         (dir_ / "hf").string() + "' " ACCELERATE_CPP_LAUNCHER " " + args + " 2>&1";
     Result r;
     std::FILE* pipe = ::popen(command.c_str(), "r");
@@ -128,6 +128,7 @@ TEST_F(CliTest, BadConfigFilesAreUsageErrorsNamingFileAndKey) {
       {"mixed_precision: fp8\n", "expected no, fp16 or bf16"},
       {"- just\n- a list\n", "is not a mapping"},
       {"num_processes: [\n", "is not valid YAML"},
+      {"timeout: soon\n", "key 'timeout': expected a positive number of seconds"},
   };
   for (const Case& c : cases) {
     const fs::path file = dir_ / "bad.yaml";

@@ -8,6 +8,13 @@
 //   --print TEXT          print TEXT and a newline on stdout (repeatable)
 //   --eprint TEXT         print TEXT and a newline on stderr (repeatable)
 //   --lines N             print N long lines "rank R line I xxx...", each in two write() calls
+//   --listen TOKEN        a rendezvous like c10d's TCPStore: rank 0 listens on MASTER_PORT (exit 4
+//                         if it cannot) and sends TOKEN to each of the WORLD_SIZE-1 other ranks,
+//                         which connect to MASTER_ADDR:MASTER_PORT and exit 5 unless they receive
+//                         TOKEN (exit 6 if nothing happens within 20 s); rank 0 keeps listening
+//                         until it exits
+//   --spawn-child DIR     start a child process (`sleep 300`) and write its pid to
+//                         DIR/rank<RANK>.child (atomically)
 //   --pid-dir DIR         write DIR/rank<RANK>.pid (atomically) once the above is done
 //   --partial TEXT        print TEXT on stdout without a trailing newline
 //   --exit R:C            on rank R: exit with code C
@@ -17,9 +24,14 @@
 //   --sleep SECONDS       then sleep, then exit 0
 // A rank that is about to --exit/--signal first waits (up to 10 s) until every local rank has
 // written its pid file, so the tests know all pids and all ranks reached their steady state.
+#include <arpa/inet.h>
 #include <dirent.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -67,12 +79,93 @@ int count_pid_files(const std::string& dir) {
   return count;
 }
 
+/// Writes `pid` and a newline to `path` through a temporary file and rename().
+void write_pid_file(const std::string& path, pid_t pid) {
+  const std::string tmp_path = path + ".tmp";
+  if (FILE* f = std::fopen(tmp_path.c_str(), "w")) {
+    std::fprintf(f, "%ld\n", static_cast<long>(pid));
+    std::fclose(f);
+    std::rename(tmp_path.c_str(), path.c_str());
+  }
+}
+
+[[noreturn]] void die(int code, const std::string& message) {
+  write_all(STDERR_FILENO, "fake_rank: " + message + "\n");
+  std::exit(code);
+}
+
+/// --listen: returns rank 0's listening socket (to keep open until exit), -1 on other ranks.
+int rendezvous(const std::string& token, int rank) {
+  const int port = env_int("MASTER_PORT", 0);
+  const int world = env_int("WORLD_SIZE", 1);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  auto ms_left = [&] {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    return static_cast<int>(std::max<long long>(0, left.count()));
+  };
+  const std::string where = "port " + std::to_string(port);
+  if (rank == 0) {
+    const int fd = socket(AF_INET, SOCK_STREAM, 0);
+    const int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);  // as c10d's TCPStore does
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_ANY);
+    addr.sin_port = htons(static_cast<uint16_t>(port));
+    if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 || listen(fd, 64) != 0) {
+      die(4, "rank 0 cannot listen on " + where + ": " + std::strerror(errno));
+    }
+    for (int peer = 1; peer < world; ++peer) {
+      pollfd p{fd, POLLIN, 0};
+      if (poll(&p, 1, ms_left()) <= 0) die(6, "rank 0: nobody connected to " + where);
+      const int connection = accept(fd, nullptr, nullptr);
+      if (connection < 0) die(6, std::string("rank 0: accept(): ") + std::strerror(errno));
+      write_all(connection, token + "\n");
+      // Let the peer close first: TIME_WAIT then stays on its side, not on MASTER_PORT.
+      pollfd c{connection, POLLIN, 0};
+      char byte;
+      while (poll(&c, 1, ms_left()) > 0 && read(connection, &byte, 1) > 0) {
+      }
+      close(connection);
+    }
+    return fd;
+  }
+  const char* master = std::getenv("MASTER_ADDR");
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  if (inet_pton(AF_INET, master != nullptr ? master : "127.0.0.1", &addr.sin_addr) != 1) {
+    die(6, "bad MASTER_ADDR");
+  }
+  int fd = -1;
+  while (true) {
+    fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) break;
+    const int error = errno;
+    close(fd);
+    if (ms_left() == 0) die(6, "cannot connect to " + where + ": " + std::strerror(error));
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  timeval timeout{std::max(1, ms_left() / 1000), 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+  std::string got;
+  char ch;
+  while (read(fd, &ch, 1) == 1 && ch != '\n') got += ch;
+  close(fd);
+  if (got != token) {
+    die(5, "rank " + std::to_string(rank) + " reached another job on " + where + " (got '" + got +
+               "', expected '" + token + "')");
+  }
+  return -1;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   bool ignore_sigterm = false, print_env = false, print_args = false;
   std::vector<std::string> prints, eprints, exits, signals, fail_attempts;
-  std::string pid_dir, partial;
+  std::string pid_dir, partial, listen_token, child_dir;
   int lines = 0;
   double sleep_seconds = 0;
   for (int i = 1; i < argc; ++i) {
@@ -90,6 +183,10 @@ int main(int argc, char** argv) {
       eprints.push_back(argv[++i]);
     } else if (arg == "--lines" && has_value) {
       lines = std::atoi(argv[++i]);
+    } else if (arg == "--listen" && has_value) {
+      listen_token = argv[++i];
+    } else if (arg == "--spawn-child" && has_value) {
+      child_dir = argv[++i];
     } else if (arg == "--pid-dir" && has_value) {
       pid_dir = argv[++i];
     } else if (arg == "--partial" && has_value) {
@@ -121,6 +218,7 @@ int main(int argc, char** argv) {
                                          "OMP_NUM_THREADS",
                                          "ACCELERATE_USE_CPU",
                                          "ACCELERATE_MIXED_PRECISION",
+                                         "ACCELERATE_TIMEOUT",
                                          "FAKE_RANK_INHERITED"};
     std::string out;
     for (const char* name : kNames) {
@@ -144,15 +242,20 @@ int main(int argc, char** argv) {
     write_all(STDOUT_FILENO, line.substr(half));
   }
 
-  if (!pid_dir.empty()) {
-    const std::string final_path = pid_dir + "/rank" + std::to_string(rank) + ".pid";
-    const std::string tmp_path = final_path + ".tmp";
-    if (FILE* f = std::fopen(tmp_path.c_str(), "w")) {
-      std::fprintf(f, "%ld\n", static_cast<long>(getpid()));
-      std::fclose(f);
-      std::rename(tmp_path.c_str(), final_path.c_str());
+  const int listening = listen_token.empty() ? -1 : rendezvous(listen_token, rank);
+  (void)listening;  // closed at exit
+
+  if (!child_dir.empty()) {
+    const pid_t child = fork();
+    if (child == 0) {
+      execlp("sleep", "sleep", "300", static_cast<char*>(nullptr));
+      while (true) pause();  // no sleep(1) on PATH: be a sleeping child all the same
     }
+    if (child < 0) die(7, std::string("fork(): ") + std::strerror(errno));
+    write_pid_file(child_dir + "/rank" + std::to_string(rank) + ".child", child);
   }
+
+  if (!pid_dir.empty()) write_pid_file(pid_dir + "/rank" + std::to_string(rank) + ".pid", getpid());
 
   int exit_code = 0, signal_number = 0;
   bool do_exit = false, do_signal = false;

@@ -2,7 +2,9 @@
 //
 // Every test runs the real launcher binary (ACCELERATE_CPP_LAUNCHER) on the helper program
 // fake_rank (FAKE_RANK_PROGRAM), captures its stdout/stderr into files and checks exit codes,
-// messages, the environment the ranks saw, and that no rank process survives.
+// messages, the environment the ranks saw, that no rank process (nor one a rank started)
+// survives, that jobs started together get distinct ports, and how configuration files and
+// --timeout are handled.
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -10,7 +12,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 #if defined(__linux__)
+#include <net/if.h>
+#include <sched.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #endif
 
 #include <gtest/gtest.h>
@@ -21,8 +27,11 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <map>
+#include <memory>
 #include <optional>
+#include <set>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -47,10 +56,19 @@ const std::string kLauncher = ACCELERATE_CPP_LAUNCHER;
 const std::string kFake = FAKE_RANK_PROGRAM;
 
 /// Variables the launcher sets; removed from the inherited environment so results are exact.
-const char* const kLauncherVariables[] = {
-    "RANK",        "WORLD_SIZE",      "LOCAL_RANK",         "LOCAL_WORLD_SIZE",
-    "GROUP_RANK",  "ROLE_RANK",       "ROLE_WORLD_SIZE",    "MASTER_ADDR",
-    "MASTER_PORT", "OMP_NUM_THREADS", "ACCELERATE_USE_CPU", "ACCELERATE_MIXED_PRECISION"};
+const char* const kLauncherVariables[] = {"RANK",
+                                          "WORLD_SIZE",
+                                          "LOCAL_RANK",
+                                          "LOCAL_WORLD_SIZE",
+                                          "GROUP_RANK",
+                                          "ROLE_RANK",
+                                          "ROLE_WORLD_SIZE",
+                                          "MASTER_ADDR",
+                                          "MASTER_PORT",
+                                          "OMP_NUM_THREADS",
+                                          "ACCELERATE_USE_CPU",
+                                          "ACCELERATE_MIXED_PRECISION",
+                                          "ACCELERATE_TIMEOUT"};
 
 using EnvChanges = std::map<std::string, std::optional<std::string>>;
 
@@ -118,10 +136,12 @@ struct Outcome {
   int code() const { return WIFEXITED(status) ? WEXITSTATUS(status) : -1; }
 };
 
-/// A running launcher with stdout/stderr captured to files.
+/// A running launcher with stdout/stderr captured to files; in a process group of its own when
+/// `own_process_group` (like a job a shell started), else in ours.
 class Launcher {
  public:
-  explicit Launcher(const std::vector<std::string>& args, const EnvChanges& env_changes = {})
+  explicit Launcher(const std::vector<std::string>& args, const EnvChanges& env_changes = {},
+                    bool own_process_group = false)
       : start_(Clock::now()) {
     std::vector<std::string> argv_storage = {kLauncher};
     argv_storage.insert(argv_storage.end(), args.begin(), args.end());
@@ -149,6 +169,7 @@ class Launcher {
     const int in_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     pid_ = fork();
     if (pid_ == 0) {
+      if (own_process_group) setpgid(0, 0);
       // Start the launcher with default signal handling even if ctest runs in the background
       // (where SIGINT may be ignored on entry, which the launcher would respect).
       for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGPIPE}) signal(sig, SIG_DFL);
@@ -161,6 +182,7 @@ class Launcher {
       execve(argv[0], argv.data(), envp.data());
       _exit(126);
     }
+    if (own_process_group) setpgid(pid_, pid_);  // before the caller signals the group
     close(out_fd);
     close(err_fd);
     close(in_fd);
@@ -268,6 +290,19 @@ void expect_all_gone(const std::map<int, pid_t>& pids) {
     EXPECT_TRUE(gone(pid)) << "rank " << rank << " pid " << pid << " survived";
     if (kill(pid, 0) == 0) kill(pid, SIGKILL);  // don't leak it into later tests
   }
+}
+
+/// Pids of the processes fake_rank --spawn-child started, by rank (DIR/rank<K>.child).
+std::map<int, pid_t> child_pids(const fs::path& dir) {
+  std::map<int, pid_t> pids;
+  for (const auto& entry : fs::directory_iterator(dir)) {
+    int rank = -1;
+    if (std::sscanf(entry.path().filename().c_str(), "rank%d.child", &rank) == 1 &&
+        entry.path().extension() == ".child") {
+      pids[rank] = static_cast<pid_t>(std::stol(read_file(entry.path())));
+    }
+  }
+  return pids;
 }
 
 std::string pid_of(const std::map<int, pid_t>& pids, int rank) {
@@ -591,7 +626,360 @@ TEST(LauncherSignals, RanksDieWhenLauncherIsKilled) {
   ASSERT_TRUE(WIFSIGNALED(r.status));
   expect_all_gone(pids);
 }
+
+/// Reaps every exited process that was reparented to us (we are a subreaper in these tests).
+void reap_orphans() {
+  while (waitpid(-1, nullptr, WNOHANG) > 0) {
+  }
+}
+
+/// Pids of our live (not zombie) children, from /proc.
+std::vector<pid_t> live_children() {
+  std::vector<pid_t> result;
+  for (const auto& entry : fs::directory_iterator("/proc")) {
+    const std::string name = entry.path().filename().string();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    const std::string stat = read_file(entry.path() / "stat");
+    const auto close_paren = stat.rfind(')');
+    if (close_paren == std::string::npos) continue;
+    char state = 0;
+    long ppid = 0;
+    if (std::sscanf(stat.c_str() + close_paren + 1, " %c %ld", &state, &ppid) != 2) continue;
+    const pid_t pid = static_cast<pid_t>(std::stol(name));
+    if (ppid == getpid() && state != 'Z') result.push_back(pid);
+  }
+  return result;
+}
+
+/// How the launcher is killed: its pid alone, or its whole process group (as a job control or
+/// CI system may do); the watchdog must survive both.
+class LauncherKilled : public ::testing::TestWithParam<bool> {};
+
+TEST_P(LauncherKilled, ProcessesStartedByRanksDieWithTheLauncher) {
+  const bool whole_group = GetParam();
+  ASSERT_EQ(prctl(PR_SET_CHILD_SUBREAPER, 1), 0);  // orphans come to us, see gone()
+  TempDir dir;
+  Launcher launcher({"launch", "--num_processes", "2", kFake, "--spawn-child", dir.str(),
+                     "--pid-dir", dir.str(), "--sleep", "60"},
+                    {}, /*own_process_group=*/whole_group);
+  const auto pids = wait_for_pids(dir.path(), 2);
+  ASSERT_EQ(pids.size(), 2u);
+  const auto children = child_pids(dir.path());  // written before the ranks' pid files
+  ASSERT_EQ(children.size(), 2u);
+  for (const auto& [rank, pid] : children) ASSERT_EQ(kill(pid, 0), 0) << "child of rank " << rank;
+
+  ASSERT_EQ(kill(whole_group ? -launcher.pid() : launcher.pid(), SIGKILL), 0);
+  const Outcome r = launcher.wait(20s);
+  ASSERT_FALSE(r.timed_out);
+  ASSERT_TRUE(WIFSIGNALED(r.status));
+  expect_all_gone(pids);
+  for (const auto& [rank, pid] : children) {
+    EXPECT_TRUE(gone(pid, 10s)) << "pid " << pid << ", started by rank " << rank
+                                << ", survived the launcher's SIGKILL";
+    if (kill(pid, 0) == 0) kill(pid, SIGKILL);
+  }
+  reap_orphans();  // the watchdog, once done
+}
+
+INSTANTIATE_TEST_SUITE_P(Watchdog, LauncherKilled, ::testing::Values(false, true),
+                         [](const ::testing::TestParamInfo<bool>& info) {
+                           return info.param ? std::string("ProcessGroup")
+                                             : std::string("LauncherOnly");
+                         });
+
+TEST(LauncherWatchdog, NothingIsLeftAfterANormalExit) {
+  ASSERT_EQ(prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
+  reap_orphans();
+  const std::vector<pid_t> before = live_children();
+  TempDir dir;
+  const Outcome r = run_launcher(
+      {"launch", "--num_processes", "2", kFake, "--spawn-child", dir.str(), "--print", "done"});
+  ASSERT_EQ(r.code(), 0) << r.err;
+  EXPECT_EQ(sorted(lines_of(r.out)), (std::vector<std::string>{"[rank 0] done", "[rank 1] done"}));
+  for (const auto& [rank, pid] : child_pids(dir.path())) {
+    EXPECT_TRUE(gone(pid, 10s)) << "child of rank " << rank;
+  }
+  // The watchdog exits before the launcher does; had it lingered it would be our child now.
+  reap_orphans();
+  EXPECT_EQ(live_children(), before);
+}
+
+TEST(LauncherSignals, CtrlCToTheLaunchersProcessGroupStopsEverything) {
+  // A terminal's Ctrl-C reaches the launcher's whole process group; the ranks (and what they
+  // started) are in groups of their own and get it from the launcher.
+  ASSERT_EQ(prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
+  TempDir dir;
+  Launcher launcher({"launch", "--num_processes", "2", kFake, "--spawn-child", dir.str(),
+                     "--pid-dir", dir.str(), "--sleep", "60"},
+                    {}, /*own_process_group=*/true);
+  const auto pids = wait_for_pids(dir.path(), 2);
+  ASSERT_EQ(pids.size(), 2u);
+  const auto children = child_pids(dir.path());
+  ASSERT_EQ(children.size(), 2u);
+  ASSERT_EQ(kill(-launcher.pid(), SIGINT), 0);
+  const Outcome r = launcher.wait(20s);
+  ASSERT_FALSE(r.timed_out);
+  EXPECT_EQ(r.code(), 128 + SIGINT) << r.err;
+  EXPECT_TRUE(contains(r.err, "received SIGINT; forwarding it to 2 processes")) << r.err;
+  expect_all_gone(pids);
+  expect_all_gone(children);
+  reap_orphans();
+}
 #endif
+
+// ---------------------------------------------------------------------------------------------
+
+/// Writes `text` to `path`.
+void write_file(const fs::path& path, const std::string& text) {
+  std::ofstream(path, std::ios::binary) << text;
+}
+
+#if defined(__linux__)
+/// Moves this process (single-threaded) into a new network namespace (and a user namespace
+/// when that is what it takes) with loopback up and the local port range [low, high]. Returns
+/// "" or why the system does not allow it.
+std::string enter_port_range_namespace(int low, int high) {
+  const uid_t uid = getuid();
+  const gid_t gid = getgid();
+  if (unshare(CLONE_NEWNET) != 0) {
+    if (unshare(CLONE_NEWUSER | CLONE_NEWNET) != 0) {
+      return std::string("unshare(CLONE_NEWUSER | CLONE_NEWNET): ") + std::strerror(errno);
+    }
+    write_file("/proc/self/setgroups", "deny");
+    write_file("/proc/self/uid_map", "0 " + std::to_string(uid) + " 1\n");
+    write_file("/proc/self/gid_map", "0 " + std::to_string(gid) + " 1\n");
+  }
+  const int fd = socket(AF_INET, SOCK_DGRAM, 0);
+  ifreq request{};
+  std::strcpy(request.ifr_name, "lo");
+  const bool up = fd >= 0 && ioctl(fd, SIOCGIFFLAGS, &request) == 0 &&
+                  (request.ifr_flags |= IFF_UP, ioctl(fd, SIOCSIFFLAGS, &request) == 0);
+  const int error = errno;
+  if (fd >= 0) close(fd);
+  if (!up) return std::string("cannot bring loopback up: ") + std::strerror(error);
+  const std::string range = std::to_string(low) + " " + std::to_string(high);
+  const char* const kRangeFile = "/proc/sys/net/ipv4/ip_local_port_range";
+  write_file(kRangeFile, range + "\n");
+  std::istringstream written(read_file(kRangeFile));
+  int got_low = 0, got_high = 0;
+  written >> got_low >> got_high;
+  if (got_low != low || got_high != high) return "cannot set the local port range";
+  return {};
+}
+#endif
+
+TEST(LauncherPorts, ConcurrentLaunchesGetDistinctPorts) {
+  // Jobs started at the same moment with --main_process_port 0; rank 0 of each listens on its
+  // MASTER_PORT while rank 1 checks that it reached its own job, so two jobs on one port fail.
+  // On the host's ~28000 ports a shared port is rare; so where the system allows it the jobs run
+  // in a network namespace of their own with 40 ports, where launchers that do not coordinate
+  // collide in most rounds. The runner is a child process (a namespace cannot be left).
+  constexpr int kRounds = 8;
+  constexpr int kJobs = 6;
+  TempDir results;
+  const pid_t runner = fork();
+  ASSERT_GE(runner, 0);
+  if (runner == 0) {
+    std::string why = "not Linux";
+#if defined(__linux__)
+    why = enter_port_range_namespace(40000, 40039);
+#endif
+    write_file(results.path() / "namespace", why);
+    for (int round = 0; round < kRounds; ++round) {
+      std::vector<std::unique_ptr<Launcher>> jobs;
+      for (int job = 0; job < kJobs; ++job) {
+        const std::string token = "round" + std::to_string(round) + "-job" + std::to_string(job);
+        jobs.push_back(std::make_unique<Launcher>(
+            std::vector<std::string>{"launch", "--num_processes", "2", "--main_process_port", "0",
+                                     kFake, "--print-env", "--listen", token, "--sleep", "0.5"}));
+      }
+      for (int job = 0; job < kJobs; ++job) {
+        const Outcome r = jobs[static_cast<size_t>(job)]->wait(60s);
+        const fs::path base =
+            results.path() / ("r" + std::to_string(round) + "j" + std::to_string(job));
+        write_file(base.string() + ".code", std::to_string(r.timed_out ? -2 : r.code()));
+        write_file(base.string() + ".out", r.out);
+        write_file(base.string() + ".err", r.err);
+      }
+    }
+    _exit(0);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(runner, &status, 0), runner);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  const std::string why = read_file(results.path() / "namespace");
+  if (!why.empty()) {
+    std::cout << "note: ran on the host's port range (no network namespace: " << why << ")\n";
+  }
+  for (int round = 0; round < kRounds; ++round) {
+    std::set<std::string> ports;
+    for (int job = 0; job < kJobs; ++job) {
+      const fs::path base =
+          results.path() / ("r" + std::to_string(round) + "j" + std::to_string(job));
+      const std::string code = read_file(base.string() + ".code");
+      const std::string out = read_file(base.string() + ".out");
+      const std::string err = read_file(base.string() + ".err");
+      EXPECT_EQ(code, "0") << "round " << round << " job " << job << ":\n" << err;
+      const auto env = env_by_rank(out);
+      ASSERT_EQ(env.size(), 2u) << out << err;
+      const auto port = [&](int rank) {
+        const auto it = env.at(rank).find("MASTER_PORT");
+        return it == env.at(rank).end() ? std::string() : it->second;
+      };
+      EXPECT_EQ(port(1), port(0));
+      ports.insert(port(0));
+    }
+    EXPECT_EQ(ports.size(), static_cast<size_t>(kJobs))
+        << "round " << round << ": jobs running at the same time shared a port";
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/// ACCELERATE_TIMEOUT of every rank ("unset" when a rank did not have it).
+std::vector<std::string> timeouts(const Outcome& r) {
+  std::vector<std::string> result;
+  for (const auto& [rank, vars] : env_by_rank(r.out)) {
+    const auto it = vars.find("ACCELERATE_TIMEOUT");
+    result.push_back(it == vars.end() ? "unset" : it->second);
+  }
+  return result;
+}
+
+TEST(LauncherTimeout, FlagIsExportedToEveryRank) {
+  TempDir home;  // HF_HOME without a default configuration
+  const EnvChanges env = {{"HF_HOME", home.str()}};
+  Outcome r = run_launcher(
+      {"launch", "--num_processes", "2", "--timeout", "90.5", kFake, "--print-env"}, env);
+  ASSERT_EQ(r.code(), 0) << r.err;
+  EXPECT_EQ(timeouts(r), (std::vector<std::string>{"90.5", "90.5"})) << r.out;
+  r = run_launcher({"launch", "--timeout", "1800", kFake, "--print-env"}, env);
+  ASSERT_EQ(r.code(), 0) << r.err;
+  EXPECT_EQ(timeouts(r), (std::vector<std::string>{"1800"})) << r.out;
+  r = run_launcher({"launch", "--num_processes", "2", kFake, "--print-env"}, env);
+  ASSERT_EQ(r.code(), 0) << r.err;
+  EXPECT_EQ(timeouts(r), (std::vector<std::string>{"unset", "unset"})) << r.out;
+}
+
+TEST(LauncherTimeout, ConfigFileKeyIsExportedAndTheFlagWins) {
+  TempDir dir;
+  const fs::path file = dir.path() / "job.yaml";
+  write_file(file, "num_processes: 2\ntimeout: 120\n");
+  Outcome r = run_launcher({"launch", "--config_file", file.string(), kFake, "--print-env"});
+  ASSERT_EQ(r.code(), 0) << r.err;
+  EXPECT_EQ(timeouts(r), (std::vector<std::string>{"120", "120"})) << r.out;
+
+  r = run_launcher(
+      {"launch", "--config_file", file.string(), "--timeout", "7", kFake, "--print-env"});
+  ASSERT_EQ(r.code(), 0) << r.err;
+  EXPECT_EQ(timeouts(r), (std::vector<std::string>{"7", "7"})) << r.out;
+
+  write_file(file, "num_processes: 2\ntimeout: 0.25\n");
+  r = run_launcher({"launch", "--config_file", file.string(), kFake, "--print-env"});
+  ASSERT_EQ(r.code(), 0) << r.err;
+  EXPECT_EQ(timeouts(r), (std::vector<std::string>{"0.25", "0.25"})) << r.out;
+}
+
+TEST(LauncherTimeout, ConfigCommandWritesTheKey) {
+  TempDir home;
+  const EnvChanges env = {{"HF_HOME", home.str()}};
+  const Outcome config = run_launcher({"config", "--num_processes", "2", "--timeout", "45"}, env);
+  ASSERT_EQ(config.code(), 0) << config.err;
+  const std::string yaml = read_file(home.path() / "accelerate" / "default_config.yaml");
+  EXPECT_TRUE(contains(yaml, "\ntimeout: 45\n")) << yaml;
+  const Outcome r = run_launcher({"launch", kFake, "--print-env"}, env);
+  ASSERT_EQ(r.code(), 0) << r.err;
+  EXPECT_EQ(timeouts(r), (std::vector<std::string>{"45", "45"})) << r.out;
+
+  // Without --timeout the key is not written (Python's Accelerate does not know it).
+  ASSERT_EQ(run_launcher({"config", "--num_processes", "2"}, env).code(), 0);
+  EXPECT_FALSE(contains(read_file(home.path() / "accelerate" / "default_config.yaml"), "timeout"));
+}
+
+TEST(LauncherTimeout, BadValuesInTheFileNameFileAndKey) {
+  TempDir dir;
+  const fs::path file = dir.path() / "job.yaml";
+  for (const std::string value : {"abc", "[1, 2]", "0", "-3", "true", "1e3", "{a: 1}"}) {
+    write_file(file, "num_processes: 2\ntimeout: " + value + "\n");
+    const Outcome r =
+        run_launcher({"launch", "--config_file", file.string(), kFake, "--print-env"});
+    EXPECT_EQ(r.code(), 2) << value << "\n" << r.err;
+    EXPECT_TRUE(contains(r.err, "accelerate-cpp launch: error: config file " + file.string() +
+                                    ": key 'timeout': expected a positive number of seconds"))
+        << value << "\n"
+        << r.err;
+    EXPECT_EQ(r.out, "") << "no process may start";
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+TEST(LauncherConfigFile, DirectoryIsAUsageError) {
+  TempDir dir;
+  const Outcome r = run_launcher({"launch", "--config_file", dir.str(), kFake, "--print", "ran"});
+  EXPECT_EQ(r.code(), 2) << r.err;
+  EXPECT_TRUE(contains(r.err, "accelerate-cpp launch: error: config file " + dir.str() +
+                                  ": cannot be read: it is a directory"))
+      << r.err;
+  EXPECT_EQ(r.out, "");
+}
+
+TEST(LauncherConfigFile, UnreadableFileIsAUsageError) {
+  TempDir dir;
+  const fs::path file = dir.path() / "job.yaml";
+  write_file(file, "num_processes: 2\n");
+  // A path through a regular file fails to open for every user, root included.
+  const std::string below_file = (file / "job.yaml").string();
+  Outcome r = run_launcher({"launch", "--config_file", below_file, kFake, "--print", "ran"});
+  EXPECT_EQ(r.code(), 2) << r.err;
+  EXPECT_TRUE(
+      contains(r.err, "config file " + below_file + ": cannot be read: " + std::strerror(ENOTDIR)))
+      << r.err;
+  EXPECT_EQ(r.out, "");
+  // No read permission (root reads the file regardless; then only the case above applies).
+  ASSERT_EQ(chmod(file.c_str(), 0), 0);
+  if (access(file.c_str(), R_OK) != 0) {
+    r = run_launcher({"launch", "--config_file", file.string(), kFake, "--print", "ran"});
+    EXPECT_EQ(r.code(), 2) << r.err;
+    EXPECT_TRUE(contains(
+        r.err, "config file " + file.string() + ": cannot be read: " + std::strerror(EACCES)))
+        << r.err;
+    EXPECT_EQ(r.out, "");
+  }
+}
+
+TEST(LauncherConfigFile, FilesOverOneMiBAreRefusedBeforeParsing) {
+  TempDir dir;
+  constexpr size_t kLimit = size_t{1} << 20;
+  // Exactly at the limit: accepted (a valid file padded with a comment).
+  const std::string head = "num_processes: 2\n#";
+  const fs::path at_limit = dir.path() / "at_limit.yaml";
+  write_file(at_limit, head + std::string(kLimit - head.size() - 1, 'x') + "\n");
+  ASSERT_EQ(fs::file_size(at_limit), kLimit);
+  Outcome r = run_launcher({"launch", "--config_file", at_limit.string(), kFake, "--print-env"});
+  EXPECT_EQ(r.code(), 0) << r.err;
+  EXPECT_EQ(env_by_rank(r.out).size(), 2u) << r.err;
+
+  // One byte more, and a 64 MiB file (sparse; never read): refused, naming size and limit.
+  for (const size_t size : {kLimit + 1, size_t{64} << 20}) {
+    const fs::path big = dir.path() / ("big" + std::to_string(size) + ".yaml");
+    write_file(big, head);
+    fs::resize_file(big, size);
+    r = run_launcher({"launch", "--config_file", big.string(), kFake, "--print", "ran"});
+    EXPECT_EQ(r.code(), 2) << r.err;
+    EXPECT_TRUE(contains(r.err, "accelerate-cpp launch: error: config file " + big.string() +
+                                    ": is " + std::to_string(size) +
+                                    " bytes, more than the limit of 1048576 bytes (1 MiB)"))
+        << r.err;
+    EXPECT_EQ(r.out, "");
+  }
+
+  // A device without a size is cut off at the limit while it is read.
+  r = run_launcher({"launch", "--config_file", "/dev/zero", kFake, "--print", "ran"});
+  EXPECT_EQ(r.code(), 2) << r.err;
+  EXPECT_TRUE(contains(r.err, "config file /dev/zero: is more than the limit of 1048576 bytes"))
+      << r.err;
+}
 
 // ---------------------------------------------------------------------------------------------
 
@@ -651,7 +1039,16 @@ INSTANTIATE_TEST_SUITE_P(
         UsageCase{"NegativeGracePeriod", {"--grace_period", "-1", kFake}, "--grace_period"},
         UsageCase{"ZeroThreads",
                   {"--num_cpu_threads_per_process", "0", kFake},
-                  "--num_cpu_threads_per_process must be at least 1"}),
+                  "--num_cpu_threads_per_process must be at least 1"},
+        UsageCase{"ZeroTimeout",
+                  {"--timeout", "0", kFake},
+                  "--timeout must be a positive number of seconds, e.g. 1800 or 0.5 (got '0')"},
+        UsageCase{"NegativeTimeout", {"--timeout", "-5", kFake}, "--timeout"},
+        UsageCase{"TimeoutNotANumber",
+                  {"--timeout", "soon", kFake},
+                  "--timeout must be a positive number of seconds, e.g. 1800 or 0.5 (got 'soon')"},
+        UsageCase{"TimeoutInfinite", {"--timeout", "inf", kFake}, "(got 'inf')"},
+        UsageCase{"TimeoutWithExponent", {"--timeout", "1e3", kFake}, "(got '1e3')"}),
     [](const ::testing::TestParamInfo<UsageCase>& info) { return info.param.name; });
 
 TEST(LauncherUsageFiles, NonExecutableFileIsAUsageError) {
@@ -689,7 +1086,7 @@ TEST(LauncherCli, HelpAndVersion) {
   for (const char* flag :
        {"--num_processes", "--num_machines", "--machine_rank", "--main_process_ip",
         "--main_process_port", "--mixed_precision", "--cpu", "--num_cpu_threads_per_process",
-        "--no_rank_prefix", "--grace_period", "PROGRAM"}) {
+        "--no_rank_prefix", "--grace_period", "--timeout", "PROGRAM"}) {
     EXPECT_TRUE(contains(launch.out, flag)) << flag;
   }
   const Outcome none = run_launcher({});

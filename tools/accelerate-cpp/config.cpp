@@ -1,8 +1,13 @@
 #include "config.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <yaml-cpp/yaml.h>
 
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -53,7 +58,56 @@ std::optional<T> get(const YAML::Node& node, const std::string& path, const std:
   }
 }
 
+std::string size_limit() {
+  return "the limit of " + std::to_string(kMaxConfigFileBytes) + " bytes (" +
+         std::to_string(kMaxConfigFileBytes >> 20) + " MiB)";
+}
+
+/// The contents of `path`, refusing what is not a readable file of at most kMaxConfigFileBytes
+/// (checked before reading when the size is known, and while reading for pipes and devices).
+std::string read_limited(const std::string& path) {
+  int fd;
+  do {
+    fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  } while (fd < 0 && errno == EINTR);
+  if (fd < 0) fail(path, "", std::string("cannot be read: ") + std::strerror(errno));
+  struct Closer {
+    int fd;
+    ~Closer() { ::close(fd); }
+  } closer{fd};
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) fail(path, "", std::string("cannot be read: ") + std::strerror(errno));
+  if (S_ISDIR(st.st_mode)) fail(path, "", "cannot be read: it is a directory");
+  if (S_ISREG(st.st_mode) && static_cast<std::uintmax_t>(st.st_size) > kMaxConfigFileBytes)
+    fail(path, "", "is " + std::to_string(st.st_size) + " bytes, more than " + size_limit());
+  std::string text;
+  char buffer[65536];
+  while (true) {
+    const ssize_t n = ::read(fd, buffer, sizeof buffer);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) fail(path, "", std::string("cannot be read: ") + std::strerror(errno));
+    if (n == 0) return text;
+    text.append(buffer, static_cast<size_t>(n));
+    if (text.size() > kMaxConfigFileBytes) fail(path, "", "is more than " + size_limit());
+  }
+}
+
 }  // namespace
+
+bool is_positive_seconds(const std::string& text) {
+  size_t digits = 0, dots = 0;
+  for (const char ch : text) {
+    if (ch >= '0' && ch <= '9') {
+      ++digits;
+    } else if (ch == '.') {
+      ++dots;
+    } else {
+      return false;
+    }
+  }
+  if (digits == 0 || dots > 1) return false;
+  return std::strtod(text.c_str(), nullptr) > 0;  // digits only: never negative, inf or nan
+}
 
 std::string default_config_file() {
   const char* hf_home = std::getenv("HF_HOME");
@@ -70,11 +124,10 @@ std::string default_config_file() {
 }
 
 LaunchConfig read_config(const std::string& path) {
+  const std::string text = read_limited(path);
   YAML::Node root;
   try {
-    root = YAML::LoadFile(path);
-  } catch (const YAML::BadFile&) {
-    fail(path, "", "cannot be read");
+    root = YAML::Load(text);
   } catch (const YAML::Exception& e) {
     fail(path, "", std::string("is not valid YAML: ") + e.what());
   }
@@ -107,6 +160,14 @@ LaunchConfig read_config(const std::string& path) {
         fail(path, key,
              "'" + *c.distributed_type +
                  "' is not supported by accelerate-cpp (NO, MULTI_CPU, MULTI_GPU)");
+    } else if (key == "timeout") {
+      if (!v.IsNull()) {
+        if (!v.IsScalar() || !is_positive_seconds(v.Scalar()))
+          fail(path, key,
+               "expected a positive number of seconds (e.g. 1800 or 0.5), got '" + YAML::Dump(v) +
+                   "'");
+        c.timeout = v.Scalar();
+      }
     } else if (kUnsupported.count(key)) {
       if (!v.IsNull() && !(v.IsMap() && v.size() == 0))
         fail(path, key, "is not supported by accelerate-cpp");
@@ -145,6 +206,7 @@ void write_config(const std::string& path, const LaunchConfig& c) {
   out << YAML::Key << "num_processes" << YAML::Value << n;
   out << YAML::Key << "rdzv_backend" << YAML::Value << "static";
   out << YAML::Key << "same_network" << YAML::Value << true;
+  if (c.timeout) out << YAML::Key << "timeout" << YAML::Value << *c.timeout;
   out << YAML::Key << "tpu_env" << YAML::Value << YAML::Flow << YAML::BeginSeq << YAML::EndSeq;
   out << YAML::Key << "tpu_use_cluster" << YAML::Value << false;
   out << YAML::Key << "tpu_use_sudo" << YAML::Value << false;

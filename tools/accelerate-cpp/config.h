@@ -4,11 +4,12 @@
 // Python's `accelerate config` writes (default: $HF_HOME/accelerate/default_config.yaml, with
 // HF_HOME defaulting to $XDG_CACHE_HOME/huggingface or ~/.cache/huggingface). Keys that
 // accelerate-cpp uses: num_processes, num_machines, machine_rank, main_process_ip,
-// main_process_port, mixed_precision, use_cpu, distributed_type. Other keys Accelerate writes
-// are accepted and ignored when they hold their neutral value; anything else is an error that
-// names the file and the key.
+// main_process_port, mixed_precision, use_cpu, distributed_type, and its own key timeout (which
+// Python's Accelerate does not know). Other keys Accelerate writes are accepted and ignored when
+// they hold their neutral value; anything else is an error that names the file and the key.
 #pragma once
 
+#include <cstdint>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -21,6 +22,15 @@ class ConfigError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+/// Largest configuration file read_config() accepts, in bytes (1 MiB); larger ones are refused
+/// before they are parsed.
+inline constexpr std::uintmax_t kMaxConfigFileBytes = std::uintmax_t{1} << 20;
+
+/// True when `text` is a positive number of seconds written as digits with an optional decimal
+/// part ("1800", "0.5", "2."); no sign, exponent, "inf" or "nan". What `launch --timeout` and the
+/// `timeout` key accept.
+bool is_positive_seconds(const std::string& text);
+
 /// What a configuration file says; unset fields were not in the file.
 struct LaunchConfig {
   std::optional<int> num_processes;
@@ -31,14 +41,17 @@ struct LaunchConfig {
   std::optional<std::string> mixed_precision;  ///< "no" | "fp16" | "bf16"
   std::optional<bool> use_cpu;
   std::optional<std::string> distributed_type;  ///< NO | MULTI_CPU | MULTI_GPU
+  /// Seconds, as written in the file (see is_positive_seconds()); exported as ACCELERATE_TIMEOUT.
+  std::optional<std::string> timeout;
 };
 
 /// Accelerate's default location of the configuration file, from `environ`.
 std::string default_config_file();
 
-/// Reads `path`. Throws ConfigError naming the file (and the key) when it cannot be read, is
-/// not a YAML mapping, holds an unknown key, a value of the wrong type, or asks for something
-/// accelerate-cpp does not do (DeepSpeed, FSDP, TPU, ...).
+/// Reads `path`. Throws ConfigError naming the file (and the key) when it cannot be read (missing,
+/// a directory, no permission), is larger than kMaxConfigFileBytes, is not a YAML mapping, holds an
+/// unknown key, a value of the wrong type, or asks for something accelerate-cpp does not do
+/// (DeepSpeed, FSDP, TPU, ...).
 LaunchConfig read_config(const std::string& path);
 
 /// Writes `config` to `path` in Accelerate's layout (creating the folders), filling the keys

@@ -111,6 +111,7 @@ struct LaunchOptions {
   std::string program;
   std::vector<std::string> args;  ///< everything after PROGRAM, untouched
   std::string config_file;        ///< empty: the default file, if it exists
+  std::string timeout;            ///< seconds as given (ACCELERATE_TIMEOUT); empty: not given
 
   CLI::Option* threads_option = nullptr;
   CLI::App* command = nullptr;  ///< to tell which flags were given (they win over the file)
@@ -142,6 +143,9 @@ void add_job_options(CLI::App* cmd, LaunchOptions& opts) {
                   "Sets ACCELERATE_MIXED_PRECISION for the processes")
       ->check(CLI::IsMember({"no", "fp16", "bf16"}));
   cmd->add_flag("--cpu", opts.cpu, "Force training on the CPU (ACCELERATE_USE_CPU=true)");
+  cmd->add_option("--timeout", opts.timeout,
+                  "Seconds the processes' collectives and rendezvous may wait (a positive number, "
+                  "decimals allowed); exported as ACCELERATE_TIMEOUT");
   cmd->add_option("--config_file", opts.config_file,
                   "Accelerate's YAML configuration (default: " + default_config_file() +
                       ", when it exists); flags given here win over it");
@@ -159,7 +163,8 @@ void apply_config(LaunchOptions& opts) {
   std::string path = opts.config_file;
   if (path.empty()) {
     path = default_config_file();
-    if (!std::filesystem::exists(path)) return;
+    std::error_code ec;  // e.g. no permission on a parent folder: read_config() says so
+    if (!std::filesystem::exists(path, ec) && !ec) return;
   }
   const LaunchConfig c = read_config(path);
   const CLI::App* cmd = opts.command;
@@ -173,6 +178,7 @@ void apply_config(LaunchOptions& opts) {
   if (c.mixed_precision && !given(cmd, "--mixed_precision"))
     opts.mixed_precision = *c.mixed_precision;
   if (c.use_cpu && !given(cmd, "--cpu")) opts.cpu = *c.use_cpu;
+  if (c.timeout && !given(cmd, "--timeout")) opts.timeout = *c.timeout;
 }
 
 CLI::App* add_launch_command(CLI::App& app, LaunchOptions& opts) {
@@ -240,6 +246,10 @@ void validate(const LaunchOptions& opts) {
   if (!std::isfinite(opts.grace_period) || opts.grace_period < 0 || opts.grace_period > 86400.0) {
     throw UsageError("--grace_period must be between 0 and 86400 seconds");
   }
+  if (given(opts.command, "--timeout") && !is_positive_seconds(opts.timeout)) {
+    throw UsageError("--timeout must be a positive number of seconds, e.g. 1800 or 0.5 (got '" +
+                     opts.timeout + "')");
+  }
   if (opts.num_processes % opts.num_machines != 0) {
     throw UsageError("--num_processes (" + std::to_string(opts.num_processes) +
                      ") must be a multiple of --num_machines (" +
@@ -267,10 +277,15 @@ int run_launch(LaunchOptions opts) {
 
 int launch_once(const LaunchOptions& opts, const std::string& executable, int attempt,
                 bool* interrupted) {
+  // A port we pick is locked against other launchers on this host for the whole job (the
+  // supervisor's watchdog keeps the lock until the processes are gone, even if we are killed).
+  PortReservation reservation;
   int port = opts.main_process_port;
   if (port == 0) {
-    std::string why;
-    port = find_free_tcp_port(&why);
+    std::string why, warning;
+    reservation = reserve_free_tcp_port(&why, &warning);
+    if (!warning.empty()) std::cerr << "accelerate-cpp launch: warning: " << warning << "\n";
+    port = reservation.port();
     if (port == 0) {
       std::cerr << "accelerate-cpp launch: cannot find a free port (" << why
                 << "); pass --main_process_port\n";
@@ -289,6 +304,7 @@ int launch_once(const LaunchOptions& opts, const std::string& executable, int at
   base.set("MASTER_PORT", std::to_string(port));
   if (!opts.mixed_precision.empty()) base.set("ACCELERATE_MIXED_PRECISION", opts.mixed_precision);
   base.set("ACCELERATE_USE_CPU", opts.cpu ? "true" : "false");
+  if (!opts.timeout.empty()) base.set("ACCELERATE_TIMEOUT", opts.timeout);
   base.set("TORCHELASTIC_RESTART_COUNT", std::to_string(attempt));
   base.set("TORCHELASTIC_MAX_RESTARTS", std::to_string(opts.max_restarts));
   if (opts.threads_option && opts.threads_option->count() > 0) {
@@ -320,6 +336,7 @@ int launch_once(const LaunchOptions& opts, const std::string& executable, int at
       std::chrono::milliseconds(static_cast<long long>(std::llround(opts.grace_period * 1000.0)));
   supervision.name = "accelerate-cpp launch";
   supervision.interrupted = interrupted;
+  supervision.watchdog_keep_fd = reservation.lock_fd();
   return run_processes(specs, supervision);
 }
 
@@ -347,6 +364,7 @@ int run_config(const LaunchOptions& opts) {
   if (opts.main_process_port != 0) c.main_process_port = opts.main_process_port;
   c.mixed_precision = opts.mixed_precision.empty() ? "no" : opts.mixed_precision;
   c.use_cpu = opts.cpu;
+  if (!opts.timeout.empty()) c.timeout = opts.timeout;
   const std::string path = opts.config_file.empty() ? default_config_file() : opts.config_file;
   write_config(path, c);
   std::cout << "accelerate-cpp configuration saved at " << path << "\n";
@@ -391,7 +409,8 @@ int run_env(const std::string& config_file) {
             << "- OMP_NUM_THREADS: "
             << (std::getenv("OMP_NUM_THREADS") ? std::getenv("OMP_NUM_THREADS") : "(unset)") << "\n"
             << "- Configuration file: " << path << "\n";
-  if (!std::filesystem::exists(path)) {
+  std::error_code config_error;  // e.g. no permission on a parent folder: read_config() says so
+  if (!std::filesystem::exists(path, config_error) && !config_error) {
     std::cout << "- Configuration: not found (defaults apply)\n";
     return 0;
   }
@@ -479,6 +498,9 @@ int main(int argc, char** argv) {
     return report_usage_error(command_name(), e.what());
   } catch (const ConfigError& e) {
     return report_usage_error(command_name(), e.what());
+  } catch (const std::exception& e) {
+    std::cerr << command_name() << ": error: " << e.what() << "\n";
+    return 1;
   }
   return report_usage_error("accelerate-cpp", "no command given");
 }

@@ -4,7 +4,8 @@
 // byte to a non-blocking self-pipe, which wakes poll(); SIGCHLD wakes it the same way and the loop
 // reaps with waitpid(WNOHANG). Children are created with fork()+execve() with every signal
 // blocked across fork() so no handler of ours ever runs in a child; a CLOEXEC pipe reports a
-// failed execve() back to the parent.
+// failed execve() back to the parent. The watchdog is a fork() without execve() that only reads
+// process-group ids (native int, 0 = disarm) from a pipe whose write end only the launcher has.
 #include "supervisor.h"
 
 #include <arpa/inet.h>
@@ -12,6 +13,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/types.h>
@@ -19,12 +21,14 @@
 #include <unistd.h>
 #if defined(__linux__)
 #include <sys/prctl.h>
+#include <sys/syscall.h>
 #endif
 
 #include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <set>
 #include <sstream>
 #include <utility>
 
@@ -284,6 +288,69 @@ void install_fd(int fd, int target) {
   _exit(127);
 }
 
+/// Closes every descriptor from 3 up except `keep_a` and `keep_b` (-1: none).
+void close_other_fds(int keep_a, int keep_b) {
+  const int kept[2] = {std::min(keep_a, keep_b), std::max(keep_a, keep_b)};
+#if defined(__linux__) && defined(SYS_close_range)
+  // close_range() over the gaps between the kept descriptors; `last` < 0: to the end.
+  auto close_from_to = [](int first, int last) {
+    if (last >= 0 && last < first) return true;
+    return syscall(SYS_close_range, static_cast<unsigned>(first),
+                   last < 0 ? ~0U : static_cast<unsigned>(last), 0) == 0;
+  };
+  int first = 3;
+  bool ok = true;
+  for (int k : kept) {
+    if (k < first) continue;
+    ok = ok && close_from_to(first, k - 1);
+    first = k + 1;
+  }
+  if (ok && close_from_to(first, -1)) return;  // else an old kernel: one by one below
+#endif
+  long max_fd = sysconf(_SC_OPEN_MAX);
+  if (max_fd < 0 || max_fd > 65536) max_fd = 65536;
+  for (int fd = 3; fd < max_fd; ++fd) {
+    if (fd != kept[0] && fd != kept[1]) close(fd);
+  }
+}
+
+/// Body of the watchdog process: collects process-group ids from `read_fd`; on 0 exits, on
+/// EOF (the launcher is gone without saying goodbye) SIGKILLs every group first.
+[[noreturn]] void watchdog_main(int read_fd, int keep_fd) {
+  setpgid(0, 0);  // out of the launcher's group: a signal to that group does not reach us
+#if defined(__linux__)
+  prctl(PR_SET_NAME, "acc-watchdog");  // what ps -o comm and top show
+#endif
+  for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGPIPE, SIGTSTP, SIGTTIN, SIGTTOU}) {
+    signal(sig, SIG_IGN);
+  }
+  signal(SIGCHLD, SIG_DFL);
+  sigset_t none;
+  sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, nullptr);
+  const int null_fd = open("/dev/null", O_RDWR);
+  if (null_fd >= 0) {
+    for (int fd : {STDIN_FILENO, STDOUT_FILENO, STDERR_FILENO}) dup2(null_fd, fd);
+  }
+  close_other_fds(read_fd, keep_fd);
+
+  std::vector<pid_t> groups;
+  pid_t value = 0;
+  size_t have = 0;
+  while (true) {
+    const ssize_t n = read(read_fd, reinterpret_cast<char*>(&value) + have, sizeof value - have);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    have += static_cast<size_t>(n);
+    if (have < sizeof value) continue;
+    have = 0;
+    if (value == 0) _exit(0);
+    groups.push_back(value);
+  }
+  for (const pid_t group : groups) kill(-group, SIGKILL);
+  _exit(0);
+}
+
 std::vector<char*> to_c_strings(const std::vector<std::string>& strings) {
   std::vector<char*> out;
   out.reserve(strings.size() + 1);
@@ -302,6 +369,7 @@ class Supervisor {
   int run() {
     SignalScope signals;
     signals_ = &signals;
+    start_watchdog();
     if (isatty(STDIN_FILENO)) stdin_fd_ = open("/dev/null", O_RDONLY | O_CLOEXEC);
     for (Child& child : children_) {
       if (!spawn(child)) break;
@@ -319,6 +387,7 @@ class Supervisor {
       child.err.finish();
       if (child.pid > 0) kill(-child.pid, SIGKILL);
     }
+    stop_watchdog();
     signals_ = nullptr;
     return exit_code_;
   }
@@ -331,6 +400,52 @@ class Supervisor {
 
   std::string describe(const Child& child) const {
     return "rank " + std::to_string(child.spec->rank) + " (pid " + std::to_string(child.pid) + ")";
+  }
+
+  /// Forks the watchdog (see supervisor.h); without one, a warning says what is not guaranteed.
+  void start_watchdog() {
+    int fds[2] = {-1, -1};
+    if (!make_pipe(fds)) {
+      log("warning: cannot start the watchdog (pipe(): " + std::string(std::strerror(errno)) +
+          "); processes the ranks start may outlive a killed launcher");
+      return;
+    }
+    sigset_t all, saved;
+    sigfillset(&all);
+    sigprocmask(SIG_SETMASK, &all, &saved);
+    const pid_t pid = fork();
+    if (pid == 0) watchdog_main(fds[0], options_.watchdog_keep_fd);
+    const int fork_error = errno;
+    sigprocmask(SIG_SETMASK, &saved, nullptr);
+    close_fd(fds[0]);
+    if (pid < 0) {
+      close_fd(fds[1]);
+      log("warning: cannot start the watchdog (fork(): " + std::string(std::strerror(fork_error)) +
+          "); processes the ranks start may outlive a killed launcher");
+      return;
+    }
+    setpgid(pid, pid);  // also done by the watchdog; whichever runs first wins
+    watchdog_pid_ = pid;
+    watchdog_fd_ = fds[1];
+  }
+
+  /// Tells the watchdog about a new process group.
+  void watch(pid_t group) {
+    if (watchdog_fd_ >= 0)
+      write_all(watchdog_fd_, reinterpret_cast<const char*>(&group), sizeof group);
+  }
+
+  /// Every group is already killed: disarm the watchdog (0) and wait for it to exit.
+  void stop_watchdog() {
+    if (watchdog_fd_ >= 0) {
+      watch(0);
+      close_fd(watchdog_fd_);
+    }
+    if (watchdog_pid_ > 0) {
+      while (waitpid(watchdog_pid_, nullptr, 0) < 0 && errno == EINTR) {
+      }
+      watchdog_pid_ = -1;
+    }
   }
 
   size_t running_count() const {
@@ -383,6 +498,7 @@ class Supervisor {
       return start_failed(spec, std::string("fork() failed: ") + std::strerror(fork_error));
     }
     setpgid(pid, pid);  // also done by the child; whichever runs first wins, the other may fail
+    watch(pid);
     child.pid = pid;
     child.running = true;
     if (options_.prefix_output) {
@@ -545,6 +661,8 @@ class Supervisor {
   SupervisorOptions options_;
   std::vector<Child> children_;
   SignalScope* signals_ = nullptr;
+  pid_t watchdog_pid_ = -1;
+  int watchdog_fd_ = -1;  ///< write end of the watchdog's pipe (close-on-exec)
   int stdin_fd_ = -1;
   bool stopping_ = false;
   bool killed_ = false;
@@ -604,12 +722,16 @@ ExecutableLookup find_executable(const std::string& program) {
   return result;
 }
 
-int find_free_tcp_port(std::string* error) {
-  auto try_family = [](int family, std::string* why) -> int {
-    const int fd = socket(family, SOCK_STREAM, 0);
+namespace {
+
+/// Binds a TCP socket to port 0 on all IPv4 interfaces (IPv6 if that fails). Returns the socket,
+/// still bound so that the kernel hands the port to nobody else, and the port; -1 on failure.
+int bind_free_port(int* port, std::string* why) {
+  for (const int family : {AF_INET, AF_INET6}) {
+    const int fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) {
       *why = std::string("socket(): ") + std::strerror(errno);
-      return 0;
+      continue;
     }
     sockaddr_storage storage{};
     socklen_t length;
@@ -617,32 +739,154 @@ int find_free_tcp_port(std::string* error) {
       auto* addr = reinterpret_cast<sockaddr_in*>(&storage);
       addr->sin_family = AF_INET;
       addr->sin_addr.s_addr = htonl(INADDR_ANY);
-      addr->sin_port = 0;
       length = sizeof(sockaddr_in);
     } else {
       auto* addr = reinterpret_cast<sockaddr_in6*>(&storage);
       addr->sin6_family = AF_INET6;
       addr->sin6_addr = in6addr_any;
-      addr->sin6_port = 0;
       length = sizeof(sockaddr_in6);
     }
-    int port = 0;
     if (bind(fd, reinterpret_cast<sockaddr*>(&storage), length) != 0 ||
         getsockname(fd, reinterpret_cast<sockaddr*>(&storage), &length) != 0) {
       *why = std::string("bind(): ") + std::strerror(errno);
-    } else if (family == AF_INET) {
-      port = ntohs(reinterpret_cast<sockaddr_in*>(&storage)->sin_port);
-    } else {
-      port = ntohs(reinterpret_cast<sockaddr_in6*>(&storage)->sin6_port);
+      close(fd);
+      continue;
     }
-    close(fd);
-    return port;
-  };
+    *port = ntohs(family == AF_INET ? reinterpret_cast<sockaddr_in*>(&storage)->sin_port
+                                    : reinterpret_cast<sockaddr_in6*>(&storage)->sin6_port);
+    return fd;
+  }
+  return -1;
+}
+
+/// Creates the lock folder (mode 1777, like /tmp) unless it exists; "" or why it cannot be used.
+std::string prepare_lock_folder(const std::string& folder) {
+  if (mkdir(folder.c_str(), 01777) == 0) {
+    chmod(folder.c_str(), 01777);  // mkdir() applied the umask
+  } else if (errno != EEXIST) {
+    return std::strerror(errno);
+  }
+  struct stat st {};
+  if (lstat(folder.c_str(), &st) != 0) return std::strerror(errno);
+  if (!S_ISDIR(st.st_mode)) return "not a directory";
+  return {};
+}
+
+enum class LockResult { kLocked, kTaken, kError };
+
+/// Takes the exclusive lock of `path` without waiting; `*fd` is the locked descriptor.
+LockResult lock_file(const std::string& path, int* fd, std::string* why) {
+  for (int attempt = 0; attempt < 8; ++attempt) {
+    // Open without O_CREAT first: with fs.protected_regular, O_CREAT on another user's file in
+    // a sticky folder fails even though the file exists.
+    *fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (*fd < 0 && errno == ENOENT) {
+      *fd = open(path.c_str(), O_RDONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
+      if (*fd < 0 && errno == EEXIST) continue;
+      if (*fd >= 0) fchmod(*fd, 0644);  // readable by every user whatever the umask
+    }
+    if (*fd < 0) {
+      *why = path + ": " + std::strerror(errno);
+      return LockResult::kError;
+    }
+    if (flock(*fd, LOCK_EX | LOCK_NB) != 0) {
+      const int error = errno;
+      close_fd(*fd);
+      if (error == EWOULDBLOCK || error == EINTR) return LockResult::kTaken;
+      *why = path + ": flock(): " + std::strerror(error);
+      return LockResult::kError;
+    }
+    // The previous holder removes the file before unlocking it: a lock on a removed file is
+    // worth nothing, so check that the path still names the locked file.
+    struct stat locked {};
+    struct stat named {};
+    if (fstat(*fd, &locked) == 0 && stat(path.c_str(), &named) == 0 &&
+        locked.st_dev == named.st_dev && locked.st_ino == named.st_ino) {
+      return LockResult::kLocked;
+    }
+    close_fd(*fd);
+  }
+  return LockResult::kTaken;
+}
+
+}  // namespace
+
+PortReservation::PortReservation(int port, int lock_fd, std::string lock_path)
+    : port_(port), lock_fd_(lock_fd), lock_path_(std::move(lock_path)) {}
+
+PortReservation::PortReservation(PortReservation&& other) noexcept
+    : port_(std::exchange(other.port_, 0)),
+      lock_fd_(std::exchange(other.lock_fd_, -1)),
+      lock_path_(std::move(other.lock_path_)) {}
+
+PortReservation& PortReservation::operator=(PortReservation&& other) noexcept {
+  if (this != &other) {
+    release();
+    port_ = std::exchange(other.port_, 0);
+    lock_fd_ = std::exchange(other.lock_fd_, -1);
+    lock_path_ = std::move(other.lock_path_);
+  }
+  return *this;
+}
+
+void PortReservation::release() {
+  if (lock_fd_ >= 0) {
+    unlink(lock_path_.c_str());  // before unlocking, see lock_file(); fails for others' files
+    close_fd(lock_fd_);
+  }
+  port_ = 0;
+  lock_path_.clear();
+}
+
+std::string port_lock_folder() {
+  const std::string shared = "/tmp/accelerate-cpp-ports";
+  if (prepare_lock_folder(shared).empty()) return shared;
+  const char* tmpdir = std::getenv("TMPDIR");
+  if (tmpdir != nullptr && *tmpdir != '\0') return std::string(tmpdir) + "/accelerate-cpp-ports";
+  return shared;
+}
+
+PortReservation reserve_free_tcp_port(std::string* error, std::string* warning) {
   std::string why;
-  int port = try_family(AF_INET, &why);
-  if (port == 0) port = try_family(AF_INET6, &why);
-  if (port == 0 && error != nullptr) *error = why;
-  return port;
+  const std::string folder = port_lock_folder();
+  std::string lock_problem = prepare_lock_folder(folder);
+  if (!lock_problem.empty()) lock_problem = folder + ": " + lock_problem;
+  // A port whose lock is taken belongs to a job whose rank 0 has not bound it yet; the kernel
+  // may offer it again until then (in a busy or narrow port range), so wait a little for it.
+  std::set<int> taken;
+  constexpr int kAttempts = 256;
+  for (int attempt = 0; attempt < kAttempts; ++attempt) {
+    int port = 0;
+    const int probe = bind_free_port(&port, &why);
+    if (probe < 0) break;
+    if (lock_problem.empty()) {
+      if (taken.count(port) != 0) {
+        close(probe);
+        usleep(2000);
+        continue;
+      }
+      int fd = -1;
+      const std::string path = folder + "/" + std::to_string(port) + ".lock";
+      const LockResult result = lock_file(path, &fd, &lock_problem);
+      close(probe);  // the port stays free for the job's rank 0 to bind
+      if (result == LockResult::kLocked) return PortReservation(port, fd, path);
+      if (result == LockResult::kTaken) {
+        taken.insert(port);
+        continue;  // another launcher's: try another port
+      }
+    } else {
+      close(probe);
+    }
+    if (warning != nullptr) {
+      *warning = "cannot lock ports (" + lock_problem +
+                 "); a launcher starting at the same time could pick the same port";
+    }
+    return PortReservation(port, -1, {});
+  }
+  if (error != nullptr) {
+    *error = why.empty() ? "every port tried is locked by another launcher in " + folder : why;
+  }
+  return {};
 }
 
 std::string signal_name(int signal_number) {

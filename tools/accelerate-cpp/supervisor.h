@@ -9,7 +9,12 @@
 // Guarantees:
 //  * every child runs in its own process group; stop signals go to the whole group, so helper
 //    processes a rank started are stopped with it;
-//  * on Linux every child has PR_SET_PDEATHSIG=SIGKILL, so nothing outlives a SIGKILLed launcher;
+//  * on Linux every child has PR_SET_PDEATHSIG=SIGKILL, so the ranks die with a SIGKILLed launcher;
+//  * a watchdog process (forked before the ranks, in its own process group, deaf to SIGINT,
+//    SIGTERM, SIGHUP and the job-control signals) learns the ranks' process groups through a
+//    pipe and SIGKILLs those groups when the pipe reaches EOF without the launcher having said
+//    goodbye, i.e. when the launcher died; so processes a rank started die with it too, unless
+//    they left its process group (setsid(), setpgid());
 //  * a child that fails (non-zero exit or killed by a signal) stops the others: SIGTERM, then
 //    SIGKILL after the grace period; all children are reaped before run_processes() returns;
 //  * output lines of different ranks are never mixed within a line (a line longer than 1 MiB is
@@ -47,6 +52,10 @@ struct SupervisorOptions {
   /// Set to true (when not null) if the launcher itself received a stop signal (SIGINT,
   /// SIGTERM, SIGHUP): the job was interrupted, not failed, and must not be restarted.
   bool* interrupted = nullptr;
+  /// A descriptor the watchdog keeps open until it exits (the port lock of a
+  /// PortReservation), so that what it holds outlives a killed launcher until the processes are
+  /// gone; -1: none. The watchdog closes every other descriptor.
+  int watchdog_keep_fd = -1;
 };
 
 /// Exit code of run_processes() when a process could not be started (fork or exec failed).
@@ -81,10 +90,43 @@ struct ExecutableLookup {
 /// looked up in $PATH. Checks that the result is a regular file the caller may execute.
 ExecutableLookup find_executable(const std::string& program);
 
-/// Binds a TCP socket to port 0 on all IPv4 interfaces (IPv6 if that fails) and returns the port
-/// the kernel chose, or 0 with `*error` set (when non-null). The port is released again, so
-/// another process may take it before the caller uses it.
-int find_free_tcp_port(std::string* error = nullptr);
+/// A TCP port reserved for one job against other accelerate-cpp launchers on this host: an
+/// exclusive flock() on <port_lock_folder()>/<port>.lock, held until release() or destruction
+/// (and, through fork(), by any process that inherited lock_fd()). Other programs are not kept
+/// off the port, but the kernel had just found it free.
+class PortReservation {
+ public:
+  PortReservation() = default;
+  PortReservation(int port, int lock_fd, std::string lock_path);
+  ~PortReservation() { release(); }
+  PortReservation(PortReservation&& other) noexcept;
+  PortReservation& operator=(PortReservation&& other) noexcept;
+  PortReservation(const PortReservation&) = delete;
+  PortReservation& operator=(const PortReservation&) = delete;
+
+  /// The port; 0 when none was reserved.
+  int port() const { return port_; }
+  /// The locked file's descriptor (close-on-exec); -1 when the port is not locked.
+  int lock_fd() const { return lock_fd_; }
+  /// Removes the lock file and unlocks it.
+  void release();
+
+ private:
+  int port_ = 0;
+  int lock_fd_ = -1;
+  std::string lock_path_;
+};
+
+/// Where the port locks live: /tmp/accelerate-cpp-ports (one folder for every user of the
+/// host; created with mode 1777), or $TMPDIR/accelerate-cpp-ports when /tmp cannot be used.
+std::string port_lock_folder();
+
+/// Finds a free TCP port no other accelerate-cpp launcher on this host holds: binds a socket to
+/// port 0 on all IPv4 interfaces (IPv6 if that fails), locks the port the kernel chose while the
+/// socket still holds it, and tries another one when the lock is taken. Returns port 0 with
+/// `*error` set when no port can be found. When the lock folder cannot be used, returns an
+/// unlocked port and sets `*warning` (both pointers may be null).
+PortReservation reserve_free_tcp_port(std::string* error = nullptr, std::string* warning = nullptr);
 
 /// Returns the symbolic name of a signal ("SIGTERM"), or "signal N" for unknown ones.
 std::string signal_name(int signal_number);
