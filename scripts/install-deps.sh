@@ -47,9 +47,10 @@ fi
 # LibTorch 2.x: the PyPI wheel of PyTorch, in a virtual environment of Debian's Python 3.11.
 if [[ " $* " == *" --torch2 "* ]]; then
   venv=${ACCELERATE_VENV:-.venv}
-  if ! "$venv/bin/python" -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '2.13.0')" 2>/dev/null; then
-    echo "installing torch==2.13.0 into $venv"
+  # numpy: the interoperability tests turn tensors into bytes through it.
+  if ! "$venv/bin/python" -c "import numpy, torch, sys; sys.exit(torch.__version__.split('+')[0] != '2.13.0')" 2>/dev/null; then
+    echo "installing torch==2.13.0 and numpy into $venv"
     /usr/bin/python3 -m venv "$venv"
-    "$venv/bin/python" -m pip install -q torch==2.13.0
+    "$venv/bin/python" -m pip install -q torch==2.13.0 numpy
   fi
 fi

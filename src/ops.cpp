@@ -23,7 +23,7 @@ constexpr int64_t kRowLength = 5 + kMaxDims;  // kind, number, dtype, extra, ndi
 // Collectives by kind number: the number is what processes exchange.
 constexpr const char* kKinds[] = {"reduce",        "gather",           "broadcast",
                                   "pad_across_processes", "gather_object", "broadcast_object",
-                                  "wait_for_everyone"};
+                                  "wait_for_everyone", "shutdown"};
 
 int64_t kind_of(const char* name) {
   for (size_t i = 0; i < sizeof(kKinds) / sizeof(kKinds[0]); ++i)
@@ -135,13 +135,19 @@ std::vector<CallRow> enter_collective(const State& state, const CallSignature& s
     const int64_t ndim = std::min<int64_t>(std::max<int64_t>(v[4], 0), kMaxDims);
     rows.push_back({v[0], v[1], v[2], v[3], std::vector<int64_t>(v + 5, v + 5 + ndim)});
   }
+  // "rank 1 is in gather #17", or, for a process whose Accelerator is being destroyed,
+  // "rank 1 has ended (shutdown #17)".
+  auto where = [&](size_t p) {
+    const std::string at = kind_name(rows[p].kind) + " #" + std::to_string(rows[p].number);
+    return "rank " + std::to_string(p) +
+           (kind_name(rows[p].kind) == "shutdown" ? " has ended (" + at + ")" : " is in " + at);
+  };
   for (size_t p = 1; p < rows.size(); ++p) {
     if (rows[p].kind != rows[0].kind || rows[p].number != rows[0].number)
-      throw std::invalid_argument(
-          "accelerate: collectives out of step: rank 0 is in " + kind_name(rows[0].kind) + " #" +
-          std::to_string(rows[0].number) + " but rank " + std::to_string(p) + " is in " +
-          kind_name(rows[p].kind) + " #" + std::to_string(rows[p].number) +
-          "; every process must call the same collectives in the same order");
+      throw std::invalid_argument("accelerate: collectives out of step: " + where(0) + " but " +
+                                  where(p) +
+                                  "; every process must call the same collectives in the same "
+                                  "order");
   }
   return rows;
 }

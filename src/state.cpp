@@ -285,16 +285,19 @@ State::~State() {
   // talks to it aborts that client. So: meet at a barrier (unless an exception is unwinding:
   // then the peers are stopped by the launcher instead), drop the group, then count out
   // through the store; the server on process 0 goes last.
+  // The barrier is a signature exchange like every collective's, so that a process that ends
+  // while the others wait in a collective is told so at once (and they are too) instead of
+  // waiting out the timeout.
   const bool unwinding = std::uncaught_exceptions() > 0;
-  comm_->trace.reset();
   if (!unwinding) {
     try {
-      comm_->group->barrier()->wait(timeout_);
+      detail::enter_collective(*this, {"shutdown", -1, {}, 0});
     } catch (const std::exception& e) {
       std::cerr << "accelerate: " << describe() << ": barrier at shutdown failed: " << message_of(e)
                 << std::endl;
     }
   }
+  comm_->trace.reset();
   comm_->group.reset();
   try {
     const std::string key = "accelerate/teardown";

@@ -2,7 +2,10 @@
 // process-control checks of ops_test.cpp with real processes. Exits 1 naming the first
 // mismatch; exits with --exit-code C on rank --fail-rank R after joining the job.
 //
-// Usage: dist_check [--order-file F] [--fail-rank R --exit-code C] [--quick]
+// With --stuck-rank R, rank R never comes to the second collective (it sleeps), so that the
+// others time out (ACCELERATE_TIMEOUT) and say where every rank is.
+//
+// Usage: dist_check [--order-file F] [--fail-rank R --exit-code C] [--stuck-rank R] [--quick]
 #include <accelerate/accelerate.h>
 
 #include <ATen/ATen.h>
@@ -32,9 +35,20 @@ std::vector<double> values(const at::Tensor& t) {
 
 }  // namespace
 
+int run(int argc, char** argv);
+
 int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {
+    std::cerr << "dist_check: " << e.what() << std::endl;
+    return 1;
+  }
+}
+
+int run(int argc, char** argv) {
   std::string order_file;
-  int fail_rank = -1, exit_code = 0;
+  int fail_rank = -1, exit_code = 0, stuck_rank = -1;
   bool quick = false;
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
@@ -44,6 +58,8 @@ int main(int argc, char** argv) {
       fail_rank = std::atoi(argv[++i]);
     else if (arg == "--exit-code" && i + 1 < argc)
       exit_code = std::atoi(argv[++i]);
+    else if (arg == "--stuck-rank" && i + 1 < argc)
+      stuck_rank = std::atoi(argv[++i]);
     else if (arg == "--quick")
       quick = true;
     else {
@@ -51,8 +67,20 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  acc::Accelerator a(acc::AcceleratorOptions().timeout(std::chrono::seconds(60)));
+  acc::AcceleratorOptions options;
+  if (!std::getenv("ACCELERATE_TIMEOUT")) options.timeout(std::chrono::seconds(60));
+  acc::Accelerator a(options);
   const int n = a.num_processes(), r = a.process_index();
+
+  if (stuck_rank >= 0) {
+    a.gather(at::ones({1}));  // everybody: gather #1
+    if (r == stuck_rank) {
+      std::this_thread::sleep_for(std::chrono::seconds(120));
+      return 0;
+    }
+    a.reduce(at::ones({1}));  // times out: the stuck rank never comes
+    return 0;
+  }
 
   if (r == fail_rank) {
     std::cerr << "dist_check: rank " << r << " exits with " << exit_code << " on purpose\n";

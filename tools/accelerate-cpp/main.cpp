@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -38,6 +39,24 @@ extern char** environ;
 
 namespace accelerate::cli {
 namespace {
+
+/// A private temporary folder for the ranks' status lines (ACCELERATE_STATUS_DIR), removed with
+/// its files at the end; empty path when none could be made (the report is then skipped).
+struct StatusFolder {
+  std::string path;
+  StatusFolder() {
+    const char* tmp = std::getenv("TMPDIR");
+    std::string pattern = std::string(tmp && *tmp ? tmp : "/tmp") + "/accelerate-cpp-status-XXXXXX";
+    if (::mkdtemp(pattern.data())) path = pattern;
+  }
+  ~StatusFolder() {
+    if (path.empty()) return;
+    std::error_code ignored;
+    std::filesystem::remove_all(path, ignored);
+  }
+  StatusFolder(const StatusFolder&) = delete;
+  StatusFolder& operator=(const StatusFolder&) = delete;
+};
 
 constexpr int kUsageExitCode = 2;
 
@@ -305,6 +324,9 @@ int launch_once(const LaunchOptions& opts, const std::string& executable, int at
   if (!opts.mixed_precision.empty()) base.set("ACCELERATE_MIXED_PRECISION", opts.mixed_precision);
   base.set("ACCELERATE_USE_CPU", opts.cpu ? "true" : "false");
   if (!opts.timeout.empty()) base.set("ACCELERATE_TIMEOUT", opts.timeout);
+  // Where the ranks keep their last collective, reported when the job is stopped.
+  StatusFolder status;
+  if (!status.path.empty()) base.set("ACCELERATE_STATUS_DIR", status.path);
   base.set("TORCHELASTIC_RESTART_COUNT", std::to_string(attempt));
   base.set("TORCHELASTIC_MAX_RESTARTS", std::to_string(opts.max_restarts));
   if (opts.threads_option && opts.threads_option->count() > 0) {
@@ -337,6 +359,7 @@ int launch_once(const LaunchOptions& opts, const std::string& executable, int at
   supervision.name = "accelerate-cpp launch";
   supervision.interrupted = interrupted;
   supervision.watchdog_keep_fd = reservation.lock_fd();
+  supervision.status_dir = status.path;
   return run_processes(specs, supervision);
 }
 

@@ -28,6 +28,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <set>
 #include <sstream>
 #include <utility>
@@ -240,6 +241,7 @@ struct Child {
   const ProcessSpec* spec = nullptr;
   pid_t pid = -1;
   bool running = false;
+  int status = -1;  // from waitpid, once reaped
   LinePump out;
   LinePump err;
 };
@@ -389,6 +391,21 @@ class Supervisor {
     }
     stop_watchdog();
     signals_ = nullptr;
+    // A failed job of several processes: how each one ended (the first failure reported above
+    // may be a consequence, e.g. of another rank leaving early).
+    if (exit_code_ != 0 && children_.size() > 1) {
+      std::string summary;
+      for (const Child& child : children_) {
+        if (child.status < 0) continue;
+        summary += (summary.empty() ? "" : ", ") + std::string("rank ") +
+                   std::to_string(child.spec->rank) + " ";
+        if (WIFSIGNALED(child.status))
+          summary += "killed by " + signal_name(WTERMSIG(child.status));
+        else
+          summary += "code " + std::to_string(WEXITSTATUS(child.status));
+      }
+      if (!summary.empty()) log("exit statuses: " + summary);
+    }
     return exit_code_;
   }
 
@@ -539,6 +556,12 @@ class Supervisor {
 
   /// Sends `sig` to the process group of every running child and arms the grace-period timer.
   void begin_stop(int sig) {
+    if (!options_.status_dir.empty()) {
+      std::vector<int> ranks;
+      for (const Child& child : children_) ranks.push_back(child.spec->rank);
+      const std::string positions = describe_rank_positions(options_.status_dir, ranks);
+      if (!positions.empty()) log("where the ranks were: " + positions);
+    }
     stopping_ = true;
     deadline_ = Clock::now() + options_.grace_period;
     signal_running(sig);
@@ -577,6 +600,7 @@ class Supervisor {
 
   void on_exit(Child& child, int status) {
     child.running = false;
+    child.status = status;
     const bool failed = !(WIFEXITED(status) && WEXITSTATUS(status) == 0);
     if (!failed || stopping_) return;
     std::string message = describe(child);
@@ -671,6 +695,30 @@ class Supervisor {
 };
 
 }  // namespace
+
+std::string describe_rank_positions(const std::string& dir, const std::vector<int>& ranks) {
+  const auto now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                          std::chrono::system_clock::now().time_since_epoch())
+                          .count();
+  std::string out;
+  bool any = false;  // programs that do not use accelerate-cpp's collectives write nothing
+  for (int rank : ranks) {
+    if (!out.empty()) out += "; ";
+    out += "rank " + std::to_string(rank);
+    std::ifstream in(dir + "/rank_" + std::to_string(rank));
+    std::string name;
+    long long number = 0, entered_ms = 0;
+    if (!(in >> name >> number >> entered_ms)) {
+      out += " has not entered a collective";
+      continue;
+    }
+    any = true;
+    char ago[32];
+    std::snprintf(ago, sizeof(ago), "%.1f", static_cast<double>(now_ms - entered_ms) / 1000.0);
+    out += " last entered " + name + " #" + std::to_string(number) + " " + ago + " s ago";
+  }
+  return any ? out : std::string();
+}
 
 int run_processes(const std::vector<ProcessSpec>& processes, const SupervisorOptions& options) {
   Supervisor supervisor(processes, options);

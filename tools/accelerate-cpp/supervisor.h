@@ -56,7 +56,17 @@ struct SupervisorOptions {
   /// PortReservation), so that what it holds outlives a killed launcher until the processes are
   /// gone; -1: none. The watchdog closes every other descriptor.
   int watchdog_keep_fd = -1;
+  /// The folder of the ranks' status lines (ACCELERATE_STATUS_DIR: accelerate-cpp programs keep
+  /// "<collective> <number> <unix ms>" of the collective they last entered in rank_<K>); when
+  /// the job is stopped (a rank failed, or a stop signal), where each rank was is reported.
+  /// Empty: no report.
+  std::string status_dir;
 };
+
+/// "rank 0 last entered reduce #18 3.2 s ago; rank 1 has not entered a collective" from the
+/// status lines in `dir` (see SupervisorOptions::status_dir) of `ranks`; empty when none of them
+/// wrote one.
+std::string describe_rank_positions(const std::string& dir, const std::vector<int>& ranks);
 
 /// Exit code of run_processes() when a process could not be started (fork or exec failed).
 inline constexpr int kStartFailureExitCode = 2;
