@@ -28,7 +28,7 @@ int main(int argc, char** argv) {
   }
   auto* pg = accelerator.state().process_group();
   const at::Tensor one = torch::ones({1});
-  std::vector<double> raw, checked, barrier;
+  std::vector<double> raw, checked, barrier, gather21, max42;
   auto time_us = [&](auto&& fn) {
     accelerator.wait_for_everyone();
     bench::Timer timer;
@@ -42,11 +42,29 @@ int main(int argc, char** argv) {
     });
     const double b = time_us([&] { accelerator.reduce(one); });
     const double c = time_us([&] { accelerator.wait_for_everyone(); });
+    const at::Tensor row = torch::zeros({21}, torch::kLong);
+    const double d = time_us([&] {
+      std::vector<at::Tensor> in{row};
+      std::vector<std::vector<at::Tensor>> out{{torch::empty_like(row), torch::empty_like(row)}};
+      pg->allgather(out, in)->wait();
+    });
+    const at::Tensor both = torch::zeros({args.num("max_elements", 42)}, torch::kLong);
+    const double e = time_us([&] {
+      std::vector<at::Tensor> v{both.clone()};
+      c10d::AllreduceOptions max;
+      max.reduceOp = c10d::ReduceOp::MAX;
+      pg->allreduce(v, max)->wait();
+    });
     if (r == 0) continue;
+    gather21.push_back(d);
+    max42.push_back(e);
     raw.push_back(a);
     checked.push_back(b);
     barrier.push_back(c);
   }
+  if (accelerator.is_main_process())
+    std::printf("raw allgather of 21 int64 %.1f us, raw allreduce(max) of %ld int64 %.1f us\n",
+                bench::median(gather21), args.num("max_elements", 42), bench::median(max42));
   if (accelerator.is_main_process())
     std::printf(
         "calls %d x %d rounds: raw allreduce %.1f us, checked reduce %.1f us, "

@@ -43,6 +43,7 @@ CollectiveTrace::~CollectiveTrace() {
 
 uint64_t CollectiveTrace::enter(const std::string& name, bool counted) {
   uint64_t number;
+  bool wake;
   {
     std::lock_guard<std::mutex> lock(mutex_);
     number = counted ? ++number_ : ++uncounted_;
@@ -50,15 +51,18 @@ uint64_t CollectiveTrace::enter(const std::string& name, bool counted) {
     ++changes_;
     name_ = name;
     entered_ms_ = now_ms();
+    wake = idle_;  // during its pause the publisher picks the change up when the pause ends
   }
-  changed_.notify_all();
+  if (wake) changed_.notify_all();
   return number;
 }
 
 void CollectiveTrace::publish_loop() {
   std::unique_lock<std::mutex> lock(mutex_);
   while (!stop_) {
+    idle_ = true;
     changed_.wait(lock, [&] { return stop_ || changes_ != published_; });
+    idle_ = false;
     if (stop_) break;
     const uint64_t change = changes_;
     std::ostringstream value;

@@ -51,6 +51,7 @@ class CollectiveTrace {
   std::mutex mutex_;
   std::condition_variable changed_;
   bool stop_ = false;
+  bool idle_ = false;       // the publisher waits for a change (not in its rate-limit pause)
   uint64_t number_ = 0;     // counted collectives
   uint64_t uncounted_ = 0;  // DDP backward passes
   uint64_t changes_ = 0;    // what the publisher compares with published_
