@@ -9,8 +9,8 @@
 //   barrier  accelerator.wait_for_everyone() (the signature exchange alone)
 // and prints the median microseconds per call and reduce - raw, the cost of the check.
 #include <accelerate/accelerate.h>
-#include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
 #include <torch/torch.h>
+#include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
 
 #include <cstdio>
 #include <vector>

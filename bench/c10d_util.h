@@ -75,11 +75,10 @@ inline std::unique_ptr<c10d::Reducer> make_reducer(const std::vector<at::Tensor>
       std::vector<bool>(params.size(), false));
   std::reverse(buckets.begin(), buckets.end());
   std::reverse(limits.begin(), limits.end());
-  return accelerate::compat::make_reducer(params, std::move(buckets), std::move(limits), pg,
-                                         static_cast<int64_t>(cap),
-                                         /*find_unused_parameters=*/false, gradient_as_bucket_view,
-                                         std::move(names),
-                                         static_cast<int64_t>(c10d::kDefaultFirstBucketBytes));
+  return accelerate::compat::make_reducer(
+      params, std::move(buckets), std::move(limits), pg, static_cast<int64_t>(cap),
+      /*find_unused_parameters=*/false, gradient_as_bucket_view, std::move(names),
+      static_cast<int64_t>(c10d::kDefaultFirstBucketBytes));
 }
 
 }  // namespace bench

@@ -10,11 +10,11 @@
 //   custom_checkpoint_<i>.bin/.safetensors  registered objects (object_bytes.h / modules)
 // It is written into "<folder>.tmp" and renamed into place by process 0 once every process
 // has written its part, so an interrupted save never replaces a complete checkpoint.
-#include <nlohmann/json.hpp>
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 #include <torch/serialize/input-archive.h>
 #include <torch/serialize/output-archive.h>
+#include <nlohmann/json.hpp>
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -22,11 +22,11 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
-#include <sstream>
-#include <type_traits>
 #include <filesystem>
 #include <fstream>
 #include <regex>
+#include <sstream>
+#include <type_traits>
 
 #include "accelerate/accelerator.h"
 #include "accelerate/safetensors.h"
@@ -236,8 +236,8 @@ void Accelerator::save_state(const std::string& output_dir) {
   } catch (const std::exception& e) {
     failure = message_of(e);
   }
-  std::vector<std::string> failures = num_processes() > 1 ? gather_object(failure)
-                                                          : std::vector<std::string>{failure};
+  std::vector<std::string> failures =
+      num_processes() > 1 ? gather_object(failure) : std::vector<std::string>{failure};
   std::string report;
   for (size_t r = 0; r < failures.size(); ++r)
     if (!failures[r].empty())
@@ -271,8 +271,8 @@ void Accelerator::save_state(const std::string& output_dir) {
           fs::remove_all(all[i].second);
       }
     } catch (const std::exception& e) {
-      rename_failure = "accelerate: save_state: moving " + tmp.string() + " into place failed: " +
-                       e.what();
+      rename_failure =
+          "accelerate: save_state: moving " + tmp.string() + " into place failed: " + e.what();
     }
   }
   // Also the final barrier: every process learns whether process 0 could finish.
@@ -421,8 +421,8 @@ void Accelerator::load_state(const std::string& input_dir) {
     loaders_[i]->resume_from(position);
   }
   if (!same_world)
-    print("accelerate: load_state: the checkpoint was written by",
-          saved_processes, "processes, this job has", num_processes(),
+    print("accelerate: load_state: the checkpoint was written by", saved_processes,
+          "processes, this job has", num_processes(),
           "; data loaders restart their saved epoch from its beginning");
   step_ = saved_step;
   if (project.automatic_checkpoint_naming_)
@@ -447,8 +447,8 @@ void Accelerator::load_state(const std::string& input_dir) {
       }
       compat::set_cuda_rng_states(cuda);
     } catch (const std::exception& e) {
-      throw std::runtime_error("accelerate: load_state: cannot restore the random state \"" +
-                               key + "\" from " + rng_file.string() +
+      throw std::runtime_error("accelerate: load_state: cannot restore the random state \"" + key +
+                               "\" from " + rng_file.string() +
                                " (a corrupt or foreign file?): " + message_of(e));
     }
   } else {

@@ -72,10 +72,10 @@ namespace detail {
 /// the same clear error on every process instead of a silent wrong sum, an abort in a Gloo
 /// thread or a hang.
 struct CallSignature {
-  const char* name;                ///< "reduce", "gather", ...
-  int64_t dtype = -1;              ///< at::ScalarType, or -1 when not a tensor collective
-  std::vector<int64_t> sizes;      ///< the tensor's shape (or [byte count] for objects)
-  int64_t extra = 0;               ///< the reduction, the source process or the padded dim
+  const char* name;            ///< "reduce", "gather", ...
+  int64_t dtype = -1;          ///< at::ScalarType, or -1 when not a tensor collective
+  std::vector<int64_t> sizes;  ///< the tensor's shape (or [byte count] for objects)
+  int64_t extra = 0;           ///< the reduction, the source process or the padded dim
 };
 
 /// One row per process: its signature as exchanged.

@@ -50,20 +50,18 @@ c10::intrusive_ptr<PG> make_front(const c10::intrusive_ptr<c10d::Store>& store, 
 // ...); recent 2.x (seen in 2.11 and 2.13) drop the limits from the third place and take them
 // as int64_t after first_bucket_bytes_cap and two new flags. A template, as above.
 template <typename R = c10d::Reducer>
-std::unique_ptr<R> construct_reducer(std::vector<at::Tensor> params,
-                                     std::vector<std::vector<size_t>> buckets,
-                                     std::vector<size_t> bucket_limits,
-                                     const c10::intrusive_ptr<c10d::ProcessGroup>& group,
-                                     int64_t bucket_bytes, bool find_unused_parameters,
-                                     bool gradient_as_bucket_view,
-                                     std::unordered_map<size_t, std::string> names,
-                                     int64_t first_bucket_bytes) {
+std::unique_ptr<R> construct_reducer(
+    std::vector<at::Tensor> params, std::vector<std::vector<size_t>> buckets,
+    std::vector<size_t> bucket_limits, const c10::intrusive_ptr<c10d::ProcessGroup>& group,
+    int64_t bucket_bytes, bool find_unused_parameters, bool gradient_as_bucket_view,
+    std::unordered_map<size_t, std::string> names, int64_t first_bucket_bytes) {
   std::vector<bool> sparse(params.size(), false);
   using Names = std::unordered_map<size_t, std::string>;
   using Group = c10::intrusive_ptr<c10d::ProcessGroup>;
-  if constexpr (std::is_constructible_v<R, std::vector<at::Tensor>, std::vector<std::vector<size_t>>,
-                                        Group, std::vector<bool>, int64_t, bool, bool, Names,
-                                        int64_t, bool, bool, std::vector<int64_t>>) {
+  if constexpr (std::is_constructible_v<R, std::vector<at::Tensor>,
+                                        std::vector<std::vector<size_t>>, Group, std::vector<bool>,
+                                        int64_t, bool, bool, Names, int64_t, bool, bool,
+                                        std::vector<int64_t>>) {
     std::vector<int64_t> limits(bucket_limits.begin(), bucket_limits.end());
     return std::make_unique<R>(std::move(params), std::move(buckets), group, std::move(sparse),
                                bucket_bytes, find_unused_parameters, gradient_as_bucket_view,
@@ -151,8 +149,7 @@ void set_cuda_rng_states(const std::vector<at::Tensor>& states) {
 #ifdef USE_C10D_NCCL
   for (size_t i = 0; i < states.size() &&
                      static_cast<int64_t>(i) < static_cast<int64_t>(torch::cuda::device_count());
-       ++i)
-  {
+       ++i) {
     // A copy of the handle: 2.x returns the default generator by const reference.
     at::Generator generator = at::cuda::detail::getDefaultCUDAGenerator(static_cast<int64_t>(i));
     generator.set_state(states[i]);

@@ -1,7 +1,7 @@
 #include "accelerate/ddp.h"
 
-#include <nlohmann/json.hpp>
 #include <ATen/ATen.h>
+#include <nlohmann/json.hpp>
 
 #include <torch/csrc/autograd/function.h>
 #include <torch/csrc/autograd/variable.h>

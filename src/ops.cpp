@@ -21,9 +21,9 @@ constexpr int64_t kMaxDims = 16;
 constexpr int64_t kRowLength = 5 + kMaxDims;  // kind, number, dtype, extra, ndim, sizes...
 
 // Collectives by kind number: the number is what processes exchange.
-constexpr const char* kKinds[] = {"reduce",        "gather",           "broadcast",
-                                  "pad_across_processes", "gather_object", "broadcast_object",
-                                  "wait_for_everyone", "shutdown"};
+constexpr const char* kKinds[] = {
+    "reduce",        "gather",           "broadcast",         "pad_across_processes",
+    "gather_object", "broadcast_object", "wait_for_everyone", "shutdown"};
 
 int64_t kind_of(const char* name) {
   for (size_t i = 0; i < sizeof(kKinds) / sizeof(kKinds[0]); ++i)
@@ -88,8 +88,7 @@ void expect_same_dtype_and_shape(const char* what, const std::vector<detail::Cal
 }
 
 // Throws when any process's `extra` (reduction, source process, dim) differs from process 0's.
-void expect_same_extra(const char* what, const char* name,
-                       const std::vector<detail::CallRow>& rows,
+void expect_same_extra(const char* what, const char* name, const std::vector<detail::CallRow>& rows,
                        const std::function<std::string(int64_t)>& show) {
   for (size_t r = 1; r < rows.size(); ++r)
     if (rows[r].extra != rows[0].extra)
@@ -318,8 +317,8 @@ std::string broadcast_bytes(const State& state, const std::string& bytes, int fr
   at::Tensor data = at::empty({length}, at::kByte);
   if (state.process_index() == from_process)
     std::copy(bytes.begin(), bytes.end(), reinterpret_cast<char*>(data.data_ptr<uint8_t>()));
-  data = broadcast_unchecked(state, data.to(state.device()), from_process, "broadcast_object")
-             .cpu();
+  data =
+      broadcast_unchecked(state, data.to(state.device()), from_process, "broadcast_object").cpu();
   return std::string(reinterpret_cast<const char*>(data.data_ptr<uint8_t>()),
                      static_cast<std::size_t>(length));
 }

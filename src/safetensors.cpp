@@ -13,9 +13,9 @@
 #include <limits>
 #include <nlohmann/json.hpp>
 #include <set>
-#include <unordered_set>
 #include <sstream>
 #include <stdexcept>
+#include <unordered_set>
 
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
               "safetensors data is little-endian; this code copies it byte for byte");

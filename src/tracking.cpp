@@ -7,8 +7,8 @@
 #include "accelerate/tracking.h"
 
 #include <unistd.h>
-#include <nlohmann/json.hpp>
 #include <yaml-cpp/yaml.h>
+#include <nlohmann/json.hpp>
 
 #include <array>
 #include <chrono>

@@ -55,8 +55,8 @@ TEST(Gpu, ModelBatchesAndOptimizerStateOnTheDevice) {
   acc::Accelerator accelerator;
   ASSERT_TRUE(accelerator.device().is_cuda()) << accelerator.device();
   auto model = std::make_shared<Net>();
-  auto adam = std::make_shared<torch::optim::Adam>(model->parameters(),
-                                                   torch::optim::AdamOptions(1e-2));
+  auto adam =
+      std::make_shared<torch::optim::Adam>(model->parameters(), torch::optim::AdamOptions(1e-2));
   acc::DataLoader<Rows> loader(Rows(), acc::DataLoaderOptions().batch_size(16));
   auto [m, opt, dl] = accelerator.prepare(model, adam, loader);
   for (const auto& p : m->parameters()) EXPECT_TRUE(p.is_cuda());
@@ -87,8 +87,8 @@ TEST_F(GpuStateTest, Fp16ScalesSkipsHoldsTheSchedulerClipsAndResumes) {
   acc::Accelerator accelerator(acc::AcceleratorOptions().mixed_precision("fp16"));
   torch::manual_seed(0);
   auto model = std::make_shared<Net>();
-  auto sgd = std::make_shared<torch::optim::SGD>(model->parameters(),
-                                                 torch::optim::SGDOptions(0.1));
+  auto sgd =
+      std::make_shared<torch::optim::SGD>(model->parameters(), torch::optim::SGDOptions(0.1));
   auto schedule = acc::get_linear_schedule_with_warmup(sgd, 0, 100);
   auto [m, opt, sched] = accelerator.prepare(model, sgd, schedule);
   ASSERT_NE(opt->scaler(), nullptr);
@@ -117,8 +117,7 @@ TEST_F(GpuStateTest, Fp16ScalesSkipsHoldsTheSchedulerClipsAndResumes) {
   }
   reference.to(torch::kCUDA);
   reference.forward(x).pow(2).mean().backward();
-  const double reference_norm =
-      torch::nn::utils::clip_grad_norm_(reference.parameters(), 1e9);
+  const double reference_norm = torch::nn::utils::clip_grad_norm_(reference.parameters(), 1e9);
   EXPECT_NEAR(norm, reference_norm, 1e-2 * reference_norm + 1e-4);
 
   {
@@ -186,8 +185,8 @@ TEST(Gpu, PinnedMemoryNonBlockingCopies) {
   REQUIRE_CUDA();
   acc::Accelerator accelerator;
   Rows rows;
-  acc::DataLoader<Rows> loader(rows,
-                               acc::DataLoaderOptions().batch_size(16).pin_memory(true).num_workers(2));
+  acc::DataLoader<Rows> loader(
+      rows, acc::DataLoaderOptions().batch_size(16).pin_memory(true).num_workers(2));
   auto dl = accelerator.prepare_data_loader(loader);
   int64_t start = 0;
   for (auto& batch : *dl) {

@@ -247,9 +247,7 @@ TEST(CollectiveChecks, ReduceFloatVsDoubleDoesNotAbort) {
 
 TEST(CollectiveChecks, DifferentReductions) {
   expect_error_on_every_rank<std::invalid_argument>(
-      [](acc::Accelerator& a) {
-        a.reduce(at::ones({2}), a.process_index() == 0 ? "sum" : "max");
-      },
+      [](acc::Accelerator& a) { a.reduce(at::ones({2}), a.process_index() == 0 ? "sum" : "max"); },
       {"rank 0 passed reduction sum but rank 1 passed max"});
 }
 

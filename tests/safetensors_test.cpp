@@ -782,9 +782,10 @@ TEST_F(ModelFilesTest, LoadErrorsNameTheKeyAndTheFile) {
 // ---------------------------------------------------------------------------------------------
 // Files exchanged with Python.
 
-#define REQUIRE_PYTHON()                                                                      \
-  ASSERT_TRUE(python_available()) << ACCELERATE_TEST_PYTHON " with torch is "\
-                                     "missing"
+#define REQUIRE_PYTHON()                                    \
+  ASSERT_TRUE(python_available()) << ACCELERATE_TEST_PYTHON \
+      " with torch is "                                     \
+      "missing"
 
 TEST_F(PythonInteropTest, PythonReadsCppSafetensors) {
   REQUIRE_PYTHON();
@@ -908,7 +909,8 @@ TEST(SafetensorsHeaderScale, HundredThousandTensors) {
   EXPECT_EQ(header.tensors[n - 1].second.begin, static_cast<uint64_t>(4 * (n - 1)));
 
   std::string repeated = json;
-  repeated.insert(repeated.size() - 1, ",\"t7\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[0,0]}");
+  repeated.insert(repeated.size() - 1,
+                  ",\"t7\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[0,0]}");
   const auto again = file(repeated, 4 * n);
   try {
     acc::parse_safetensors_header(again.data(), again.size(), "big");

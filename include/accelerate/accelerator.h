@@ -183,12 +183,12 @@ struct AcceleratorOptions {
     return *this;
   }
 
-  std::optional<MixedPrecision> mixed_precision_;                   ///< see mixed_precision()
-  std::optional<bool> cpu_;                                         ///< see cpu()
-  ProjectConfiguration project_config_;                             ///< see project_config()
+  std::optional<MixedPrecision> mixed_precision_;     ///< see mixed_precision()
+  std::optional<bool> cpu_;                           ///< see cpu()
+  ProjectConfiguration project_config_;               ///< see project_config()
   std::optional<std::chrono::milliseconds> timeout_;  ///< see timeout()
-  std::optional<Environment> environment_;                          ///< see environment()
-  std::optional<int> gradient_accumulation_steps_;  ///< see gradient_accumulation_steps()
+  std::optional<Environment> environment_;            ///< see environment()
+  std::optional<int> gradient_accumulation_steps_;    ///< see gradient_accumulation_steps()
   std::optional<GradientAccumulationPlugin>
       gradient_accumulation_plugin_;            ///< see gradient_accumulation_plugin()
   bool split_batches_ = false;                  ///< see split_batches()
@@ -675,7 +675,7 @@ class Accelerator {
     }
   }
   struct Checkpointable {
-    std::function<std::string()> save;                                    // object bytes
+    std::function<std::string()> save;  // object bytes
     std::function<void(const std::string& bytes, const std::string& file)> load;
     std::shared_ptr<torch::nn::Module> module;
   };

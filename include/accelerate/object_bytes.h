@@ -8,8 +8,9 @@
 // Example:
 //   struct Point { double x, y; };
 //   template <> struct accelerate::ObjectCodec<Point> {
-//     static void write(accelerate::ObjectWriter& w, const Point& p) { w.write(p.x); w.write(p.y); }
-//     static Point read(accelerate::ObjectReader& r) { return {r.read<double>(), r.read<double>()}; }
+//     static void write(accelerate::ObjectWriter& w, const Point& p) { w.write(p.x); w.write(p.y);
+//     } static Point read(accelerate::ObjectReader& r) { return {r.read<double>(),
+//     r.read<double>()}; }
 //   };
 //   auto points = accelerator.gather_object(std::vector<Point>{{1, 2}});
 //
@@ -80,8 +81,8 @@ class ObjectReader {
   void read_raw(void* data, size_t size) {
     if (size > bytes_.size() - pos_)
       throw std::runtime_error("accelerate: " + what_ + ": the object bytes end after " +
-                               std::to_string(bytes_.size()) + " bytes, " +
-                               std::to_string(size) + " more were expected (wrong type?)");
+                               std::to_string(bytes_.size()) + " bytes, " + std::to_string(size) +
+                               " more were expected (wrong type?)");
     std::memcpy(data, bytes_.data() + pos_, size);
     pos_ += size;
   }

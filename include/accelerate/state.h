@@ -109,8 +109,8 @@ struct StateOptions {
     return *this;
   }
 
-  std::optional<bool> cpu_;                                         ///< see cpu()
-  std::optional<MixedPrecision> mixed_precision_;                   ///< see mixed_precision()
+  std::optional<bool> cpu_;                           ///< see cpu()
+  std::optional<MixedPrecision> mixed_precision_;     ///< see mixed_precision()
   std::optional<std::chrono::milliseconds> timeout_;  ///< see timeout()
   std::optional<Environment> environment_;            ///< see environment()
   bool set_num_threads_ = true;                       ///< see set_num_threads()

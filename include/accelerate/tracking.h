@@ -33,8 +33,8 @@ class ConfigValue {
   /// A bool.
   ConfigValue(bool value) : value_(value) {}
   /// Any integer type but bool.
-  template <typename T, std::enable_if_t<std::is_integral_v<T> && !std::is_same_v<T, bool>,
-                                         int> = 0>
+  template <typename T,
+            std::enable_if_t<std::is_integral_v<T> && !std::is_same_v<T, bool>, int> = 0>
   ConfigValue(T value) : value_(static_cast<int64_t>(value)) {}
   /// Any floating-point type.
   template <typename T, std::enable_if_t<std::is_floating_point_v<T>, int> = 0>

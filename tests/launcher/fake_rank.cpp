@@ -38,9 +38,12 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <iterator>
 #include <string>
 #include <thread>
 #include <vector>
+
+#include "launcher_variables.h"
 
 namespace {
 
@@ -206,22 +209,11 @@ int main(int argc, char** argv) {
   if (ignore_sigterm) signal(SIGTERM, SIG_IGN);
 
   if (print_env) {
-    static const char* const kNames[] = {"RANK",
-                                         "WORLD_SIZE",
-                                         "LOCAL_RANK",
-                                         "LOCAL_WORLD_SIZE",
-                                         "GROUP_RANK",
-                                         "ROLE_RANK",
-                                         "ROLE_WORLD_SIZE",
-                                         "MASTER_ADDR",
-                                         "MASTER_PORT",
-                                         "OMP_NUM_THREADS",
-                                         "ACCELERATE_USE_CPU",
-                                         "ACCELERATE_MIXED_PRECISION",
-                                         "ACCELERATE_TIMEOUT",
-                                         "FAKE_RANK_INHERITED"};
+    std::vector<const char*> names(std::begin(accelerate::testing::kLauncherVariables),
+                                   std::end(accelerate::testing::kLauncherVariables));
+    names.push_back("FAKE_RANK_INHERITED");
     std::string out;
-    for (const char* name : kNames) {
+    for (const char* name : names) {
       const char* value = std::getenv(name);
       out += std::string("ENV ") + name + (value ? std::string("=") + value : " unset") + "\n";
     }

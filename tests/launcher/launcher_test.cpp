@@ -21,6 +21,8 @@
 
 #include <gtest/gtest.h>
 
+#include "launcher_variables.h"
+
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
@@ -55,20 +57,7 @@ using namespace std::chrono_literals;
 const std::string kLauncher = ACCELERATE_CPP_LAUNCHER;
 const std::string kFake = FAKE_RANK_PROGRAM;
 
-/// Variables the launcher sets; removed from the inherited environment so results are exact.
-const char* const kLauncherVariables[] = {"RANK",
-                                          "WORLD_SIZE",
-                                          "LOCAL_RANK",
-                                          "LOCAL_WORLD_SIZE",
-                                          "GROUP_RANK",
-                                          "ROLE_RANK",
-                                          "ROLE_WORLD_SIZE",
-                                          "MASTER_ADDR",
-                                          "MASTER_PORT",
-                                          "OMP_NUM_THREADS",
-                                          "ACCELERATE_USE_CPU",
-                                          "ACCELERATE_MIXED_PRECISION",
-                                          "ACCELERATE_TIMEOUT"};
+using accelerate::testing::kLauncherVariables;
 
 using EnvChanges = std::map<std::string, std::optional<std::string>>;
 

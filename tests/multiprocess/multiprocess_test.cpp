@@ -246,8 +246,7 @@ TEST(StuckJob, TimeoutAndLauncherSayWhereEveryRankIs) {
   EXPECT_NE(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("rank 0 waits in reduce #2"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("rank 1 last entered gather #1"), std::string::npos) << r.output;
-  EXPECT_NE(r.output.find("where the ranks were: rank 0 last entered reduce #2"),
-            std::string::npos)
+  EXPECT_NE(r.output.find("where the ranks were: rank 0 last entered reduce #2"), std::string::npos)
       << r.output;
   EXPECT_LT(r.seconds, 60.0) << "the launcher must stop the sleeping rank";
 }

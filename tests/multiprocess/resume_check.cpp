@@ -14,9 +14,9 @@
 
 #include <cstdio>
 
-#include "torch_version.h"
 #include <fstream>
 #include <iostream>
+#include "torch_version.h"
 
 namespace acc = accelerate;
 

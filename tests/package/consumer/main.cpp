@@ -18,8 +18,8 @@ int main() {
 #else
   const std::string processes = std::to_string(accelerator.num_processes());
 #endif
-  accelerate::get_logger("consumer").info("{} processes, total {:.1f}", processes,
-                                          total.sum().item<float>());
+  accelerate::get_logger("consumer")
+      .info("{} processes, total {:.1f}", processes, total.sum().item<float>());
   accelerator.print("consumer ok", processes, total.sum().item<float>());
   return total.sum().item<float>() == 2.0f * accelerator.num_processes() ? 0 : 1;
 }
