@@ -2,7 +2,9 @@
 
 #include <ATen/autocast_mode.h>
 #include <torch/cuda.h>
+#ifndef ACCELERATE_NO_GLOO
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#endif
 #include <torch/csrc/distributed/c10d/reducer.hpp>
 #ifdef USE_C10D_NCCL
 #include <ATen/cuda/CUDAGeneratorImpl.h>
@@ -17,6 +19,7 @@
 namespace accelerate::compat {
 namespace {
 
+#ifndef ACCELERATE_NO_GLOO
 c10::intrusive_ptr<c10d::ProcessGroupGloo> make_gloo(const c10::intrusive_ptr<c10d::Store>& store,
                                                      int rank, int size,
                                                      std::chrono::milliseconds timeout) {
@@ -30,6 +33,21 @@ c10::intrusive_ptr<c10d::ProcessGroupGloo> make_gloo(const c10::intrusive_ptr<c1
   }
   return c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, size, options);
 }
+#else
+// Built without Gloo's headers (the PyTorch wheel and the libtorch archive ship none).
+#if TORCH_VERSION_MAJOR < 2
+using GlooGroup = c10d::ProcessGroup;  // 1.13: a backend is a process group
+#else
+using GlooGroup = c10d::Backend;
+#endif
+[[noreturn]] c10::intrusive_ptr<GlooGroup> make_gloo(const c10::intrusive_ptr<c10d::Store>&,
+                                                         int, int, std::chrono::milliseconds) {
+  throw std::runtime_error(
+      "accelerate: several CPU processes need the Gloo backend, but this build of accelerate-cpp "
+      "had no Gloo headers (the PyTorch wheel and the libtorch archive ship none): install "
+      "Debian's libgloo-dev (or Gloo's headers) and rebuild; see the README, 'Which LibTorch'");
+}
+#endif
 
 #if TORCH_VERSION_MAJOR >= 2
 // The ProcessGroup front of LibTorch 2.x: before 2.6 it takes ProcessGroup::Options (backend
