@@ -40,8 +40,8 @@ using GlooGroup = c10d::ProcessGroup;  // 1.13: a backend is a process group
 #else
 using GlooGroup = c10d::Backend;
 #endif
-[[noreturn]] c10::intrusive_ptr<GlooGroup> make_gloo(const c10::intrusive_ptr<c10d::Store>&,
-                                                         int, int, std::chrono::milliseconds) {
+[[noreturn]] c10::intrusive_ptr<GlooGroup> make_gloo(const c10::intrusive_ptr<c10d::Store>&, int,
+                                                     int, std::chrono::milliseconds) {
   throw std::runtime_error(
       "accelerate: several CPU processes need the Gloo backend, but this build of accelerate-cpp "
       "had no Gloo headers (the PyTorch wheel and the libtorch archive ship none): install "
