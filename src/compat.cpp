@@ -52,7 +52,8 @@ using GlooGroup = c10d::Backend;
 #if TORCH_VERSION_MAJOR >= 2
 // The ProcessGroup front of LibTorch 2.x: earlier 2.x releases take ProcessGroup::Options
 // (backend name, timeout); recent ones (seen in 2.11 and 2.13) only (store, rank, size), the
-// timeout living in the backend's options. A template, so that only the branch this LibTorch has is compiled.
+// timeout living in the backend's options. A template, so that only the branch this LibTorch has is
+// compiled.
 template <typename PG = c10d::ProcessGroup>
 c10::intrusive_ptr<PG> make_front(const c10::intrusive_ptr<c10d::Store>& store, int rank, int size,
                                   const std::string& backend, std::chrono::milliseconds timeout) {
