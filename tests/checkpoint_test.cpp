@@ -273,3 +273,31 @@ TEST(LoadState, DamagedStateFilesNameTheFileAndTheKey) {
   EXPECT_NE(m.find("random state"), std::string::npos) << m;
   fs::remove_all(dir);
 }
+
+// Two ranks, one of which cannot write (rank 0's optimizer.bin exceeds the file-size limit;
+// rank 1 writes only its small random-state file, which fits): both throw the same error
+// naming rank 0 and the file, and nothing is left half-written.
+TEST(SaveState, AFailureOnOneRankIsAnErrorOnEveryRank) {
+  const fs::path dir = fresh_dir("one_rank_fails");
+  std::vector<std::string> messages(2);
+  FileSizeLimit limit(60 * 1024);  // process-wide: the ranks are threads of this process
+  run_ranks(2, [&](acc::Accelerator& a) {
+    auto model = std::make_shared<Wide>();
+    auto adam = std::make_shared<torch::optim::Adam>(model->parameters());
+    auto [m, opt] = a.prepare(model, adam);
+    a.backward(m->fc->forward(torch::ones({1, 100})).sum());
+    opt->step();
+    try {
+      a.save_state((dir / "ckpt").string());
+    } catch (const std::runtime_error& e) {
+      messages[a.process_index()] = e.what();
+    }
+  });
+  EXPECT_EQ(messages[0], messages[1]);
+  EXPECT_NE(messages[0].find("rank 0: "), std::string::npos) << messages[0];
+  EXPECT_NE(messages[0].find("optimizer.bin"), std::string::npos) << messages[0];
+  EXPECT_EQ(messages[0].find("rank 1: "), std::string::npos) << messages[0];
+  EXPECT_FALSE(fs::exists(dir / "ckpt.tmp"));
+  EXPECT_FALSE(fs::exists(dir / "ckpt"));
+  fs::remove_all(dir);
+}
