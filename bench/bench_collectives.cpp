@@ -1,12 +1,15 @@
 // bench_collectives: what the cross-process argument check costs per collective.
 //
 //   build/tools/accelerate-cpp/accelerate-cpp launch --num_processes 2 \
-//       --num_cpu_threads_per_process 1 build/bench/bench_collectives [--calls 2000 --rounds 7]
+//       --num_cpu_threads_per_process 1 build/bench/bench_collectives \
+//       [--calls 2000 --rounds 7 --max_elements 42]
 //
 // Each round times, in alternation, `calls` of each of:
 //   raw      process_group()->allreduce of a 1-element float tensor (no check)
 //   reduce   accelerator.reduce of the same tensor (signature exchange + allreduce)
 //   barrier  accelerator.wait_for_everyone() (the signature exchange alone)
+//   gather21 a raw allgather of 21 int64 (the size of the signature exchange)
+//   max      a raw allreduce(max) of --max_elements int64 (Gloo's cost by size)
 // and prints the median microseconds per call and reduce - raw, the cost of the check.
 #include <accelerate/accelerate.h>
 #include <torch/torch.h>
