@@ -8,6 +8,7 @@
 //   "rank 0 waits in reduce #18; rank 1 last entered gather #17 3.2 s ago".
 #pragma once
 
+#include <ATen/Tensor.h>
 #include <torch/csrc/distributed/c10d/Store.hpp>
 
 #include <chrono>
@@ -81,15 +82,39 @@ struct CallSignature {
 /// One row per process: its signature as exchanged.
 struct CallRow {
   int64_t kind, number, dtype, extra;
+  int64_t payload_bytes;  ///< the bytes it sent along in its slot, or -1 when they did not fit
   std::vector<int64_t> sizes;
 };
 
-/// Records the call in the trace and exchanges signatures with every process (one allgather
-/// of a few integers, which is also a barrier). Throws the same std::invalid_argument on every
-/// process when they are not in the same collective (name and call number), and
-/// std::runtime_error naming where every process is when the exchange fails or times out.
-/// Returns every process's row. Requires more than one process.
-std::vector<CallRow> enter_collective(const State& state, const CallSignature& signature);
+/// Each process's slot in the exchange: a header (its CallRow) and as much of its data as
+/// fits, so that a small collective is done by the exchange alone (one Gloo/NCCL allgather
+/// instead of a check followed by the data collective). A slot is 64 KiB / processes, within
+/// [1 KiB, 16 KiB]: on Gloo an allgather of 16 KiB costs what one of a few bytes does.
+int64_t slot_bytes(int num_processes);
+constexpr int64_t kHeaderBytes = 22 * 8;  // kind, number, dtype, extra, payload, ndim, 16 sizes
+/// The data bytes that travel in the exchange.
+inline int64_t payload_capacity(int num_processes) {
+  return slot_bytes(num_processes) - kHeaderBytes;
+}
+
+/// What enter_collective brings back.
+struct Exchange {
+  std::vector<CallRow> rows;      ///< one per process
+  std::vector<at::Tensor> slots;  ///< one uint8 CPU tensor of slot_bytes() per process
+
+  /// Process `r`'s payload (rows[r].payload_bytes of them), or nullptr when it did not fit.
+  const uint8_t* payload(size_t r) const;
+  /// Whether every process's payload came along.
+  bool all_sent() const;
+};
+
+/// Records the call in the trace and exchanges signatures, with `bytes` of `payload` when they
+/// fit into payload_capacity(), with every process (one allgather, which is also a barrier). Throws
+/// the same std::invalid_argument on every process when they are not in the same collective
+/// (name and call number), and std::runtime_error naming where every process is when the
+/// exchange fails or times out. Requires more than one process.
+Exchange enter_collective(const State& state, const CallSignature& signature,
+                          const void* payload = nullptr, int64_t bytes = -1);
 
 /// Throws std::runtime_error "accelerate: <rank>: <what> failed (<positions>): <error>".
 [[noreturn]] void rethrow_collective_error(const State& state, const std::string& what,

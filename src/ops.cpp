@@ -4,6 +4,7 @@
 #include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
 
 #include <algorithm>
+#include <cstring>
 #include <functional>
 #include <sstream>
 #include <stdexcept>
@@ -18,7 +19,8 @@ using detail::message_of;
 namespace {
 
 constexpr int64_t kMaxDims = 16;
-constexpr int64_t kRowLength = 5 + kMaxDims;  // kind, number, dtype, extra, ndim, sizes...
+constexpr int64_t kRowLength = 6 + kMaxDims;  // kind, number, dtype, extra, payload, ndim, sizes
+static_assert(kRowLength * 8 == detail::kHeaderBytes, "the header is the row");
 
 // Collectives by kind number: the number is what processes exchange.
 constexpr const char* kKinds[] = {
@@ -112,28 +114,73 @@ detail::CallSignature tensor_signature(const char* name, const at::Tensor& tenso
   return {name, static_cast<int64_t>(tensor.scalar_type()), tensor.sizes().vec(), extra};
 }
 
+// A CPU copy of `tensor`'s elements when they fit into the exchange's slot, else undefined.
+at::Tensor small_copy(const State& state, const at::Tensor& tensor) {
+  if (tensor.numel() * static_cast<int64_t>(tensor.element_size()) >
+      detail::payload_capacity(state.num_processes()))
+    return {};
+  return tensor.cpu().contiguous();
+}
+
+int64_t byte_count(const at::Tensor& t) {
+  return t.defined() ? t.numel() * static_cast<int64_t>(t.element_size()) : -1;
+}
+
+const void* bytes_of(const at::Tensor& t) { return t.defined() ? t.data_ptr() : nullptr; }
+
+// Process r's tensor as it came in the exchange (a view of the slot).
+at::Tensor sent_tensor(const detail::Exchange& exchange, size_t r) {
+  const auto& row = exchange.rows[r];
+  return at::from_blob(const_cast<uint8_t*>(exchange.payload(r)), row.sizes,
+                       at::TensorOptions().dtype(static_cast<at::ScalarType>(row.dtype)));
+}
+
 }  // namespace
 
 namespace detail {
 
-std::vector<CallRow> enter_collective(const State& state, const CallSignature& signature) {
+int64_t slot_bytes(int num_processes) {
+  return std::clamp<int64_t>(65536 / std::max(num_processes, 1), 1024, 16384);
+}
+
+const uint8_t* Exchange::payload(size_t r) const {
+  return rows[r].payload_bytes < 0 ? nullptr : slots[r].data_ptr<uint8_t>() + kHeaderBytes;
+}
+
+bool Exchange::all_sent() const {
+  return std::all_of(rows.begin(), rows.end(),
+                     [](const CallRow& row) { return row.payload_bytes >= 0; });
+}
+
+Exchange enter_collective(const State& state, const CallSignature& signature, const void* payload,
+                          int64_t bytes) {
   const int64_t kind = kind_of(signature.name);
   const uint64_t number = state.collective_trace()->enter(signature.name);
-  auto row = at::zeros({kRowLength}, at::kLong);
-  auto r = row.accessor<int64_t, 1>();
-  r[0] = kind;
-  r[1] = static_cast<int64_t>(number);
-  r[2] = signature.dtype;
-  r[3] = signature.extra;
-  r[4] = static_cast<int64_t>(signature.sizes.size());
-  for (size_t d = 0; d < signature.sizes.size(); ++d) r[5 + d] = signature.sizes[d];
-  std::vector<CallRow> rows;
-  for (const at::Tensor& t : all_gather(state, row.to(state.device()), signature.name)) {
-    auto c = t.cpu();
-    const int64_t* v = c.data_ptr<int64_t>();
-    const int64_t ndim = std::min<int64_t>(std::max<int64_t>(v[4], 0), kMaxDims);
-    rows.push_back({v[0], v[1], v[2], v[3], std::vector<int64_t>(v + 5, v + 5 + ndim)});
+  const int64_t capacity = payload_capacity(state.num_processes());
+  auto slot = at::zeros({slot_bytes(state.num_processes())}, at::kByte);
+  int64_t row[kRowLength] = {};
+  const bool sent = bytes >= 0 && bytes <= capacity && (bytes == 0 || payload != nullptr);
+  row[0] = kind;
+  row[1] = static_cast<int64_t>(number);
+  row[2] = signature.dtype;
+  row[3] = signature.extra;
+  row[4] = sent ? bytes : -1;
+  row[5] = static_cast<int64_t>(signature.sizes.size());
+  for (size_t d = 0; d < signature.sizes.size(); ++d) row[6 + d] = signature.sizes[d];
+  std::memcpy(slot.data_ptr<uint8_t>(), row, sizeof(row));
+  if (sent && bytes > 0)
+    std::memcpy(slot.data_ptr<uint8_t>() + kHeaderBytes, payload, static_cast<size_t>(bytes));
+  Exchange exchange;
+  for (const at::Tensor& t : all_gather(state, slot.to(state.device()), signature.name)) {
+    exchange.slots.push_back(t.cpu());
+    int64_t v[kRowLength];
+    std::memcpy(v, exchange.slots.back().data_ptr<uint8_t>(), sizeof(v));
+    const int64_t ndim = std::min<int64_t>(std::max<int64_t>(v[5], 0), kMaxDims);
+    const int64_t carried = v[4] >= 0 && v[4] <= capacity ? v[4] : -1;
+    exchange.rows.push_back(
+        {v[0], v[1], v[2], v[3], carried, std::vector<int64_t>(v + 6, v + 6 + ndim)});
   }
+  const auto& rows = exchange.rows;
   // "rank 1 is in gather #17", or, for a process whose Accelerator is being destroyed,
   // "rank 1 has ended (shutdown #17)".
   auto where = [&](size_t p) {
@@ -148,7 +195,7 @@ std::vector<CallRow> enter_collective(const State& state, const CallSignature& s
                                   "; every process must call the same collectives in the same "
                                   "order");
   }
-  return rows;
+  return exchange;
 }
 
 void rethrow_collective_error(const State& state, const std::string& what,
@@ -178,7 +225,10 @@ ReduceOp parse_reduce_op(const std::string& name) {
 at::Tensor gather(const State& state, const at::Tensor& tensor) {
   at::Tensor t = tensor.dim() == 0 ? tensor.reshape({1}) : tensor;
   if (state.num_processes() == 1) return t;
-  const auto rows = detail::enter_collective(state, tensor_signature("gather", t, 0));
+  const at::Tensor small = small_copy(state, t);
+  const auto exchange = detail::enter_collective(state, tensor_signature("gather", t, 0),
+                                                 bytes_of(small), byte_count(small));
+  const auto& rows = exchange.rows;
   expect_same_dtype_and_rank("gather", rows);
   int64_t longest = 0;
   bool uneven = false;
@@ -190,6 +240,11 @@ at::Tensor gather(const State& state, const at::Tensor& tensor) {
                                   "; only the first dimension may differ");
     longest = std::max(longest, rows[r].sizes[0]);
     uneven = uneven || rows[r].sizes[0] != rows[0].sizes[0];
+  }
+  if (exchange.all_sent()) {  // the exchange brought every process's rows
+    std::vector<at::Tensor> parts;
+    for (size_t r = 0; r < rows.size(); ++r) parts.push_back(sent_tensor(exchange, r));
+    return at::cat(parts, 0).to(t.device());
   }
   if (!uneven) return at::cat(all_gather(state, t, "gather"), 0);
   at::Tensor padded = t;
@@ -205,18 +260,46 @@ at::Tensor gather(const State& state, const at::Tensor& tensor) {
 }
 
 at::Tensor reduce(const State& state, const at::Tensor& tensor, ReduceOp op, double scale) {
+  at::Tensor out = tensor.clone(at::MemoryFormat::Contiguous);
+  if (scale != 1.0) out.mul_(scale);
+  detail::Exchange exchange;
   if (state.num_processes() > 1) {
-    const auto rows =
-        detail::enter_collective(state, tensor_signature("reduce", tensor, static_cast<int>(op)));
-    expect_same_dtype_and_shape("reduce", rows);
-    expect_same_extra("reduce", "reduction", rows, reduce_name);
+    const at::Tensor small = small_copy(state, out);
+    exchange =
+        detail::enter_collective(state, tensor_signature("reduce", tensor, static_cast<int>(op)),
+                                 bytes_of(small), byte_count(small));
+    expect_same_dtype_and_shape("reduce", exchange.rows);
+    expect_same_extra("reduce", "reduction", exchange.rows, reduce_name);
   }
   if (op == ReduceOp::MEAN && !at::isFloatingType(tensor.scalar_type()))
     throw std::invalid_argument(std::string("accelerate: reduce(mean) needs a floating-point ") +
                                 "tensor, got " + c10::toString(tensor.scalar_type()));
-  at::Tensor out = tensor.clone(at::MemoryFormat::Contiguous);
-  if (scale != 1.0) out.mul_(scale);
   if (state.num_processes() == 1) return out;
+  if (exchange.all_sent()) {
+    // Every process's elements came in the exchange: reduce them here, in process order, the
+    // same on every process.
+    at::Tensor acc = sent_tensor(exchange, 0).clone();
+    for (size_t r = 1; r < exchange.rows.size(); ++r) {
+      const at::Tensor part = sent_tensor(exchange, r);
+      switch (op) {
+        case ReduceOp::SUM:
+        case ReduceOp::MEAN:
+          acc.add_(part);
+          break;
+        case ReduceOp::MAX:
+          acc = at::maximum(acc, part);
+          break;
+        case ReduceOp::MIN:
+          acc = at::minimum(acc, part);
+          break;
+        case ReduceOp::PRODUCT:
+          acc.mul_(part);
+          break;
+      }
+    }
+    if (op == ReduceOp::MEAN) acc.div_(state.num_processes());
+    return acc.to(tensor.device());
+  }
   c10d::AllreduceOptions options;
   switch (op) {
     case ReduceOp::SUM:
@@ -258,11 +341,19 @@ at::Tensor broadcast(const State& state, at::Tensor tensor, int from_process) {
     detail::check_process(state, from_process, "broadcast");
     return tensor;
   }
-  const auto rows =
-      detail::enter_collective(state, tensor_signature("broadcast", tensor, from_process));
-  expect_same_extra("broadcast", "source process", rows, show_number);
+  const at::Tensor small =
+      state.process_index() == from_process ? small_copy(state, tensor) : at::Tensor();
+  const auto exchange =
+      detail::enter_collective(state, tensor_signature("broadcast", tensor, from_process),
+                               bytes_of(small), byte_count(small));
+  expect_same_extra("broadcast", "source process", exchange.rows, show_number);
   detail::check_process(state, from_process, "broadcast");
-  expect_same_dtype_and_shape("broadcast", rows);
+  expect_same_dtype_and_shape("broadcast", exchange.rows);
+  if (exchange.payload(static_cast<size_t>(from_process)) != nullptr) {
+    if (state.process_index() != from_process)
+      tensor.copy_(sent_tensor(exchange, static_cast<size_t>(from_process)));
+    return tensor;
+  }
   return broadcast_unchecked(state, std::move(tensor), from_process, "broadcast");
 }
 
@@ -272,7 +363,7 @@ at::Tensor pad_across_processes(const State& state, const at::Tensor& tensor, in
   if (dim < 0) dim += tensor.dim();
   if (state.num_processes() == 1) return tensor;
   const auto rows =
-      detail::enter_collective(state, tensor_signature("pad_across_processes", tensor, dim));
+      detail::enter_collective(state, tensor_signature("pad_across_processes", tensor, dim)).rows;
   expect_same_extra("pad_across_processes", "dim", rows, show_number);
   expect_same_dtype_and_rank("pad_across_processes", rows);
   int64_t longest = 0;
@@ -289,7 +380,16 @@ at::Tensor pad_across_processes(const State& state, const at::Tensor& tensor, in
 std::vector<std::string> gather_bytes(const State& state, const std::string& bytes) {
   if (state.num_processes() == 1) return {bytes};
   const auto n = static_cast<int64_t>(bytes.size());
-  const auto rows = detail::enter_collective(state, {"gather_object", -1, {n}, 0});
+  const auto exchange =
+      detail::enter_collective(state, {"gather_object", -1, {n}, 0}, bytes.data(), n);
+  const auto& rows = exchange.rows;
+  if (exchange.all_sent()) {
+    std::vector<std::string> out;
+    for (size_t r = 0; r < rows.size(); ++r)
+      out.emplace_back(reinterpret_cast<const char*>(exchange.payload(r)),
+                       static_cast<std::size_t>(rows[r].payload_bytes));
+    return out;
+  }
   int64_t longest = 0;
   for (const auto& row : rows) longest = std::max(longest, row.sizes.at(0));
   at::Tensor data = at::zeros({longest}, at::kByte);
@@ -310,9 +410,16 @@ std::string broadcast_bytes(const State& state, const std::string& bytes, int fr
     return bytes;
   }
   const auto n = static_cast<int64_t>(bytes.size());
-  const auto rows = detail::enter_collective(state, {"broadcast_object", -1, {n}, from_process});
+  const bool source = state.process_index() == from_process;
+  const auto exchange = detail::enter_collective(state, {"broadcast_object", -1, {n}, from_process},
+                                                 source ? bytes.data() : nullptr, source ? n : -1);
+  const auto& rows = exchange.rows;
   expect_same_extra("broadcast_object", "source process", rows, show_number);
   detail::check_process(state, from_process, "broadcast_object");
+  if (const uint8_t* sent = exchange.payload(static_cast<size_t>(from_process)))
+    return std::string(
+        reinterpret_cast<const char*>(sent),
+        static_cast<std::size_t>(rows[static_cast<size_t>(from_process)].payload_bytes));
   const int64_t length = rows[static_cast<size_t>(from_process)].sizes.at(0);
   at::Tensor data = at::empty({length}, at::kByte);
   if (state.process_index() == from_process)

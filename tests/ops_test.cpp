@@ -166,6 +166,54 @@ TEST_P(Collectives, SplitBetweenProcesses) {
   });
 }
 
+// Small tensors and objects travel inside the signature exchange (one collective); larger ones
+// in a second collective. Both ways give the same results, including when only some processes'
+// data would fit.
+TEST_P(Collectives, SmallAndLargeDataGiveTheSameResults) {
+  run_ranks(GetParam(), [](acc::Accelerator& a) {
+    const int n = a.num_processes(), r = a.process_index();
+    for (int64_t numel : {int64_t{3}, int64_t{1500}, int64_t{5000}}) {
+      SCOPED_TRACE("numel " + std::to_string(numel));
+      auto of = [&](int rank) { return at::arange(numel, at::kDouble) * (rank + 1) + rank; };
+      at::Tensor sum = of(0).clone(), max = of(0).clone(), min = of(0).clone(),
+                 product = of(0).clone();
+      for (int k = 1; k < n; ++k) {
+        sum += of(k);
+        max = at::maximum(max, of(k));
+        min = at::minimum(min, of(k));
+        product *= of(k);
+      }
+      EXPECT_TRUE(at::equal(a.reduce(of(r), "sum"), sum));
+      EXPECT_TRUE(at::allclose(a.reduce(of(r), "mean"), sum / n));
+      EXPECT_TRUE(at::equal(a.reduce(of(r), "max"), max));
+      EXPECT_TRUE(at::equal(a.reduce(of(r), "min"), min));
+      EXPECT_TRUE(at::equal(a.reduce(of(r), "product"), product));
+      EXPECT_TRUE(at::equal(a.reduce(of(r), "sum", 0.5), sum * 0.5));
+      auto ints = a.reduce(of(r).to(at::kInt), "sum");
+      EXPECT_EQ(ints.scalar_type(), at::kInt);
+      EXPECT_TRUE(at::equal(ints, sum.to(at::kInt)));
+      EXPECT_TRUE(
+          at::equal(a.broadcast(of(r).reshape({numel, 1}), n - 1), of(n - 1).reshape({numel, 1})));
+      auto gathered = a.gather(of(r).to(at::kFloat));
+      std::vector<at::Tensor> all;
+      for (int k = 0; k < n; ++k) all.push_back(of(k).to(at::kFloat));
+      EXPECT_TRUE(at::equal(gathered, at::cat(all)));
+      auto text = [&](int rank) { return std::string(static_cast<size_t>(numel), 'a' + rank); };
+      EXPECT_EQ(a.broadcast_object(text(r), 0), text(0));
+      auto texts = a.gather_object(text(r));
+      ASSERT_EQ(static_cast<int>(texts.size()), n);
+      for (int k = 0; k < n; ++k) EXPECT_EQ(texts[k], text(k));
+    }
+    // Rows of which only process 0's fit into the exchange: the data goes in a second collective.
+    const int64_t rows = r == 0 ? 1 : 5000;
+    auto gathered = a.gather(at::full({rows, 1}, r, at::kFloat));
+    EXPECT_EQ(gathered.size(0), 1 + 5000 * (n - 1));
+    EXPECT_EQ(gathered.sum().item<double>(), 5000.0 * (n - 1) * n / 2);
+    auto texts = a.gather_object(std::string(r == 0 ? 1 : 20000, 'x'));
+    for (int k = 0; k < n; ++k) EXPECT_EQ(texts[k].size(), k == 0 ? 1u : 20000u);
+  });
+}
+
 INSTANTIATE_TEST_SUITE_P(Ranks, Collectives, ::testing::Values(1, 2, 3));
 
 TEST(SplitBetweenProcesses, SeventeenItemsOverFourProcesses) {
