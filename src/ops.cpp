@@ -11,10 +11,12 @@
 
 #include "collective_trace.h"
 #include "errors.h"
+#include "helpers.h"
 
 namespace accelerate {
 
 using detail::message_of;
+using detail::shape_string;
 
 namespace {
 
@@ -40,12 +42,6 @@ std::string kind_name(int64_t kind) {
 }
 
 c10d::ProcessGroup& group(const State& state) { return *state.process_group(); }
-
-std::string shape_string(at::IntArrayRef sizes) {
-  std::ostringstream os;
-  os << sizes;
-  return os.str();
-}
 
 void wait(const State& state, const c10::intrusive_ptr<c10d::Work>& work, const char* what) {
   try {

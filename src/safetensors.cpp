@@ -17,11 +17,16 @@
 #include <stdexcept>
 #include <unordered_set>
 
+#include "atomic_file.h"
+#include "helpers.h"
+
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
               "safetensors data is little-endian; this code copies it byte for byte");
 
 namespace accelerate {
 namespace {
+
+using detail::shape_string;
 
 // One dtype of the format. `rank` is its position in the reference's `Dtype` enum ("in
 // increasing alignment order"): the writer sorts by it, descending, then by name. Dtypes
@@ -70,12 +75,6 @@ const DtypeEntry* find_dtype(at::ScalarType type) {
 
 [[noreturn]] void fail(const std::string& name, const std::string& what) {
   throw std::runtime_error("safetensors file " + name + ": " + what);
-}
-
-std::string shape_string(const std::vector<int64_t>& shape) {
-  std::string s = "[";
-  for (size_t i = 0; i < shape.size(); ++i) s += (i ? "," : "") + std::to_string(shape[i]);
-  return s + "]";
 }
 
 std::string range_string(uint64_t begin, uint64_t end) {
@@ -527,44 +526,16 @@ std::vector<uint8_t> serialize_safetensors(const std::map<std::string, at::Tenso
 void save_safetensors(const std::map<std::string, at::Tensor>& tensors, const std::string& path,
                       const std::map<std::string, std::string>& metadata) {
   const Layout layout = make_layout(tensors, metadata);
-  const std::string tmp = path + ".tmp";
-  std::FILE* file = std::fopen(tmp.c_str(), "wb");
-  if (file == nullptr) {
-    throw std::runtime_error("safetensors: cannot write " + path + ": " + errno_string());
-  }
-  auto write = [&](const void* data, size_t n) {
-    if (n > 0 && std::fwrite(data, 1, n, file) != n) {
-      const std::string reason = errno_string();
-      std::fclose(file);
-      std::remove(tmp.c_str());
-      throw std::runtime_error("safetensors: cannot write " + path + ": " + reason);
-    }
-  };
+  detail::AtomicFile file(path, "save_safetensors");
   uint8_t length[8];
   put_u64_le(length, layout.header.size());
-  write(length, sizeof(length));
-  write(layout.header.data(), layout.header.size());
+  file.write(length, sizeof(length));
+  file.write(layout.header.data(), layout.header.size());
   for (const auto& [name, tensor] : layout.ordered) {
-    at::Tensor bytes;
-    try {
-      bytes = cpu_contiguous(tensor);
-    } catch (...) {
-      std::fclose(file);
-      std::remove(tmp.c_str());
-      throw;
-    }
-    write(bytes.data_ptr(), bytes.nbytes());
+    const at::Tensor bytes = cpu_contiguous(tensor);
+    file.write(bytes.data_ptr(), bytes.nbytes());
   }
-  if (std::fclose(file) != 0) {
-    const std::string reason = errno_string();
-    std::remove(tmp.c_str());
-    throw std::runtime_error("safetensors: cannot write " + path + ": " + reason);
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    const std::string reason = errno_string();
-    std::remove(tmp.c_str());
-    throw std::runtime_error("safetensors: cannot rename " + tmp + " to " + path + ": " + reason);
-  }
+  file.commit();
 }
 
 }  // namespace accelerate

@@ -204,7 +204,7 @@ TEST_F(SafetensorsTest, LoadAliasesTheMappingCopyOnWrite) {
     acc::SafetensorsFile(path("w.safetensors")).read_into("w", wrong);
     ADD_FAILURE();
   } catch (const std::runtime_error& e) {
-    EXPECT_NE(std::string(e.what()).find("tensor 'w' has shape [4,4]"), std::string::npos)
+    EXPECT_NE(std::string(e.what()).find("tensor 'w' has shape [4, 4]"), std::string::npos)
         << e.what();
   }
 }
@@ -381,7 +381,7 @@ TEST_F(SafetensorsTest, MalformedSizeDoesNotMatchDtypeTimesShape) {
                    "tensor 'w': data_offsets [0,8) but 3 x F32 (shape [3]) needs 12 bytes");
   expect_malformed(
       raw_file(R"({"w":{"dtype":"F64","shape":[4294967296,4294967296],"data_offsets":[0,8]}})", 8),
-      "tensor 'w': shape [4294967296,4294967296] overflows 64 bits");
+      "tensor 'w': shape [4294967296, 4294967296] overflows 64 bits");
   expect_malformed(
       raw_file(R"({"w":{"dtype":"F64","shape":[4611686018427387904],"data_offsets":[0,8]}})", 8),
       "x F64 overflows 64 bits");

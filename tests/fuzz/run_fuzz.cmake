@@ -3,7 +3,7 @@
 # when the build fails or the fuzzer finds a crash, a leak, a sanitizer report or an exception
 # other than std::runtime_error / std::invalid_argument (the input is left in WORK_DIR).
 #   FUZZ_TARGET=safetensors   tests/fuzz/safetensors_fuzz.cpp over src/safetensors.cpp
-#   FUZZ_TARGET=torch_pickle  tests/fuzz/torch_pickle_fuzz.cpp over src/checkpoint.cpp
+#   FUZZ_TARGET=torch_pickle  tests/fuzz/torch_pickle_fuzz.cpp over src/torch_pickle.cpp
 #
 #   cmake -DFUZZ_TARGET=safetensors -DCLANGXX=clang++ -DSOURCE_DIR=<repo> -DWORK_DIR=<dir>
 #         "-DINCLUDE_DIRS=a|b" -DTORCH_LIBRARY_DIR=<dir> "-DCXX_FLAGS=-D_GLIBCXX_USE_CXX11_ABI=1"
@@ -20,17 +20,18 @@ endif()
 
 set(fuzz_dir ${SOURCE_DIR}/tests/fuzz)
 if(FUZZ_TARGET STREQUAL "safetensors")
-  set(sources ${fuzz_dir}/safetensors_fuzz.cpp ${SOURCE_DIR}/src/safetensors.cpp)
+  set(sources ${fuzz_dir}/safetensors_fuzz.cpp ${SOURCE_DIR}/src/safetensors.cpp
+      ${SOURCE_DIR}/src/atomic_file.cpp)
   set(options -dict=${fuzz_dir}/safetensors.dict)
 elseif(FUZZ_TARGET STREQUAL "torch_pickle")
-  set(sources ${fuzz_dir}/torch_pickle_fuzz.cpp ${SOURCE_DIR}/src/checkpoint.cpp
-      ${SOURCE_DIR}/src/safetensors.cpp)
+  set(sources ${fuzz_dir}/torch_pickle_fuzz.cpp ${SOURCE_DIR}/src/torch_pickle.cpp
+      ${SOURCE_DIR}/src/atomic_file.cpp)
   set(options)
 else()
   message(FATAL_ERROR "run_fuzz.cmake: unknown FUZZ_TARGET '${FUZZ_TARGET}'")
 endif()
 
-set(include_flags -I${SOURCE_DIR}/include)
+set(include_flags -I${SOURCE_DIR}/include -I${SOURCE_DIR}/src)
 string(REPLACE "|" ";" include_dirs "${INCLUDE_DIRS}")
 foreach(dir IN LISTS include_dirs)
   # -isystem on the compiler's own directories would break #include_next.

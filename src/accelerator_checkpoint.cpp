@@ -30,6 +30,7 @@
 
 #include "accelerate/accelerator.h"
 #include "accelerate/safetensors.h"
+#include "atomic_file.h"
 #include "compat.h"
 #include "errors.h"
 
@@ -58,30 +59,8 @@ std::map<std::string, at::Tensor> as_map(const StateDict& dict) {
   return std::map<std::string, at::Tensor>(dict.begin(), dict.end());
 }
 
-// Writes `bytes` to `path` and flushes them to the disk; throws std::runtime_error naming the
-// file and the system's reason (a full disk: "No space left on device").
 void write_bytes(const fs::path& path, const std::string& bytes) {
-  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  auto fail = [&](const char* step) {
-    const std::string reason = std::strerror(errno);
-    if (fd >= 0) ::close(fd);
-    throw std::runtime_error("accelerate: save_state: cannot " + std::string(step) + " " +
-                             path.string() + ": " + reason);
-  };
-  if (fd < 0) fail("create");
-  size_t done = 0;
-  while (done < bytes.size()) {
-    const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) fail("write");
-    done += static_cast<size_t>(n);
-  }
-  if (::fsync(fd) != 0) fail("flush");
-  if (::close(fd) != 0) {
-    const std::string reason = std::strerror(errno);
-    throw std::runtime_error("accelerate: save_state: cannot close " + path.string() + ": " +
-                             reason);
-  }
+  detail::write_file_synced(path.string(), bytes, "save_state");
 }
 
 void write_json(const fs::path& path, const nlohmann::json& value) {
@@ -263,7 +242,10 @@ void Accelerator::save_state(const std::string& output_dir) {
       else
         fs::remove_all(previous);
       if (fs::exists(target)) fs::rename(target, previous);
+      detail::sync_folder(tmp.string(), "save_state");
       fs::rename(tmp, target);
+      detail::sync_folder(target.parent_path().empty() ? "." : target.parent_path().string(),
+                          "save_state");
       fs::remove_all(previous);
       if (output_dir.empty() && project.total_limit_ > 0) {
         auto all = numbered_checkpoints(target.parent_path());

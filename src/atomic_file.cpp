@@ -1,0 +1,98 @@
+#include "atomic_file.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <stdexcept>
+
+namespace accelerate::detail {
+
+namespace {
+std::runtime_error failure(const std::string& api, const char* step, const std::string& path,
+                           int error) {
+  return std::runtime_error("accelerate: " + api + ": cannot " + step + " " + path + ": " +
+                            std::strerror(error));
+}
+}  // namespace
+
+SyncedFile::SyncedFile(std::string path, std::string api)
+    : path_(std::move(path)), api_(std::move(api)) {
+  fd_ = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd_ < 0) fail("create");
+}
+
+SyncedFile::~SyncedFile() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+void SyncedFile::fail(const char* step) {
+  const int error = errno;
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = -1;
+  throw failure(api_, step, path_, error);
+}
+
+void SyncedFile::write(const void* data, std::size_t n) {
+  const char* bytes = static_cast<const char*>(data);
+  while (n > 0) {
+    const ssize_t written = ::write(fd_, bytes, n);
+    if (written < 0 && errno == EINTR) continue;
+    if (written <= 0) {
+      if (written == 0) errno = ENOSPC;
+      fail("write");
+    }
+    bytes += written;
+    n -= static_cast<std::size_t>(written);
+  }
+}
+
+void SyncedFile::close() {
+  if (::fsync(fd_) != 0) fail("flush");
+  const int fd = fd_;
+  fd_ = -1;
+  if (::close(fd) != 0) throw failure(api_, "close", path_, errno);
+}
+
+AtomicFile::AtomicFile(const std::string& path, const std::string& api)
+    : path_(path), api_(api), file_(path + ".tmp", api) {}
+
+AtomicFile::~AtomicFile() {
+  if (!committed_) std::remove(file_.path().c_str());
+}
+
+void AtomicFile::commit() {
+  file_.close();
+  if (std::rename(file_.path().c_str(), path_.c_str()) != 0)
+    throw failure(api_, "rename", file_.path() + " to " + path_, errno);
+  committed_ = true;
+  const auto folder = std::filesystem::path(path_).parent_path();
+  sync_folder(folder.empty() ? "." : folder.string(), api_);
+}
+
+void write_file_atomically(const std::string& path, std::string_view bytes,
+                           const std::string& api) {
+  AtomicFile file(path, api);
+  file.write(bytes.data(), bytes.size());
+  file.commit();
+}
+
+void write_file_synced(const std::string& path, std::string_view bytes, const std::string& api) {
+  SyncedFile file(path, api);
+  file.write(bytes.data(), bytes.size());
+  file.close();
+}
+
+void sync_folder(const std::string& dir, const std::string& api) {
+  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) throw failure(api, "open", dir, errno);
+  const bool ok = ::fsync(fd) == 0;
+  const int error = errno;
+  ::close(fd);
+  if (!ok) throw failure(api, "flush", dir, error);
+}
+
+}  // namespace accelerate::detail

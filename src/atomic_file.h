@@ -1,0 +1,72 @@
+// Internal: the one way the library writes files that must survive a crash or a full disk.
+//
+// SyncedFile writes a file and flushes it to the disk (fsync) before it counts as written;
+// AtomicFile writes `<path>.tmp` that way, renames it over `path` and flushes the folder, so a
+// crash leaves the old file or the new one, never a mix. Every failure (a full disk, a
+// read-only folder) is a std::runtime_error
+//   "accelerate: <api>: cannot <write|create|flush|rename> <path>: <the system's reason>"
+// and the temporary file is removed; nothing here can end the process.
+#pragma once
+
+#include <cstddef>
+#include <string>
+#include <string_view>
+
+namespace accelerate::detail {
+
+/// A file written from the start and flushed to the disk by close().
+class SyncedFile {
+ public:
+  /// Creates (or truncates) `path`; `api` names the caller in errors ("save_state").
+  SyncedFile(std::string path, std::string api);
+  /// Closes without flushing if close() was not called (after an error).
+  ~SyncedFile();
+  SyncedFile(const SyncedFile&) = delete;
+  SyncedFile& operator=(const SyncedFile&) = delete;
+
+  /// Appends `n` bytes.
+  void write(const void* data, std::size_t n);
+  /// Flushes to the disk and closes.
+  void close();
+  /// The path being written.
+  const std::string& path() const { return path_; }
+
+ private:
+  [[noreturn]] void fail(const char* step);
+
+  std::string path_, api_;
+  int fd_ = -1;
+};
+
+/// A file that replaces `path` only once it is completely on the disk.
+class AtomicFile {
+ public:
+  /// Starts writing `<path>.tmp`.
+  AtomicFile(const std::string& path, const std::string& api);
+  /// Removes the temporary file unless commit() succeeded.
+  ~AtomicFile();
+  AtomicFile(const AtomicFile&) = delete;
+  AtomicFile& operator=(const AtomicFile&) = delete;
+
+  /// Appends `n` bytes.
+  void write(const void* data, std::size_t n) { file_.write(data, n); }
+  /// Flushes, renames over the final path and flushes its folder.
+  void commit();
+
+ private:
+  std::string path_, api_;
+  SyncedFile file_;
+  bool committed_ = false;
+};
+
+/// `bytes` into `path` through an AtomicFile.
+void write_file_atomically(const std::string& path, std::string_view bytes, const std::string& api);
+
+/// `bytes` into `path` through a SyncedFile (for files inside a folder that is itself moved
+/// into place afterwards).
+void write_file_synced(const std::string& path, std::string_view bytes, const std::string& api);
+
+/// Flushes the folder's entries (new names, renames) to the disk; throws like the writers.
+void sync_folder(const std::string& dir, const std::string& api);
+
+}  // namespace accelerate::detail
