@@ -13,6 +13,8 @@
 #include <exception>
 #include <sstream>
 
+#include "json_file.h"
+
 namespace accelerate {
 
 StateOptions AcceleratorOptions::state_options() const {
@@ -48,6 +50,7 @@ Accelerator::Accelerator(const AcceleratorOptions& options)
                                   state_.describe() + " runs on " + device().str() +
                                   "; use 'bf16' on the CPU");
     scaler_ = std::make_shared<GradScaler>(options.grad_scaler_);
+    checkpoint_scaler();
   }
   if (!options.log_with_.empty() && logging_dir().empty())
     throw std::invalid_argument("accelerate: logging with " + options.log_with_.front() +
@@ -141,7 +144,7 @@ void Accelerator::register_model(const std::shared_ptr<torch::nn::Module>& model
   if (!model) throw std::invalid_argument("accelerate: prepare: the model is a null pointer");
   if (models_.count(model.get())) return;
   model->to(device());
-  model_order_.push_back(model);
+  checkpoint_module("models", "model", model);
   models_.emplace(model.get(),
                   std::make_unique<DistributedDataParallel>(model, state_, options_.ddp_options_));
 }
@@ -156,6 +159,14 @@ std::shared_ptr<AcceleratedOptimizer> Accelerator::prepare_optimizer(
   if (scaler_) prepared->attach_scaler(scaler_);
   optimizers_.emplace(optimizer.get(), prepared);
   optimizer_order_.push_back(prepared);
+  add_checkpointed(
+      "optimizers", next_file("optimizers", "optimizer", ".bin"),
+      [prepared](const std::string& path) {
+        detail::write_file_synced(path, prepared->state_dict(), "save_state");
+      },
+      [prepared](const std::string& path) {
+        prepared->load_state_dict(detail::read_file(path, "load_state"), path);
+      });
   return prepared;
 }
 
@@ -183,6 +194,12 @@ std::shared_ptr<AcceleratedScheduler> Accelerator::prepare_scheduler(
           .split_batches(options_.split_batches_)
           .step_with_optimizer(options_.step_scheduler_with_optimizer_));
   schedulers_.push_back(prepared);
+  add_checkpointed(
+      "schedulers", next_file("schedulers", "scheduler", ".json"),
+      [prepared](const std::string& path) { detail::write_json(path, prepared->state_dict()); },
+      [prepared](const std::string& path) {
+        prepared->load_state_dict(detail::read_integers(path));
+      });
   return prepared;
 }
 
@@ -206,12 +223,11 @@ DistributedDataParallel* Accelerator::engine_of(const torch::nn::Module* model) 
 
 void Accelerator::release_prepared() {
   models_.clear();  // DDP engines: their Reducers remove their autograd hooks
-  model_order_.clear();
   optimizers_.clear();
   optimizer_order_.clear();
   schedulers_.clear();
-  loaders_.clear();
-  custom_.clear();
+  checkpointed_.clear();
+  if (scaler_) checkpoint_scaler();
   step_ = 0;
   clear_device_cache();
 }

@@ -30,9 +30,10 @@
 
 #include "accelerate/accelerator.h"
 #include "accelerate/safetensors.h"
-#include "atomic_file.h"
 #include "compat.h"
 #include "errors.h"
+#include "files.h"
+#include "json_file.h"
 
 namespace fs = std::filesystem;
 
@@ -43,13 +44,7 @@ using detail::message_of;
 namespace {
 
 constexpr const char* kStateFile = "accelerator_state.json";
-constexpr int kFormatVersion = 1;
-
-// LRScheduler keeps its step count protected; a pointer to member taken through a derived
-// class reads it without changing LibTorch.
-struct SchedulerAccess : torch::optim::LRScheduler {
-  static unsigned torch::optim::LRScheduler::*step_count() { return &SchedulerAccess::step_count_; }
-};
+constexpr int kFormatVersion = 2;  // 2: one file per object, listed under "objects"
 
 std::string indexed(const std::string& stem, size_t i, const std::string& ext) {
   return i == 0 ? stem + ext : stem + "_" + std::to_string(i) + ext;
@@ -63,44 +58,12 @@ void write_bytes(const fs::path& path, const std::string& bytes) {
   detail::write_file_synced(path.string(), bytes, "save_state");
 }
 
-void write_json(const fs::path& path, const nlohmann::json& value) {
-  write_bytes(path, value.dump(2) + "\n");
-}
-
 // A LibTorch archive, serialised in memory first: writing it straight to a file makes
 // LibTorch throw from a destructor when the disk is full, which aborts the process.
 void write_archive(const fs::path& path, torch::serialize::OutputArchive& archive) {
   std::ostringstream out;
   archive.save_to(out);
   write_bytes(path, out.str());
-}
-
-// `key` of the JSON object `j` read from `file` as a T; throws std::runtime_error naming the
-// file, the key and what it holds when it is missing or of another type.
-template <typename T>
-T field(const nlohmann::json& j, const std::string& key, const fs::path& file) {
-  const char* expected = std::is_integral_v<T> ? "an integer" : "a value of the expected type";
-  auto it = j.is_object() ? j.find(key) : j.end();
-  if (it == j.end())
-    throw std::runtime_error("accelerate: load_state: " + file.string() + ": key \"" + key +
-                             "\" is missing");
-  if constexpr (std::is_integral_v<T>) {
-    if (!it->is_number_integer())
-      throw std::runtime_error("accelerate: load_state: " + file.string() + ": key \"" + key +
-                               "\" must be " + expected + ", got " + it->dump());
-  }
-  try {
-    return it->get<T>();
-  } catch (const nlohmann::json::exception&) {
-    throw std::runtime_error("accelerate: load_state: " + file.string() + ": key \"" + key +
-                             "\" must be " + expected + ", got " + it->dump());
-  }
-}
-
-std::string read_bytes(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw std::runtime_error("accelerate: load_state: cannot read " + path.string());
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
 }
 
 // The scaler's state as PyTorch's GradScaler.state_dict() holds it (integers as integers).
@@ -111,17 +74,6 @@ nlohmann::json scaler_json(const std::map<std::string, double>& state) {
                  ? nlohmann::json(static_cast<int64_t>(value))
                  : nlohmann::json(value);
   return j;
-}
-
-nlohmann::json read_json(const fs::path& path) {
-  std::ifstream in(path);
-  if (!in) throw std::runtime_error("accelerate: load_state: cannot read " + path.string());
-  try {
-    return nlohmann::json::parse(in);
-  } catch (const std::exception& e) {
-    throw std::runtime_error("accelerate: load_state: " + path.string() +
-                             " is not valid JSON: " + e.what());
-  }
 }
 
 // The numbered checkpoint_<n> folders under `dir`, oldest first.
@@ -137,15 +89,6 @@ std::vector<std::pair<int64_t, fs::path>> numbered_checkpoints(const fs::path& d
   }
   std::sort(out.begin(), out.end());
   return out;
-}
-
-void expect_count(const nlohmann::json& state, const char* key, size_t have, const fs::path& file) {
-  const auto saved = field<size_t>(state, key, file);
-  if (saved != have)
-    throw std::runtime_error("accelerate: load_state: " + file.string() + " holds " +
-                             std::to_string(saved) + " " + key + " but this Accelerator has " +
-                             std::to_string(have) + " (prepare / register the same objects " +
-                             "in the same order before load_state)");
 }
 
 }  // namespace
@@ -264,41 +207,86 @@ void Accelerator::save_state(const std::string& output_dir) {
 }
 
 void Accelerator::save_main_process_files(const fs::path& tmp, int iteration) {
-  for (size_t i = 0; i < model_order_.size(); ++i)
-    save_safetensors(as_map(model_state_dict(*model_order_[i])),
-                     (tmp / indexed("model", i, ".safetensors")).string());
-  for (size_t i = 0; i < optimizer_order_.size(); ++i) {
-    torch::serialize::OutputArchive archive;
-    optimizer_order_[i]->optimizer()->save(archive);
-    write_archive(tmp / indexed("optimizer", i, ".bin"), archive);
+  nlohmann::json objects = nlohmann::json::array();
+  for (const Checkpointed& object : checkpointed_) {
+    object.save((tmp / object.file).string());
+    objects.push_back({{"kind", object.kind}, {"file", object.file}});
   }
-  nlohmann::json schedulers = nlohmann::json::array();
-  for (const auto& s : schedulers_)
-    schedulers.push_back({{"step_count", (*s->scheduler()).*SchedulerAccess::step_count()}});
-  write_json(tmp / "scheduler.json", schedulers);
-  if (scaler_) write_json(tmp / "scaler.json", scaler_json(scaler_->state_dict()));
-  for (size_t i = 0; i < custom_.size(); ++i) {
-    if (custom_[i].module)
-      save_safetensors(
-          as_map(model_state_dict(*custom_[i].module)),
-          (tmp / ("custom_checkpoint_" + std::to_string(i) + ".safetensors")).string());
-    else
-      write_bytes(tmp / ("custom_checkpoint_" + std::to_string(i) + ".bin"), custom_[i].save());
-  }
-  nlohmann::json loaders = nlohmann::json::array();
-  for (const auto& l : loaders_)
-    loaders.push_back({{"epoch", l->position().epoch}, {"batches", l->position().batches}});
   // Written last: its presence marks a complete folder.
-  write_json(tmp / kStateFile, {{"format", "accelerate-cpp"},
-                                {"version", kFormatVersion},
-                                {"num_processes", num_processes()},
-                                {"step", step_},
-                                {"iteration", iteration},
-                                {"models", model_order_.size()},
-                                {"optimizers", optimizer_order_.size()},
-                                {"schedulers", schedulers_.size()},
-                                {"data_loaders", loaders},
-                                {"custom_objects", custom_.size()}});
+  detail::write_json((tmp / kStateFile).string(), {{"format", "accelerate-cpp"},
+                                                   {"version", kFormatVersion},
+                                                   {"num_processes", num_processes()},
+                                                   {"step", step_},
+                                                   {"iteration", iteration},
+                                                   {"objects", objects}});
+}
+
+// ---- the registry of checkpointed objects ----
+
+void Accelerator::add_checkpointed(const std::string& kind, const std::string& file,
+                                   std::function<void(const std::string&)> save,
+                                   std::function<void(const std::string&)> load) {
+  checkpointed_.push_back({kind, file, std::move(save), std::move(load)});
+}
+
+std::string Accelerator::next_file(const std::string& kind, const std::string& stem,
+                                   const std::string& extension, bool always_numbered) const {
+  const auto i =
+      static_cast<size_t>(std::count_if(checkpointed_.begin(), checkpointed_.end(),
+                                        [&](const Checkpointed& c) { return c.kind == kind; }));
+  return always_numbered ? stem + std::to_string(i) + extension : indexed(stem, i, extension);
+}
+
+void Accelerator::checkpoint_module(const std::string& kind, const std::string& stem,
+                                    std::shared_ptr<torch::nn::Module> module) {
+  add_checkpointed(
+      kind, next_file(kind, stem, ".safetensors", kind == "custom_objects"),
+      [module](const std::string& path) {
+        save_safetensors(as_map(model_state_dict(*module)), path);
+      },
+      [module](const std::string& path) { load_checkpoint_in_model(*module, path); });
+}
+
+void Accelerator::checkpoint_custom(
+    std::function<std::string()> save,
+    std::function<void(const std::string&, const std::string&)> load) {
+  add_checkpointed(
+      "custom_objects", next_file("custom_objects", "custom_checkpoint_", ".bin", true),
+      [save](const std::string& path) { write_bytes(path, save()); },
+      [load](const std::string& path) { load(detail::read_file(path, "load_state"), path); });
+}
+
+void Accelerator::checkpoint_loader(std::shared_ptr<DataLoaderBase> loader) {
+  add_checkpointed(
+      "data_loaders", next_file("data_loaders", "data_loader", ".json"),
+      [loader](const std::string& path) { detail::write_json(path, loader->state_dict()); },
+      [this, loader](const std::string& path) {
+        auto state = detail::read_integers(path);
+        // Batches are counted per process: with another number of processes, restart the
+        // saved epoch.
+        if (!load_same_world_) state["batches"] = 0;
+        try {
+          loader->load_state_dict(state);
+        } catch (const std::invalid_argument& e) {
+          throw std::runtime_error("accelerate: load_state: " + path + ": " + e.what());
+        }
+      });
+}
+
+void Accelerator::checkpoint_scaler() {
+  auto scaler = scaler_;
+  add_checkpointed(
+      "scaler", "scaler.json",
+      [scaler](const std::string& path) {
+        detail::write_json(path, scaler_json(scaler->state_dict()));
+      },
+      [scaler](const std::string& path) {
+        try {
+          scaler->load_state_dict(detail::read_json_as<std::map<std::string, double>>(path));
+        } catch (const std::invalid_argument& e) {
+          throw std::runtime_error("accelerate: load_state: " + path + ": " + e.what());
+        }
+      });
 }
 
 void Accelerator::load_state(const std::string& input_dir) {
@@ -320,92 +308,52 @@ void Accelerator::load_state(const std::string& input_dir) {
   if (!fs::exists(state_file))
     throw std::runtime_error("accelerate: load_state: " + dir.string() +
                              " is not a complete checkpoint (no " + kStateFile + ")");
-  const nlohmann::json state = read_json(state_file);
-  try {
-    expect_count(state, "models", model_order_.size(), state_file);
-    expect_count(state, "optimizers", optimizer_order_.size(), state_file);
-    expect_count(state, "schedulers", schedulers_.size(), state_file);
-    expect_count(state, "custom_objects", custom_.size(), state_file);
-    if (state.at("data_loaders").size() != loaders_.size())
-      throw std::runtime_error("accelerate: load_state: " + state_file.string() + " holds " +
-                               std::to_string(state.at("data_loaders").size()) +
-                               " data loaders but this Accelerator has " +
-                               std::to_string(loaders_.size()));
-  } catch (const nlohmann::json::exception& e) {
-    throw std::runtime_error("accelerate: load_state: " + state_file.string() +
-                             " lacks a field: " + e.what());
+  const std::string state_path = state_file.string();
+  const nlohmann::json state = detail::read_json(state_path);
+  const int version = detail::field<int>(state, "version", state_path);
+  if (version != kFormatVersion)
+    throw std::runtime_error("accelerate: load_state: " + state_path + " is format version " +
+                             std::to_string(version) + "; this accelerate-cpp reads version " +
+                             std::to_string(kFormatVersion));
+  // The same objects, of the same kinds, in the same order.
+  const auto saved = detail::field<std::vector<nlohmann::json>>(state, "objects", state_path);
+  auto count = [](const auto& list, const std::string& kind, auto kind_of) {
+    return std::count_if(list.begin(), list.end(),
+                         [&](const auto& x) { return kind_of(x) == kind; });
+  };
+  auto saved_kind = [&](const nlohmann::json& o) {
+    return detail::field<std::string>(o, "kind", state_path);
+  };
+  auto our_kind = [](const Checkpointed& c) { return c.kind; };
+  for (const char* kind :
+       {"models", "optimizers", "schedulers", "data_loaders", "scaler", "custom_objects"}) {
+    const auto theirs = count(saved, kind, saved_kind), ours = count(checkpointed_, kind, our_kind);
+    if (theirs != ours)
+      throw std::runtime_error(
+          "accelerate: load_state: " + state_path + " holds " + std::to_string(theirs) + " " +
+          kind + " but this Accelerator has " + std::to_string(ours) +
+          (std::string(kind) == "scaler" ? " (a scaler exists with mixed_precision fp16)"
+                                         : " (prepare / register the same objects in the same "
+                                           "order before load_state)"));
   }
+  for (size_t i = 0; i < saved.size(); ++i)
+    if (saved_kind(saved[i]) != checkpointed_[i].kind ||
+        detail::field<std::string>(saved[i], "file", state_path) != checkpointed_[i].file)
+      throw std::runtime_error(
+          "accelerate: load_state: " + state_path + " lists " + saved[i].dump() + " as object " +
+          std::to_string(i) + " but this Accelerator's is " + checkpointed_[i].kind + " (" +
+          checkpointed_[i].file + "); prepare / register the objects in the order they were saved");
 
-  for (size_t i = 0; i < model_order_.size(); ++i)
-    load_checkpoint_in_model(*model_order_[i],
-                             (dir / indexed("model", i, ".safetensors")).string());
-  for (size_t i = 0; i < optimizer_order_.size(); ++i) {
-    const fs::path file = dir / indexed("optimizer", i, ".bin");
-    torch::serialize::InputArchive archive;
-    try {
-      archive.load_from(file.string());
-      optimizer_order_[i]->optimizer()->load(archive);
-    } catch (const c10::Error& e) {
-      throw std::runtime_error("accelerate: load_state: cannot load " + file.string() + ": " +
-                               e.what_without_backtrace());
-    }
-    move_optimizer_state_to(*optimizer_order_[i]->optimizer(), device());
-  }
-  const fs::path scheduler_file = dir / "scheduler.json";
-  const nlohmann::json schedulers = read_json(scheduler_file);
-  if (!schedulers.is_array() || schedulers.size() != schedulers_.size())
-    throw std::runtime_error("accelerate: load_state: " + scheduler_file.string() +
-                             " must be an array of " + std::to_string(schedulers_.size()) +
-                             " schedulers");
-  for (size_t i = 0; i < schedulers_.size(); ++i) {
-    const auto count = field<unsigned>(schedulers[i], "step_count", scheduler_file);
-    auto& scheduler = *schedulers_[i]->scheduler();
-    if (auto* lambda = dynamic_cast<LambdaLR*>(&scheduler))
-      lambda->set_last_epoch(count);
-    else
-      scheduler.*SchedulerAccess::step_count() = count;  // its lrs came back with the optimizer
-  }
-  if (scaler_) {
-    const fs::path file = dir / "scaler.json";
-    if (!fs::exists(file))
-      throw std::runtime_error("accelerate: load_state: " + dir.string() +
-                               " has no scaler.json: it was not saved with mixed_precision fp16");
-    try {
-      scaler_->load_state_dict(read_json(file).get<std::map<std::string, double>>());
-    } catch (const nlohmann::json::exception& e) {
-      throw std::runtime_error("accelerate: load_state: " + file.string() +
-                               ": expected an object of numbers: " + e.what());
-    } catch (const std::invalid_argument& e) {
-      throw std::runtime_error("accelerate: load_state: " + file.string() + ": " + e.what());
-    }
-  }
-  for (size_t i = 0; i < custom_.size(); ++i) {
-    if (custom_[i].module)
-      load_checkpoint_in_model(
-          *custom_[i].module,
-          (dir / ("custom_checkpoint_" + std::to_string(i) + ".safetensors")).string());
-    else {
-      const fs::path file = dir / ("custom_checkpoint_" + std::to_string(i) + ".bin");
-      custom_[i].load(read_bytes(file), file.string());
-    }
-  }
-
-  const int saved_processes = field<int>(state, "num_processes", state_file);
-  const bool same_world = saved_processes == num_processes();
-  const int64_t saved_step = field<int64_t>(state, "step", state_file);
-  const int saved_iteration = field<int>(state, "iteration", state_file);
-  for (size_t i = 0; i < loaders_.size(); ++i) {
-    const auto& loader = state["data_loaders"][i];
-    LoaderPosition position{field<int64_t>(loader, "epoch", state_file),
-                            field<int64_t>(loader, "batches", state_file)};
-    // Batches are counted per process: with another number of processes, restart the epoch.
-    if (!same_world) position.batches = 0;
-    loaders_[i]->resume_from(position);
-  }
-  if (!same_world)
+  const int saved_processes = detail::field<int>(state, "num_processes", state_path);
+  const int64_t saved_step = detail::field<int64_t>(state, "step", state_path);
+  const int saved_iteration = detail::field<int>(state, "iteration", state_path);
+  load_same_world_ = saved_processes == num_processes();
+  for (const Checkpointed& object : checkpointed_) object.load((dir / object.file).string());
+  if (!load_same_world_)
     print("accelerate: load_state: the checkpoint was written by", saved_processes,
           "processes, this job has", num_processes(),
           "; data loaders restart their saved epoch from its beginning");
+  load_same_world_ = true;
   step_ = saved_step;
   if (project.automatic_checkpoint_naming_)
     project.iteration_ = std::max(project.iteration_, saved_iteration + 1);

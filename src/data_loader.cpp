@@ -169,6 +169,21 @@ void DataLoaderBase::resume_from(LoaderPosition position) {
   batches_yielded_ = position.batches;
 }
 
+std::map<std::string, int64_t> DataLoaderBase::state_dict() const {
+  return {{"epoch", epoch_}, {"batches", batches_yielded_}};
+}
+
+void DataLoaderBase::load_state_dict(const std::map<std::string, int64_t>& state) {
+  auto get = [&](const char* key) {
+    auto it = state.find(key);
+    if (it == state.end())
+      throw std::invalid_argument(std::string("accelerate: DataLoader::load_state_dict: no \"") +
+                                  key + "\"");
+    return it->second;
+  };
+  resume_from({get("epoch"), get("batches")});
+}
+
 void DataLoaderBase::set_sharding(const ShardingOptions& sharding) {
   check(BatchShardOptions()
             .batch_size(options_.batch_size_)

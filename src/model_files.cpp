@@ -26,7 +26,7 @@
 
 #include "accelerate/safetensors.h"
 
-#include "atomic_file.h"
+#include "files.h"
 #include "helpers.h"
 
 namespace fs = std::filesystem;

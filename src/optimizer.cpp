@@ -7,7 +7,11 @@
 #include <torch/optim/rmsprop.h>
 #include <torch/optim/sgd.h>
 
+#include <torch/serialize/input-archive.h>
+#include <torch/serialize/output-archive.h>
+
 #include <deque>
+#include <sstream>
 #include <stdexcept>
 #include <utility>
 
@@ -116,6 +120,27 @@ void AcceleratedOptimizer::zero_grad(bool set_to_none) {
       }
     }
   }
+}
+
+std::string AcceleratedOptimizer::state_dict() const {
+  torch::serialize::OutputArchive archive;
+  optimizer_->save(archive);
+  std::ostringstream out;
+  archive.save_to(out);
+  return out.str();
+}
+
+void AcceleratedOptimizer::load_state_dict(const std::string& state, const std::string& source) {
+  try {
+    torch::serialize::InputArchive archive;
+    std::istringstream in(state);
+    archive.load_from(in);
+    optimizer_->load(archive);
+  } catch (const c10::Error& e) {
+    throw std::runtime_error("accelerate: load_state: cannot load " + source + ": " +
+                             e.what_without_backtrace());
+  }
+  move_optimizer_state_to(*optimizer_, device_);
 }
 
 }  // namespace accelerate

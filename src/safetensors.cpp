@@ -17,7 +17,7 @@
 #include <stdexcept>
 #include <unordered_set>
 
-#include "atomic_file.h"
+#include "files.h"
 #include "helpers.h"
 
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,

@@ -134,7 +134,7 @@ AcceleratedScheduler::AcceleratedScheduler(
 
 void AcceleratedScheduler::step() {
   if (!options_.step_with_optimizer_) {
-    scheduler_->step();
+    step_scheduler();
     return;
   }
   // During accumulation Accelerate only bumps the PyTorch scheduler's `_step_count` (when
@@ -148,7 +148,49 @@ void AcceleratedScheduler::step() {
   // num_processes batches of the schedule's length. (Accelerate's OneCycleLR cap has no
   // counterpart: LibTorch has no OneCycleLR.)
   const int steps = options_.split_batches_ ? 1 : options_.num_processes_;
-  for (int i = 0; i < steps; ++i) scheduler_->step();
+  for (int i = 0; i < steps; ++i) step_scheduler();
+}
+
+void AcceleratedScheduler::step_scheduler() {
+  scheduler_->step();
+  ++steps_;
+}
+
+std::map<std::string, int64_t> AcceleratedScheduler::state_dict() const {
+  if (auto lambda = std::dynamic_pointer_cast<LambdaLR>(scheduler_))
+    return {{"step_count", lambda->last_epoch()}};
+  return {{"step_count", steps_}};
+}
+
+void AcceleratedScheduler::load_state_dict(const std::map<std::string, int64_t>& state) {
+  auto it = state.find("step_count");
+  if (it == state.end())
+    throw std::invalid_argument(
+        "accelerate: AcceleratedScheduler::load_state_dict: no \"step_count\"");
+  const int64_t target = it->second;
+  if (target < 0)
+    throw std::invalid_argument(
+        "accelerate: AcceleratedScheduler::load_state_dict: \"step_count\" is " +
+        std::to_string(target));
+  if (auto lambda = std::dynamic_pointer_cast<LambdaLR>(scheduler_)) {
+    lambda->set_last_epoch(target);
+    steps_ = target;
+    return;
+  }
+  if (target < steps_)
+    throw std::invalid_argument(
+        "accelerate: AcceleratedScheduler::load_state_dict: the scheduler has taken " +
+        std::to_string(steps_) + " steps and cannot be set back to " + std::to_string(target) +
+        " (LibTorch's LRScheduler keeps its step count protected); load the state before "
+        "stepping it, or use accelerate::LambdaLR");
+  // Step forward, then put back the learning rates the optimizers hold.
+  std::vector<std::vector<double>> lrs;
+  for (const auto& opt : optimizers_) lrs.push_back(current_lrs(*opt->optimizer()));
+  while (steps_ < target) step_scheduler();
+  for (size_t o = 0; o < optimizers_.size(); ++o) {
+    auto& groups = optimizers_[o]->optimizer()->param_groups();
+    for (size_t g = 0; g < groups.size(); ++g) groups[g].options().set_lr(lrs[o][g]);
+  }
 }
 
 std::vector<double> AcceleratedScheduler::get_last_lr() const {

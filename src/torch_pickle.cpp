@@ -36,7 +36,7 @@
 
 #include "accelerate/safetensors.h"
 
-#include "atomic_file.h"
+#include "files.h"
 #include "helpers.h"
 
 namespace accelerate {

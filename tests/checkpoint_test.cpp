@@ -180,6 +180,44 @@ TEST(SaveState, MismatchedObjectsAreAClearError) {
   fs::remove_all(dir);
 }
 
+// The checkpoint folder has one file per prepared or registered object, listed in order in
+// accelerator_state.json; loading into objects prepared in another order is a clear error.
+TEST(SaveState, OneFilePerObjectInPrepareOrder) {
+  const fs::path dir = fresh_dir("registry");
+  acc::Accelerator a(acc::AcceleratorOptions().environment({}));
+  auto model = std::make_shared<Net>();
+  auto optimizer = std::make_shared<torch::optim::SGD>(model->parameters(), 0.1);
+  auto scheduler = acc::get_linear_schedule_with_warmup(optimizer, 1, 4);
+  acc::DataLoader<Indexed> loader(Indexed(), acc::DataLoaderOptions().batch_size(2));
+  auto [m, opt, dl, sched] = a.prepare(model, optimizer, loader, scheduler);
+  a.register_for_checkpointing(std::make_shared<Counter>());
+  a.register_for_checkpointing(std::make_shared<Net>());
+  a.save_state(dir.string());
+  for (const char* file :
+       {"model.safetensors", "optimizer.bin", "scheduler.json", "data_loader.json",
+        "custom_checkpoint_0.bin", "custom_checkpoint_1.safetensors", "random_states_0.pt",
+        "accelerator_state.json"})
+    EXPECT_TRUE(fs::exists(dir / file)) << file;
+
+  acc::Accelerator b(acc::AcceleratorOptions().environment({}));
+  auto model2 = std::make_shared<Net>();
+  auto optimizer2 = std::make_shared<torch::optim::SGD>(model2->parameters(), 0.1);
+  auto scheduler2 = acc::get_linear_schedule_with_warmup(optimizer2, 1, 4);
+  acc::DataLoader<Indexed> loader2(Indexed(), acc::DataLoaderOptions().batch_size(2));
+  auto prepared = b.prepare(model2, optimizer2, loader2, scheduler2);
+  b.register_for_checkpointing(std::make_shared<Net>());  // the two custom objects swapped
+  b.register_for_checkpointing(std::make_shared<Counter>());
+  try {
+    b.load_state(dir.string());
+    ADD_FAILURE() << "no error";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("custom_checkpoint_0.bin"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("in the order they were saved"), std::string::npos)
+        << e.what();
+  }
+  fs::remove_all(dir);
+}
+
 namespace {
 
 // Lowers this process's file-size limit (RLIMIT_FSIZE: writes past it fail with EFBIG, as on a

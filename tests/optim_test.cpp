@@ -7,8 +7,10 @@
 
 #include <cmath>
 #include <limits>
+#include <map>
 #include <memory>
 #include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "accelerate/gradient_state.h"
@@ -151,6 +153,84 @@ TEST(AcceleratedSchedulerTest, AcceptsLibTorchStepLR) {
   gs->set_sync_gradients(false);
   scheduler.step();
   EXPECT_EQ(lr_of(*sgd), before);
+}
+
+// A LibTorch StepLR (its step count is protected) is restored by stepping a fresh one forward;
+// the learning rates are those the optimizer holds, and going back is a clear error.
+TEST(AcceleratedSchedulerTest, StateDictOfALibTorchScheduler) {
+  auto make = [](std::shared_ptr<SGD>& sgd) {
+    sgd = std::make_shared<SGD>(std::vector<at::Tensor>{scalar_param(1.0)}, SGDOptions(1.0));
+    auto gs = std::make_shared<acc::GradientState>();
+    auto opt = std::make_shared<acc::AcceleratedOptimizer>(sgd, gs, torch::kCPU);
+    return std::make_shared<acc::AcceleratedScheduler>(
+        std::make_shared<torch::optim::StepLR>(*sgd, /*step_size=*/2, /*gamma=*/0.5),
+        std::vector<std::shared_ptr<acc::AcceleratedOptimizer>>{opt}, gs);
+  };
+  std::shared_ptr<SGD> sgd, fresh_sgd;
+  auto scheduler = make(sgd);
+  for (int i = 0; i < 5; ++i) scheduler->step();
+  const auto state = scheduler->state_dict();
+  EXPECT_EQ(state, (std::map<std::string, int64_t>{{"step_count", 5}}));
+
+  auto fresh = make(fresh_sgd);
+  fresh_sgd->param_groups()[0].options().set_lr(0.125);  // as loaded with the optimizer's state
+  fresh->load_state_dict(state);
+  EXPECT_EQ(fresh->state_dict(), state);
+  EXPECT_EQ(lr_of(*fresh_sgd), 0.125) << "the optimizer's lr is left as it was";
+  // From here both schedules decay at the same steps.
+  const double ratio = 0.125 / lr_of(*sgd);
+  for (int i = 0; i < 4; ++i) {
+    scheduler->step();
+    fresh->step();
+    EXPECT_DOUBLE_EQ(lr_of(*fresh_sgd), lr_of(*sgd) * ratio) << "step " << i;
+  }
+  EXPECT_LT(lr_of(*fresh_sgd), 0.125);
+  EXPECT_THROW(fresh->load_state_dict(state), std::invalid_argument);  // it is past 5 now
+  EXPECT_THROW(fresh->load_state_dict({{"epoch", 1}}), std::invalid_argument);
+}
+
+TEST(AcceleratedSchedulerTest, StateDictOfALambdaLRGoesBothWays) {
+  auto sgd = std::make_shared<SGD>(std::vector<at::Tensor>{scalar_param(1.0)}, SGDOptions(1.0));
+  auto gs = std::make_shared<acc::GradientState>();
+  auto opt = std::make_shared<acc::AcceleratedOptimizer>(sgd, gs, torch::kCPU);
+  acc::AcceleratedScheduler scheduler(acc::get_linear_schedule_with_warmup(sgd, 2, 10), {opt}, gs);
+  for (int i = 0; i < 6; ++i) scheduler.step();
+  const double lr = lr_of(*sgd);
+  const auto state = scheduler.state_dict();
+  EXPECT_EQ(state.at("step_count"), 6);
+  for (int i = 0; i < 2; ++i) scheduler.step();
+  scheduler.load_state_dict(state);
+  EXPECT_DOUBLE_EQ(lr_of(*sgd), lr);
+  EXPECT_EQ(scheduler.state_dict(), state);
+}
+
+TEST(AcceleratedOptimizerTest, StateDictRoundTrip) {
+  auto param = scalar_param(1.0);
+  auto adam = std::make_shared<torch::optim::Adam>(std::vector<at::Tensor>{param});
+  auto gs = std::make_shared<acc::GradientState>();
+  acc::AcceleratedOptimizer opt(adam, gs, torch::kCPU);
+  param.mutable_grad() = torch::ones_like(param);
+  opt.step();
+  const std::string state = opt.state_dict();
+
+  auto other_param = scalar_param(1.0);
+  auto other = std::make_shared<torch::optim::Adam>(std::vector<at::Tensor>{other_param});
+  acc::AcceleratedOptimizer restored(other, gs, torch::kCPU);
+  EXPECT_TRUE(other->state().empty());
+  restored.load_state_dict(state);
+  // LibTorch keys the state by the parameter's address, so compare the values, not the bytes.
+  ASSERT_EQ(other->state().size(), 1u);
+  auto& mine = static_cast<torch::optim::AdamParamState&>(*adam->state().begin()->second);
+  auto& theirs = static_cast<torch::optim::AdamParamState&>(*other->state().begin()->second);
+  EXPECT_EQ(theirs.step(), mine.step());
+  EXPECT_TRUE(theirs.exp_avg().equal(mine.exp_avg()));
+  EXPECT_TRUE(theirs.exp_avg_sq().equal(mine.exp_avg_sq()));
+  try {
+    restored.load_state_dict("not an archive", "opt.bin");
+    ADD_FAILURE() << "no error";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("opt.bin"), std::string::npos) << e.what();
+  }
 }
 
 TEST(AcceleratedSchedulerTest, ExposesWhatItWraps) {

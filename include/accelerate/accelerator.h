@@ -390,7 +390,7 @@ class Accelerator {
       throw std::invalid_argument("accelerate: prepare: the data loader is a null pointer");
     if (loader->prepared()) return loader;  // already prepared
     auto prepared = loader->shard(sharding_options());
-    loaders_.push_back(prepared);
+    checkpoint_loader(prepared);
     return prepared;
   }
   /// Prepares a data loader given by value.
@@ -515,17 +515,15 @@ class Accelerator {
   template <typename T>
   void register_for_checkpointing(std::shared_ptr<T> object) {
     if (!object) throw std::invalid_argument("accelerate: register_for_checkpointing: null object");
-    Checkpointable c;
     if constexpr (std::is_base_of_v<torch::nn::Module, T>) {
-      c.module = object;
+      checkpoint_module("custom_objects", "custom_checkpoint_", object);
     } else {
       using S = std::decay_t<decltype(object->state_dict())>;
-      c.save = [object] { return to_object_bytes(object->state_dict()); };
-      c.load = [object](const std::string& bytes, const std::string& file) {
-        object->load_state_dict(from_object_bytes<S>(bytes, file));
-      };
+      checkpoint_custom([object] { return to_object_bytes(object->state_dict()); },
+                        [object](const std::string& bytes, const std::string& file) {
+                          object->load_state_dict(from_object_bytes<S>(bytes, file));
+                        });
     }
-    custom_.push_back(std::move(c));
   }
   /// The project configuration, with the iteration of the next automatic checkpoint.
   const ProjectConfiguration& project_configuration() const { return options_.project_config_; }
@@ -674,14 +672,31 @@ class Accelerator {
       return object;
     }
   }
-  struct Checkpointable {
-    std::function<std::string()> save;  // object bytes
-    std::function<void(const std::string& bytes, const std::string& file)> load;
-    std::shared_ptr<torch::nn::Module> module;
+  // What save_state writes besides the random states: one entry per prepared or registered
+  // object, in the order they came; save_state and load_state are one loop over it
+  // (accelerator_checkpoint.cpp).
+  struct Checkpointed {
+    std::string kind;  // "models", "optimizers", ...: counted in accelerator_state.json
+    std::string file;  // its file in the checkpoint folder
+    std::function<void(const std::string& path)> save;
+    std::function<void(const std::string& path)> load;
   };
+  void add_checkpointed(const std::string& kind, const std::string& file,
+                        std::function<void(const std::string&)> save,
+                        std::function<void(const std::string&)> load);
+  // The name of the next object of `kind`: stem + ext, then stem_1 + ext, ...
+  // ("model.safetensors").
+  std::string next_file(const std::string& kind, const std::string& stem,
+                        const std::string& extension, bool always_numbered = false) const;
+  void checkpoint_module(const std::string& kind, const std::string& stem,
+                         std::shared_ptr<torch::nn::Module> module);
+  void checkpoint_custom(std::function<std::string()> save,
+                         std::function<void(const std::string&, const std::string&)> load);
+  void checkpoint_loader(std::shared_ptr<DataLoaderBase> loader);
+  void checkpoint_scaler();
   void save_model_impl(const torch::nn::Module& model, const std::string& dir,
                        const SaveModelOptions& options);
-  // save_state's files written by process 0 into `folder` (checkpointing.cpp).
+  // save_state's files written by process 0 into `folder` (accelerator_checkpoint.cpp).
   void save_main_process_files(const std::filesystem::path& folder, int iteration);
   ShardingOptions sharding_options();
   void register_model(const std::shared_ptr<torch::nn::Module>& model);
@@ -699,12 +714,11 @@ class Accelerator {
   int64_t step_ = 0;
   // One DDP engine per prepared model (declared after state_: destroyed before the group).
   std::map<const torch::nn::Module*, std::unique_ptr<DistributedDataParallel>> models_;
-  std::vector<std::shared_ptr<torch::nn::Module>> model_order_;  // in prepare order
   std::map<const torch::optim::Optimizer*, std::shared_ptr<AcceleratedOptimizer>> optimizers_;
   std::vector<std::shared_ptr<AcceleratedOptimizer>> optimizer_order_;
-  std::vector<Checkpointable> custom_;
   std::vector<std::shared_ptr<AcceleratedScheduler>> schedulers_;
-  std::vector<std::shared_ptr<DataLoaderBase>> loaders_;
+  std::vector<Checkpointed> checkpointed_;
+  bool load_same_world_ = true;  // during load_state: saved by as many processes as now
 };
 
 }  // namespace accelerate

@@ -394,6 +394,10 @@ class DataLoaderBase {
   /// The next pass runs epoch `position.epoch` and skips its first `position.batches`
   /// batches without loading them; later passes are whole.
   void resume_from(LoaderPosition position);
+  /// The position as `save_state` writes it: `{"epoch": e, "batches": b}`.
+  std::map<std::string, int64_t> state_dict() const;
+  /// resume_from() the position of a state_dict(); std::invalid_argument naming a missing key.
+  void load_state_dict(const std::map<std::string, int64_t>& state);
 
  protected:
   /// Validates the options (batch_size ≥ 1, num_workers ≥ 0; std::invalid_argument).

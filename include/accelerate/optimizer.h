@@ -22,6 +22,7 @@
 #include <torch/optim/optimizer.h>
 
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "accelerate/gradient_state.h"
@@ -73,6 +74,15 @@ class AcceleratedOptimizer {
   const std::vector<torch::optim::OptimizerParamGroup>& param_groups() const {
     return optimizer_->param_groups();
   }
+
+  /// The wrapped optimizer's state (param groups and per-parameter state) as LibTorch's
+  /// serializer writes it (`torch::save(optimizer)`): what `save_state` writes to
+  /// `optimizer.bin`.
+  std::string state_dict() const;
+  /// Restores a state_dict() of an optimizer of the same type and parameters, then moves
+  /// its state to device(). Throws std::runtime_error naming `source` (a file, in errors)
+  /// when the bytes are not such a state.
+  void load_state_dict(const std::string& state, const std::string& source = "state_dict");
 
   /// The wrapped optimizer.
   const std::shared_ptr<torch::optim::Optimizer>& optimizer() const { return optimizer_; }

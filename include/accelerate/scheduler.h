@@ -24,6 +24,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <vector>
 
@@ -137,6 +138,16 @@ class AcceleratedScheduler {
   /// std::logic_error when neither is available.
   std::vector<double> get_last_lr() const;
 
+  /// The schedule's position, `{"step_count": n}`: a `LambdaLR`'s `last_epoch()`, for another
+  /// LibTorch scheduler the steps it took through this object. What `save_state` writes.
+  std::map<std::string, int64_t> state_dict() const;
+  /// Restores a state_dict(). A `LambdaLR` is set to the position. Another LibTorch scheduler
+  /// keeps its step count protected, so it is stepped forward to the position, leaving the
+  /// optimizers' learning rates as they were (they come back with the optimizers' state);
+  /// one that is already past it cannot go back: std::invalid_argument. A missing or negative
+  /// "step_count" is std::invalid_argument too.
+  void load_state_dict(const std::map<std::string, int64_t>& state);
+
   /// The wrapped scheduler.
   const std::shared_ptr<torch::optim::LRScheduler>& scheduler() const { return scheduler_; }
   /// The optimizers whose steps this scheduler follows.
@@ -149,10 +160,13 @@ class AcceleratedScheduler {
   const AcceleratedSchedulerOptions& options() const { return options_; }
 
  private:
+  void step_scheduler();
+
   std::shared_ptr<torch::optim::LRScheduler> scheduler_;
   std::vector<std::shared_ptr<AcceleratedOptimizer>> optimizers_;
   std::shared_ptr<GradientState> gradient_state_;
   AcceleratedSchedulerOptions options_;
+  int64_t steps_ = 0;  // steps of scheduler_ taken through this object
 };
 
 }  // namespace accelerate

@@ -21,11 +21,11 @@ endif()
 set(fuzz_dir ${SOURCE_DIR}/tests/fuzz)
 if(FUZZ_TARGET STREQUAL "safetensors")
   set(sources ${fuzz_dir}/safetensors_fuzz.cpp ${SOURCE_DIR}/src/safetensors.cpp
-      ${SOURCE_DIR}/src/atomic_file.cpp)
+      ${SOURCE_DIR}/src/files.cpp)
   set(options -dict=${fuzz_dir}/safetensors.dict)
 elseif(FUZZ_TARGET STREQUAL "torch_pickle")
   set(sources ${fuzz_dir}/torch_pickle_fuzz.cpp ${SOURCE_DIR}/src/torch_pickle.cpp
-      ${SOURCE_DIR}/src/atomic_file.cpp)
+      ${SOURCE_DIR}/src/files.cpp)
   set(options)
 else()
   message(FATAL_ERROR "run_fuzz.cmake: unknown FUZZ_TARGET '${FUZZ_TARGET}'")

@@ -1,4 +1,5 @@
-// Internal: the one way the library writes files that must survive a crash or a full disk.
+// Internal: the one way the library writes files that must survive a crash or a full disk,
+// and reads whole files.
 //
 // SyncedFile writes a file and flushes it to the disk (fsync) before it counts as written;
 // AtomicFile writes `<path>.tmp` that way, renames it over `path` and flushes the folder, so a
@@ -65,6 +66,10 @@ void write_file_atomically(const std::string& path, std::string_view bytes, cons
 /// `bytes` into `path` through a SyncedFile (for files inside a folder that is itself moved
 /// into place afterwards).
 void write_file_synced(const std::string& path, std::string_view bytes, const std::string& api);
+
+/// The whole content of `path`; std::runtime_error "accelerate: <api>: cannot read <path>:
+/// <reason>".
+std::string read_file(const std::string& path, const std::string& api);
 
 /// Flushes the folder's entries (new names, renames) to the disk; throws like the writers.
 void sync_folder(const std::string& dir, const std::string& api);

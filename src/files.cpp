@@ -1,4 +1,4 @@
-#include "atomic_file.h"
+#include "files.h"
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -7,6 +7,8 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <stdexcept>
 
 namespace accelerate::detail {
@@ -84,6 +86,14 @@ void write_file_synced(const std::string& path, std::string_view bytes, const st
   SyncedFile file(path, api);
   file.write(bytes.data(), bytes.size());
   file.close();
+}
+
+std::string read_file(const std::string& path, const std::string& api) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw failure(api, "read", path, errno);
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (in.bad()) throw failure(api, "read", path, errno);
+  return bytes;
 }
 
 void sync_folder(const std::string& dir, const std::string& api) {
