@@ -11,7 +11,7 @@
 
 #include <algorithm>
 #include <cctype>
-#include <cstdlib>
+#include <map>
 #include <mutex>
 #include <stdexcept>
 
@@ -20,6 +20,13 @@ namespace detail {
 
 struct LoggerImpl {
   std::shared_ptr<spdlog::logger> logger;
+};
+
+struct LoggerRegistry {
+  std::mutex mutex;
+  spdlog::level::level_enum default_level = spdlog::level::info;
+  std::shared_ptr<spdlog::sinks::sink> stderr_sink;
+  std::map<std::string, std::shared_ptr<LoggerImpl>> loggers;
 };
 
 }  // namespace detail
@@ -91,15 +98,6 @@ class FunctionSink final : public spdlog::sinks::base_sink<std::mutex> {
   Logger::Sink sink_;
 };
 
-std::shared_ptr<spdlog::logger> named_logger(const std::string& name) {
-  static std::mutex mutex;
-  std::lock_guard<std::mutex> lock(mutex);
-  if (auto existing = spdlog::get(name)) return existing;
-  auto logger = spdlog::stderr_color_mt(name);
-  logger->set_pattern("[%Y-%m-%d %H:%M:%S.%e] [%n] [%l] %v");
-  return logger;
-}
-
 }  // namespace
 
 std::string to_string(LogLevel level) {
@@ -122,22 +120,37 @@ std::string to_string(LogLevel level) {
   return "off";
 }
 
-Logger detail::make_logger(const std::string& name, int process_index,
-                           const std::string& log_level) {
-  Logger logger(std::make_shared<LoggerImpl>(LoggerImpl{named_logger(name)}), process_index);
-  std::string level = log_level;
-  if (level.empty()) {
-    const char* from_env = std::getenv("ACCELERATE_LOG_LEVEL");
-    if (from_env) level = from_env;
-  }
-  if (!level.empty()) {
+std::shared_ptr<detail::LoggerRegistry> detail::make_logger_registry(
+    const std::string& default_level, const std::string& source) {
+  auto registry = std::make_shared<LoggerRegistry>();
+  if (!default_level.empty()) {
     try {
-      logger.set_level(level);
+      registry->default_level = to_spdlog(parse_level(default_level));
     } catch (const std::invalid_argument& e) {
-      if (!log_level.empty()) throw;
-      throw std::invalid_argument(std::string(e.what()) + " (from ACCELERATE_LOG_LEVEL)");
+      throw std::invalid_argument(std::string(e.what()) + " (from " + source + ")");
     }
   }
+  registry->stderr_sink = std::make_shared<spdlog::sinks::stderr_color_sink_mt>();
+  return registry;
+}
+
+Logger detail::make_logger(LoggerRegistry& registry, const std::string& name, int process_index,
+                           const std::string& log_level) {
+  std::shared_ptr<LoggerImpl> impl;
+  {
+    std::lock_guard<std::mutex> lock(registry.mutex);
+    auto& slot = registry.loggers[name];
+    if (!slot) {
+      // Not in spdlog's process-wide registry: each State's loggers are its own.
+      auto logger = std::make_shared<spdlog::logger>(name, registry.stderr_sink);
+      logger->set_pattern("[%Y-%m-%d %H:%M:%S.%e] [%n] [%l] %v");
+      logger->set_level(registry.default_level);
+      slot = std::make_shared<LoggerImpl>(LoggerImpl{std::move(logger)});
+    }
+    impl = slot;
+  }
+  Logger logger(std::move(impl), process_index);
+  if (!log_level.empty()) logger.set_level(log_level);
   return logger;
 }
 

@@ -15,12 +15,21 @@ Logger Logger::in_order(const State& state) const {
 }
 
 Logger get_logger(const std::string& name, const std::string& log_level) {
-  const LaunchInfo info = resolve_launch_info(process_environment());
-  return detail::make_logger(name, info.rank, log_level);
+  // The process's own loggers, for code that runs before or without a State: the environment
+  // is read once, here.
+  struct Process {
+    int rank;
+    std::shared_ptr<detail::LoggerRegistry> loggers;
+  };
+  static const Process process = [] {
+    const LaunchInfo info = resolve_launch_info(process_environment());
+    return Process{info.rank, detail::make_logger_registry(info.log_level, "ACCELERATE_LOG_LEVEL")};
+  }();
+  return detail::make_logger(*process.loggers, name, process.rank, log_level);
 }
 
 Logger get_logger(const std::string& name, const State& state, const std::string& log_level) {
-  return detail::make_logger(name, state.process_index(), log_level);
+  return detail::make_logger(state.loggers(), name, state.process_index(), log_level);
 }
 
 }  // namespace accelerate

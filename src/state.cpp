@@ -1,4 +1,5 @@
 #include "accelerate/state.h"
+#include "accelerate/logging.h"
 
 #include <ATen/Parallel.h>
 #include <netdb.h>
@@ -211,6 +212,7 @@ LaunchInfo resolve_launch_info(const Environment& env) {
     info.use_cpu = parse_bool("ACCELERATE_USE_CPU", *cpu);
   if (find(env, "OMP_NUM_THREADS")) info.omp_num_threads = parse_int(env, "OMP_NUM_THREADS", 1);
   if (const std::string* dir = find(env, "ACCELERATE_STATUS_DIR")) info.status_dir = *dir;
+  if (const std::string* level = find(env, "ACCELERATE_LOG_LEVEL")) info.log_level = *level;
   if (const std::string* timeout = find(env, "ACCELERATE_TIMEOUT")) {
     std::size_t used = 0;
     double seconds = 0;
@@ -230,6 +232,7 @@ LaunchInfo resolve_launch_info(const Environment& env) {
 State::State(const StateOptions& options) {
   info_ = resolve_launch_info(options.environment_ ? *options.environment_ : process_environment());
   timeout_ = options.timeout_.value_or(info_.timeout.value_or(std::chrono::seconds(1800)));
+  loggers_ = detail::make_logger_registry(info_.log_level, "ACCELERATE_LOG_LEVEL");
   mixed_precision_ =
       options.mixed_precision_.value_or(info_.mixed_precision.value_or(MixedPrecision::NO));
   const bool use_cpu = options.cpu_.value_or(info_.use_cpu.value_or(false));

@@ -154,17 +154,43 @@ TEST(Logger, MainProcessOnlyByDefault) {
 }
 
 TEST(Logger, InOrderWritesByProcessIndex) {
-  // One shared logger and sink: the lines must come in process order, whatever the threads'
-  // timing (each rank sleeps a different time before logging).
-  auto shared = acc::get_logger("t_in_order", "info");
-  Capture c(shared);
+  // Each rank's logger (its State's) writes into one shared capture: the lines must come in
+  // process order, whatever the threads' timing (each rank sleeps a different time first).
+  std::mutex mutex;
+  std::string lines;
   acc::testing::run_ranks(3, [&](acc::Accelerator& accelerator) {
-    auto logger = acc::get_logger("t_in_order", accelerator.state());
+    auto logger = acc::get_logger("t_in_order", accelerator.state(), "info");
+    logger.add_sink([&](acc::LogLevel level, const std::string& line) {
+      std::lock_guard<std::mutex> lock(mutex);
+      lines += acc::to_string(level) + '|' + line + '\n';
+    });
     std::this_thread::sleep_for(std::chrono::milliseconds(30 * (2 - accelerator.process_index())));
     logger.in_order(accelerator.state()).info("hello from {}", accelerator.process_index());
   });
-  EXPECT_EQ(c.str(),
+  EXPECT_EQ(lines,
             "info|[rank 0] hello from 0\ninfo|[rank 1] hello from 1\ninfo|[rank 2] hello from 2\n");
+}
+
+// Each State owns its loggers: a level set by one rank (thread) does not change another's, and
+// the level of ACCELERATE_LOG_LEVEL is read once, with the rest of the environment.
+TEST(Logger, LoggersBelongToTheirState) {
+  acc::testing::run_ranks(2, [](acc::Accelerator& accelerator) {
+    auto logger = acc::get_logger("t_owned", accelerator.state());
+    if (accelerator.process_index() == 0) logger.set_level("error");
+    accelerator.wait_for_everyone();
+    EXPECT_EQ(logger.all_processes().enabled(acc::LogLevel::info),
+              accelerator.process_index() == 1);
+    // Asking again gives the same logger, its level kept.
+    EXPECT_EQ(acc::get_logger("t_owned", accelerator.state())
+                  .all_processes()
+                  .enabled(acc::LogLevel::warning),
+              accelerator.process_index() == 1);
+  });
+  acc::State quiet(acc::StateOptions().environment({{"ACCELERATE_LOG_LEVEL", "warning"}}));
+  EXPECT_FALSE(acc::get_logger("t_env", quiet).enabled(acc::LogLevel::info));
+  EXPECT_TRUE(acc::get_logger("t_env", quiet).enabled(acc::LogLevel::warning));
+  EXPECT_THROW(acc::State(acc::StateOptions().environment({{"ACCELERATE_LOG_LEVEL", "loud"}})),
+               std::invalid_argument);
 }
 
 TEST(Logger, LevelsAndErrors) {

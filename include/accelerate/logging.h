@@ -67,8 +67,17 @@ LogArg log_arg(const T& value) {
   }
 }
 struct LoggerImpl;
-/// The logger `name` of process `process_index` at `log_level` (see get_logger).
-Logger make_logger(const std::string& name, int process_index, const std::string& log_level);
+/// The loggers of one `State` (each State owns one), or of the process before any State.
+struct LoggerRegistry;
+/// A registry whose loggers start at `default_level` ("" is info). Throws
+/// std::invalid_argument naming the level and `source` (e.g. "ACCELERATE_LOG_LEVEL") when it
+/// is not a level.
+std::shared_ptr<LoggerRegistry> make_logger_registry(const std::string& default_level,
+                                                     const std::string& source);
+/// The logger `name` of `registry` (created at the registry's default level on first use),
+/// for process `process_index`; a non-empty `log_level` sets its level.
+Logger make_logger(LoggerRegistry& registry, const std::string& name, int process_index,
+                   const std::string& log_level);
 }  // namespace detail
 
 /// A process-aware logger; cheap to copy (copies share one underlying logger per name).
@@ -135,7 +144,8 @@ class Logger {
   void add_sink(Sink sink) const;
 
  private:
-  friend Logger detail::make_logger(const std::string&, int, const std::string&);
+  friend Logger detail::make_logger(detail::LoggerRegistry&, const std::string&, int,
+                                    const std::string&);
   Logger(std::shared_ptr<detail::LoggerImpl> impl, int process_index);
   void emit(LogLevel level, const std::string& message) const;
 
@@ -147,13 +157,13 @@ class Logger {
   std::function<void()> in_order_barrier_;
 };
 
-/// The logger `name` (created on first use, shared afterwards, writing to stderr). The
-/// process index comes from the launch environment (RANK, ...; see resolve_launch_info), so it
-/// works before and without an Accelerator. `log_level` (see Logger::set_level), else the
-/// ACCELERATE_LOG_LEVEL environment variable, else "info", sets the level when not empty.
+/// The logger `name` of the process (created on first use, shared afterwards, writing to
+/// stderr), for use before or without an Accelerator. The process index and the default level
+/// (ACCELERATE_LOG_LEVEL, else info) are read from the environment once, at the first call.
+/// `log_level` (see Logger::set_level) sets the level when not empty.
 Logger get_logger(const std::string& name, const std::string& log_level = "");
-
-/// The same, for the process described by `state` (e.g. ranks run as threads in one process).
+/// The logger `name` of `state`: each State owns its loggers, at the level its environment
+/// gave (LaunchInfo::log_level), so ranks run as threads in one process do not share levels
+/// or sinks.
 Logger get_logger(const std::string& name, const State& state, const std::string& log_level = "");
-
 }  // namespace accelerate

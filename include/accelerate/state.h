@@ -67,6 +67,8 @@ struct LaunchInfo {
   /// From ACCELERATE_STATUS_DIR (set by `accelerate-cpp launch`): where each process keeps a
   /// one-line file of the collective it last entered, for the launcher's diagnostics.
   std::string status_dir;
+  /// From ACCELERATE_LOG_LEVEL: the level the `State`'s loggers start at ("" is info).
+  std::string log_level;
 };
 
 /// Resolves `LaunchInfo` from an environment. torchrun's variables (RANK, WORLD_SIZE,
@@ -118,7 +120,8 @@ struct StateOptions {
 
 namespace detail {
 class CollectiveTrace;
-}
+struct LoggerRegistry;
+}  // namespace detail
 
 /// The resolved, immutable state of this process in the job, and the process group it owns.
 /// Not copyable or movable: guards and prepared objects refer to it.
@@ -174,6 +177,8 @@ class State {
   std::string describe_positions() const;
   /// Internal: the record of collectives (ops, the DDP engine); nullptr with one process.
   detail::CollectiveTrace* collective_trace() const;
+  /// Internal: this State's loggers (see get_logger(name, state)).
+  detail::LoggerRegistry& loggers() const { return *loggers_; }
 
  private:
   LaunchInfo info_;
@@ -181,8 +186,9 @@ class State {
   DistributedType distributed_type_ = DistributedType::NO;
   MixedPrecision mixed_precision_ = MixedPrecision::NO;
   std::chrono::milliseconds timeout_;
-  struct Comm;                  // store + process group; defined in state.cpp
-  std::unique_ptr<Comm> comm_;  // null with one process
+  std::shared_ptr<detail::LoggerRegistry> loggers_;  // get_logger(name, state)
+  struct Comm;                                       // store + process group; defined in state.cpp
+  std::unique_ptr<Comm> comm_;                       // null with one process
 };
 
 }  // namespace accelerate
