@@ -26,11 +26,9 @@
 //     auto loss = torch::mse_loss(model->forward(batch.data), batch.target);
 //   }
 //   // What Accelerator::prepare does on process 1 of 2:
-//   accelerate::ShardingOptions sharding;
-//   sharding.num_processes = 2;
-//   sharding.process_index = 1;
+//   auto sharding = accelerate::ShardingOptions().num_processes(2).process_index(1);
 //   auto shard = loader.shard(sharding);  // std::shared_ptr<DataLoader<Squares>>
-//   for (auto& batch : *shard) { /* on sharding.device */ }
+//   for (auto& batch : *shard) { /* on sharding.device_ */ }
 //
 // Batched fetch (PyTorch's `__getitems__`): a data set that can make a whole batch at once
 // defines `Batch get_items(const std::vector<int64_t>& indices)`, returning what collation
@@ -116,28 +114,61 @@ struct DataLoaderOptions {
   bool pin_memory_ = false;       ///< see pin_memory()
 };
 
-/// How `DataLoader::shard` distributes a loader (what `Accelerator::prepare` passes).
+/// How a loader's batches are distributed over processes: the arguments of Accelerate's
+/// `BatchSamplerShard`, which `shard_batches` takes, plus what a loader prepared with
+/// `DataLoader::shard` needs (device, gradient state, shared seed). With chained setters;
+/// `Accelerator::prepare` fills it.
 ///
 /// Example:
-///   accelerate::ShardingOptions sharding;
-///   sharding.num_processes = 2;
-///   sharding.process_index = 1;
+///   auto sharding = accelerate::ShardingOptions().num_processes(2).process_index(1);
 struct ShardingOptions {
-  /// Processes sharing the data (1: no sharding, plain batches).
-  int num_processes = 1;
-  /// This process, in [0, num_processes).
-  int process_index = 0;
+  /// Processes sharing the data (≥ 1; default 1: no sharding, plain batches).
+  ShardingOptions& num_processes(int value) {
+    num_processes_ = value;
+    return *this;
+  }
+  /// This process, in [0, num_processes) (default 0).
+  ShardingOptions& process_index(int value) {
+    process_index_ = value;
+    return *this;
+  }
   /// Cut each global batch of `batch_size` into one slice per process (Accelerate's
-  /// `split_batches`) instead of giving each process whole batches.
-  bool split_batches = false;
-  /// Repeat samples from the start so that every process gets the same number of batches.
-  bool even_batches = true;
-  /// Where every batch is moved.
-  c10::Device device = c10::kCPU;
-  /// Told when a pass begins, reaches its last batch and ends (may be null).
-  std::shared_ptr<GradientState> gradient_state;
+  /// `split_batches`; batch_size must be a multiple of num_processes) instead of giving each
+  /// process whole batches (default false).
+  ShardingOptions& split_batches(bool value) {
+    split_batches_ = value;
+    return *this;
+  }
+  /// Wrap around to the start so that every process gets the same number of full batches
+  /// (default true).
+  ShardingOptions& even_batches(bool value) {
+    even_batches_ = value;
+    return *this;
+  }
+  /// Where a prepared loader moves every batch (default CPU).
+  ShardingOptions& device(c10::Device value) {
+    device_ = value;
+    return *this;
+  }
+  /// Told when a prepared loader's pass begins, reaches its last batch and ends (default
+  /// null: nobody).
+  ShardingOptions& gradient_state(std::shared_ptr<GradientState> value) {
+    gradient_state_ = std::move(value);
+    return *this;
+  }
   /// Shuffling seed shared by all processes; overrides an unset `DataLoaderOptions::seed`.
-  std::optional<uint64_t> seed;
+  ShardingOptions& seed(uint64_t value) {
+    seed_ = value;
+    return *this;
+  }
+
+  int num_processes_ = 1;                          ///< see num_processes()
+  int process_index_ = 0;                          ///< see process_index()
+  bool split_batches_ = false;                     ///< see split_batches()
+  bool even_batches_ = true;                       ///< see even_batches()
+  c10::Device device_ = c10::kCPU;                 ///< see device()
+  std::shared_ptr<GradientState> gradient_state_;  ///< see gradient_state()
+  std::optional<uint64_t> seed_;                   ///< see seed()
 };
 
 /// Where a loader stands: `batches` of epoch `epoch` have been consumed.
@@ -148,66 +179,27 @@ struct LoaderPosition {
   int64_t batches = 0;
 };
 
-/// How one process's batches are cut from an order of samples (Accelerate's
-/// `BatchSampler` + `BatchSamplerShard` arguments), with chained setters.
-struct BatchShardOptions {
-  /// Samples per batch of the underlying batch sampler (≥ 1).
-  BatchShardOptions& batch_size(int64_t value) {
-    batch_size_ = value;
-    return *this;
-  }
-  /// Drop the last incomplete batch (and, when sharding, the incomplete last round).
-  BatchShardOptions& drop_last(bool value) {
-    drop_last_ = value;
-    return *this;
-  }
-  /// Number of processes (≥ 1; 1 means plain batches).
-  BatchShardOptions& num_processes(int value) {
-    num_processes_ = value;
-    return *this;
-  }
-  /// This process, in [0, num_processes).
-  BatchShardOptions& process_index(int value) {
-    process_index_ = value;
-    return *this;
-  }
-  /// Cut every batch into `num_processes` slices (batch_size must be a multiple of it).
-  BatchShardOptions& split_batches(bool value) {
-    split_batches_ = value;
-    return *this;
-  }
-  /// Wrap around to the start so that all processes get the same number of full batches.
-  BatchShardOptions& even_batches(bool value) {
-    even_batches_ = value;
-    return *this;
-  }
-
-  int64_t batch_size_ = 1;      ///< see batch_size()
-  bool drop_last_ = false;      ///< see drop_last()
-  int num_processes_ = 1;       ///< see num_processes()
-  int process_index_ = 0;       ///< see process_index()
-  bool split_batches_ = false;  ///< see split_batches()
-  bool even_batches_ = true;    ///< see even_batches()
-};
-
-/// The batches (lists of sample indices) that process `options.process_index_` gets from
+/// The batches (lists of sample indices) that process `sharding.process_index_` gets from
 /// samples visited in `order`, exactly as Accelerate's `BatchSamplerShard` over
-/// `BatchSampler(order, batch_size, drop_last)`. With one process: plain batches. Throws
-/// std::invalid_argument for a batch size < 1, a bad process index, or `split_batches`
-/// with a batch size that is not a multiple of the number of processes.
+/// `BatchSampler(order, batch_size, drop_last)`, with the batch size and drop_last of
+/// `batching` (its other options play no part). With one process: plain batches. Throws
+/// std::invalid_argument for a batch size < 1, a bad process index, or `split_batches` with a
+/// batch size that is not a multiple of the number of processes.
 ///
 /// Example:
 ///   std::vector<int64_t> order(22);
 ///   std::iota(order.begin(), order.end(), 0);
-///   auto b = accelerate::shard_batches(order, accelerate::BatchShardOptions()
-///       .batch_size(3).num_processes(2).process_index(1));
+///   auto b = accelerate::shard_batches(order, accelerate::DataLoaderOptions().batch_size(3),
+///       accelerate::ShardingOptions().num_processes(2).process_index(1));
 ///   // b == {{3, 4, 5}, {9, 10, 11}, {15, 16, 17}, {21, 0, 1}}
 std::vector<std::vector<int64_t>> shard_batches(const std::vector<int64_t>& order,
-                                                const BatchShardOptions& options);
+                                                const DataLoaderOptions& batching,
+                                                const ShardingOptions& sharding);
 
-/// `shard_batches(order, options).size()` for any order of `dataset_size` samples, without
-/// building the lists.
-int64_t shard_num_batches(int64_t dataset_size, const BatchShardOptions& options);
+/// `shard_batches(order, batching, sharding).size()` for any order of `dataset_size` samples,
+/// without building the lists.
+int64_t shard_num_batches(int64_t dataset_size, const DataLoaderOptions& batching,
+                          const ShardingOptions& sharding);
 
 /// A random permutation of [0, n) equal to Python's
 /// `torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()`.
@@ -425,8 +417,6 @@ class DataLoaderBase {
   void attach_pass(std::weak_ptr<detail::PassControl> pass) { active_.pass = std::move(pass); }
 
  private:
-  BatchShardOptions shard_options() const;
-
   DataLoaderOptions options_;
   bool prepared_ = false;
   ShardingOptions sharding_;
@@ -490,9 +480,9 @@ class DataLoader : public DataLoaderBase {
   /// Number of samples in the data set.
   int64_t dataset_size() const override { return detail::dataset_length(*dataset_); }
 
-  /// A prepared copy for one process of `sharding.num_processes` (what
-  /// `Accelerator::prepare` returns): its own batches, on `sharding.device`, reporting to
-  /// `sharding.gradient_state`. Throws std::invalid_argument for a bad process index or a
+  /// A prepared copy for one process of `sharding.num_processes_` (what
+  /// `Accelerator::prepare` returns): its own batches, on `sharding.device_`, reporting to
+  /// `sharding.gradient_state_`. Throws std::invalid_argument for a bad process index or a
   /// batch size that split_batches cannot divide.
   std::shared_ptr<DataLoader> shard(const ShardingOptions& sharding) const {
     auto copy = std::make_shared<DataLoader>(*this);
@@ -575,7 +565,7 @@ class DataLoader : public DataLoaderBase {
           first(plan.first),
           pin(owner->options().pin_memory_ && detail::pinning_available()),
           move(owner->prepared()),
-          device(owner->sharding().device) {}
+          device(owner->sharding().device_) {}
 
     ~Pass() override { detach(); }
 
