@@ -4,8 +4,6 @@
 
 #include <numeric>
 
-#include "compat.h"
-
 namespace accelerate {
 
 namespace {
@@ -104,8 +102,6 @@ std::vector<int64_t> shuffled_indices(int64_t n, uint64_t seed) {
 }
 
 namespace detail {
-
-bool pinning_available() { return compat::cuda_available(); }
 
 std::string get_items_failed_message(const std::vector<int64_t>& indices) {
   std::string list;

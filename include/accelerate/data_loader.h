@@ -12,6 +12,9 @@
 // Why not `torch::data::make_data_loader`: it has no notion of processes, epochs or
 // position, and its shuffling cannot match Python's.
 //
+// This header holds the typed glue (options, collation, how a `Dataset` makes a batch); the
+// passes and their worker threads live in src/data_loader_pass.cpp behind `detail::Pass`.
+//
 // Example:
 //   struct Squares : torch::data::datasets::Dataset<Squares> {
 //     torch::data::Example<> get(size_t i) override {
@@ -40,23 +43,20 @@
 //   }
 #pragma once
 
-#include <ATen/ATen.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/stack.h>
 #include <c10/core/Device.h>
 #include <torch/data/example.h>
 
-#include <algorithm>
-#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <exception>
+#include <functional>
 #include <iterator>
-#include <map>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <stdexcept>
 #include <string>
-#include <thread>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -288,11 +288,11 @@ struct Collate<torch::data::Example<at::Tensor, torch::data::example::NoTarget>>
 
 namespace detail {
 
-/// True when pinned host memory can be used (CUDA is available).
-bool pinning_available();
-
 /// "accelerate::DataLoader: dataset.get(<index>) failed", for errors of `get`.
 std::string get_failed_message(int64_t index);
+
+/// "dataset.get_items([3, 7, ...]) failed (sample indices 3, 7, ...)".
+std::string get_items_failed_message(const std::vector<int64_t>& indices);
 
 template <typename C, typename B, typename = void>
 struct HasToDevice : std::false_type {};
@@ -309,9 +309,6 @@ struct HasGetItems<D, B,
     : std::is_convertible<
           decltype(std::declval<D&>().get_items(std::declval<const std::vector<int64_t>&>())), B> {
 };
-
-/// "dataset.get_items([3, 7, ...]) failed (sample indices 3, 7, ...)".
-std::string get_items_failed_message(const std::vector<int64_t>& indices);
 
 template <typename C, typename B, typename = void>
 struct HasPinMemory : std::false_type {};
@@ -332,10 +329,26 @@ int64_t dataset_length(Dataset& dataset) {
   }
 }
 
-/// What a loader knows of the pass that iterates it.
-struct PassControl {
-  virtual ~PassControl() = default;
-  /// Stops the pass (joins its workers) and forgets the loader.
+/// What a pass needs from a typed loader. Batches travel type-erased: `void*` points to the
+/// loader's `BatchType`.
+struct BatchMaker {
+  /// Loads and collates the samples `indices`, page-locked when `pin`; called from any thread.
+  std::function<std::shared_ptr<void>(const std::vector<int64_t>& indices, bool pin)> load;
+  /// Moves a batch to a device in place (non-blocking when pinned); empty when the batch
+  /// type has no `Collate::to_device`.
+  std::function<void(void* batch, c10::Device device, bool non_blocking)> to_device;
+};
+
+/// One pass over a loader's batches, as its iterators see it. The implementation, with the
+/// worker threads that load ahead, is `DataLoaderBase::ActivePass` in src/data_loader_pass.cpp.
+class Pass {
+ public:
+  virtual ~Pass() = default;
+  /// The current batch (made by `BatchMaker::load`), or null once the pass has ended.
+  virtual void* current() const = 0;
+  /// Moves to the next batch; throws what loading it throws (the pass then ends).
+  virtual void advance() = 0;
+  /// Stops the workers, ends the pass (abandoned unless complete) and forgets the loader.
   virtual void detach() = 0;
 };
 
@@ -344,14 +357,14 @@ struct PassLink {
   PassLink() = default;
   PassLink(const PassLink&) {}
   PassLink& operator=(const PassLink&) { return *this; }
-  std::weak_ptr<PassControl> pass;
+  std::weak_ptr<Pass> pass;
 };
 
 }  // namespace detail
 
 /// The part of every `DataLoader<Dataset>` that does not depend on the data set: options,
-/// sharding, epoch and position. `Accelerator` keeps prepared loaders through this type to
-/// save and restore their positions.
+/// sharding, epoch and position, and the passes. `Accelerator` keeps prepared loaders through
+/// this type to save and restore their positions.
 class DataLoaderBase {
  public:
   virtual ~DataLoaderBase();
@@ -395,28 +408,31 @@ class DataLoaderBase {
   /// Copies the options and the position.
   DataLoaderBase& operator=(const DataLoaderBase&) = default;
 
-  /// The batches of a pass that is starting.
-  struct PassPlan {
-    std::vector<std::vector<int64_t>> batches;  ///< sample indices, skipped ones removed
-    int64_t first = 0;                          ///< pass index of batches[0]
-  };
-  /// Starts a pass: resolves its epoch, seed and skip, cuts its batches and tells the
-  /// gradient state.
-  PassPlan begin_pass();
-  /// Batch `index` (pass index) is about to be yielded; `last` when it is the pass's last.
-  void on_yield(int64_t index, bool last);
-  /// The pass ended: `complete` after its last batch (the epoch advances), else abandoned.
-  void end_pass(bool complete);
+  /// Stops the active pass, if any, and starts a new one whose batches `maker` makes: on
+  /// `num_workers` threads, in order, when the options ask for workers. Throws what loading
+  /// the first batch throws.
+  std::shared_ptr<detail::Pass> start_pass(detail::BatchMaker maker);
   /// Sets and validates the sharding (std::invalid_argument).
   void set_sharding(const ShardingOptions& sharding);
   /// Sets the skip of every pass (std::invalid_argument when negative).
   void set_skip_first(int64_t n);
   /// Stops the active pass, if any.
   void detach_pass();
-  /// Registers the active pass.
-  void attach_pass(std::weak_ptr<detail::PassControl> pass) { active_.pass = std::move(pass); }
 
  private:
+  class ActivePass;  // src/data_loader_pass.cpp
+  struct PassPlan {
+    std::vector<std::vector<int64_t>> batches;  // sample indices, skipped ones removed
+    int64_t first = 0;                          // pass index of batches[0]
+  };
+  // Starts a pass: resolves its epoch, seed and skip, cuts its batches and tells the
+  // gradient state.
+  PassPlan begin_pass();
+  // Batch `index` (pass index) is about to be yielded; `last` when it is the pass's last.
+  void on_yield(int64_t index, bool last);
+  // The pass ended: `complete` after its last batch (the epoch advances), else abandoned.
+  void end_pass(bool complete);
+
   DataLoaderOptions options_;
   bool prepared_ = false;
   ShardingOptions sharding_;
@@ -453,10 +469,6 @@ class DataLoader : public DataLoaderBase {
   /// What the loader yields.
   using BatchType = decltype(CollateType::collate(std::declval<std::vector<ExampleType>>()));
 
- private:
-  struct Pass;
-
- public:
   class iterator;
 
   /// Loads from a copy of `dataset`.
@@ -498,15 +510,7 @@ class DataLoader : public DataLoaderBase {
   }
 
   /// Starts a pass. Throws what loading the first batch throws.
-  iterator begin() {
-    detach_pass();
-    auto plan = begin_pass();
-    auto pass = std::make_shared<Pass>(this, dataset_, std::move(plan));
-    attach_pass(pass);
-    iterator it(pass);
-    pass->start();
-    return it;
-  }
+  iterator begin() { return iterator(start_pass(batch_maker())); }
   /// The end of any pass.
   iterator end() { return iterator(); }
 
@@ -522,9 +526,9 @@ class DataLoader : public DataLoaderBase {
     /// The end iterator.
     iterator() = default;
     /// The current batch.
-    BatchType& operator*() const { return *pass_->current; }
+    BatchType& operator*() const { return *static_cast<BatchType*>(pass_->current()); }
     /// The current batch.
-    BatchType* operator->() const { return &*pass_->current; }
+    BatchType* operator->() const { return static_cast<BatchType*>(pass_->current()); }
     /// Moves to the next batch; throws what loading it throws (the pass then ends).
     iterator& operator++() {
       pass_->advance();
@@ -542,189 +546,57 @@ class DataLoader : public DataLoaderBase {
 
    private:
     friend class DataLoader;
-    explicit iterator(std::shared_ptr<Pass> pass) : pass_(std::move(pass)) {}
-    bool at_end() const { return !pass_ || pass_->done; }
-    std::shared_ptr<Pass> pass_;
+    explicit iterator(std::shared_ptr<detail::Pass> pass) : pass_(std::move(pass)) {}
+    bool at_end() const { return !pass_ || !pass_->current(); }
+    std::shared_ptr<detail::Pass> pass_;
   };
 
  private:
-  // One pass over the data: the batch lists, the current batch and the workers. Only the
-  // consumer thread touches `loader`, `current`, `cur` and `done`; the workers share
-  // `ready`, `next_claim`, `consumed` and `stop` under `mutex`.
-  struct Pass : detail::PassControl {
-    /// One batch made by a worker, or the error it threw.
-    struct Loaded {
-      std::optional<BatchType> batch;  ///< the batch, when it was made
-      std::exception_ptr error;        ///< what making it threw
+  // How this loader's batches are made, for the type-erased pass.
+  detail::BatchMaker batch_maker() const {
+    detail::BatchMaker maker;
+    maker.load = [dataset = dataset_](const std::vector<int64_t>& indices, bool pin) {
+      return std::static_pointer_cast<void>(
+          std::make_shared<BatchType>(load_batch(*dataset, indices, pin)));
     };
-
-    Pass(DataLoader* owner, std::shared_ptr<Dataset> data, PassPlan plan)
-        : loader(owner),
-          dataset(std::move(data)),
-          batches(std::move(plan.batches)),
-          first(plan.first),
-          pin(owner->options().pin_memory_ && detail::pinning_available()),
-          move(owner->prepared()),
-          device(owner->sharding().device_) {}
-
-    ~Pass() override { detach(); }
-
-    void detach() override {
-      stop_workers();
-      if (loader && !done) loader->end_pass(false);
-      done = true;
-      current.reset();
-      loader = nullptr;
+    if constexpr (detail::HasToDevice<CollateType, BatchType>::value) {
+      maker.to_device = [](void* batch, c10::Device device, bool non_blocking) {
+        auto& b = *static_cast<BatchType*>(batch);
+        b = CollateType::to_device(std::move(b), device, non_blocking);
+      };
     }
+    return maker;
+  }
 
-    void start() {
-      if (batches.empty()) {
-        finish();
-        return;
-      }
-      int workers = static_cast<int>(
-          std::min<int64_t>(loader->options().num_workers_, static_cast<int64_t>(batches.size())));
-      window = 2 * static_cast<size_t>(std::max(workers, 1));
-      for (int w = 0; w < workers; ++w) threads.emplace_back([this] { work(); });
-      produce();
-    }
-
-    void advance() {
-      if (done) return;
-      if (++cur == batches.size()) {
-        finish();
-        return;
-      }
-      produce();
-    }
-
-    // Loads, collates and pins batch `i`; any thread.
-    BatchType load(size_t i) {
-      if constexpr (detail::HasGetItems<Dataset, BatchType>::value) {
-        std::optional<BatchType> batch;
-        try {
-          batch.emplace(dataset->get_items(batches[i]));
-        } catch (...) {
-          std::throw_with_nested(std::runtime_error(detail::get_items_failed_message(batches[i])));
-        }
-        if constexpr (detail::HasPinMemory<CollateType, BatchType>::value) {
-          if (pin) *batch = CollateType::pin_memory(std::move(*batch));
-        }
-        return std::move(*batch);
-      }
-      std::vector<ExampleType> examples;
-      examples.reserve(batches[i].size());
-      for (int64_t index : batches[i]) {
-        try {
-          examples.push_back(dataset->get(static_cast<size_t>(index)));
-        } catch (...) {
-          std::throw_with_nested(std::runtime_error(detail::get_failed_message(index)));
-        }
-      }
-      BatchType batch = CollateType::collate(std::move(examples));
-      if constexpr (detail::HasPinMemory<CollateType, BatchType>::value) {
-        if (pin) batch = CollateType::pin_memory(std::move(batch));
-      }
-      return batch;
-    }
-
-    void work() {
-      for (;;) {
-        size_t i;
-        {
-          std::unique_lock<std::mutex> lock(mutex);
-          space.wait(lock, [&] {
-            return stop || next_claim >= batches.size() || next_claim < consumed + window;
-          });
-          if (stop || next_claim >= batches.size()) return;
-          i = next_claim++;
-        }
-        Loaded loaded;
-        try {
-          loaded.batch.emplace(load(i));
-        } catch (...) {
-          loaded.error = std::current_exception();
-        }
-        {
-          std::lock_guard<std::mutex> lock(mutex);
-          if (stop) return;
-          ready.emplace(i, std::move(loaded));
-        }
-        filled.notify_all();
-      }
-    }
-
-    BatchType fetch(size_t i) {
-      if (threads.empty()) return load(i);
-      Loaded loaded;
-      {
-        std::unique_lock<std::mutex> lock(mutex);
-        filled.wait(lock, [&] { return ready.count(i) > 0; });
-        auto it = ready.find(i);
-        loaded = std::move(it->second);
-        ready.erase(it);
-        consumed = i + 1;
-      }
-      space.notify_all();
-      if (loaded.error) std::rethrow_exception(loaded.error);
-      return std::move(*loaded.batch);
-    }
-
-    // Makes batch `cur` the current one; on failure the pass ends and the error propagates.
-    void produce() {
+  // Loads, collates and pins the samples `indices`; any thread.
+  static BatchType load_batch(Dataset& dataset, const std::vector<int64_t>& indices, bool pin) {
+    if constexpr (detail::HasGetItems<Dataset, BatchType>::value) {
+      std::optional<BatchType> batch;
       try {
-        BatchType batch = fetch(cur);
-        if constexpr (detail::HasToDevice<CollateType, BatchType>::value) {
-          if (move) batch = CollateType::to_device(std::move(batch), device, pin);
-        }
-        current.emplace(std::move(batch));
-        loader->on_yield(first + static_cast<int64_t>(cur), cur + 1 == batches.size());
+        batch.emplace(dataset.get_items(indices));
       } catch (...) {
-        detach();
-        throw;
+        std::throw_with_nested(std::runtime_error(detail::get_items_failed_message(indices)));
+      }
+      if constexpr (detail::HasPinMemory<CollateType, BatchType>::value) {
+        if (pin) *batch = CollateType::pin_memory(std::move(*batch));
+      }
+      return std::move(*batch);
+    }
+    std::vector<ExampleType> examples;
+    examples.reserve(indices.size());
+    for (int64_t index : indices) {
+      try {
+        examples.push_back(dataset.get(static_cast<size_t>(index)));
+      } catch (...) {
+        std::throw_with_nested(std::runtime_error(detail::get_failed_message(index)));
       }
     }
-
-    void finish() {
-      stop_workers();
-      current.reset();
-      if (loader && !done) loader->end_pass(true);
-      done = true;
+    BatchType batch = CollateType::collate(std::move(examples));
+    if constexpr (detail::HasPinMemory<CollateType, BatchType>::value) {
+      if (pin) batch = CollateType::pin_memory(std::move(batch));
     }
-
-    void stop_workers() {
-      if (threads.empty()) return;
-      {
-        std::lock_guard<std::mutex> lock(mutex);
-        stop = true;
-      }
-      space.notify_all();
-      for (auto& t : threads) t.join();
-      threads.clear();
-      ready.clear();
-    }
-
-    DataLoader* loader;
-    std::shared_ptr<Dataset> dataset;
-    const std::vector<std::vector<int64_t>> batches;
-    const int64_t first;
-    const bool pin;
-    const bool move;
-    const c10::Device device;
-    size_t cur = 0;
-    bool done = false;
-    std::optional<BatchType> current;
-
-    std::mutex mutex;
-    std::condition_variable space;   // workers wait for room in the window
-    std::condition_variable filled;  // the consumer waits for its batch
-    std::map<size_t, Loaded> ready;
-    size_t next_claim = 0;
-    size_t consumed = 0;
-    size_t window = 2;
-    bool stop = false;
-    std::vector<std::thread> threads;
-  };
+    return batch;
+  }
 
   std::shared_ptr<Dataset> dataset_;
 };
