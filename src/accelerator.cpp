@@ -204,16 +204,15 @@ std::shared_ptr<AcceleratedScheduler> Accelerator::prepare_scheduler(
 }
 
 ShardingOptions Accelerator::sharding_options() {
-  ShardingOptions sharding;
-  sharding.num_processes = num_processes();
-  sharding.process_index = process_index();
-  sharding.split_batches = options_.split_batches_;
-  sharding.even_batches = options_.even_batches_;
-  sharding.device = device();
-  sharding.gradient_state = gradient_state_;
-  // One shuffling seed for all processes: process 0's, unless the loader has its own.
-  sharding.seed = broadcast_object(at::detail::getDefaultCPUGenerator().current_seed());
-  return sharding;
+  return ShardingOptions()
+      .num_processes(num_processes())
+      .process_index(process_index())
+      .split_batches(options_.split_batches_)
+      .even_batches(options_.even_batches_)
+      .device(device())
+      .gradient_state(gradient_state_)
+      // One shuffling seed for all processes: process 0's, unless the loader has its own.
+      .seed(broadcast_object(at::detail::getDefaultCPUGenerator().current_seed()));
 }
 
 DistributedDataParallel* Accelerator::engine_of(const torch::nn::Module* model) const {

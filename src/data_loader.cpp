@@ -4,28 +4,26 @@
 
 #include <numeric>
 
-#include "compat.h"
-
 namespace accelerate {
 
 namespace {
 
-void check(const BatchShardOptions& o) {
-  if (o.batch_size_ < 1)
+void check(const DataLoaderOptions& b, const ShardingOptions& s) {
+  if (b.batch_size_ < 1)
     throw std::invalid_argument("accelerate::DataLoader: batch_size must be >= 1, got " +
-                                std::to_string(o.batch_size_));
-  if (o.num_processes_ < 1)
+                                std::to_string(b.batch_size_));
+  if (s.num_processes_ < 1)
     throw std::invalid_argument("accelerate::DataLoader: num_processes must be >= 1, got " +
-                                std::to_string(o.num_processes_));
-  if (o.process_index_ < 0 || o.process_index_ >= o.num_processes_)
+                                std::to_string(s.num_processes_));
+  if (s.process_index_ < 0 || s.process_index_ >= s.num_processes_)
     throw std::invalid_argument("accelerate::DataLoader: process_index " +
-                                std::to_string(o.process_index_) + " is not in [0, " +
-                                std::to_string(o.num_processes_) + ")");
-  if (o.split_batches_ && o.batch_size_ % o.num_processes_ != 0)
+                                std::to_string(s.process_index_) + " is not in [0, " +
+                                std::to_string(s.num_processes_) + ")");
+  if (s.split_batches_ && b.batch_size_ % s.num_processes_ != 0)
     throw std::invalid_argument("accelerate::DataLoader: with split_batches, the batch size (" +
-                                std::to_string(o.batch_size_) +
+                                std::to_string(b.batch_size_) +
                                 ") must be a round multiple of the number of processes (" +
-                                std::to_string(o.num_processes_) + ")");
+                                std::to_string(s.num_processes_) + ")");
 }
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
@@ -37,10 +35,11 @@ int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 // the first batch (split_batches) or of the first num_processes batches (otherwise),
 // doubled until long enough, which is this cycle.
 std::vector<std::vector<int64_t>> shard_batches(const std::vector<int64_t>& order,
-                                                const BatchShardOptions& o) {
-  check(o);
+                                                const DataLoaderOptions& b,
+                                                const ShardingOptions& s) {
+  check(b, s);
   const int64_t n = static_cast<int64_t>(order.size());
-  const int64_t B = o.batch_size_, N = o.num_processes_, p = o.process_index_;
+  const int64_t B = b.batch_size_, N = s.num_processes_, p = s.process_index_;
   std::vector<std::vector<int64_t>> out;
   if (n == 0) return out;
   auto take = [&](int64_t start, int64_t length, int64_t cycle) {
@@ -53,19 +52,19 @@ std::vector<std::vector<int64_t>> shard_batches(const std::vector<int64_t>& orde
   const int64_t full = n / B, rest = n % B;
   if (N == 1) {  // no sharding, as Accelerate with one process
     for (int64_t i = 0; i < full; ++i) take(i * B, B, n);
-    if (rest > 0 && !o.drop_last_) take(full * B, rest, n);
-  } else if (o.split_batches_) {
+    if (rest > 0 && !b.drop_last_) take(full * B, rest, n);
+  } else if (s.split_batches_) {
     const int64_t slice = B / N;
     for (int64_t i = 0; i < full; ++i) take(i * B + p * slice, slice, n);
-    if (rest > 0 && !o.drop_last_) {
-      if (o.even_batches_)
+    if (rest > 0 && !b.drop_last_) {
+      if (s.even_batches_)
         take(full * B + p * slice, slice, std::min(n, B));
       else if (rest > p * slice)
         take(full * B + p * slice, std::min(slice, rest - p * slice), n);
     }
-  } else if (o.drop_last_) {  // only complete rounds of full batches
+  } else if (b.drop_last_) {  // only complete rounds of full batches
     for (int64_t round = 0; round < full / N; ++round) take((round * N + p) * B, B, n);
-  } else if (!o.even_batches_) {  // batch i to process i mod N, the last one short
+  } else if (!s.even_batches_) {  // batch i to process i mod N, the last one short
     const int64_t count = full + (rest > 0 ? 1 : 0);
     for (int64_t i = p; i < count; i += N) take(i * B, std::min(B, n - i * B), n);
   } else {  // padded to whole rounds of full batches
@@ -75,19 +74,19 @@ std::vector<std::vector<int64_t>> shard_batches(const std::vector<int64_t>& orde
   return out;
 }
 
-int64_t shard_num_batches(int64_t n, const BatchShardOptions& o) {
-  check(o);
+int64_t shard_num_batches(int64_t n, const DataLoaderOptions& b, const ShardingOptions& s) {
+  check(b, s);
   if (n < 0) throw std::invalid_argument("accelerate::DataLoader: negative data set size");
   if (n == 0) return 0;
-  const int64_t B = o.batch_size_, N = o.num_processes_, p = o.process_index_;
+  const int64_t B = b.batch_size_, N = s.num_processes_, p = s.process_index_;
   const int64_t full = n / B, rest = n % B;
-  if (N == 1) return full + (rest > 0 && !o.drop_last_ ? 1 : 0);
-  if (o.split_batches_) {
-    bool extra = rest > 0 && !o.drop_last_ && (o.even_batches_ || rest > p * (B / N));
+  if (N == 1) return full + (rest > 0 && !b.drop_last_ ? 1 : 0);
+  if (s.split_batches_) {
+    bool extra = rest > 0 && !b.drop_last_ && (s.even_batches_ || rest > p * (B / N));
     return full + (extra ? 1 : 0);
   }
-  if (o.drop_last_) return full / N;
-  if (!o.even_batches_) {
+  if (b.drop_last_) return full / N;
+  if (!s.even_batches_) {
     const int64_t count = full + (rest > 0 ? 1 : 0);
     return count > p ? ceil_div(count - p, N) : 0;
   }
@@ -103,8 +102,6 @@ std::vector<int64_t> shuffled_indices(int64_t n, uint64_t seed) {
 }
 
 namespace detail {
-
-bool pinning_available() { return compat::cuda_available(); }
 
 std::string get_items_failed_message(const std::vector<int64_t>& indices) {
   std::string list;
@@ -133,23 +130,13 @@ DataLoaderBase::DataLoaderBase(DataLoaderOptions options) : options_(std::move(o
 
 DataLoaderBase::~DataLoaderBase() { detach_pass(); }
 
-BatchShardOptions DataLoaderBase::shard_options() const {
-  return BatchShardOptions()
-      .batch_size(options_.batch_size_)
-      .drop_last(options_.drop_last_)
-      .num_processes(prepared_ ? sharding_.num_processes : 1)
-      .process_index(prepared_ ? sharding_.process_index : 0)
-      .split_batches(prepared_ && sharding_.split_batches)
-      .even_batches(!prepared_ || sharding_.even_batches);
-}
-
 int64_t DataLoaderBase::total_batch_size() const {
-  if (!prepared_ || sharding_.split_batches) return options_.batch_size_;
-  return options_.batch_size_ * sharding_.num_processes;
+  if (!prepared_ || sharding_.split_batches_) return options_.batch_size_;
+  return options_.batch_size_ * sharding_.num_processes_;
 }
 
 int64_t DataLoaderBase::size() const {
-  return std::max<int64_t>(0, shard_num_batches(dataset_size(), shard_options()) - skip_first_);
+  return std::max<int64_t>(0, shard_num_batches(dataset_size(), options_, sharding_) - skip_first_);
 }
 
 void DataLoaderBase::set_epoch(int64_t epoch) {
@@ -185,11 +172,7 @@ void DataLoaderBase::load_state_dict(const std::map<std::string, int64_t>& state
 }
 
 void DataLoaderBase::set_sharding(const ShardingOptions& sharding) {
-  check(BatchShardOptions()
-            .batch_size(options_.batch_size_)
-            .num_processes(sharding.num_processes)
-            .process_index(sharding.process_index)
-            .split_batches(sharding.split_batches));
+  check(options_, sharding);
   sharding_ = sharding;
   prepared_ = true;
 }
@@ -213,8 +196,8 @@ DataLoaderBase::PassPlan DataLoaderBase::begin_pass() {
     uint64_t seed;
     if (options_.seed_) {
       seed = *options_.seed_;
-    } else if (prepared_ && sharding_.seed) {
-      seed = *sharding_.seed;
+    } else if (prepared_ && sharding_.seed_) {
+      seed = *sharding_.seed_;
     } else {
       if (!default_seed_) default_seed_ = at::detail::getDefaultCPUGenerator().current_seed();
       seed = *default_seed_;
@@ -225,26 +208,27 @@ DataLoaderBase::PassPlan DataLoaderBase::begin_pass() {
     std::iota(order.begin(), order.end(), int64_t{0});
   }
   PassPlan plan;
-  plan.batches = shard_batches(order, shard_options());
+  plan.batches = shard_batches(order, options_, sharding_);
   plan.first = std::min<int64_t>(std::max(skip_first_, resume_skip_.value_or(0)),
                                  static_cast<int64_t>(plan.batches.size()));
   resume_skip_.reset();
   plan.batches.erase(plan.batches.begin(), plan.batches.begin() + plan.first);
   batches_yielded_ = plan.first;
-  if (prepared_ && sharding_.gradient_state) {
+  if (prepared_ && sharding_.gradient_state_) {
     int64_t remainder = options_.drop_last_ ? -1 : n % total_batch_size();
-    sharding_.gradient_state->loader_begin(this, remainder);
+    sharding_.gradient_state_->loader_begin(this, remainder);
   }
   return plan;
 }
 
 void DataLoaderBase::on_yield(int64_t index, bool last) {
   batches_yielded_ = index + 1;
-  if (last && prepared_ && sharding_.gradient_state) sharding_.gradient_state->loader_at_end(this);
+  if (last && prepared_ && sharding_.gradient_state_)
+    sharding_.gradient_state_->loader_at_end(this);
 }
 
 void DataLoaderBase::end_pass(bool complete) {
-  if (prepared_ && sharding_.gradient_state) sharding_.gradient_state->loader_finish(this);
+  if (prepared_ && sharding_.gradient_state_) sharding_.gradient_state_->loader_finish(this);
   if (complete) {
     ++epoch_;
     batches_yielded_ = 0;

@@ -36,15 +36,13 @@ std::vector<Batches> shards(int64_t n, int64_t batch_size, bool drop_last, bool 
                             bool even = true) {
   std::vector<Batches> out;
   for (int p = 0; p < 2; ++p) {
-    auto options = acc::BatchShardOptions()
-                       .batch_size(batch_size)
-                       .drop_last(drop_last)
-                       .num_processes(2)
-                       .process_index(p)
-                       .split_batches(split)
-                       .even_batches(even);
-    out.push_back(acc::shard_batches(range(n), options));
-    EXPECT_EQ(acc::shard_num_batches(n, options), static_cast<int64_t>(out.back().size()))
+    auto batching = acc::DataLoaderOptions().batch_size(batch_size).drop_last(drop_last);
+    auto sharding =
+        acc::ShardingOptions().num_processes(2).process_index(p).split_batches(split).even_batches(
+            even);
+    out.push_back(acc::shard_batches(range(n), batching, sharding));
+    EXPECT_EQ(acc::shard_num_batches(n, batching, sharding),
+              static_cast<int64_t>(out.back().size()))
         << "n=" << n << " batch_size=" << batch_size << " process " << p;
   }
   return out;
@@ -80,10 +78,7 @@ Batches pass(Loader& loader) {
 }
 
 acc::ShardingOptions sharding(int num_processes, int process_index) {
-  acc::ShardingOptions s;
-  s.num_processes = num_processes;
-  s.process_index = process_index;
-  return s;
+  return acc::ShardingOptions().num_processes(num_processes).process_index(process_index);
 }
 
 std::vector<int64_t> flatten(const Batches& batches) {
@@ -181,36 +176,37 @@ TEST(ShardBatches, SplitUnevenBatches) {
 }
 
 TEST(ShardBatches, OneProcessIsPlainBatches) {
-  auto options = acc::BatchShardOptions().batch_size(4);
-  EXPECT_EQ(acc::shard_batches(range(10), options), (Batches{{0, 1, 2, 3}, {4, 5, 6, 7}, {8, 9}}));
-  EXPECT_EQ(acc::shard_batches(range(10), options.drop_last(true)),
+  auto options = acc::DataLoaderOptions().batch_size(4);
+  const acc::ShardingOptions one;
+  EXPECT_EQ(acc::shard_batches(range(10), options, one),
+            (Batches{{0, 1, 2, 3}, {4, 5, 6, 7}, {8, 9}}));
+  EXPECT_EQ(acc::shard_batches(range(10), options.drop_last(true), one),
             (Batches{{0, 1, 2, 3}, {4, 5, 6, 7}}));
-  EXPECT_EQ(acc::shard_batches({9, 3, 5}, acc::BatchShardOptions().batch_size(2)),
+  EXPECT_EQ(acc::shard_batches({9, 3, 5}, acc::DataLoaderOptions().batch_size(2), one),
             (Batches{{9, 3}, {5}}));
 }
 
 TEST(ShardBatches, FollowsTheGivenOrder) {
   std::vector<int64_t> order = {5, 3, 1, 4, 2, 0};
-  auto p1 = acc::shard_batches(
-      order, acc::BatchShardOptions().batch_size(2).num_processes(2).process_index(1));
+  auto p1 = acc::shard_batches(order, acc::DataLoaderOptions().batch_size(2), sharding(2, 1));
   EXPECT_EQ(p1, (Batches{{1, 4}, {5, 3}}));  // [0] padded from the start of the order
 }
 
 TEST(ShardBatches, InvalidArguments) {
   try {
-    acc::shard_batches(range(10),
-                       acc::BatchShardOptions().batch_size(3).num_processes(2).split_batches(true));
+    acc::shard_batches(range(10), acc::DataLoaderOptions().batch_size(3),
+                       sharding(2, 0).split_batches(true));
     FAIL() << "expected std::invalid_argument";
   } catch (const std::invalid_argument& e) {
     std::string what = e.what();
     EXPECT_NE(what.find("(3)"), std::string::npos) << what;
     EXPECT_NE(what.find("(2)"), std::string::npos) << what;
   }
-  EXPECT_THROW(acc::shard_batches(range(10), acc::BatchShardOptions().batch_size(0)),
-               std::invalid_argument);
   EXPECT_THROW(
-      acc::shard_batches(range(10), acc::BatchShardOptions().num_processes(2).process_index(2)),
+      acc::shard_batches(range(10), acc::DataLoaderOptions().batch_size(0), acc::ShardingOptions()),
       std::invalid_argument);
+  EXPECT_THROW(acc::shard_batches(range(10), acc::DataLoaderOptions(), sharding(2, 2)),
+               std::invalid_argument);
 }
 
 // Counts agree with the lists, processes partition (or, padded, cover) the samples, and
@@ -224,15 +220,10 @@ TEST(ShardBatches, InvariantsOverManyShapes) {
           if (split && b % N != 0) continue;
           std::vector<int64_t> all, counts;
           for (int p = 0; p < N; ++p) {
-            auto options = acc::BatchShardOptions()
-                               .batch_size(b)
-                               .drop_last(drop_last)
-                               .num_processes(N)
-                               .process_index(p)
-                               .split_batches(split)
-                               .even_batches(even);
-            auto batches = acc::shard_batches(range(n), options);
-            ASSERT_EQ(acc::shard_num_batches(n, options), static_cast<int64_t>(batches.size()));
+            auto batching = acc::DataLoaderOptions().batch_size(b).drop_last(drop_last);
+            auto s = sharding(N, p).split_batches(split).even_batches(even);
+            auto batches = acc::shard_batches(range(n), batching, s);
+            ASSERT_EQ(acc::shard_num_batches(n, batching, s), static_cast<int64_t>(batches.size()));
             counts.push_back(static_cast<int64_t>(batches.size()));
             for (auto& batch : batches) {
               int64_t expected_size = (split && N > 1) ? b / N : b;
@@ -489,10 +480,8 @@ TEST(DataLoader, GetItemsMakesWholeBatchesLikePerSampleLoading) {
       EXPECT_EQ(data.calls->load() - before, 6);  // ceil(22 / 4)
     }
     // Sharded over 2 processes, as prepare does.
-    acc::ShardingOptions sharding;
-    sharding.num_processes = 2;
-    sharding.process_index = 1;
-    EXPECT_EQ(pass(*per_sample.shard(sharding)), pass(*batched.shard(sharding)));
+    auto process1 = acc::ShardingOptions().num_processes(2).process_index(1);
+    EXPECT_EQ(pass(*per_sample.shard(process1)), pass(*batched.shard(process1)));
   }
 }
 
@@ -556,7 +545,7 @@ TEST(DataLoader, InvalidOptions) {
   acc::DataLoader<Indexed> loader(Indexed(4), acc::DataLoaderOptions().batch_size(3));
   EXPECT_THROW(loader.shard(sharding(2, 2)), std::invalid_argument);
   auto split = sharding(2, 0);
-  split.split_batches = true;
+  split.split_batches(true);
   try {
     loader.shard(split);
     FAIL() << "expected std::invalid_argument";
@@ -590,7 +579,7 @@ TEST(ShardedLoader, TwoProcessesCoverTheDataSet) {
   EXPECT_EQ(seen.size(), 82u);
   EXPECT_EQ(loader.shard(sharding(1, 0))->size(), 6);  // one process: plain batches
   auto split = sharding(2, 1);
-  split.split_batches = true;
+  split.split_batches(true);
   auto split_shard = loader.shard(split);
   EXPECT_EQ(split_shard->total_batch_size(), 16);
   EXPECT_EQ(split_shard->size(), 6);
@@ -603,7 +592,7 @@ TEST(ShardedLoader, ShufflingSharedAcrossProcessesAndEpochs) {
   std::vector<std::shared_ptr<acc::DataLoader<Indexed>>> processes;
   for (int p = 0; p < 2; ++p) {
     auto s = sharding(2, p);
-    s.seed = 1234;  // what prepare broadcasts
+    s.seed(1234);  // what prepare broadcasts
     processes.push_back(loader.shard(s));
   }
   std::vector<int64_t> previous;
@@ -623,7 +612,7 @@ TEST(ShardedLoader, ShufflingSharedAcrossProcessesAndEpochs) {
   acc::DataLoader<Indexed> seeded(Indexed(40),
                                   acc::DataLoaderOptions().batch_size(40).shuffle(true).seed(9));
   auto s = sharding(1, 0);
-  s.seed = 1234;
+  s.seed(1234);
   EXPECT_EQ(flatten(pass(*seeded.shard(s))), acc::shuffled_indices(40, 9));
 }
 
@@ -633,7 +622,7 @@ TEST(ShardedLoader, GradientStateSeesTheEnd) {
                                     acc::DataLoaderOptions().batch_size(16).num_workers(workers));
     auto state = std::make_shared<acc::GradientState>();
     auto s = sharding(2, 0);
-    s.gradient_state = state;
+    s.gradient_state(state);
     auto shard = loader.shard(s);
     EXPECT_FALSE(state->in_dataloader());
     for (int epoch = 0; epoch < 2; ++epoch) {
@@ -669,7 +658,7 @@ TEST(ShardedLoader, GradientStateSeesTheEnd) {
 TEST(ShardedLoader, BatchesOnTheDevice) {
   acc::DataLoader<Indexed> loader(Indexed(8), acc::DataLoaderOptions().batch_size(2));
   auto s = sharding(2, 1);
-  s.device = c10::Device(c10::kCPU);
+  s.device(c10::Device(c10::kCPU));
   auto shard = loader.shard(s);  // kept: `*loader.shard(s)` in a range-for would dangle
   for (auto& batch : *shard) {
     EXPECT_EQ(batch.data.device(), c10::Device(c10::kCPU));
@@ -764,10 +753,8 @@ TEST(DataLoader, HeaderExample) {
     seen += batch.data.size(0);
   }
   EXPECT_EQ(seen, 100);
-  accelerate::ShardingOptions process1;
-  process1.num_processes = 2;
-  process1.process_index = 1;
-  auto shard = loader.shard(process1);
+  auto sharding = accelerate::ShardingOptions().num_processes(2).process_index(1);
+  auto shard = loader.shard(sharding);
   EXPECT_EQ(shard->size(), 4);
   // What a checkpoint sees, through the type-erased base.
   acc::DataLoaderBase& base = *shard;

@@ -12,6 +12,9 @@
 // Why not `torch::data::make_data_loader`: it has no notion of processes, epochs or
 // position, and its shuffling cannot match Python's.
 //
+// This header holds the typed glue (options, collation, how a `Dataset` makes a batch); the
+// passes and their worker threads live in src/data_loader_pass.cpp behind `detail::Pass`.
+//
 // Example:
 //   struct Squares : torch::data::datasets::Dataset<Squares> {
 //     torch::data::Example<> get(size_t i) override {
@@ -26,11 +29,9 @@
 //     auto loss = torch::mse_loss(model->forward(batch.data), batch.target);
 //   }
 //   // What Accelerator::prepare does on process 1 of 2:
-//   accelerate::ShardingOptions sharding;
-//   sharding.num_processes = 2;
-//   sharding.process_index = 1;
+//   auto sharding = accelerate::ShardingOptions().num_processes(2).process_index(1);
 //   auto shard = loader.shard(sharding);  // std::shared_ptr<DataLoader<Squares>>
-//   for (auto& batch : *shard) { /* on sharding.device */ }
+//   for (auto& batch : *shard) { /* on sharding.device_ */ }
 //
 // Batched fetch (PyTorch's `__getitems__`): a data set that can make a whole batch at once
 // defines `Batch get_items(const std::vector<int64_t>& indices)`, returning what collation
@@ -42,23 +43,20 @@
 //   }
 #pragma once
 
-#include <ATen/ATen.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/stack.h>
 #include <c10/core/Device.h>
 #include <torch/data/example.h>
 
-#include <algorithm>
-#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <exception>
+#include <functional>
 #include <iterator>
-#include <map>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <stdexcept>
 #include <string>
-#include <thread>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -116,28 +114,61 @@ struct DataLoaderOptions {
   bool pin_memory_ = false;       ///< see pin_memory()
 };
 
-/// How `DataLoader::shard` distributes a loader (what `Accelerator::prepare` passes).
+/// How a loader's batches are distributed over processes: the arguments of Accelerate's
+/// `BatchSamplerShard`, which `shard_batches` takes, plus what a loader prepared with
+/// `DataLoader::shard` needs (device, gradient state, shared seed). With chained setters;
+/// `Accelerator::prepare` fills it.
 ///
 /// Example:
-///   accelerate::ShardingOptions sharding;
-///   sharding.num_processes = 2;
-///   sharding.process_index = 1;
+///   auto sharding = accelerate::ShardingOptions().num_processes(2).process_index(1);
 struct ShardingOptions {
-  /// Processes sharing the data (1: no sharding, plain batches).
-  int num_processes = 1;
-  /// This process, in [0, num_processes).
-  int process_index = 0;
+  /// Processes sharing the data (≥ 1; default 1: no sharding, plain batches).
+  ShardingOptions& num_processes(int value) {
+    num_processes_ = value;
+    return *this;
+  }
+  /// This process, in [0, num_processes) (default 0).
+  ShardingOptions& process_index(int value) {
+    process_index_ = value;
+    return *this;
+  }
   /// Cut each global batch of `batch_size` into one slice per process (Accelerate's
-  /// `split_batches`) instead of giving each process whole batches.
-  bool split_batches = false;
-  /// Repeat samples from the start so that every process gets the same number of batches.
-  bool even_batches = true;
-  /// Where every batch is moved.
-  c10::Device device = c10::kCPU;
-  /// Told when a pass begins, reaches its last batch and ends (may be null).
-  std::shared_ptr<GradientState> gradient_state;
+  /// `split_batches`; batch_size must be a multiple of num_processes) instead of giving each
+  /// process whole batches (default false).
+  ShardingOptions& split_batches(bool value) {
+    split_batches_ = value;
+    return *this;
+  }
+  /// Wrap around to the start so that every process gets the same number of full batches
+  /// (default true).
+  ShardingOptions& even_batches(bool value) {
+    even_batches_ = value;
+    return *this;
+  }
+  /// Where a prepared loader moves every batch (default CPU).
+  ShardingOptions& device(c10::Device value) {
+    device_ = value;
+    return *this;
+  }
+  /// Told when a prepared loader's pass begins, reaches its last batch and ends (default
+  /// null: nobody).
+  ShardingOptions& gradient_state(std::shared_ptr<GradientState> value) {
+    gradient_state_ = std::move(value);
+    return *this;
+  }
   /// Shuffling seed shared by all processes; overrides an unset `DataLoaderOptions::seed`.
-  std::optional<uint64_t> seed;
+  ShardingOptions& seed(uint64_t value) {
+    seed_ = value;
+    return *this;
+  }
+
+  int num_processes_ = 1;                          ///< see num_processes()
+  int process_index_ = 0;                          ///< see process_index()
+  bool split_batches_ = false;                     ///< see split_batches()
+  bool even_batches_ = true;                       ///< see even_batches()
+  c10::Device device_ = c10::kCPU;                 ///< see device()
+  std::shared_ptr<GradientState> gradient_state_;  ///< see gradient_state()
+  std::optional<uint64_t> seed_;                   ///< see seed()
 };
 
 /// Where a loader stands: `batches` of epoch `epoch` have been consumed.
@@ -148,66 +179,27 @@ struct LoaderPosition {
   int64_t batches = 0;
 };
 
-/// How one process's batches are cut from an order of samples (Accelerate's
-/// `BatchSampler` + `BatchSamplerShard` arguments), with chained setters.
-struct BatchShardOptions {
-  /// Samples per batch of the underlying batch sampler (≥ 1).
-  BatchShardOptions& batch_size(int64_t value) {
-    batch_size_ = value;
-    return *this;
-  }
-  /// Drop the last incomplete batch (and, when sharding, the incomplete last round).
-  BatchShardOptions& drop_last(bool value) {
-    drop_last_ = value;
-    return *this;
-  }
-  /// Number of processes (≥ 1; 1 means plain batches).
-  BatchShardOptions& num_processes(int value) {
-    num_processes_ = value;
-    return *this;
-  }
-  /// This process, in [0, num_processes).
-  BatchShardOptions& process_index(int value) {
-    process_index_ = value;
-    return *this;
-  }
-  /// Cut every batch into `num_processes` slices (batch_size must be a multiple of it).
-  BatchShardOptions& split_batches(bool value) {
-    split_batches_ = value;
-    return *this;
-  }
-  /// Wrap around to the start so that all processes get the same number of full batches.
-  BatchShardOptions& even_batches(bool value) {
-    even_batches_ = value;
-    return *this;
-  }
-
-  int64_t batch_size_ = 1;      ///< see batch_size()
-  bool drop_last_ = false;      ///< see drop_last()
-  int num_processes_ = 1;       ///< see num_processes()
-  int process_index_ = 0;       ///< see process_index()
-  bool split_batches_ = false;  ///< see split_batches()
-  bool even_batches_ = true;    ///< see even_batches()
-};
-
-/// The batches (lists of sample indices) that process `options.process_index_` gets from
+/// The batches (lists of sample indices) that process `sharding.process_index_` gets from
 /// samples visited in `order`, exactly as Accelerate's `BatchSamplerShard` over
-/// `BatchSampler(order, batch_size, drop_last)`. With one process: plain batches. Throws
-/// std::invalid_argument for a batch size < 1, a bad process index, or `split_batches`
-/// with a batch size that is not a multiple of the number of processes.
+/// `BatchSampler(order, batch_size, drop_last)`, with the batch size and drop_last of
+/// `batching` (its other options play no part). With one process: plain batches. Throws
+/// std::invalid_argument for a batch size < 1, a bad process index, or `split_batches` with a
+/// batch size that is not a multiple of the number of processes.
 ///
 /// Example:
 ///   std::vector<int64_t> order(22);
 ///   std::iota(order.begin(), order.end(), 0);
-///   auto b = accelerate::shard_batches(order, accelerate::BatchShardOptions()
-///       .batch_size(3).num_processes(2).process_index(1));
+///   auto b = accelerate::shard_batches(order, accelerate::DataLoaderOptions().batch_size(3),
+///       accelerate::ShardingOptions().num_processes(2).process_index(1));
 ///   // b == {{3, 4, 5}, {9, 10, 11}, {15, 16, 17}, {21, 0, 1}}
 std::vector<std::vector<int64_t>> shard_batches(const std::vector<int64_t>& order,
-                                                const BatchShardOptions& options);
+                                                const DataLoaderOptions& batching,
+                                                const ShardingOptions& sharding);
 
-/// `shard_batches(order, options).size()` for any order of `dataset_size` samples, without
-/// building the lists.
-int64_t shard_num_batches(int64_t dataset_size, const BatchShardOptions& options);
+/// `shard_batches(order, batching, sharding).size()` for any order of `dataset_size` samples,
+/// without building the lists.
+int64_t shard_num_batches(int64_t dataset_size, const DataLoaderOptions& batching,
+                          const ShardingOptions& sharding);
 
 /// A random permutation of [0, n) equal to Python's
 /// `torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()`.
@@ -296,11 +288,11 @@ struct Collate<torch::data::Example<at::Tensor, torch::data::example::NoTarget>>
 
 namespace detail {
 
-/// True when pinned host memory can be used (CUDA is available).
-bool pinning_available();
-
 /// "accelerate::DataLoader: dataset.get(<index>) failed", for errors of `get`.
 std::string get_failed_message(int64_t index);
+
+/// "dataset.get_items([3, 7, ...]) failed (sample indices 3, 7, ...)".
+std::string get_items_failed_message(const std::vector<int64_t>& indices);
 
 template <typename C, typename B, typename = void>
 struct HasToDevice : std::false_type {};
@@ -317,9 +309,6 @@ struct HasGetItems<D, B,
     : std::is_convertible<
           decltype(std::declval<D&>().get_items(std::declval<const std::vector<int64_t>&>())), B> {
 };
-
-/// "dataset.get_items([3, 7, ...]) failed (sample indices 3, 7, ...)".
-std::string get_items_failed_message(const std::vector<int64_t>& indices);
 
 template <typename C, typename B, typename = void>
 struct HasPinMemory : std::false_type {};
@@ -340,10 +329,26 @@ int64_t dataset_length(Dataset& dataset) {
   }
 }
 
-/// What a loader knows of the pass that iterates it.
-struct PassControl {
-  virtual ~PassControl() = default;
-  /// Stops the pass (joins its workers) and forgets the loader.
+/// What a pass needs from a typed loader. Batches travel type-erased: `void*` points to the
+/// loader's `BatchType`.
+struct BatchMaker {
+  /// Loads and collates the samples `indices`, page-locked when `pin`; called from any thread.
+  std::function<std::shared_ptr<void>(const std::vector<int64_t>& indices, bool pin)> load;
+  /// Moves a batch to a device in place (non-blocking when pinned); empty when the batch
+  /// type has no `Collate::to_device`.
+  std::function<void(void* batch, c10::Device device, bool non_blocking)> to_device;
+};
+
+/// One pass over a loader's batches, as its iterators see it. The implementation, with the
+/// worker threads that load ahead, is `DataLoaderBase::ActivePass` in src/data_loader_pass.cpp.
+class Pass {
+ public:
+  virtual ~Pass() = default;
+  /// The current batch (made by `BatchMaker::load`), or null once the pass has ended.
+  virtual void* current() const = 0;
+  /// Moves to the next batch; throws what loading it throws (the pass then ends).
+  virtual void advance() = 0;
+  /// Stops the workers, ends the pass (abandoned unless complete) and forgets the loader.
   virtual void detach() = 0;
 };
 
@@ -352,14 +357,14 @@ struct PassLink {
   PassLink() = default;
   PassLink(const PassLink&) {}
   PassLink& operator=(const PassLink&) { return *this; }
-  std::weak_ptr<PassControl> pass;
+  std::weak_ptr<Pass> pass;
 };
 
 }  // namespace detail
 
 /// The part of every `DataLoader<Dataset>` that does not depend on the data set: options,
-/// sharding, epoch and position. `Accelerator` keeps prepared loaders through this type to
-/// save and restore their positions.
+/// sharding, epoch and position, and the passes. `Accelerator` keeps prepared loaders through
+/// this type to save and restore their positions.
 class DataLoaderBase {
  public:
   virtual ~DataLoaderBase();
@@ -407,29 +412,30 @@ class DataLoaderBase {
   /// Copies the options and the position.
   DataLoaderBase& operator=(const DataLoaderBase&) = default;
 
-  /// The batches of a pass that is starting.
-  struct PassPlan {
-    std::vector<std::vector<int64_t>> batches;  ///< sample indices, skipped ones removed
-    int64_t first = 0;                          ///< pass index of batches[0]
-  };
-  /// Starts a pass: resolves its epoch, seed and skip, cuts its batches and tells the
-  /// gradient state.
-  PassPlan begin_pass();
-  /// Batch `index` (pass index) is about to be yielded; `last` when it is the pass's last.
-  void on_yield(int64_t index, bool last);
-  /// The pass ended: `complete` after its last batch (the epoch advances), else abandoned.
-  void end_pass(bool complete);
+  /// Stops the active pass, if any, and starts a new one whose batches `maker` makes: on
+  /// `num_workers` threads, in order, when the options ask for workers. Throws what loading
+  /// the first batch throws.
+  std::shared_ptr<detail::Pass> start_pass(detail::BatchMaker maker);
   /// Sets and validates the sharding (std::invalid_argument).
   void set_sharding(const ShardingOptions& sharding);
   /// Sets the skip of every pass (std::invalid_argument when negative).
   void set_skip_first(int64_t n);
   /// Stops the active pass, if any.
   void detach_pass();
-  /// Registers the active pass.
-  void attach_pass(std::weak_ptr<detail::PassControl> pass) { active_.pass = std::move(pass); }
 
  private:
-  BatchShardOptions shard_options() const;
+  class ActivePass;  // src/data_loader_pass.cpp
+  struct PassPlan {
+    std::vector<std::vector<int64_t>> batches;  // sample indices, skipped ones removed
+    int64_t first = 0;                          // pass index of batches[0]
+  };
+  // Starts a pass: resolves its epoch, seed and skip, cuts its batches and tells the
+  // gradient state.
+  PassPlan begin_pass();
+  // Batch `index` (pass index) is about to be yielded; `last` when it is the pass's last.
+  void on_yield(int64_t index, bool last);
+  // The pass ended: `complete` after its last batch (the epoch advances), else abandoned.
+  void end_pass(bool complete);
 
   DataLoaderOptions options_;
   bool prepared_ = false;
@@ -467,10 +473,6 @@ class DataLoader : public DataLoaderBase {
   /// What the loader yields.
   using BatchType = decltype(CollateType::collate(std::declval<std::vector<ExampleType>>()));
 
- private:
-  struct Pass;
-
- public:
   class iterator;
 
   /// Loads from a copy of `dataset`.
@@ -494,9 +496,9 @@ class DataLoader : public DataLoaderBase {
   /// Number of samples in the data set.
   int64_t dataset_size() const override { return detail::dataset_length(*dataset_); }
 
-  /// A prepared copy for one process of `sharding.num_processes` (what
-  /// `Accelerator::prepare` returns): its own batches, on `sharding.device`, reporting to
-  /// `sharding.gradient_state`. Throws std::invalid_argument for a bad process index or a
+  /// A prepared copy for one process of `sharding.num_processes_` (what
+  /// `Accelerator::prepare` returns): its own batches, on `sharding.device_`, reporting to
+  /// `sharding.gradient_state_`. Throws std::invalid_argument for a bad process index or a
   /// batch size that split_batches cannot divide.
   std::shared_ptr<DataLoader> shard(const ShardingOptions& sharding) const {
     auto copy = std::make_shared<DataLoader>(*this);
@@ -512,15 +514,7 @@ class DataLoader : public DataLoaderBase {
   }
 
   /// Starts a pass. Throws what loading the first batch throws.
-  iterator begin() {
-    detach_pass();
-    auto plan = begin_pass();
-    auto pass = std::make_shared<Pass>(this, dataset_, std::move(plan));
-    attach_pass(pass);
-    iterator it(pass);
-    pass->start();
-    return it;
-  }
+  iterator begin() { return iterator(start_pass(batch_maker())); }
   /// The end of any pass.
   iterator end() { return iterator(); }
 
@@ -536,9 +530,9 @@ class DataLoader : public DataLoaderBase {
     /// The end iterator.
     iterator() = default;
     /// The current batch.
-    BatchType& operator*() const { return *pass_->current; }
+    BatchType& operator*() const { return *static_cast<BatchType*>(pass_->current()); }
     /// The current batch.
-    BatchType* operator->() const { return &*pass_->current; }
+    BatchType* operator->() const { return static_cast<BatchType*>(pass_->current()); }
     /// Moves to the next batch; throws what loading it throws (the pass then ends).
     iterator& operator++() {
       pass_->advance();
@@ -556,189 +550,57 @@ class DataLoader : public DataLoaderBase {
 
    private:
     friend class DataLoader;
-    explicit iterator(std::shared_ptr<Pass> pass) : pass_(std::move(pass)) {}
-    bool at_end() const { return !pass_ || pass_->done; }
-    std::shared_ptr<Pass> pass_;
+    explicit iterator(std::shared_ptr<detail::Pass> pass) : pass_(std::move(pass)) {}
+    bool at_end() const { return !pass_ || !pass_->current(); }
+    std::shared_ptr<detail::Pass> pass_;
   };
 
  private:
-  // One pass over the data: the batch lists, the current batch and the workers. Only the
-  // consumer thread touches `loader`, `current`, `cur` and `done`; the workers share
-  // `ready`, `next_claim`, `consumed` and `stop` under `mutex`.
-  struct Pass : detail::PassControl {
-    /// One batch made by a worker, or the error it threw.
-    struct Loaded {
-      std::optional<BatchType> batch;  ///< the batch, when it was made
-      std::exception_ptr error;        ///< what making it threw
+  // How this loader's batches are made, for the type-erased pass.
+  detail::BatchMaker batch_maker() const {
+    detail::BatchMaker maker;
+    maker.load = [dataset = dataset_](const std::vector<int64_t>& indices, bool pin) {
+      return std::static_pointer_cast<void>(
+          std::make_shared<BatchType>(load_batch(*dataset, indices, pin)));
     };
-
-    Pass(DataLoader* owner, std::shared_ptr<Dataset> data, PassPlan plan)
-        : loader(owner),
-          dataset(std::move(data)),
-          batches(std::move(plan.batches)),
-          first(plan.first),
-          pin(owner->options().pin_memory_ && detail::pinning_available()),
-          move(owner->prepared()),
-          device(owner->sharding().device) {}
-
-    ~Pass() override { detach(); }
-
-    void detach() override {
-      stop_workers();
-      if (loader && !done) loader->end_pass(false);
-      done = true;
-      current.reset();
-      loader = nullptr;
+    if constexpr (detail::HasToDevice<CollateType, BatchType>::value) {
+      maker.to_device = [](void* batch, c10::Device device, bool non_blocking) {
+        auto& b = *static_cast<BatchType*>(batch);
+        b = CollateType::to_device(std::move(b), device, non_blocking);
+      };
     }
+    return maker;
+  }
 
-    void start() {
-      if (batches.empty()) {
-        finish();
-        return;
-      }
-      int workers = static_cast<int>(
-          std::min<int64_t>(loader->options().num_workers_, static_cast<int64_t>(batches.size())));
-      window = 2 * static_cast<size_t>(std::max(workers, 1));
-      for (int w = 0; w < workers; ++w) threads.emplace_back([this] { work(); });
-      produce();
-    }
-
-    void advance() {
-      if (done) return;
-      if (++cur == batches.size()) {
-        finish();
-        return;
-      }
-      produce();
-    }
-
-    // Loads, collates and pins batch `i`; any thread.
-    BatchType load(size_t i) {
-      if constexpr (detail::HasGetItems<Dataset, BatchType>::value) {
-        std::optional<BatchType> batch;
-        try {
-          batch.emplace(dataset->get_items(batches[i]));
-        } catch (...) {
-          std::throw_with_nested(std::runtime_error(detail::get_items_failed_message(batches[i])));
-        }
-        if constexpr (detail::HasPinMemory<CollateType, BatchType>::value) {
-          if (pin) *batch = CollateType::pin_memory(std::move(*batch));
-        }
-        return std::move(*batch);
-      }
-      std::vector<ExampleType> examples;
-      examples.reserve(batches[i].size());
-      for (int64_t index : batches[i]) {
-        try {
-          examples.push_back(dataset->get(static_cast<size_t>(index)));
-        } catch (...) {
-          std::throw_with_nested(std::runtime_error(detail::get_failed_message(index)));
-        }
-      }
-      BatchType batch = CollateType::collate(std::move(examples));
-      if constexpr (detail::HasPinMemory<CollateType, BatchType>::value) {
-        if (pin) batch = CollateType::pin_memory(std::move(batch));
-      }
-      return batch;
-    }
-
-    void work() {
-      for (;;) {
-        size_t i;
-        {
-          std::unique_lock<std::mutex> lock(mutex);
-          space.wait(lock, [&] {
-            return stop || next_claim >= batches.size() || next_claim < consumed + window;
-          });
-          if (stop || next_claim >= batches.size()) return;
-          i = next_claim++;
-        }
-        Loaded loaded;
-        try {
-          loaded.batch.emplace(load(i));
-        } catch (...) {
-          loaded.error = std::current_exception();
-        }
-        {
-          std::lock_guard<std::mutex> lock(mutex);
-          if (stop) return;
-          ready.emplace(i, std::move(loaded));
-        }
-        filled.notify_all();
-      }
-    }
-
-    BatchType fetch(size_t i) {
-      if (threads.empty()) return load(i);
-      Loaded loaded;
-      {
-        std::unique_lock<std::mutex> lock(mutex);
-        filled.wait(lock, [&] { return ready.count(i) > 0; });
-        auto it = ready.find(i);
-        loaded = std::move(it->second);
-        ready.erase(it);
-        consumed = i + 1;
-      }
-      space.notify_all();
-      if (loaded.error) std::rethrow_exception(loaded.error);
-      return std::move(*loaded.batch);
-    }
-
-    // Makes batch `cur` the current one; on failure the pass ends and the error propagates.
-    void produce() {
+  // Loads, collates and pins the samples `indices`; any thread.
+  static BatchType load_batch(Dataset& dataset, const std::vector<int64_t>& indices, bool pin) {
+    if constexpr (detail::HasGetItems<Dataset, BatchType>::value) {
+      std::optional<BatchType> batch;
       try {
-        BatchType batch = fetch(cur);
-        if constexpr (detail::HasToDevice<CollateType, BatchType>::value) {
-          if (move) batch = CollateType::to_device(std::move(batch), device, pin);
-        }
-        current.emplace(std::move(batch));
-        loader->on_yield(first + static_cast<int64_t>(cur), cur + 1 == batches.size());
+        batch.emplace(dataset.get_items(indices));
       } catch (...) {
-        detach();
-        throw;
+        std::throw_with_nested(std::runtime_error(detail::get_items_failed_message(indices)));
+      }
+      if constexpr (detail::HasPinMemory<CollateType, BatchType>::value) {
+        if (pin) *batch = CollateType::pin_memory(std::move(*batch));
+      }
+      return std::move(*batch);
+    }
+    std::vector<ExampleType> examples;
+    examples.reserve(indices.size());
+    for (int64_t index : indices) {
+      try {
+        examples.push_back(dataset.get(static_cast<size_t>(index)));
+      } catch (...) {
+        std::throw_with_nested(std::runtime_error(detail::get_failed_message(index)));
       }
     }
-
-    void finish() {
-      stop_workers();
-      current.reset();
-      if (loader && !done) loader->end_pass(true);
-      done = true;
+    BatchType batch = CollateType::collate(std::move(examples));
+    if constexpr (detail::HasPinMemory<CollateType, BatchType>::value) {
+      if (pin) batch = CollateType::pin_memory(std::move(batch));
     }
-
-    void stop_workers() {
-      if (threads.empty()) return;
-      {
-        std::lock_guard<std::mutex> lock(mutex);
-        stop = true;
-      }
-      space.notify_all();
-      for (auto& t : threads) t.join();
-      threads.clear();
-      ready.clear();
-    }
-
-    DataLoader* loader;
-    std::shared_ptr<Dataset> dataset;
-    const std::vector<std::vector<int64_t>> batches;
-    const int64_t first;
-    const bool pin;
-    const bool move;
-    const c10::Device device;
-    size_t cur = 0;
-    bool done = false;
-    std::optional<BatchType> current;
-
-    std::mutex mutex;
-    std::condition_variable space;   // workers wait for room in the window
-    std::condition_variable filled;  // the consumer waits for its batch
-    std::map<size_t, Loaded> ready;
-    size_t next_claim = 0;
-    size_t consumed = 0;
-    size_t window = 2;
-    bool stop = false;
-    std::vector<std::thread> threads;
-  };
+    return batch;
+  }
 
   std::shared_ptr<Dataset> dataset_;
 };

@@ -1,0 +1,186 @@
+// The passes of a DataLoader: the batches of one epoch, loaded in order, ahead of the training
+// loop on worker threads when the loader has `num_workers`, moved to the device and reported
+// to the loader (position, gradient state). The typed half, how a data set makes a batch, is
+// `detail::BatchMaker` in data_loader.h; batches cross here as `std::shared_ptr<void>`.
+//
+// Why c10::ThreadPool and not torch::data's own machinery: `DataShuttle` hands results back in
+// the order they finish and needs an `OrderedSequencer` on top plus hand-written worker loops
+// and quit jobs to stop them; `c10::ThreadPool` already owns the threads, runs jobs in the
+// order they were queued, and on destruction drops the queued ones and joins the running
+// ones, which is exactly an abandoned pass. What is left here is the bounded, ordered window:
+// a job is queued only when the consumer is fewer than `window` batches behind it, and results
+// wait in a map until the consumer asks for them in order.
+#include <c10/core/thread_pool.h>
+
+#include <algorithm>
+#include <condition_variable>
+#include <exception>
+#include <map>
+#include <mutex>
+
+#include "accelerate/data_loader.h"
+#include "compat.h"
+
+namespace accelerate {
+
+namespace {
+
+// Runs `load(i)` for i = 0, 1, ..., count - 1 on `workers` threads, at most `window` batches
+// ahead of the consumer, and hands the results back in order.
+class Prefetcher {
+ public:
+  using Load = std::function<std::shared_ptr<void>(size_t)>;
+
+  Prefetcher(size_t count, int workers, size_t window, Load load)
+      : load_(std::move(load)),
+        count_(count),
+        window_(window),
+        pool_(std::make_unique<c10::ThreadPool>(workers)) {
+    for (size_t i = 0; i < std::min(count_, window_); ++i) queue(i);
+  }
+
+  // Joins the running jobs; queued ones are dropped.
+  ~Prefetcher() { pool_.reset(); }
+
+  // The result of job `i` (called for 0, 1, ... in order); rethrows what it threw.
+  std::shared_ptr<void> take(size_t i) {
+    Loaded loaded;
+    {
+      std::unique_lock<std::mutex> lock(mutex_);
+      filled_.wait(lock, [&] { return ready_.count(i) > 0; });
+      auto it = ready_.find(i);
+      loaded = std::move(it->second);
+      ready_.erase(it);
+    }
+    if (i + window_ < count_) queue(i + window_);  // the window moves on
+    if (loaded.error) std::rethrow_exception(loaded.error);
+    return std::move(loaded.batch);
+  }
+
+ private:
+  struct Loaded {
+    std::shared_ptr<void> batch;  // the batch, when it was made
+    std::exception_ptr error;     // what making it threw
+  };
+
+  void queue(size_t i) {
+    pool_->run([this, i] {
+      Loaded loaded;
+      try {
+        loaded.batch = load_(i);
+      } catch (...) {
+        loaded.error = std::current_exception();
+      }
+      {
+        std::lock_guard<std::mutex> lock(mutex_);
+        ready_.emplace(i, std::move(loaded));
+      }
+      filled_.notify_all();
+    });
+  }
+
+  const Load load_;
+  const size_t count_;
+  const size_t window_;
+  std::mutex mutex_;
+  std::condition_variable filled_;  // the consumer waits for its batch
+  std::map<size_t, Loaded> ready_;
+  std::unique_ptr<c10::ThreadPool> pool_;  // last: joined before the state its jobs use dies
+};
+
+}  // namespace
+
+// Only the consumer's thread touches this object; the workers see the Prefetcher and the
+// data set (through the BatchMaker), never the loader.
+class DataLoaderBase::ActivePass final : public detail::Pass {
+ public:
+  ActivePass(DataLoaderBase* owner, detail::BatchMaker maker, PassPlan plan)
+      : loader_(owner),
+        maker_(std::move(maker)),
+        batches_(std::move(plan.batches)),
+        first_(plan.first),
+        pin_(owner->options().pin_memory_ && compat::cuda_available()),
+        move_(owner->prepared() && maker_.to_device),
+        device_(owner->sharding().device_) {}
+
+  ~ActivePass() override { detach(); }
+
+  void* current() const override { return current_.get(); }
+
+  void detach() override {
+    prefetcher_.reset();
+    if (loader_ && !done_) loader_->end_pass(false);
+    done_ = true;
+    current_.reset();
+    loader_ = nullptr;
+  }
+
+  void advance() override {
+    if (done_) return;
+    if (++cur_ == batches_.size()) {
+      finish();
+      return;
+    }
+    produce();
+  }
+
+  void start() {
+    if (batches_.empty()) {
+      finish();
+      return;
+    }
+    const int workers = static_cast<int>(
+        std::min<int64_t>(loader_->options().num_workers_, static_cast<int64_t>(batches_.size())));
+    if (workers > 0) {
+      // The jobs read this pass, which joins them (prefetcher_.reset()) before it dies.
+      prefetcher_ =
+          std::make_unique<Prefetcher>(batches_.size(), workers, 2 * static_cast<size_t>(workers),
+                                       [this](size_t i) { return maker_.load(batches_[i], pin_); });
+    }
+    produce();
+  }
+
+ private:
+  // Makes batch `cur_` the current one; on failure the pass ends and the error propagates.
+  void produce() {
+    try {
+      std::shared_ptr<void> batch =
+          prefetcher_ ? prefetcher_->take(cur_) : maker_.load(batches_[cur_], pin_);
+      if (move_) maker_.to_device(batch.get(), device_, pin_);
+      current_ = std::move(batch);
+      loader_->on_yield(first_ + static_cast<int64_t>(cur_), cur_ + 1 == batches_.size());
+    } catch (...) {
+      detach();
+      throw;
+    }
+  }
+
+  void finish() {
+    prefetcher_.reset();
+    current_.reset();
+    if (loader_ && !done_) loader_->end_pass(true);
+    done_ = true;
+  }
+
+  DataLoaderBase* loader_;
+  const detail::BatchMaker maker_;
+  const std::vector<std::vector<int64_t>> batches_;
+  const int64_t first_;
+  const bool pin_;
+  const bool move_;
+  const c10::Device device_;
+  size_t cur_ = 0;
+  bool done_ = false;
+  std::shared_ptr<void> current_;
+  std::unique_ptr<Prefetcher> prefetcher_;  // null without workers
+};
+
+std::shared_ptr<detail::Pass> DataLoaderBase::start_pass(detail::BatchMaker maker) {
+  detach_pass();
+  auto pass = std::make_shared<ActivePass>(this, std::move(maker), begin_pass());
+  active_.pass = pass;
+  pass->start();
+  return pass;
+}
+
+}  // namespace accelerate
