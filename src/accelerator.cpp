@@ -23,6 +23,7 @@ StateOptions AcceleratorOptions::state_options() const {
   if (cpu_) options.cpu(*cpu_);
   if (mixed_precision_) options.mixed_precision(*mixed_precision_);
   if (environment_) options.environment(*environment_);
+  if (store_) options.store(store_);
   return options;
 }
 

@@ -6,6 +6,7 @@
 #include <sched.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
 #include <algorithm>
@@ -28,7 +29,8 @@ namespace accelerate {
 using detail::message_of;
 
 struct State::Comm {
-  c10::intrusive_ptr<c10d::Store> store;
+  c10::intrusive_ptr<c10d::Store> store;  // ours (TCPStore), or this job's part of a given one
+  bool given_store = false;               // StateOptions::store: it outlives us, no server
   c10::intrusive_ptr<c10d::ProcessGroup> group;
   std::unique_ptr<detail::CollectiveTrace> trace;  // stopped before the group and the store
 };
@@ -115,6 +117,30 @@ bool wait_for_listener(const std::string& host, int port, std::chrono::milliseco
     std::this_thread::sleep_for(std::chrono::milliseconds(2));
   }
   return false;
+}
+
+// Meets the other `world` processes in `store` (StateOptions::store) and returns the part of
+// it that belongs to this job: keys under "accelerate/N/", where N is the number of jobs that
+// met there before. Every process adds 1 to "accelerate/joined" on arrival; the last of a job
+// to arrive says so under the job's prefix, and every process waits for that (at most
+// `timeout`: a missing process is a clear error, whatever the store's own waiting does). So
+// no process gets past a job's meeting before every process of the job has arrived, and
+// arrival k (1-based) belongs to job (k - 1) / world.
+c10::intrusive_ptr<c10d::Store> join_given_store(const c10::intrusive_ptr<c10d::Store>& store,
+                                                 int world, std::chrono::milliseconds timeout) {
+  const std::string joined = "accelerate/joined";
+  const int64_t arrival = store->add(joined, 1);
+  const int64_t job = (arrival - 1) / world;
+  auto mine = c10::make_intrusive<c10d::PrefixStore>("accelerate/" + std::to_string(job), store);
+  if (arrival == (job + 1) * world) mine->set("all_joined", std::vector<uint8_t>{1});
+  try {
+    mine->wait({"all_joined"}, timeout);
+  } catch (const std::exception&) {
+    const int64_t here = store->add(joined, 0) - job * world;
+    throw std::runtime_error(std::to_string(here) + " of " + std::to_string(world) +
+                             " processes came to the store");
+  }
+  return mine;
 }
 
 }  // namespace
@@ -249,15 +275,20 @@ State::State(const StateOptions& options) {
   comm_ = std::make_unique<Comm>();
   const auto join_start = std::chrono::steady_clock::now();
   try {
-    if (info_.rank != 0 && !wait_for_listener(info_.master_addr, info_.master_port, timeout_))
-      throw std::runtime_error("nothing accepted connections there (is process 0 running?)");
-    c10d::TCPStoreOptions store_options;
-    store_options.port = static_cast<std::uint16_t>(info_.master_port);
-    store_options.isServer = info_.rank == 0;
-    store_options.numWorkers = static_cast<std::size_t>(info_.world_size);
-    store_options.waitWorkers = true;
-    store_options.timeout = timeout_;
-    comm_->store = c10::make_intrusive<c10d::TCPStore>(info_.master_addr, store_options);
+    if (options.store_) {
+      comm_->given_store = true;
+      comm_->store = join_given_store(options.store_, info_.world_size, timeout_);
+    } else {
+      if (info_.rank != 0 && !wait_for_listener(info_.master_addr, info_.master_port, timeout_))
+        throw std::runtime_error("nothing accepted connections there (is process 0 running?)");
+      c10d::TCPStoreOptions store_options;
+      store_options.port = static_cast<std::uint16_t>(info_.master_port);
+      store_options.isServer = info_.rank == 0;
+      store_options.numWorkers = static_cast<std::size_t>(info_.world_size);
+      store_options.waitWorkers = true;
+      store_options.timeout = timeout_;
+      comm_->store = c10::make_intrusive<c10d::TCPStore>(info_.master_addr, store_options);
+    }
     comm_->group = compat::make_process_group(comm_->store, info_.rank, info_.world_size, timeout_,
                                               cuda ? compat::Backend::NCCL : compat::Backend::GLOO);
     comm_->trace = std::make_unique<detail::CollectiveTrace>(
@@ -272,12 +303,15 @@ State::State(const StateOptions& options) {
     const std::string when = waited * 10 >= timeout_ * 9
                                  ? "within the timeout of " + seconds(timeout_) + " s"
                                  : "(it failed after " + seconds(waited) + " s)";
-    throw std::runtime_error(
-        "accelerate: " + describe() + " could not join the process group at " + info_.master_addr +
-        ":" + std::to_string(info_.master_port) + " " + when + " (launcher: " + info_.launcher +
-        "): " + message_of(e) +
-        ". Check that every process was started and that all use the same MASTER_ADDR and "
-        "MASTER_PORT.");
+    const std::string where =
+        options.store_ ? "through the given store"
+                       : "at " + info_.master_addr + ":" + std::to_string(info_.master_port);
+    throw std::runtime_error("accelerate: " + describe() + " could not join the process group " +
+                             where + " " + when + " (launcher: " + info_.launcher +
+                             "): " + message_of(e) +
+                             ". Check that every process was started and that all " +
+                             (options.store_ ? "were given the same store and WORLD_SIZE."
+                                             : "use the same MASTER_ADDR and MASTER_PORT."));
   }
 }
 
@@ -287,7 +321,8 @@ State::~State() {
   // resets the peer's connection, and destroying the store's server while a client still
   // talks to it aborts that client. So: meet at a barrier (unless an exception is unwinding:
   // then the peers are stopped by the launcher instead), drop the group, then count out
-  // through the store; the server on process 0 goes last.
+  // through the store; the server on process 0 goes last. (A store given in the options has
+  // no server of ours: it lives as long as its owner keeps it.)
   // The barrier is a signature exchange like every collective's, so that a process that ends
   // while the others wait in a collective is told so at once (and they are too) instead of
   // waiting out the timeout.
@@ -305,7 +340,7 @@ State::~State() {
   try {
     const std::string key = "accelerate/teardown";
     comm_->store->add(key, 1);
-    if (info_.rank == 0 && !unwinding) {
+    if (info_.rank == 0 && !unwinding && !comm_->given_store) {
       const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
       while (comm_->store->add(key, 0) < info_.world_size &&
              std::chrono::steady_clock::now() < deadline)

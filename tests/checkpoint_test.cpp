@@ -12,6 +12,7 @@
 #include <fstream>
 #include <iterator>
 
+#include "temp_dir.h"
 #include "test_util.h"
 
 namespace acc = accelerate;
@@ -37,19 +38,13 @@ struct Indexed : torch::data::datasets::Dataset<Indexed, at::Tensor> {
   c10::optional<size_t> size() const override { return 20; }
 };
 
-fs::path fresh_dir(const std::string& name) {
-  fs::path dir = fs::path(::testing::TempDir()) /
-                 ("accelerate_ckpt_" + name + "_" + std::to_string(::getpid()));
-  fs::remove_all(dir);
-  return dir;
-}
-
 }  // namespace
 
 // total_limit 2 with 11 saves: only checkpoint_9 and checkpoint_10 remain; load_state()
 // loads checkpoint_10.
 TEST(ProjectConfiguration, TotalLimitKeepsTheNewest) {
-  const fs::path project = fresh_dir("limit");
+  const acc::testing::TempDir temp;
+  const fs::path project = temp.path() / "limit";
   run_ranks(
       2,
       [&](acc::Accelerator& a) {
@@ -73,11 +68,11 @@ TEST(ProjectConfiguration, TotalLimitKeepsTheNewest) {
     left.push_back(e.path().filename().string());
   std::sort(left.begin(), left.end());
   EXPECT_EQ(left, (std::vector<std::string>{"checkpoint_10", "checkpoint_9"}));
-  fs::remove_all(project);
 }
 
 TEST(ProjectConfiguration, SavingIntoAnExistingCheckpointIsAnError) {
-  const fs::path project = fresh_dir("exists");
+  const acc::testing::TempDir temp;
+  const fs::path project = temp.path() / "exists";
   auto options = acc::AcceleratorOptions().environment({}).project_config(
       acc::ProjectConfiguration().project_dir(project.string()).automatic_checkpoint_naming(true));
   {
@@ -99,14 +94,14 @@ TEST(ProjectConfiguration, SavingIntoAnExistingCheckpointIsAnError) {
   EXPECT_TRUE(fs::exists(project / "checkpoints" / "checkpoint_1" / "accelerator_state.json"));
   EXPECT_THROW(acc::Accelerator(acc::AcceleratorOptions().environment({})).save_state(),
                std::invalid_argument);
-  fs::remove_all(project);
 }
 
 // Model, optimizer state, scheduler, loader position and registered objects come back (the
 // random states are checked with real processes in multiprocess/: rank threads share one
 // generator).
 TEST(SaveState, RoundTripRestoresEverything) {
-  const fs::path dir = fresh_dir("roundtrip");
+  const acc::testing::TempDir temp;
+  const fs::path dir = temp.path() / "roundtrip";
   std::vector<at::Tensor> saved_params;
   run_ranks(2, [&](acc::Accelerator& a) {
     auto model = std::make_shared<Net>();
@@ -155,11 +150,11 @@ TEST(SaveState, RoundTripRestoresEverything) {
         EXPECT_TRUE(torch::equal(params[i], saved_params[i])) << "parameter " << i;
     }
   });
-  fs::remove_all(dir);
 }
 
 TEST(SaveState, MismatchedObjectsAreAClearError) {
-  const fs::path dir = fresh_dir("mismatch");
+  const acc::testing::TempDir temp;
+  const fs::path dir = temp.path() / "mismatch";
   {
     acc::Accelerator a(acc::AcceleratorOptions().environment({}));
     a.register_for_checkpointing(std::make_shared<Counter>());
@@ -177,13 +172,13 @@ TEST(SaveState, MismatchedObjectsAreAClearError) {
         << e.what();
   }
   EXPECT_THROW(b.load_state((dir / "nowhere").string()), std::runtime_error);
-  fs::remove_all(dir);
 }
 
 // The checkpoint folder has one file per prepared or registered object, listed in order in
 // accelerator_state.json; loading into objects prepared in another order is a clear error.
 TEST(SaveState, OneFilePerObjectInPrepareOrder) {
-  const fs::path dir = fresh_dir("registry");
+  const acc::testing::TempDir temp;
+  const fs::path dir = temp.path() / "registry";
   acc::Accelerator a(acc::AcceleratorOptions().environment({}));
   auto model = std::make_shared<Net>();
   auto optimizer = std::make_shared<torch::optim::SGD>(model->parameters(), 0.1);
@@ -245,7 +240,8 @@ struct Wide : torch::nn::Module {
 // 80 KB, as a full disk would) is an exception naming the file, never an abort; the partial
 // folder is removed and the previous checkpoint still loads.
 TEST(SaveState, AWriteErrorIsAnExceptionAndThePreviousCheckpointSurvives) {
-  const fs::path dir = fresh_dir("full_disk");
+  const acc::testing::TempDir temp;
+  const fs::path dir = temp.path() / "full_disk";
   acc::Accelerator a(acc::AcceleratorOptions().cpu(true).environment({}));
   auto model = std::make_shared<Wide>();
   auto adam = std::make_shared<torch::optim::Adam>(model->parameters());
@@ -273,12 +269,12 @@ TEST(SaveState, AWriteErrorIsAnExceptionAndThePreviousCheckpointSurvives) {
   EXPECT_FALSE(fs::exists(dir / "ckpt.tmp"));
   a.load_state(ckpt.string());
   EXPECT_TRUE(m->fc->weight.equal(saved_weight));
-  fs::remove_all(dir);
 }
 
 // Damaged state files: the error names the file and the key.
 TEST(LoadState, DamagedStateFilesNameTheFileAndTheKey) {
-  const fs::path dir = fresh_dir("damaged");
+  const acc::testing::TempDir temp;
+  const fs::path dir = temp.path() / "damaged";
   acc::Accelerator a(acc::AcceleratorOptions().cpu(true).environment({}));
   auto model = a.prepare_model(std::make_shared<Wide>());
   a.save_state((dir / "ckpt").string());
@@ -309,14 +305,14 @@ TEST(LoadState, DamagedStateFilesNameTheFileAndTheKey) {
   m = message();
   EXPECT_NE(m.find(rng.string()), std::string::npos) << m;
   EXPECT_NE(m.find("random state"), std::string::npos) << m;
-  fs::remove_all(dir);
 }
 
 // Two ranks, one of which cannot write (rank 0's optimizer.bin exceeds the file-size limit;
 // rank 1 writes only its small random-state file, which fits): both throw the same error
 // naming rank 0 and the file, and nothing is left half-written.
 TEST(SaveState, AFailureOnOneRankIsAnErrorOnEveryRank) {
-  const fs::path dir = fresh_dir("one_rank_fails");
+  const acc::testing::TempDir temp;
+  const fs::path dir = temp.path() / "one_rank_fails";
   std::vector<std::string> messages(2);
   FileSizeLimit limit(60 * 1024);  // process-wide: the ranks are threads of this process
   run_ranks(2, [&](acc::Accelerator& a) {
@@ -337,5 +333,4 @@ TEST(SaveState, AFailureOnOneRankIsAnErrorOnEveryRank) {
   EXPECT_EQ(messages[0].find("rank 1: "), std::string::npos) << messages[0];
   EXPECT_FALSE(fs::exists(dir / "ckpt.tmp"));
   EXPECT_FALSE(fs::exists(dir / "ckpt"));
-  fs::remove_all(dir);
 }

@@ -18,6 +18,8 @@
 #include <vector>
 
 #include "../examples/fashion_mnist/fashion_mnist.h"
+#include "subprocess.h"
+#include "temp_dir.h"
 
 namespace acc = accelerate;
 
@@ -85,13 +87,6 @@ std::vector<int64_t> flatten(const Batches& batches) {
   std::vector<int64_t> out;
   for (const auto& b : batches) out.insert(out.end(), b.begin(), b.end());
   return out;
-}
-
-// A fresh temporary folder.
-std::string temp_folder() {
-  char name[] = "/tmp/accelerate_data_loader_XXXXXX";
-  if (!::mkdtemp(name)) throw std::runtime_error("mkdtemp failed");
-  return name;
 }
 
 bool have_fashion_mnist() {
@@ -767,14 +762,15 @@ TEST(DataLoader, HeaderExample) {
 
 TEST(DataLoader, LibTorchMnist) {
   if (!have_fashion_mnist()) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
-  std::string folder = temp_folder();
+  const acc::testing::TempDir folder;  // LibTorch's reader wants the files uncompressed
   for (std::string name : {"t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"}) {
-    std::string command = "gzip -dc " + std::string(fashion_mnist::kDefaultFolder) + "/" + name +
-                          ".gz > " + folder + "/" + name;
-    ASSERT_EQ(std::system(command.c_str()), 0) << command;
+    const auto gunzip = acc::testing::run_command(acc::testing::Command(
+        {"gzip", "-dc", std::string(fashion_mnist::kDefaultFolder) + "/" + name + ".gz"}));
+    ASSERT_EQ(gunzip.code(), 0) << gunzip.err;
+    std::ofstream(folder.path(name), std::ios::binary) << gunzip.out;
   }
   using torch::data::datasets::MNIST;
-  acc::DataLoader<MNIST> loader(MNIST(folder, MNIST::Mode::kTest),
+  acc::DataLoader<MNIST> loader(MNIST(folder.str(), MNIST::Mode::kTest),
                                 acc::DataLoaderOptions().batch_size(1000).num_workers(2));
   EXPECT_EQ(loader.size(), 10);
   fashion_mnist::FashionMnist ours(fashion_mnist::Split::kTest);
@@ -790,9 +786,6 @@ TEST(DataLoader, LibTorchMnist) {
     offset += 2000;
   }
   EXPECT_EQ(offset, 10000);
-  for (std::string name : {"t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"})
-    std::remove((folder + "/" + name).c_str());
-  ::rmdir(folder.c_str());
 }
 
 // ---- The Fashion-MNIST example data set ---------------------------------------------------
@@ -824,7 +817,8 @@ TEST(FashionMnist, SizesAndExamples) {
 }
 
 TEST(FashionMnist, BadFilesNameTheFile) {
-  std::string folder = temp_folder();
+  const acc::testing::TempDir temp;
+  const std::string folder = temp.str();
   auto expect_error = [&](const std::string& file, const std::string& words) {
     try {
       fashion_mnist::FashionMnist data(folder, fashion_mnist::Split::kTest);
@@ -873,7 +867,4 @@ TEST(FashionMnist, BadFilesNameTheFile) {
     write("t10k-images-idx3-ubyte.gz", gz);
     expect_error("t10k-images-idx3-ubyte.gz", "truncated");
   }
-  for (std::string f : {"t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"})
-    std::remove((folder + "/" + f).c_str());
-  ::rmdir(folder.c_str());
 }

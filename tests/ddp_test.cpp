@@ -184,13 +184,11 @@ TEST(Ddp, LossReachingOneOfTwoModels) {
 }
 
 TEST(Ddp, ModelsThatDifferAreRefused) {
-  const int port = acc::testing::free_port();
+  const auto store = acc::testing::make_store();
   std::vector<std::string> errors(2);
   acc::testing::spawn_threads(2, [&](int rank) {
-    acc::Accelerator a(acc::AcceleratorOptions()
-                           .cpu(true)
-                           .timeout(std::chrono::seconds(30))
-                           .environment(acc::testing::rank_environment(rank, 2, port)));
+    acc::Accelerator a(acc::testing::rank_options(
+        rank, 2, store, acc::AcceleratorOptions().timeout(std::chrono::seconds(30))));
     auto net = std::make_shared<torch::nn::Module>();
     net->register_module("fc", torch::nn::Linear(4, rank == 0 ? 2 : 3));
     try {

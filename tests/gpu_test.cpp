@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "compat.h"
-#include "temp_dir_test.h"
+#include "temp_dir.h"
 
 #include <torch/csrc/distributed/c10d/HashStore.hpp>
 

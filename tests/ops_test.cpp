@@ -3,13 +3,14 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
-#include <filesystem>
 #include <fstream>
+#include <future>
 #include <map>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "temp_dir.h"
 #include "test_util.h"
 
 namespace acc = accelerate;
@@ -329,13 +330,16 @@ TEST(CollectiveChecks, WaitForEveryoneAgainstAGather) {
 
 TEST(CollectiveChecks, TimeoutSaysWhereEveryRankIs) {
   std::vector<std::string> messages(2);
+  std::promise<void> gave_up;
+  std::future<void> rank0_gave_up = gave_up.get_future();
   run_ranks(
       2,
       [&](acc::Accelerator& a) {
         a.gather(at::ones({1}));  // both: gather #1
         if (a.process_index() == 1) {
-          // Rank 1 never comes to the reduce; it waits until rank 0 gave up.
-          std::this_thread::sleep_for(std::chrono::milliseconds(3500));
+          // Rank 1 never comes to the reduce; it waits until rank 0 gave up (the bound only
+          // keeps a broken timeout from hanging the test).
+          rank0_gave_up.wait_for(std::chrono::minutes(2));
           return;
         }
         try {
@@ -343,6 +347,7 @@ TEST(CollectiveChecks, TimeoutSaysWhereEveryRankIs) {
         } catch (const std::runtime_error& e) {
           messages[0] = e.what();
         }
+        gave_up.set_value();
       },
       acc::AcceleratorOptions().timeout(std::chrono::milliseconds(1500)));
   EXPECT_NE(messages[0].find("rank 0 waits in reduce #2"), std::string::npos) << messages[0];
@@ -374,22 +379,29 @@ TEST(ObjectCodec, UserTypesAndWrongTypes) {
 // With ACCELERATE_STATUS_DIR (set by the launcher), each process keeps a one-line file of the
 // collective it last entered, which the launcher reads when it stops a stuck job.
 TEST(CollectiveTrace, StatusFilesForTheLauncher) {
-  const std::string dir = ::testing::TempDir() + "/status_" + std::to_string(::getpid());
-  std::filesystem::create_directories(dir);
-  const int port = acc::testing::free_port();
+  const acc::testing::TempDir dir;
+  const auto store = acc::testing::make_store();
   acc::testing::spawn_threads(2, [&](int rank) {
-    auto env = acc::testing::rank_environment(rank, 2, port);
-    env["ACCELERATE_STATUS_DIR"] = dir;
-    acc::Accelerator a(acc::AcceleratorOptions().cpu(true).environment(env));
+    auto options = acc::testing::rank_options(rank, 2, store);
+    options.environment_->emplace("ACCELERATE_STATUS_DIR", dir.str());
+    acc::Accelerator a(options);
     a.gather(at::ones({1}));
     a.reduce(at::ones({1}));
-    std::this_thread::sleep_for(std::chrono::milliseconds(600));  // > the publishing period
-    std::ifstream in(dir + "/rank_" + std::to_string(rank));
+    // The file is written by a publishing thread, at most every publishing period: wait until
+    // it shows the reduce (the bound only keeps a broken publisher from hanging the test).
+    const std::string file = dir.path("rank_" + std::to_string(rank));
+    const auto give_up = std::chrono::steady_clock::now() + std::chrono::minutes(1);
     std::string name;
     int number = 0;
-    in >> name >> number;
+    while (std::chrono::steady_clock::now() < give_up) {
+      std::ifstream in(file);
+      name.clear();
+      number = 0;
+      in >> name >> number;
+      if (name == "reduce" && number == 2) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
     EXPECT_EQ(name, "reduce") << "rank " << rank;
     EXPECT_EQ(number, 2) << "rank " << rank;
   });
-  std::filesystem::remove_all(dir);
 }

@@ -4,10 +4,8 @@
 #include <accelerate/checkpoint.h>
 #include <accelerate/safetensors.h>
 #include <gtest/gtest.h>
-#include <stdlib.h>
 #include <torch/torch.h>
 
-#include <array>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -15,12 +13,17 @@
 
 #include <numeric>
 #include <random>
-#include "temp_dir_test.h"
+#include "subprocess.h"
+#include "temp_dir.h"
 
 namespace fs = std::filesystem;
 namespace acc = accelerate;
 
 namespace {
+
+using accelerate::testing::Command;
+using accelerate::testing::Outcome;
+using accelerate::testing::run_command;
 
 #ifndef ACCELERATE_TEST_PYTHON_DIR
 #error "ACCELERATE_TEST_PYTHON_DIR must name tests/python"
@@ -84,26 +87,16 @@ std::vector<uint8_t> raw_file(const std::string& header, size_t data) {
   return raw_file(header.size(), header, data);
 }
 
-// Runs a tests/python script with Debian's python3; "" when Python with torch is missing.
-struct PythonResult {
-  int status = -1;
-  std::string output;
-};
+// Runs tests/python/interop.py ARGS with ACCELERATE_TEST_PYTHON; Outcome::out holds stdout
+// and stderr.
 bool python_available() {
   static const bool available =
-      std::system(ACCELERATE_TEST_PYTHON " -c 'import torch' > /dev/null 2>&1") == 0;
+      run_command(Command({ACCELERATE_TEST_PYTHON, "-c", "import torch"})).code() == 0;
   return available;
 }
-PythonResult run_python(const std::string& args) {
-  const std::string command =
-      ACCELERATE_TEST_PYTHON " " ACCELERATE_TEST_PYTHON_DIR "/interop.py " + args + " 2>&1";
-  PythonResult result;
-  std::FILE* pipe = ::popen(command.c_str(), "r");
-  if (pipe == nullptr) return result;
-  std::array<char, 512> buffer;
-  while (std::fgets(buffer.data(), buffer.size(), pipe) != nullptr) result.output += buffer.data();
-  result.status = ::pclose(pipe);
-  return result;
+Outcome run_python(std::vector<std::string> args) {
+  args.insert(args.begin(), {ACCELERATE_TEST_PYTHON, ACCELERATE_TEST_PYTHON_DIR "/interop.py"});
+  return run_command(Command(args).merge_stderr(true));
 }
 
 class TempDirTest : public accelerate::testing::TempDirTest {
@@ -795,8 +788,8 @@ TEST_F(PythonInteropTest, PythonReadsCppSafetensors) {
   }
   acc::save_safetensors(tensors, path("cpp.safetensors"),
                         {{"source", "c++"}, {"\u00fcn\u00efcode", "\u2713"}});
-  const auto result = run_python("check-formula " + path("cpp.safetensors"));
-  EXPECT_EQ(result.status, 0) << result.output;
+  const auto result = run_python({"check-formula", path("cpp.safetensors")});
+  EXPECT_EQ(result.code(), 0) << result.out;
 }
 
 TEST_F(PythonInteropTest, PythonReadsCppShardedCheckpoint) {
@@ -806,11 +799,11 @@ TEST_F(PythonInteropTest, PythonReadsCppShardedCheckpoint) {
   const auto state_dict = acc::model_state_dict(*net);
   acc::save_safetensors(std::map<std::string, at::Tensor>(state_dict.begin(), state_dict.end()),
                         path("expected.safetensors"));
-  auto result = run_python("check-index " + path("sharded") + " " + path("expected.safetensors"));
-  EXPECT_EQ(result.status, 0) << result.output;
+  auto result = run_python({"check-index", path("sharded"), path("expected.safetensors")});
+  EXPECT_EQ(result.code(), 0) << result.out;
   acc::save_model_files(*net, path("single"));
-  result = run_python("check-index " + path("single") + " " + path("expected.safetensors"));
-  EXPECT_EQ(result.status, 0) << result.output;
+  result = run_python({"check-index", path("single"), path("expected.safetensors")});
+  EXPECT_EQ(result.code(), 0) << result.out;
 }
 
 TEST_F(PythonInteropTest, PythonTorchLoadReadsCppBin) {
@@ -823,8 +816,8 @@ TEST_F(PythonInteropTest, PythonTorchLoadReadsCppBin) {
     const std::string out = path("bin" + std::to_string(limit));
     acc::save_model_files(*net, out,
                           acc::SaveModelOptions().max_shard_size(limit).safe_serialization(false));
-    const auto result = run_python("check-bin " + out + " " + path("expected.safetensors"));
-    EXPECT_EQ(result.status, 0) << result.output;
+    const auto result = run_python({"check-bin", out, path("expected.safetensors")});
+    EXPECT_EQ(result.code(), 0) << result.out;
   }
   // Every dtype, and a view sharing its base's storage.
   acc::StateDict tensors;
@@ -840,15 +833,15 @@ TEST_F(PythonInteropTest, PythonTorchLoadReadsCppBin) {
   expected["view"] = base.slice(1, 1, 4);
   acc::save_pytorch_bin(tensors, path("all.bin"));
   acc::save_safetensors(expected, path("all.safetensors"));
-  const auto result = run_python("check-bin " + path("all.bin") + " " + path("all.safetensors") +
-                                 " --shared base view");
-  EXPECT_EQ(result.status, 0) << result.output;
+  const auto result = run_python(
+      {"check-bin", path("all.bin"), path("all.safetensors"), "--shared", "base", "view"});
+  EXPECT_EQ(result.code(), 0) << result.out;
 }
 
 TEST_F(PythonInteropTest, CppReadsPythonFiles) {
   REQUIRE_PYTHON();
-  const auto result = run_python("write " + dir_.string());
-  ASSERT_EQ(result.status, 0) << result.output;
+  const auto result = run_python({"write", dir_.string()});
+  ASSERT_EQ(result.code(), 0) << result.out;
 
   acc::SafetensorsFile formula_file(path("py_formula.safetensors"));
   EXPECT_EQ(formula_file.metadata().at("source"), "python");

@@ -1,49 +1,48 @@
-// Test helpers: run N ranks as threads of this process, each with its own Accelerator over a
-// real TCPStore + ProcessGroupGloo on 127.0.0.1 (the environment is passed explicitly, so no
+// Test helpers: run N ranks as threads of this process, each with its own Accelerator and
+// ProcessGroupGloo, meeting through one in-memory c10d::HashStore (no TCP port to find, so
+// tests running at the same time cannot collide; the environment is passed explicitly, so no
 // process-global state is shared). The first exception of any rank is rethrown.
+//
+// Example:
+//   accelerate::testing::run_ranks(2, [](accelerate::Accelerator& a) {
+//     EXPECT_EQ(a.reduce(at::ones({1}), "sum").item<double>(), 2.0);
+//   });
 #pragma once
 
 #include <accelerate/accelerate.h>
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
+#include <torch/csrc/distributed/c10d/HashStore.hpp>
 
 #include <chrono>
 #include <exception>
-#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
 
 namespace accelerate::testing {
 
-/// A TCP port that was free a moment ago.
-inline int free_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    ::close(fd);
-    throw std::runtime_error("free_port: bind failed");
-  }
-  socklen_t len = sizeof(addr);
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  ::close(fd);
-  return ntohs(addr.sin_port);
-}
-
-/// The torchrun environment of rank `rank` of `n` on one machine.
-inline Environment rank_environment(int rank, int n, int port) {
+/// The torchrun environment of rank `rank` of `n` on one machine (no MASTER_ADDR/PORT: the
+/// ranks meet through a store, see rank_options).
+inline Environment rank_environment(int rank, int n) {
   return {{"RANK", std::to_string(rank)},
           {"WORLD_SIZE", std::to_string(n)},
           {"LOCAL_RANK", std::to_string(rank)},
           {"LOCAL_WORLD_SIZE", std::to_string(n)},
-          {"MASTER_ADDR", "127.0.0.1"},
-          {"MASTER_PORT", std::to_string(port)},
           {"OMP_NUM_THREADS", "1"}};
+}
+
+/// A fresh in-memory store for the ranks of one job.
+inline c10::intrusive_ptr<c10d::Store> make_store() {
+  return c10::make_intrusive<c10d::HashStore>();
+}
+
+/// `options` for rank `rank` of `n` meeting through `store`: on the CPU, with that rank's
+/// environment, and a 60 s timeout unless `options` has one.
+inline AcceleratorOptions rank_options(int rank, int n,
+                                       const c10::intrusive_ptr<c10d::Store>& store,
+                                       AcceleratorOptions options = AcceleratorOptions()) {
+  options.cpu(true).environment(rank_environment(rank, n)).store(store);
+  if (!options.timeout_) options.timeout(std::chrono::seconds(60));
+  return options;
 }
 
 /// Runs fn(rank) on n threads; rethrows the first exception.
@@ -64,15 +63,13 @@ void spawn_threads(int n, F fn) {
     if (e) std::rethrow_exception(e);
 }
 
-/// Runs fn(accelerator) on n ranks as threads, each with its own Accelerator.
+/// Runs fn(accelerator) on n ranks as threads, each with its own Accelerator made from
+/// rank_options(rank, n, store, options) over one fresh store.
 template <typename F>
 void run_ranks(int n, F fn, AcceleratorOptions options = AcceleratorOptions()) {
-  const int port = free_port();
+  const auto store = make_store();
   spawn_threads(n, [&](int rank) {
-    AcceleratorOptions mine = options;
-    mine.cpu(true).environment(rank_environment(rank, n, port));
-    if (!mine.timeout_) mine.timeout(std::chrono::seconds(60));
-    Accelerator accelerator(mine);
+    Accelerator accelerator(rank_options(rank, n, store, options));
     fn(accelerator);
   });
 }

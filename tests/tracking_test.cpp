@@ -4,13 +4,12 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
-#include <array>
-#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 
-#include "temp_dir_test.h"
+#include "subprocess.h"
+#include "temp_dir.h"
 #include "test_util.h"
 
 namespace fs = std::filesystem;
@@ -33,16 +32,11 @@ std::string read_all(const fs::path& path) {
 
 // Runs the independent reader; fails the test when it rejects the file.
 nlohmann::json read_events(const std::string& file) {
-  const std::string command =
-      "/usr/bin/python3 " ACCELERATE_TEST_PYTHON_DIR "/read_tfevents.py '" + file + "' 2>&1";
-  std::string out;
-  std::FILE* pipe = ::popen(command.c_str(), "r");
-  std::array<char, 4096> buffer;
-  while (std::fgets(buffer.data(), buffer.size(), pipe) != nullptr) out += buffer.data();
-  const int status = ::pclose(pipe);
-  EXPECT_EQ(status, 0) << out;
-  if (status != 0) return nlohmann::json::array();
-  return nlohmann::json::parse(out);
+  const acc::testing::Outcome r = acc::testing::run_command(acc::testing::Command(
+      {"/usr/bin/python3", ACCELERATE_TEST_PYTHON_DIR "/read_tfevents.py", file}));
+  EXPECT_EQ(r.code(), 0) << r.output();
+  if (r.code() != 0) return nlohmann::json::array();
+  return nlohmann::json::parse(r.out);
 }
 
 struct Recorder : acc::GeneralTracker {
@@ -105,9 +99,10 @@ TEST_F(TrackingTest, CorruptedEventFileIsRejectedByTheReader) {
   f.seekp(-6, std::ios::end);
   f.put('\x7f');
   f.close();
-  const std::string command = "/usr/bin/python3 " ACCELERATE_TEST_PYTHON_DIR "/read_tfevents.py '" +
-                              tb.event_file() + "' > /dev/null 2>&1";
-  EXPECT_NE(std::system(command.c_str()), 0);
+  const acc::testing::Outcome r = acc::testing::run_command(acc::testing::Command(
+      {"/usr/bin/python3", ACCELERATE_TEST_PYTHON_DIR "/read_tfevents.py", tb.event_file()}));
+  EXPECT_NE(r.code(), 0) << r.output();
+  EXPECT_FALSE(r.timed_out);
 }
 
 TEST_F(TrackingTest, CsvRowsAndConfig) {
@@ -135,17 +130,16 @@ TEST_F(TrackingTest, CsvRowsAndConfig) {
 TEST_F(TrackingTest, AcceleratorRunsTrackersOnTheMainProcessOnly) {
   const std::string logging = dir_.string();
   auto recorders = std::make_shared<std::vector<std::shared_ptr<Recorder>>>(2);
-  const int port = acc::testing::free_port();
+  const auto store = acc::testing::make_store();
   acc::testing::spawn_threads(2, [&](int rank) {
     auto rec = std::make_shared<Recorder>();
     (*recorders)[rank] = rec;
-    acc::Accelerator accelerator(
+    acc::Accelerator accelerator(acc::testing::rank_options(
+        rank, 2, store,
         acc::AcceleratorOptions()
-            .cpu(true)
-            .environment(acc::testing::rank_environment(rank, 2, port))
             .project_config(acc::ProjectConfiguration().logging_dir(logging))
             .log_with("all")
-            .log_with(rec));
+            .log_with(rec)));
     accelerator.init_trackers("exp", {{"lr", 0.1}});
     for (int step = 0; step < 3; ++step) accelerator.log({{"loss", 1.0 / (step + 1)}}, step);
     if (rank == 0) {

@@ -117,6 +117,18 @@ struct AcceleratorOptions {
     environment_ = std::move(value);
     return *this;
   }
+  /// Meet the other processes through this c10d store instead of a TCPStore at
+  /// MASTER_ADDR:MASTER_PORT (`torch.distributed.init_process_group(store=...)`); the rank
+  /// and the number of processes still come from the environment. See StateOptions::store.
+  ///
+  /// Example (ranks as threads of one process):
+  ///   auto store = c10::make_intrusive<c10d::HashStore>();  // one for all the ranks
+  ///   acc::Accelerator accelerator(acc::AcceleratorOptions().store(store).environment(
+  ///       {{"RANK", std::to_string(rank)}, {"WORLD_SIZE", "2"}}));
+  AcceleratorOptions& store(c10::intrusive_ptr<c10d::Store> value) {
+    store_ = std::move(value);
+    return *this;
+  }
 
   /// Accumulate gradients over `n` micro-steps (≥ 1). Giving this and
   /// `gradient_accumulation_plugin` both makes the Accelerator throw std::invalid_argument.
@@ -188,6 +200,7 @@ struct AcceleratorOptions {
   ProjectConfiguration project_config_;               ///< see project_config()
   std::optional<std::chrono::milliseconds> timeout_;  ///< see timeout()
   std::optional<Environment> environment_;            ///< see environment()
+  c10::intrusive_ptr<c10d::Store> store_;             ///< see store()
   std::optional<int> gradient_accumulation_steps_;    ///< see gradient_accumulation_steps()
   std::optional<GradientAccumulationPlugin>
       gradient_accumulation_plugin_;            ///< see gradient_accumulation_plugin()

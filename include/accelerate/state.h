@@ -2,10 +2,11 @@
 //
 // A `State` reads the launcher's environment (torchrun, Open MPI, Slurm, or the
 // `accelerate-cpp launch` variables) exactly once, when it is constructed, picks the device,
-// sets the number of CPU threads, and, with more than one process, owns the c10d store and
-// process group that every collective uses. Nothing reads the environment after that. It is
-// not a singleton: each `Accelerator` owns one, which is also what lets tests run several
-// ranks as threads of one process.
+// sets the number of CPU threads, and, with more than one process, owns the process group that
+// every collective uses and the c10d store it meets through (a TCPStore, unless
+// StateOptions::store gives one). Nothing reads the environment after that. It is not a
+// singleton: each `Accelerator` owns one, which is also what lets tests run several ranks as
+// threads of one process.
 //
 // Example:
 //   accelerate::State state(accelerate::StateOptions().cpu(true));
@@ -13,6 +14,8 @@
 #pragma once
 
 #include <c10/core/Device.h>
+#include <c10/util/intrusive_ptr.h>
+#include <torch/csrc/distributed/c10d/Store.hpp>
 
 #include <chrono>
 #include <map>
@@ -22,7 +25,6 @@
 
 namespace c10d {
 class ProcessGroup;
-class Store;
 }  // namespace c10d
 
 namespace accelerate {
@@ -110,12 +112,30 @@ struct StateOptions {
     set_num_threads_ = value;
     return *this;
   }
+  /// Meet the other processes through this c10d store instead of a TCPStore at
+  /// MASTER_ADDR:MASTER_PORT, as `torch.distributed.init_process_group(store=...)`: e.g. one
+  /// `c10d::HashStore` shared by ranks that are threads of one process, or a `c10d::FileStore`
+  /// on a file system every process sees. The rank and the number of processes still come
+  /// from the environment (RANK and WORLD_SIZE, or another launcher's variables). The keys of
+  /// a job live under "accelerate/N/", N counting the jobs that met through the store, so one
+  /// store serves one job after another (after a job whose processes did not all come, use a
+  /// new store). Unused with one process.
+  ///
+  /// Example:
+  ///   auto store = c10::make_intrusive<c10d::HashStore>();  // shared by both threads
+  ///   accelerate::State state(accelerate::StateOptions().store(store).environment(
+  ///       {{"RANK", "0"}, {"WORLD_SIZE", "2"}}));
+  StateOptions& store(c10::intrusive_ptr<c10d::Store> value) {
+    store_ = std::move(value);
+    return *this;
+  }
 
   std::optional<bool> cpu_;                           ///< see cpu()
   std::optional<MixedPrecision> mixed_precision_;     ///< see mixed_precision()
   std::optional<std::chrono::milliseconds> timeout_;  ///< see timeout()
   std::optional<Environment> environment_;            ///< see environment()
   bool set_num_threads_ = true;                       ///< see set_num_threads()
+  c10::intrusive_ptr<c10d::Store> store_;             ///< see store()
 };
 
 namespace detail {
@@ -133,7 +153,8 @@ class State {
   explicit State(const StateOptions& options = StateOptions());
   /// Tears the process group down in an order that neither hangs nor aborts: a barrier
   /// (skipped while an exception unwinds), the group, then the store, whose server on
-  /// process 0 waits until every process has let go of it.
+  /// process 0 waits until every process has let go of it (a store given in the options
+  /// outlives the State, so there is no server to wait for).
   ~State();
   State(const State&) = delete;
   State& operator=(const State&) = delete;
@@ -165,7 +186,8 @@ class State {
   const LaunchInfo& launch_info() const { return info_; }
   /// The c10d process group, or nullptr with one process.
   c10d::ProcessGroup* process_group() const;
-  /// The c10d store shared by all processes, or nullptr with one process.
+  /// The c10d store shared by all processes (for a store given in the options: its part that
+  /// belongs to this job), or nullptr with one process.
   c10d::Store* store() const;
   /// Blocks until every process reaches this call. No-op with one process.
   void wait_for_everyone() const;

