@@ -1,4 +1,5 @@
 #include "accelerate/accelerator.h"
+#include "accelerate/errors.h"
 #include "collective_trace.h"
 
 #include "accelerate/utils.h"
@@ -31,7 +32,7 @@ namespace {
 
 GradientAccumulationPlugin resolve_plugin(const AcceleratorOptions& options) {
   if (options.gradient_accumulation_plugin_ && options.gradient_accumulation_steps_)
-    throw std::invalid_argument(
+    throw InvalidArgument(
         "accelerate: pass either gradient_accumulation_steps or gradient_accumulation_plugin, "
         "not both");
   if (options.gradient_accumulation_plugin_) return *options.gradient_accumulation_plugin_;
@@ -47,18 +48,18 @@ Accelerator::Accelerator(const AcceleratorOptions& options)
   if (state_.mixed_precision() == MixedPrecision::FP16) {
     // As Accelerate: fp16 needs a GPU (CPU autocast of LibTorch 1.13 has no float16).
     if (!device().is_cuda())
-      throw std::invalid_argument("accelerate: mixed_precision 'fp16' needs a CUDA device, and " +
-                                  state_.describe() + " runs on " + device().str() +
-                                  "; use 'bf16' on the CPU");
+      throw InvalidArgument("accelerate: mixed_precision 'fp16' needs a CUDA device, and " +
+                            state_.describe() + " runs on " + device().str() +
+                            "; use 'bf16' on the CPU");
     scaler_ = std::make_shared<GradScaler>(options.grad_scaler_);
     checkpoint_scaler();
   }
   if (!options.log_with_.empty() && logging_dir().empty())
-    throw std::invalid_argument("accelerate: logging with " + options.log_with_.front() +
-                                " needs a folder: set project_dir or logging_dir in "
-                                "ProjectConfiguration");
+    throw InvalidArgument("accelerate: logging with " + options.log_with_.front() +
+                          " needs a folder: set project_dir or logging_dir in "
+                          "ProjectConfiguration");
   for (const auto& tracker : options.custom_trackers_)
-    if (!tracker) throw std::invalid_argument("accelerate: log_with: null tracker");
+    if (!tracker) throw InvalidArgument("accelerate: log_with: null tracker");
 }
 
 AcceleratorOptions& AcceleratorOptions::log_with(const std::string& names) {
@@ -142,7 +143,7 @@ bool Accelerator::check_trigger() {
 }
 
 void Accelerator::register_model(const std::shared_ptr<torch::nn::Module>& model) {
-  if (!model) throw std::invalid_argument("accelerate: prepare: the model is a null pointer");
+  if (!model) throw InvalidArgument("accelerate: prepare: the model is a null pointer");
   if (models_.count(model.get())) return;
   model->to(device());
   checkpoint_module("models", "model", model);
@@ -152,8 +153,7 @@ void Accelerator::register_model(const std::shared_ptr<torch::nn::Module>& model
 
 std::shared_ptr<AcceleratedOptimizer> Accelerator::prepare_optimizer(
     std::shared_ptr<torch::optim::Optimizer> optimizer) {
-  if (!optimizer)
-    throw std::invalid_argument("accelerate: prepare: the optimizer is a null pointer");
+  if (!optimizer) throw InvalidArgument("accelerate: prepare: the optimizer is a null pointer");
   auto it = optimizers_.find(optimizer.get());
   if (it != optimizers_.end()) return it->second;
   auto prepared = std::make_shared<AcceleratedOptimizer>(optimizer, gradient_state_, device());
@@ -173,8 +173,7 @@ std::shared_ptr<AcceleratedOptimizer> Accelerator::prepare_optimizer(
 
 std::shared_ptr<AcceleratedScheduler> Accelerator::prepare_scheduler(
     std::shared_ptr<torch::optim::LRScheduler> scheduler) {
-  if (!scheduler)
-    throw std::invalid_argument("accelerate: prepare: the scheduler is a null pointer");
+  if (!scheduler) throw InvalidArgument("accelerate: prepare: the scheduler is a null pointer");
   for (const auto& s : schedulers_)
     if (s->scheduler() == scheduler) return s;
   // Attach to the prepared optimizer the scheduler drives when that is known (LambdaLR),
@@ -186,7 +185,7 @@ std::shared_ptr<AcceleratedScheduler> Accelerator::prepare_scheduler(
     optimizers = optimizer_order_;
   }
   if (optimizers.empty())
-    throw std::invalid_argument(
+    throw InvalidArgument(
         "accelerate: prepare: prepare the scheduler's optimizer too (in the same call or before)");
   auto prepared = std::make_shared<AcceleratedScheduler>(
       std::move(scheduler), std::move(optimizers), gradient_state_,

@@ -117,9 +117,9 @@ void Accelerator::save(const std::map<std::string, at::Tensor>& tensors,
 // The folder of automatic checkpoints, or an error naming `what` when there is none.
 static fs::path automatic_checkpoints(const ProjectConfiguration& project, const char* what) {
   if (!project.automatic_checkpoint_naming_)
-    throw std::invalid_argument(std::string("accelerate: ") + what +
-                                " needs a folder, or ProjectConfiguration with "
-                                "automatic_checkpoint_naming(true)");
+    throw InvalidArgument(std::string("accelerate: ") + what +
+                          " needs a folder, or ProjectConfiguration with "
+                          "automatic_checkpoint_naming(true)");
   return fs::path(project.project_dir_) / "checkpoints";
 }
 
@@ -130,10 +130,9 @@ void Accelerator::save_state(const std::string& output_dir) {
     target = automatic_checkpoints(project, "save_state") /
              ("checkpoint_" + std::to_string(project.iteration_));
     if (fs::exists(target))
-      throw std::invalid_argument(
-          "accelerate: save_state: checkpoint folder " + target.string() +
-          " already exists (iteration " + std::to_string(project.iteration_) +
-          "); set ProjectConfiguration().iteration(n) to continue after it");
+      throw InvalidArgument("accelerate: save_state: checkpoint folder " + target.string() +
+                            " already exists (iteration " + std::to_string(project.iteration_) +
+                            "); set ProjectConfiguration().iteration(n) to continue after it");
   }
   const fs::path tmp = target.string() + ".tmp";
   if (is_main_process()) {
@@ -170,10 +169,10 @@ void Accelerator::save_state(const std::string& output_dir) {
       std::error_code ignored;
       fs::remove_all(tmp, ignored);
     }
-    throw std::runtime_error("accelerate: save_state: the checkpoint " + target.string() +
-                             " was not written (" + report +
-                             "); the partial folder was removed and any previous checkpoint "
-                             "there is unchanged");
+    throw FileError("accelerate: save_state: the checkpoint " + target.string() +
+                    " was not written (" + report +
+                    "); the partial folder was removed and any previous checkpoint "
+                    "there is unchanged");
   }
 
   std::string rename_failure;
@@ -202,7 +201,7 @@ void Accelerator::save_state(const std::string& output_dir) {
   }
   // Also the final barrier: every process learns whether process 0 could finish.
   if (num_processes() > 1) rename_failure = broadcast_object(rename_failure);
-  if (!rename_failure.empty()) throw std::runtime_error(rename_failure);
+  if (!rename_failure.empty()) throw FileError(rename_failure);
   if (output_dir.empty()) ++project.iteration_;
 }
 
@@ -268,7 +267,7 @@ void Accelerator::checkpoint_loader(std::shared_ptr<DataLoaderBase> loader) {
         try {
           loader->load_state_dict(state);
         } catch (const std::invalid_argument& e) {
-          throw std::runtime_error("accelerate: load_state: " + path + ": " + e.what());
+          throw FileError("accelerate: load_state: " + path + ": " + e.what());
         }
       });
 }
@@ -284,7 +283,7 @@ void Accelerator::checkpoint_scaler() {
         try {
           scaler->load_state_dict(detail::read_json_as<std::map<std::string, double>>(path));
         } catch (const std::invalid_argument& e) {
-          throw std::runtime_error("accelerate: load_state: " + path + ": " + e.what());
+          throw FileError("accelerate: load_state: " + path + ": " + e.what());
         }
       });
 }
@@ -296,8 +295,8 @@ void Accelerator::load_state(const std::string& input_dir) {
     const fs::path checkpoints = automatic_checkpoints(project, "load_state");
     auto all = numbered_checkpoints(checkpoints);
     if (all.empty())
-      throw std::runtime_error("accelerate: load_state: no checkpoint_<n> folder in " +
-                               checkpoints.string());
+      throw FileError("accelerate: load_state: no checkpoint_<n> folder in " +
+                      checkpoints.string());
     dir = all.back().second;
   }
   // A save interrupted between its two renames leaves the old checkpoint here.
@@ -306,15 +305,15 @@ void Accelerator::load_state(const std::string& input_dir) {
     dir = dir.string() + ".previous";
   const fs::path state_file = dir / kStateFile;
   if (!fs::exists(state_file))
-    throw std::runtime_error("accelerate: load_state: " + dir.string() +
-                             " is not a complete checkpoint (no " + kStateFile + ")");
+    throw FileError("accelerate: load_state: " + dir.string() +
+                    " is not a complete checkpoint (no " + kStateFile + ")");
   const std::string state_path = state_file.string();
   const nlohmann::json state = detail::read_json(state_path);
   const int version = detail::field<int>(state, "version", state_path);
   if (version != kFormatVersion)
-    throw std::runtime_error("accelerate: load_state: " + state_path + " is format version " +
-                             std::to_string(version) + "; this accelerate-cpp reads version " +
-                             std::to_string(kFormatVersion));
+    throw FileError("accelerate: load_state: " + state_path + " is format version " +
+                    std::to_string(version) + "; this accelerate-cpp reads version " +
+                    std::to_string(kFormatVersion));
   // The same objects, of the same kinds, in the same order.
   const auto saved = detail::field<std::vector<nlohmann::json>>(state, "objects", state_path);
   auto count = [](const auto& list, const std::string& kind, auto kind_of) {
@@ -329,20 +328,20 @@ void Accelerator::load_state(const std::string& input_dir) {
        {"models", "optimizers", "schedulers", "data_loaders", "scaler", "custom_objects"}) {
     const auto theirs = count(saved, kind, saved_kind), ours = count(checkpointed_, kind, our_kind);
     if (theirs != ours)
-      throw std::runtime_error(
-          "accelerate: load_state: " + state_path + " holds " + std::to_string(theirs) + " " +
-          kind + " but this Accelerator has " + std::to_string(ours) +
-          (std::string(kind) == "scaler" ? " (a scaler exists with mixed_precision fp16)"
-                                         : " (prepare / register the same objects in the same "
-                                           "order before load_state)"));
+      throw FileError("accelerate: load_state: " + state_path + " holds " + std::to_string(theirs) +
+                      " " + kind + " but this Accelerator has " + std::to_string(ours) +
+                      (std::string(kind) == "scaler"
+                           ? " (a scaler exists with mixed_precision fp16)"
+                           : " (prepare / register the same objects in the same "
+                             "order before load_state)"));
   }
   for (size_t i = 0; i < saved.size(); ++i)
     if (saved_kind(saved[i]) != checkpointed_[i].kind ||
         detail::field<std::string>(saved[i], "file", state_path) != checkpointed_[i].file)
-      throw std::runtime_error(
-          "accelerate: load_state: " + state_path + " lists " + saved[i].dump() + " as object " +
-          std::to_string(i) + " but this Accelerator's is " + checkpointed_[i].kind + " (" +
-          checkpointed_[i].file + "); prepare / register the objects in the order they were saved");
+      throw FileError("accelerate: load_state: " + state_path + " lists " + saved[i].dump() +
+                      " as object " + std::to_string(i) + " but this Accelerator's is " +
+                      checkpointed_[i].kind + " (" + checkpointed_[i].file +
+                      "); prepare / register the objects in the order they were saved");
 
   const int saved_processes = detail::field<int>(state, "num_processes", state_path);
   const int64_t saved_step = detail::field<int64_t>(state, "step", state_path);
@@ -377,9 +376,9 @@ void Accelerator::load_state(const std::string& input_dir) {
       }
       compat::set_cuda_rng_states(cuda);
     } catch (const std::exception& e) {
-      throw std::runtime_error("accelerate: load_state: cannot restore the random state \"" + key +
-                               "\" from " + rng_file.string() +
-                               " (a corrupt or foreign file?): " + message_of(e));
+      throw FileError("accelerate: load_state: cannot restore the random state \"" + key +
+                      "\" from " + rng_file.string() +
+                      " (a corrupt or foreign file?): " + message_of(e));
     }
   } else {
     print("accelerate: load_state: no", rng_file.filename().string(),

@@ -1,4 +1,5 @@
 #include "compat.h"
+#include "accelerate/errors.h"
 
 #include <ATen/autocast_mode.h>
 #include <torch/cuda.h>
@@ -124,7 +125,7 @@ c10::intrusive_ptr<c10d::ProcessGroup> make_process_group(
   return group;
 #endif
 #endif
-  throw std::invalid_argument(
+  throw InvalidArgument(
       "accelerate: the NCCL backend was requested but this LibTorch was built without it");
 }
 

@@ -1,4 +1,5 @@
 #include "accelerate/data_loader.h"
+#include "accelerate/errors.h"
 
 #include <ATen/CPUGeneratorImpl.h>
 
@@ -10,20 +11,20 @@ namespace {
 
 void check(const DataLoaderOptions& b, const ShardingOptions& s) {
   if (b.batch_size_ < 1)
-    throw std::invalid_argument("accelerate::DataLoader: batch_size must be >= 1, got " +
-                                std::to_string(b.batch_size_));
+    throw InvalidArgument("accelerate: DataLoader: batch_size must be >= 1, got " +
+                          std::to_string(b.batch_size_));
   if (s.num_processes_ < 1)
-    throw std::invalid_argument("accelerate::DataLoader: num_processes must be >= 1, got " +
-                                std::to_string(s.num_processes_));
+    throw InvalidArgument("accelerate: DataLoader: num_processes must be >= 1, got " +
+                          std::to_string(s.num_processes_));
   if (s.process_index_ < 0 || s.process_index_ >= s.num_processes_)
-    throw std::invalid_argument("accelerate::DataLoader: process_index " +
-                                std::to_string(s.process_index_) + " is not in [0, " +
-                                std::to_string(s.num_processes_) + ")");
+    throw InvalidArgument("accelerate: DataLoader: process_index " +
+                          std::to_string(s.process_index_) + " is not in [0, " +
+                          std::to_string(s.num_processes_) + ")");
   if (s.split_batches_ && b.batch_size_ % s.num_processes_ != 0)
-    throw std::invalid_argument("accelerate::DataLoader: with split_batches, the batch size (" +
-                                std::to_string(b.batch_size_) +
-                                ") must be a round multiple of the number of processes (" +
-                                std::to_string(s.num_processes_) + ")");
+    throw InvalidArgument("accelerate: DataLoader: with split_batches, the batch size (" +
+                          std::to_string(b.batch_size_) +
+                          ") must be a round multiple of the number of processes (" +
+                          std::to_string(s.num_processes_) + ")");
 }
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
@@ -76,7 +77,7 @@ std::vector<std::vector<int64_t>> shard_batches(const std::vector<int64_t>& orde
 
 int64_t shard_num_batches(int64_t n, const DataLoaderOptions& b, const ShardingOptions& s) {
   check(b, s);
-  if (n < 0) throw std::invalid_argument("accelerate::DataLoader: negative data set size");
+  if (n < 0) throw InvalidArgument("accelerate: DataLoader: negative data set size");
   if (n == 0) return 0;
   const int64_t B = b.batch_size_, N = s.num_processes_, p = s.process_index_;
   const int64_t full = n / B, rest = n % B;
@@ -94,7 +95,7 @@ int64_t shard_num_batches(int64_t n, const DataLoaderOptions& b, const ShardingO
 }
 
 std::vector<int64_t> shuffled_indices(int64_t n, uint64_t seed) {
-  if (n < 0) throw std::invalid_argument("accelerate::shuffled_indices: negative size");
+  if (n < 0) throw InvalidArgument("accelerate: shuffled_indices: negative size");
   auto generator = at::make_generator<at::CPUGeneratorImpl>(seed);
   at::Tensor perm = at::randperm(n, generator, at::TensorOptions().dtype(at::kLong)).contiguous();
   const int64_t* data = perm.data_ptr<int64_t>();
@@ -108,12 +109,12 @@ std::string get_items_failed_message(const std::vector<int64_t>& indices) {
   for (size_t i = 0; i < indices.size() && i < 8; ++i)
     list += (i ? ", " : "") + std::to_string(indices[i]);
   if (indices.size() > 8) list += ", ...";
-  return "accelerate::DataLoader: dataset.get_items([" + list + "]) failed (sample indices " +
+  return "accelerate: DataLoader: dataset.get_items([" + list + "]) failed (sample indices " +
          list + ")";
 }
 
 std::string get_failed_message(int64_t index) {
-  return "accelerate::DataLoader: dataset.get(" + std::to_string(index) +
+  return "accelerate: DataLoader: dataset.get(" + std::to_string(index) +
          ") failed (sample index " + std::to_string(index) + ")";
 }
 
@@ -121,11 +122,11 @@ std::string get_failed_message(int64_t index) {
 
 DataLoaderBase::DataLoaderBase(DataLoaderOptions options) : options_(std::move(options)) {
   if (options_.batch_size_ < 1)
-    throw std::invalid_argument("accelerate::DataLoader: batch_size must be >= 1, got " +
-                                std::to_string(options_.batch_size_));
+    throw InvalidArgument("accelerate: DataLoader: batch_size must be >= 1, got " +
+                          std::to_string(options_.batch_size_));
   if (options_.num_workers_ < 0)
-    throw std::invalid_argument("accelerate::DataLoader: num_workers must be >= 0, got " +
-                                std::to_string(options_.num_workers_));
+    throw InvalidArgument("accelerate: DataLoader: num_workers must be >= 0, got " +
+                          std::to_string(options_.num_workers_));
 }
 
 DataLoaderBase::~DataLoaderBase() { detach_pass(); }
@@ -149,8 +150,8 @@ void DataLoaderBase::set_epoch(int64_t epoch) {
 
 void DataLoaderBase::resume_from(LoaderPosition position) {
   if (position.batches < 0)
-    throw std::invalid_argument("accelerate::DataLoader::resume_from: negative batch count " +
-                                std::to_string(position.batches));
+    throw InvalidArgument("accelerate: DataLoader::resume_from: negative batch count " +
+                          std::to_string(position.batches));
   epoch_ = position.epoch;
   resume_skip_ = position.batches;
   batches_yielded_ = position.batches;
@@ -164,8 +165,8 @@ void DataLoaderBase::load_state_dict(const std::map<std::string, int64_t>& state
   auto get = [&](const char* key) {
     auto it = state.find(key);
     if (it == state.end())
-      throw std::invalid_argument(std::string("accelerate: DataLoader::load_state_dict: no \"") +
-                                  key + "\"");
+      throw InvalidArgument(std::string("accelerate: DataLoader::load_state_dict: no \"") + key +
+                            "\"");
     return it->second;
   };
   resume_from({get("epoch"), get("batches")});
@@ -179,8 +180,7 @@ void DataLoaderBase::set_sharding(const ShardingOptions& sharding) {
 
 void DataLoaderBase::set_skip_first(int64_t n) {
   if (n < 0)
-    throw std::invalid_argument("accelerate::skip_first_batches: negative count " +
-                                std::to_string(n));
+    throw InvalidArgument("accelerate: skip_first_batches: negative count " + std::to_string(n));
   skip_first_ = n;
 }
 

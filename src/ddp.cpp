@@ -42,8 +42,8 @@ struct DistributedDataParallel::Engine {
     try {
       c10d::broadcast_coalesced(group, tensors, kBroadcastBucketBytes, 0);
     } catch (const std::exception& e) {
-      throw std::runtime_error("accelerate: " + state->describe() + ": broadcasting the " + what +
-                               " from process 0 failed: " + message_of(e));
+      throw DistributedError("accelerate: prepare: " + state->describe() + ": broadcasting the " +
+                             what + " from process 0 failed: " + message_of(e));
     }
   }
 };
@@ -52,10 +52,10 @@ DistributedDataParallel::DistributedDataParallel(std::shared_ptr<torch::nn::Modu
                                                  const State& state,
                                                  const DistributedDataParallelOptions& options)
     : module_(std::move(module)) {
-  if (!module_) throw std::invalid_argument("accelerate: prepare: the model is a null pointer");
+  if (!module_) throw InvalidArgument("accelerate: prepare: the model is a null pointer");
   if (state.num_processes() == 1) return;
   if (options.bucket_cap_mb_ <= 0)
-    throw std::invalid_argument(
+    throw InvalidArgument(
         "accelerate: DistributedDataParallelOptions.bucket_cap_mb must be "
         "positive, got " +
         std::to_string(options.bucket_cap_mb_));
@@ -93,10 +93,10 @@ DistributedDataParallel::DistributedDataParallel(std::shared_ptr<torch::nn::Modu
     auto at = [](const std::vector<std::string>& v, size_t k) {
       return k < v.size() ? v[k] : std::string("(no parameter)");
     };
-    throw std::runtime_error("accelerate: " + state.describe() +
-                             ": the model differs between processes: parameter " +
-                             std::to_string(i) + " is " + at(mine, i) + " on rank 0 but " +
-                             at(other, i) + " on rank " + std::to_string(r));
+    throw InvalidArgument("accelerate: prepare: " + state.describe() +
+                          ": the model differs between processes: parameter " + std::to_string(i) +
+                          " is " + at(mine, i) + " on rank 0 but " + at(other, i) + " on rank " +
+                          std::to_string(r));
   }
   {
     at::NoGradGuard no_grad;

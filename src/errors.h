@@ -3,6 +3,8 @@
 
 #include <c10/util/Exception.h>
 
+#include "accelerate/errors.h"
+
 #include <exception>
 #include <string>
 

@@ -1,5 +1,7 @@
 #include "files.h"
 
+#include "accelerate/errors.h"
+
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -14,10 +16,9 @@
 namespace accelerate::detail {
 
 namespace {
-std::runtime_error failure(const std::string& api, const char* step, const std::string& path,
-                           int error) {
-  return std::runtime_error("accelerate: " + api + ": cannot " + step + " " + path + ": " +
-                            std::strerror(error));
+FileError failure(const std::string& api, const char* step, const std::string& path, int error) {
+  return FileError("accelerate: " + api + ": cannot " + step + " " + path + ": " +
+                   std::strerror(error));
 }
 }  // namespace
 

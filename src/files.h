@@ -4,7 +4,7 @@
 // SyncedFile writes a file and flushes it to the disk (fsync) before it counts as written;
 // AtomicFile writes `<path>.tmp` that way, renames it over `path` and flushes the folder, so a
 // crash leaves the old file or the new one, never a mix. Every failure (a full disk, a
-// read-only folder) is a std::runtime_error
+// read-only folder) is an accelerate::FileError
 //   "accelerate: <api>: cannot <write|create|flush|rename> <path>: <the system's reason>"
 // and the temporary file is removed; nothing here can end the process.
 #pragma once
@@ -67,7 +67,7 @@ void write_file_atomically(const std::string& path, std::string_view bytes, cons
 /// into place afterwards).
 void write_file_synced(const std::string& path, std::string_view bytes, const std::string& api);
 
-/// The whole content of `path`; std::runtime_error "accelerate: <api>: cannot read <path>:
+/// The whole content of `path`; FileError "accelerate: <api>: cannot read <path>:
 /// <reason>".
 std::string read_file(const std::string& path, const std::string& api);
 

@@ -1,4 +1,5 @@
 #include "accelerate/gradient_state.h"
+#include "accelerate/errors.h"
 
 #include <algorithm>
 #include <stdexcept>
@@ -8,8 +9,8 @@ namespace accelerate {
 
 GradientState::GradientState(GradientAccumulationPlugin plugin) : plugin_(plugin) {
   if (plugin_.num_steps_ < 1)
-    throw std::invalid_argument("accelerate: gradient accumulation steps must be >= 1, got " +
-                                std::to_string(plugin_.num_steps_));
+    throw InvalidArgument("accelerate: gradient accumulation steps must be >= 1, got " +
+                          std::to_string(plugin_.num_steps_));
 }
 
 void GradientState::loader_begin(const void* loader, int64_t remainder) {

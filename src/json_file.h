@@ -9,6 +9,7 @@
 #include <string>
 #include <type_traits>
 
+#include "accelerate/errors.h"
 #include "files.h"
 
 namespace accelerate::detail {
@@ -25,7 +26,7 @@ inline nlohmann::json read_json(const std::string& path) {
   try {
     return nlohmann::json::parse(text);
   } catch (const std::exception& e) {
-    throw std::runtime_error("accelerate: load_state: " + path + " is not valid JSON: " + e.what());
+    throw FileError("accelerate: load_state: " + path + " is not valid JSON: " + e.what());
   }
 }
 
@@ -36,11 +37,10 @@ T field(const nlohmann::json& j, const std::string& key, const std::string& file
   const char* expected = std::is_integral_v<T> ? "an integer" : "a value of the expected type";
   auto it = j.is_object() ? j.find(key) : j.end();
   if (it == j.end())
-    throw std::runtime_error("accelerate: load_state: " + file + ": key \"" + key +
-                             "\" is missing");
+    throw FileError("accelerate: load_state: " + file + ": key \"" + key + "\" is missing");
   auto wrong = [&] {
-    return std::runtime_error("accelerate: load_state: " + file + ": key \"" + key + "\" must be " +
-                              expected + ", got " + it->dump());
+    return FileError("accelerate: load_state: " + file + ": key \"" + key + "\" must be " +
+                     expected + ", got " + it->dump());
   };
   if constexpr (std::is_integral_v<T>)
     if (!it->is_number_integer()) throw wrong();
@@ -58,8 +58,8 @@ T read_json_as(const std::string& path) {
   try {
     return j.get<T>();
   } catch (const nlohmann::json::exception& e) {
-    throw std::runtime_error("accelerate: load_state: " + path + ": unexpected content " +
-                             j.dump() + " (" + e.what() + ")");
+    throw FileError("accelerate: load_state: " + path + ": unexpected content " + j.dump() + " (" +
+                    e.what() + ")");
   }
 }
 
@@ -68,8 +68,7 @@ T read_json_as(const std::string& path) {
 inline std::map<std::string, int64_t> read_integers(const std::string& path) {
   const nlohmann::json j = read_json(path);
   if (!j.is_object())
-    throw std::runtime_error("accelerate: load_state: " + path + ": expected an object, got " +
-                             j.dump());
+    throw FileError("accelerate: load_state: " + path + ": expected an object, got " + j.dump());
   std::map<std::string, int64_t> out;
   for (const auto& item : j.items()) out[item.key()] = field<int64_t>(j, item.key(), path);
   return out;

@@ -2,6 +2,7 @@
 // without LibTorch's include folders): LibTorch 2.x bundles its own fmt in its include folder,
 // which would otherwise shadow the fmt that Debian's spdlog was built for.
 #include "accelerate/logging.h"
+#include "accelerate/errors.h"
 
 #include <fmt/args.h>
 #include <fmt/format.h>
@@ -79,8 +80,8 @@ LogLevel parse_level(const std::string& text) {
   for (LogLevel level : {LogLevel::trace, LogLevel::debug, LogLevel::info, LogLevel::warning,
                          LogLevel::error, LogLevel::critical, LogLevel::off})
     if (v == to_string(level)) return level;
-  throw std::invalid_argument("accelerate: log level '" + text +
-                              "' is not one of trace, debug, info, warning, error, critical, off");
+  throw InvalidArgument("accelerate: log level '" + text +
+                        "' is not one of trace, debug, info, warning, error, critical, off");
 }
 
 // Hands each message's level and text to a Logger::Sink.
@@ -127,7 +128,7 @@ std::shared_ptr<detail::LoggerRegistry> detail::make_logger_registry(
     try {
       registry->default_level = to_spdlog(parse_level(default_level));
     } catch (const std::invalid_argument& e) {
-      throw std::invalid_argument(std::string(e.what()) + " (from " + source + ")");
+      throw InvalidArgument(std::string(e.what()) + " (from " + source + ")");
     }
   }
   registry->stderr_sink = std::make_shared<spdlog::sinks::stderr_color_sink_mt>();
@@ -175,7 +176,7 @@ bool Logger::enabled(LogLevel level) const {
 }
 
 void Logger::add_sink(Sink sink) const {
-  if (!sink) throw std::invalid_argument("accelerate: Logger::add_sink: empty sink");
+  if (!sink) throw InvalidArgument("accelerate: Logger::add_sink: empty sink");
   auto s = std::make_shared<FunctionSink>(std::move(sink));
   s->set_level(spdlog::level::trace);
   impl_->logger->sinks().push_back(std::move(s));
@@ -189,9 +190,9 @@ void Logger::log(LogLevel level, const std::string& format,
     try {
       return fmt::vformat(format, store);
     } catch (const fmt::format_error& e) {
-      throw std::invalid_argument("accelerate: Logger: the format string \"" + format +
-                                  "\" does not fit its " + std::to_string(args.size()) +
-                                  " argument(s): " + e.what());
+      throw InvalidArgument("accelerate: Logger: the format string \"" + format +
+                            "\" does not fit its " + std::to_string(args.size()) +
+                            " argument(s): " + e.what());
     }
   };
   if (in_order_processes_ > 0) {

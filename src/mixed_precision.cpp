@@ -1,4 +1,5 @@
 #include "accelerate/mixed_precision.h"
+#include "accelerate/errors.h"
 
 #include <ATen/ATen.h>
 #include <ATen/autocast_mode.h>
@@ -17,13 +18,13 @@ AutocastGuard::AutocastGuard(c10::DeviceType device_type, std::optional<at::Scal
                              bool cache_enabled)
     : device_type_(device_type) {
   if (device_type != c10::DeviceType::CPU && device_type != c10::DeviceType::CUDA)
-    throw std::invalid_argument(std::string("accelerate: autocast: device type ") +
-                                c10::DeviceTypeName(device_type) + " is not cpu or cuda");
+    throw InvalidArgument(std::string("accelerate: autocast: device type ") +
+                          c10::DeviceTypeName(device_type) + " is not cpu or cuda");
   if (dtype && !compat::autocast_supports(device_type, *dtype))
-    throw std::invalid_argument(
-        std::string("accelerate: autocast: this LibTorch cannot autocast ") + "to " +
-        c10::toString(*dtype) + " on " + c10::DeviceTypeName(device_type, true) +
-        " (CPU autocast supports BFloat16 only before LibTorch 2.2)");
+    throw InvalidArgument(std::string("accelerate: autocast: this LibTorch cannot autocast ") +
+                          "to " + c10::toString(*dtype) + " on " +
+                          c10::DeviceTypeName(device_type, true) +
+                          " (CPU autocast supports BFloat16 only before LibTorch 2.2)");
   previous_enabled_ = compat::autocast_enabled(device_type);
   previous_dtype_ = compat::autocast_dtype(device_type);
   previous_cache_ = at::autocast::is_autocast_cache_enabled();
@@ -46,17 +47,17 @@ AutocastGuard::~AutocastGuard() {
 
 GradScaler::GradScaler(const GradScalerOptions& options) : options_(options) {
   if (!(options.init_scale_ > 0))
-    throw std::invalid_argument("accelerate: GradScaler: init_scale " +
-                                std::to_string(options.init_scale_) + " is not positive");
+    throw InvalidArgument("accelerate: GradScaler: init_scale " +
+                          std::to_string(options.init_scale_) + " is not positive");
   if (!(options.growth_factor_ > 1))
-    throw std::invalid_argument("accelerate: GradScaler: growth_factor " +
-                                std::to_string(options.growth_factor_) + " is not > 1");
+    throw InvalidArgument("accelerate: GradScaler: growth_factor " +
+                          std::to_string(options.growth_factor_) + " is not > 1");
   if (!(options.backoff_factor_ > 0 && options.backoff_factor_ < 1))
-    throw std::invalid_argument("accelerate: GradScaler: backoff_factor " +
-                                std::to_string(options.backoff_factor_) + " is not in (0, 1)");
+    throw InvalidArgument("accelerate: GradScaler: backoff_factor " +
+                          std::to_string(options.backoff_factor_) + " is not in (0, 1)");
   if (options.growth_interval_ <= 0)
-    throw std::invalid_argument("accelerate: GradScaler: growth_interval " +
-                                std::to_string(options.growth_interval_) + " is not positive");
+    throw InvalidArgument("accelerate: GradScaler: growth_interval " +
+                          std::to_string(options.growth_interval_) + " is not positive");
 }
 
 void GradScaler::lazy_init(const c10::Device& device) {
@@ -94,7 +95,7 @@ void GradScaler::unscale_(torch::optim::Optimizer& optimizer) {
       const at::Tensor& grad = param.grad();
       if (!grad.defined()) continue;
       if (grad.scalar_type() == at::kHalf)
-        throw std::invalid_argument(
+        throw InvalidArgument(
             "accelerate: GradScaler: attempting to unscale float16 gradients: keep the "
             "parameters in float32 and let autocast compute in float16");
       grads.push_back(grad);
@@ -128,7 +129,7 @@ bool GradScaler::step(torch::optim::Optimizer& optimizer,
     return true;
   }
   if (closure)
-    throw std::invalid_argument(
+    throw InvalidArgument(
         "accelerate: GradScaler: an optimizer closure is not supported with fp16 loss scaling");
   PerOptimizer& state = per_optimizer_[&optimizer];
   if (state.stage == Stage::STEPPED)
@@ -147,8 +148,8 @@ void GradScaler::update(std::optional<double> new_scale) {
   if (!scale_.defined()) return;  // nothing was scaled yet
   if (new_scale) {
     if (!(*new_scale > 0))
-      throw std::invalid_argument("accelerate: GradScaler: update(new_scale " +
-                                  std::to_string(*new_scale) + ") is not positive");
+      throw InvalidArgument("accelerate: GradScaler: update(new_scale " +
+                            std::to_string(*new_scale) + ") is not positive");
     scale_.fill_(*new_scale);
   } else {
     at::Tensor found = at::zeros({1}, scale_.options());
@@ -202,14 +203,14 @@ std::map<std::string, double> GradScaler::state_dict() const {
 void GradScaler::load_state_dict(const std::map<std::string, double>& state) {
   if (!options_.enabled_) return;
   if (state.empty())
-    throw std::invalid_argument(
+    throw InvalidArgument(
         "accelerate: GradScaler: load_state_dict: the state is empty (was it saved by a "
         "disabled scaler?)");
   auto number = [&](const char* key) {
     auto it = state.find(key);
     if (it == state.end())
-      throw std::invalid_argument(std::string("accelerate: GradScaler: load_state_dict: key '") +
-                                  key + "' is missing");
+      throw InvalidArgument(std::string("accelerate: GradScaler: load_state_dict: key '") + key +
+                            "' is missing");
     return it->second;
   };
   const double scale = number("scale");

@@ -2,6 +2,7 @@
 // safetensors or torch.save files, sharded as huggingface_hub shards them, with their index,
 // and strict loading into a module (checkpoint.h).
 #include "accelerate/checkpoint.h"
+#include "accelerate/errors.h"
 
 #include <ATen/ATen.h>
 #include <c10/core/GradMode.h>
@@ -145,8 +146,8 @@ void load_file_into(const std::string& file, std::map<std::string, Loaded>& out)
   auto add = [&](const std::string& key, at::Tensor tensor) {
     auto [it, inserted] = out.emplace(key, Loaded{file, std::move(tensor)});
     if (!inserted) {
-      throw std::runtime_error("checkpoint: tensor '" + key + "' is in both " + it->second.file +
-                               " and " + file);
+      throw FileError("accelerate: load_checkpoint_in_model: tensor '" + key + "' is in both " +
+                      it->second.file + " and " + file);
     }
   };
   if (!ends_with(file, ".safetensors") && is_zip(file)) {
@@ -162,28 +163,30 @@ std::map<std::string, Loaded> load_index(const fs::path& index_path) {
   nlohmann::json json;
   {
     std::ifstream in(index, std::ios::binary);
-    if (!in) throw std::runtime_error("checkpoint: cannot open " + index);
+    if (!in) throw FileError("accelerate: load_checkpoint_in_model: cannot open " + index);
     try {
       json = nlohmann::json::parse(in);
     } catch (const nlohmann::json::exception& e) {
-      throw std::runtime_error("checkpoint: index " + index + " is not valid JSON: " + e.what());
+      throw FileError("accelerate: load_checkpoint_in_model: index " + index +
+                      " is not valid JSON: " + e.what());
     }
   }
   if (!json.is_object() || !json.contains("weight_map") || !json["weight_map"].is_object()) {
-    throw std::runtime_error("checkpoint: index " + index + " has no \"weight_map\" object");
+    throw FileError("accelerate: load_checkpoint_in_model: index " + index +
+                    " has no \"weight_map\" object");
   }
   std::vector<std::string> files;
   for (const auto& item : json["weight_map"].items()) {
     if (!item.value().is_string()) {
-      throw std::runtime_error("checkpoint: index " + index + " maps '" + item.key() +
-                               "' to a non-string");
+      throw FileError("accelerate: load_checkpoint_in_model: index " + index + " maps '" +
+                      item.key() + "' to a non-string");
     }
     const std::string file = item.value().get<std::string>();
     const fs::path rel(file);
     if (file.empty() || rel.is_absolute() ||
         std::any_of(rel.begin(), rel.end(), [](const fs::path& p) { return p == ".."; })) {
-      throw std::runtime_error("checkpoint: index " + index + " names file '" + file +
-                               "' outside its folder");
+      throw FileError("accelerate: load_checkpoint_in_model: index " + index + " names file '" +
+                      file + "' outside its folder");
     }
     if (std::find(files.begin(), files.end(), file) == files.end()) files.push_back(file);
   }
@@ -193,8 +196,8 @@ std::map<std::string, Loaded> load_index(const fs::path& index_path) {
     const std::string file = (index_path.parent_path() / item.value().get<std::string>()).string();
     auto it = out.find(item.key());
     if (it == out.end() || it->second.file != file) {
-      throw std::runtime_error("checkpoint: index " + index + " maps '" + item.key() + "' to " +
-                               file + ", which does not hold it");
+      throw FileError("accelerate: load_checkpoint_in_model: index " + index + " maps '" +
+                      item.key() + "' to " + file + ", which does not hold it");
     }
   }
   return out;
@@ -208,10 +211,11 @@ std::map<std::string, Loaded> load_entries(const std::string& path) {
     if (fs::exists(dir / kSafeIndex)) return load_index(dir / kSafeIndex);
     if (fs::exists(dir / kBinWeights)) return load_entries((dir / kBinWeights).string());
     if (fs::exists(dir / kBinIndex)) return load_index(dir / kBinIndex);
-    throw std::runtime_error("checkpoint: folder " + path + " holds none of " + kSafeWeights +
-                             ", " + kSafeIndex + ", " + kBinWeights + ", " + kBinIndex);
+    throw FileError("accelerate: load_checkpoint_in_model: folder " + path + " holds none of " +
+                    kSafeWeights + ", " + kSafeIndex + ", " + kBinWeights + ", " + kBinIndex);
   }
-  if (!fs::exists(path, ec)) throw std::runtime_error("checkpoint: " + path + " does not exist");
+  if (!fs::exists(path, ec))
+    throw FileError("accelerate: load_checkpoint_in_model: " + path + " does not exist");
   if (ends_with(path, ".index.json")) return load_index(fs::path(path));
   std::map<std::string, Loaded> out;
   load_file_into(path, out);
@@ -234,10 +238,10 @@ void collect_state_dict(const torch::nn::Module& module, const std::string& pref
 }  // namespace
 
 int64_t convert_file_size_to_int(const std::string& size) {
-  auto bad = [&]() -> std::invalid_argument {
-    return std::invalid_argument("max_shard_size: '" + size +
-                                 "' is not a valid size; use bytes (\"42\") or a number with a "
-                                 "unit (\"5GB\", \"500MB\", \"100KB\", \"1GiB\")");
+  auto bad = [&]() {
+    return InvalidArgument("accelerate: max_shard_size: '" + size +
+                           "' is not a valid size; use bytes (\"42\") or a number with a "
+                           "unit (\"5GB\", \"500MB\", \"100KB\", \"1GiB\")");
   };
   const std::string s = trim(size);
   if (s.empty()) throw bad();
@@ -282,7 +286,8 @@ int64_t convert_file_size_to_int(const std::string& size) {
 
 SaveModelOptions& SaveModelOptions::max_shard_size(int64_t bytes) {
   if (bytes < 0) {
-    throw std::invalid_argument("max_shard_size: " + std::to_string(bytes) + " bytes is negative");
+    throw InvalidArgument("accelerate: max_shard_size: " + std::to_string(bytes) +
+                          " bytes is negative");
   }
   max_shard_size_ = bytes;
   return *this;
@@ -297,15 +302,15 @@ void save_state_dict_files(const StateDict& state_dict, const std::string& dir,
                            const SaveModelOptions& options) {
   std::error_code ec;
   if (fs::exists(dir, ec) && !fs::is_directory(dir, ec)) {
-    throw std::runtime_error("save_model: " + dir + " is a file, not a folder");
+    throw FileError("accelerate: save_model: " + dir + " is a file, not a folder");
   }
   fs::create_directories(dir, ec);
-  if (ec) throw std::runtime_error("save_model: cannot create " + dir + ": " + ec.message());
+  if (ec) throw FileError("accelerate: save_model: cannot create " + dir + ": " + ec.message());
 
   std::set<std::string> names;
   for (const auto& entry : state_dict) {
     if (!names.insert(entry.first).second) {
-      throw std::invalid_argument("save_model: duplicate name '" + entry.first + "'");
+      throw InvalidArgument("accelerate: save_model: duplicate name '" + entry.first + "'");
     }
   }
   StateDict to_save;
@@ -405,12 +410,13 @@ void load_checkpoint_in_model(torch::nn::Module& model, const std::string& path)
       for (size_t i = 0; i < items.size(); ++i) s += (i ? ", " : "") + items[i];
       return s;
     };
-    std::string message = "load_checkpoint_in_model: " + path + " does not match the model:";
+    std::string message =
+        "accelerate: load_checkpoint_in_model: " + path + " does not match the model:";
     if (!missing.empty()) message += " missing keys " + join(missing) + ";";
     if (!unexpected.empty()) message += " unexpected keys " + join(unexpected) + ";";
     if (!mismatched.empty()) message += " shape mismatch: " + join(mismatched) + ";";
     message.pop_back();
-    throw std::runtime_error(message);
+    throw FileError(message);
   }
   c10::NoGradGuard no_grad;
   for (auto& [target, loaded] : copies) target.copy_(loaded->tensor);

@@ -70,19 +70,19 @@ std::string passed(int rank, const detail::CallRow& row) {
 void expect_same_dtype_and_rank(const char* what, const std::vector<detail::CallRow>& rows) {
   for (size_t r = 1; r < rows.size(); ++r)
     if (rows[r].dtype != rows[0].dtype || rows[r].sizes.size() != rows[0].sizes.size())
-      throw std::invalid_argument(std::string("accelerate: ") + what + ": " + passed(0, rows[0]) +
-                                  " but " + passed(static_cast<int>(r), rows[r]) +
-                                  "; every process must pass the same dtype and number of "
-                                  "dimensions");
+      throw InvalidArgument(std::string("accelerate: ") + what + ": " + passed(0, rows[0]) +
+                            " but " + passed(static_cast<int>(r), rows[r]) +
+                            "; every process must pass the same dtype and number of "
+                            "dimensions");
 }
 
 // Throws when any process's dtype or shape differs from process 0's.
 void expect_same_dtype_and_shape(const char* what, const std::vector<detail::CallRow>& rows) {
   for (size_t r = 1; r < rows.size(); ++r)
     if (rows[r].dtype != rows[0].dtype || rows[r].sizes != rows[0].sizes)
-      throw std::invalid_argument(std::string("accelerate: ") + what + ": " + passed(0, rows[0]) +
-                                  " but " + passed(static_cast<int>(r), rows[r]) +
-                                  "; every process must pass the same dtype and shape");
+      throw InvalidArgument(std::string("accelerate: ") + what + ": " + passed(0, rows[0]) +
+                            " but " + passed(static_cast<int>(r), rows[r]) +
+                            "; every process must pass the same dtype and shape");
 }
 
 // Throws when any process's `extra` (reduction, source process, dim) differs from process 0's.
@@ -90,10 +90,9 @@ void expect_same_extra(const char* what, const char* name, const std::vector<det
                        const std::function<std::string(int64_t)>& show) {
   for (size_t r = 1; r < rows.size(); ++r)
     if (rows[r].extra != rows[0].extra)
-      throw std::invalid_argument(std::string("accelerate: ") + what + ": rank 0 passed " + name +
-                                  " " + show(rows[0].extra) + " but rank " + std::to_string(r) +
-                                  " passed " + show(rows[r].extra) +
-                                  "; every process must pass the same " + name);
+      throw InvalidArgument(std::string("accelerate: ") + what + ": rank 0 passed " + name + " " +
+                            show(rows[0].extra) + " but rank " + std::to_string(r) + " passed " +
+                            show(rows[r].extra) + "; every process must pass the same " + name);
 }
 
 std::string show_number(int64_t v) { return std::to_string(v); }
@@ -105,8 +104,8 @@ const char* reduce_name(int64_t op) {
 
 detail::CallSignature tensor_signature(const char* name, const at::Tensor& tensor, int64_t extra) {
   if (tensor.dim() > kMaxDims)
-    throw std::invalid_argument(std::string("accelerate: ") + name + ": tensors of more than " +
-                                std::to_string(kMaxDims) + " dimensions are not supported");
+    throw InvalidArgument(std::string("accelerate: ") + name + ": tensors of more than " +
+                          std::to_string(kMaxDims) + " dimensions are not supported");
   return {name, static_cast<int64_t>(tensor.scalar_type()), tensor.sizes().vec(), extra};
 }
 
@@ -186,25 +185,25 @@ Exchange enter_collective(const State& state, const CallSignature& signature, co
   };
   for (size_t p = 1; p < rows.size(); ++p) {
     if (rows[p].kind != rows[0].kind || rows[p].number != rows[0].number)
-      throw std::invalid_argument("accelerate: collectives out of step: " + where(0) + " but " +
-                                  where(p) +
-                                  "; every process must call the same collectives in the same "
-                                  "order");
+      throw InvalidArgument("accelerate: collectives out of step: " + where(0) + " but " +
+                            where(p) +
+                            "; every process must call the same collectives in the same "
+                            "order");
   }
   return exchange;
 }
 
 void rethrow_collective_error(const State& state, const std::string& what,
                               const std::exception& error) {
-  throw std::runtime_error("accelerate: " + state.describe() + ": " + what + " failed (" +
-                           state.describe_positions() + "): " + message_of(error));
+  throw DistributedError("accelerate: " + what + ": " + state.describe() + " failed (" +
+                         state.describe_positions() + "): " + message_of(error));
 }
 
 void check_process(const State& state, int process, const char* what) {
   if (process < 0 || process >= state.num_processes())
-    throw std::invalid_argument(std::string("accelerate: ") + what + ": process " +
-                                std::to_string(process) + " does not exist (num_processes is " +
-                                std::to_string(state.num_processes()) + ")");
+    throw InvalidArgument(std::string("accelerate: ") + what + ": process " +
+                          std::to_string(process) + " does not exist (num_processes is " +
+                          std::to_string(state.num_processes()) + ")");
 }
 }  // namespace detail
 
@@ -214,8 +213,8 @@ ReduceOp parse_reduce_op(const std::string& name) {
   if (name == "max") return ReduceOp::MAX;
   if (name == "min") return ReduceOp::MIN;
   if (name == "product") return ReduceOp::PRODUCT;
-  throw std::invalid_argument("accelerate: reduce: unknown reduction \"" + name +
-                              "\" (expected sum, mean, max, min or product)");
+  throw InvalidArgument("accelerate: reduce: unknown reduction \"" + name +
+                        "\" (expected sum, mean, max, min or product)");
 }
 
 at::Tensor gather(const State& state, const at::Tensor& tensor) {
@@ -230,10 +229,9 @@ at::Tensor gather(const State& state, const at::Tensor& tensor) {
   bool uneven = false;
   for (size_t r = 0; r < rows.size(); ++r) {
     if (!std::equal(rows[r].sizes.begin() + 1, rows[r].sizes.end(), rows[0].sizes.begin() + 1))
-      throw std::invalid_argument("accelerate: gather: rank 0 has shape " +
-                                  shape_string(rows[0].sizes) + " but rank " + std::to_string(r) +
-                                  " has " + shape_string(rows[r].sizes) +
-                                  "; only the first dimension may differ");
+      throw InvalidArgument("accelerate: gather: rank 0 has shape " + shape_string(rows[0].sizes) +
+                            " but rank " + std::to_string(r) + " has " +
+                            shape_string(rows[r].sizes) + "; only the first dimension may differ");
     longest = std::max(longest, rows[r].sizes[0]);
     uneven = uneven || rows[r].sizes[0] != rows[0].sizes[0];
   }
@@ -268,8 +266,8 @@ at::Tensor reduce(const State& state, const at::Tensor& tensor, ReduceOp op, dou
     expect_same_extra("reduce", "reduction", exchange.rows, reduce_name);
   }
   if (op == ReduceOp::MEAN && !at::isFloatingType(tensor.scalar_type()))
-    throw std::invalid_argument(std::string("accelerate: reduce(mean) needs a floating-point ") +
-                                "tensor, got " + c10::toString(tensor.scalar_type()));
+    throw InvalidArgument(std::string("accelerate: reduce(mean) needs a floating-point ") +
+                          "tensor, got " + c10::toString(tensor.scalar_type()));
   if (state.num_processes() == 1) return out;
   if (exchange.all_sent()) {
     // Every process's elements came in the exchange: reduce them here, in process order, the

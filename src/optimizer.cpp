@@ -1,4 +1,5 @@
 #include "accelerate/optimizer.h"
+#include "accelerate/errors.h"
 
 #include <torch/optim/adagrad.h>
 #include <torch/optim/adam.h>
@@ -82,8 +83,9 @@ AcceleratedOptimizer::AcceleratedOptimizer(std::shared_ptr<torch::optim::Optimiz
     : optimizer_(std::move(optimizer)),
       gradient_state_(std::move(gradient_state)),
       device_(device) {
-  if (!optimizer_) throw std::invalid_argument("AcceleratedOptimizer: optimizer is null");
-  if (!gradient_state_) throw std::invalid_argument("AcceleratedOptimizer: gradient_state is null");
+  if (!optimizer_) throw InvalidArgument("accelerate: AcceleratedOptimizer: optimizer is null");
+  if (!gradient_state_)
+    throw InvalidArgument("accelerate: AcceleratedOptimizer: gradient_state is null");
   move_optimizer_state_to(*optimizer_, device_);
 }
 
@@ -137,8 +139,8 @@ void AcceleratedOptimizer::load_state_dict(const std::string& state, const std::
     archive.load_from(in);
     optimizer_->load(archive);
   } catch (const c10::Error& e) {
-    throw std::runtime_error("accelerate: load_state: cannot load " + source + ": " +
-                             e.what_without_backtrace());
+    throw FileError("accelerate: load_state: cannot load " + source + ": " +
+                    e.what_without_backtrace());
   }
   move_optimizer_state_to(*optimizer_, device_);
 }

@@ -1,4 +1,5 @@
 #include "accelerate/progress.h"
+#include "accelerate/errors.h"
 
 #include <unistd.h>
 
@@ -30,8 +31,8 @@ std::string clock_text(double seconds) {
 ProgressBar::ProgressBar(int64_t total, ProgressBarOptions options)
     : total_(total), options_(std::move(options)) {
   if (total < 0)
-    throw std::invalid_argument("accelerate: ProgressBar: total " + std::to_string(total) +
-                                " is negative");
+    throw InvalidArgument("accelerate: ProgressBar: total " + std::to_string(total) +
+                          " is negative");
   if (!options_.out_) options_.out_ = &std::cerr;
   terminal_ = options_.terminal_ >= 0 ? options_.terminal_ == 1
                                       : (options_.out_ == &std::cerr && ::isatty(STDERR_FILENO));

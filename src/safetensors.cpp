@@ -1,4 +1,5 @@
 #include "accelerate/safetensors.h"
+#include "accelerate/errors.h"
 
 #include <ATen/ATen.h>
 #include <fcntl.h>
@@ -74,7 +75,7 @@ const DtypeEntry* find_dtype(at::ScalarType type) {
 }
 
 [[noreturn]] void fail(const std::string& name, const std::string& what) {
-  throw std::runtime_error("safetensors file " + name + ": " + what);
+  throw FileError("accelerate: safetensors: " + name + ": " + what);
 }
 
 std::string range_string(uint64_t begin, uint64_t end) {
@@ -215,24 +216,26 @@ std::string errno_string() { return std::strerror(errno); }
 // Validates a tensor for writing and returns its dtype entry.
 const DtypeEntry& check_writable(const std::string& name, const at::Tensor& tensor) {
   if (name == "__metadata__") {
-    throw std::invalid_argument("safetensors: '__metadata__' is reserved and cannot name a tensor");
+    throw InvalidArgument(
+        "accelerate: save_safetensors: '__metadata__' is reserved and cannot name a tensor");
   }
   if (!tensor.defined()) {
-    throw std::invalid_argument("safetensors: tensor '" + name + "' is undefined");
+    throw InvalidArgument("accelerate: save_safetensors: tensor '" + name + "' is undefined");
   }
   if (tensor.layout() != at::kStrided) {
-    throw std::invalid_argument("safetensors: tensor '" + name +
-                                "' is not a dense (strided) tensor and cannot be saved");
+    throw InvalidArgument("accelerate: save_safetensors: tensor '" + name +
+                          "' is not a dense (strided) tensor and cannot be saved");
   }
   if (tensor.is_meta()) {
-    throw std::invalid_argument("safetensors: tensor '" + name + "' is on the meta device");
+    throw InvalidArgument("accelerate: save_safetensors: tensor '" + name +
+                          "' is on the meta device");
   }
   const DtypeEntry* entry = find_dtype(tensor.scalar_type());
   if (entry == nullptr) {
-    throw std::invalid_argument("safetensors: tensor '" + name + "' has dtype " +
-                                std::string(c10::toString(tensor.scalar_type())) +
-                                ", which safetensors cannot store (BOOL, U8, I8, I16, I32, I64, "
-                                "F16, BF16, F32, F64 only)");
+    throw InvalidArgument("accelerate: save_safetensors: tensor '" + name + "' has dtype " +
+                          std::string(c10::toString(tensor.scalar_type())) +
+                          ", which safetensors cannot store (BOOL, U8, I8, I16, I32, I64, "
+                          "F16, BF16, F32, F64 only)");
   }
   return *entry;
 }
@@ -241,7 +244,8 @@ std::string json_string(const std::string& s, const char* what) {
   try {
     return nlohmann::json(s).dump();
   } catch (const nlohmann::json::exception&) {
-    throw std::invalid_argument(std::string("safetensors: ") + what + " is not valid UTF-8");
+    throw InvalidArgument(std::string("accelerate: save_safetensors: ") + what +
+                          " is not valid UTF-8");
   }
 }
 
@@ -314,8 +318,8 @@ void put_u64_le(uint8_t* p, uint64_t v) {
 std::string safetensors_dtype_name(at::ScalarType dtype) {
   const DtypeEntry* entry = find_dtype(dtype);
   if (entry == nullptr) {
-    throw std::invalid_argument("safetensors cannot store dtype " +
-                                std::string(c10::toString(dtype)));
+    throw InvalidArgument("accelerate: save_safetensors: cannot store dtype " +
+                          std::string(c10::toString(dtype)));
   }
   return entry->name;
 }
@@ -440,7 +444,7 @@ bool SafetensorsFile::contains(const std::string& name) const { return index_.co
 const SafetensorsTensorInfo& SafetensorsFile::info(const std::string& name) const {
   auto it = index_.find(name);
   if (it == index_.end()) {
-    throw std::out_of_range("safetensors file " + path_ + ": no tensor '" + name + "'");
+    throw std::out_of_range("accelerate: SafetensorsFile: " + path_ + ": no tensor '" + name + "'");
   }
   return header_.tensors[it->second].second;
 }

@@ -1,4 +1,5 @@
 #include "accelerate/scheduler.h"
+#include "accelerate/errors.h"
 
 #include <c10/util/Exception.h>
 
@@ -15,7 +16,7 @@ namespace {
 constexpr double kPi = 3.14159265358979323846;
 
 torch::optim::Optimizer& checked(const std::shared_ptr<torch::optim::Optimizer>& optimizer) {
-  if (!optimizer) throw std::invalid_argument("LambdaLR: optimizer is null");
+  if (!optimizer) throw InvalidArgument("accelerate: LambdaLR: optimizer is null");
   return *optimizer;
 }
 
@@ -38,7 +39,7 @@ LambdaLR::LambdaLR(std::shared_ptr<torch::optim::Optimizer> optimizer,
     : torch::optim::LRScheduler(checked(optimizer)),
       optimizer_(std::move(optimizer)),
       lr_lambda_(std::move(lr_lambda)) {
-  if (!lr_lambda_) throw std::invalid_argument("LambdaLR: lr_lambda is empty");
+  if (!lr_lambda_) throw InvalidArgument("accelerate: LambdaLR: lr_lambda is empty");
   step_count_ = 0;
   base_lrs_ = current_lrs(*optimizer_);
   apply(lrs_at(0));
@@ -70,8 +71,8 @@ std::vector<double> LambdaLR::get_lrs() {
 
 void LambdaLR::set_last_epoch(int64_t epoch) {
   if (epoch < 0 || epoch > static_cast<int64_t>(std::numeric_limits<unsigned>::max())) {
-    throw std::invalid_argument("LambdaLR::set_last_epoch: epoch must be in [0, 2^32), got " +
-                                std::to_string(epoch));
+    throw InvalidArgument("accelerate: LambdaLR::set_last_epoch: epoch must be in [0, 2^32), got " +
+                          std::to_string(epoch));
   }
   auto lrs = lrs_at(epoch);
   apply(lrs);
@@ -119,16 +120,16 @@ AcceleratedScheduler::AcceleratedScheduler(
       optimizers_(std::move(optimizers)),
       gradient_state_(std::move(gradient_state)),
       options_(options) {
-  if (!scheduler_) throw std::invalid_argument("AcceleratedScheduler: scheduler is null");
+  if (!scheduler_) throw InvalidArgument("accelerate: AcceleratedScheduler: scheduler is null");
   if (!gradient_state_) {
-    throw std::invalid_argument("AcceleratedScheduler: gradient_state is null");
+    throw InvalidArgument("accelerate: AcceleratedScheduler: gradient_state is null");
   }
   for (const auto& opt : optimizers_) {
-    if (!opt) throw std::invalid_argument("AcceleratedScheduler: an optimizer is null");
+    if (!opt) throw InvalidArgument("accelerate: AcceleratedScheduler: an optimizer is null");
   }
   if (options_.num_processes_ < 1) {
-    throw std::invalid_argument("AcceleratedScheduler: num_processes must be >= 1, got " +
-                                std::to_string(options_.num_processes_));
+    throw InvalidArgument("accelerate: AcceleratedScheduler: num_processes must be >= 1, got " +
+                          std::to_string(options_.num_processes_));
   }
 }
 
@@ -165,20 +166,18 @@ std::map<std::string, int64_t> AcceleratedScheduler::state_dict() const {
 void AcceleratedScheduler::load_state_dict(const std::map<std::string, int64_t>& state) {
   auto it = state.find("step_count");
   if (it == state.end())
-    throw std::invalid_argument(
-        "accelerate: AcceleratedScheduler::load_state_dict: no \"step_count\"");
+    throw InvalidArgument("accelerate: AcceleratedScheduler::load_state_dict: no \"step_count\"");
   const int64_t target = it->second;
   if (target < 0)
-    throw std::invalid_argument(
-        "accelerate: AcceleratedScheduler::load_state_dict: \"step_count\" is " +
-        std::to_string(target));
+    throw InvalidArgument("accelerate: AcceleratedScheduler::load_state_dict: \"step_count\" is " +
+                          std::to_string(target));
   if (auto lambda = std::dynamic_pointer_cast<LambdaLR>(scheduler_)) {
     lambda->set_last_epoch(target);
     steps_ = target;
     return;
   }
   if (target < steps_)
-    throw std::invalid_argument(
+    throw InvalidArgument(
         "accelerate: AcceleratedScheduler::load_state_dict: the scheduler has taken " +
         std::to_string(steps_) + " steps and cannot be set back to " + std::to_string(target) +
         " (LibTorch's LRScheduler keeps its step count protected); load the state before "

@@ -58,8 +58,8 @@ int parse_int(const Environment& env, const char* name, int minimum) {
     used = 0;
   }
   if (used == 0 || used != text.size() || value < minimum || value > 1 << 30) {
-    throw std::invalid_argument("accelerate: environment variable " + std::string(name) + "='" +
-                                text + "' is not an integer >= " + std::to_string(minimum));
+    throw InvalidArgument("accelerate: environment variable " + std::string(name) + "='" + text +
+                          "' is not an integer >= " + std::to_string(minimum));
   }
   return static_cast<int>(value);
 }
@@ -68,8 +68,8 @@ bool parse_bool(const std::string& name, const std::string& text) {
   const std::string v = lower(text);
   if (v == "1" || v == "true" || v == "yes" || v == "y" || v == "on") return true;
   if (v == "0" || v == "false" || v == "no" || v == "n" || v == "off" || v.empty()) return false;
-  throw std::invalid_argument("accelerate: environment variable " + name + "='" + text +
-                              "' is not a boolean (expected true/false, 1/0, yes/no, on/off)");
+  throw InvalidArgument("accelerate: environment variable " + name + "='" + text +
+                        "' is not a boolean (expected true/false, 1/0, yes/no, on/off)");
 }
 
 // The first of `names` that is set, or nullptr.
@@ -174,8 +174,8 @@ MixedPrecision parse_mixed_precision(const std::string& text) {
   if (v == "no") return MixedPrecision::NO;
   if (v == "fp16") return MixedPrecision::FP16;
   if (v == "bf16") return MixedPrecision::BF16;
-  throw std::invalid_argument(
-      "accelerate: mixed_precision must be \"no\", \"fp16\" or \"bf16\", got \"" + text + "\"");
+  throw InvalidArgument("accelerate: mixed_precision must be \"no\", \"fp16\" or \"bf16\", got \"" +
+                        text + "\"");
 }
 
 Environment process_environment() {
@@ -209,29 +209,28 @@ LaunchInfo resolve_launch_info(const Environment& env) {
     info.rank = parse_int(env, n.rank, 0);
     info.world_size = parse_int(env, n.size, 1);
     if (info.rank >= info.world_size)
-      throw std::invalid_argument("accelerate: " + std::string(n.rank) + "=" +
-                                  std::to_string(info.rank) + " must be below " + n.size + "=" +
-                                  std::to_string(info.world_size));
+      throw InvalidArgument("accelerate: " + std::string(n.rank) + "=" + std::to_string(info.rank) +
+                            " must be below " + n.size + "=" + std::to_string(info.world_size));
     info.local_rank = find(env, n.local_rank) ? parse_int(env, n.local_rank, 0) : info.rank;
     info.local_world_size =
         find(env, n.local_size) ? parse_int(env, n.local_size, 1) : info.world_size;
     if (info.local_rank >= info.local_world_size)
-      throw std::invalid_argument("accelerate: " + std::string(n.local_rank) + "=" +
-                                  std::to_string(info.local_rank) + " must be below " +
-                                  n.local_size + "=" + std::to_string(info.local_world_size));
+      throw InvalidArgument("accelerate: " + std::string(n.local_rank) + "=" +
+                            std::to_string(info.local_rank) + " must be below " + n.local_size +
+                            "=" + std::to_string(info.local_world_size));
     break;
   }
   if (const char* addr = first_set(env, {"MASTER_ADDR"})) info.master_addr = *find(env, addr);
   if (find(env, "MASTER_PORT")) info.master_port = parse_int(env, "MASTER_PORT", 1);
   if (info.master_port > 65535)
-    throw std::invalid_argument("accelerate: MASTER_PORT=" + std::to_string(info.master_port) +
-                                " is not a TCP port (1..65535)");
+    throw InvalidArgument("accelerate: MASTER_PORT=" + std::to_string(info.master_port) +
+                          " is not a TCP port (1..65535)");
   if (const std::string* mp = find(env, "ACCELERATE_MIXED_PRECISION")) {
     try {
       info.mixed_precision = parse_mixed_precision(*mp);
     } catch (const std::invalid_argument&) {
-      throw std::invalid_argument("accelerate: environment variable ACCELERATE_MIXED_PRECISION='" +
-                                  *mp + "' is not one of no, fp16, bf16");
+      throw InvalidArgument("accelerate: environment variable ACCELERATE_MIXED_PRECISION='" + *mp +
+                            "' is not one of no, fp16, bf16");
     }
   }
   if (const std::string* cpu = find(env, "ACCELERATE_USE_CPU"))
@@ -248,8 +247,8 @@ LaunchInfo resolve_launch_info(const Environment& env) {
       used = 0;
     }
     if (used == 0 || used != timeout->size() || !(seconds > 0) || seconds > 1e7)
-      throw std::invalid_argument("accelerate: environment variable ACCELERATE_TIMEOUT='" +
-                                  *timeout + "' is not a number of seconds > 0");
+      throw InvalidArgument("accelerate: environment variable ACCELERATE_TIMEOUT='" + *timeout +
+                            "' is not a number of seconds > 0");
     info.timeout = std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000 + 0.5));
   }
   return info;
@@ -306,12 +305,12 @@ State::State(const StateOptions& options) {
     const std::string where =
         options.store_ ? "through the given store"
                        : "at " + info_.master_addr + ":" + std::to_string(info_.master_port);
-    throw std::runtime_error("accelerate: " + describe() + " could not join the process group " +
-                             where + " " + when + " (launcher: " + info_.launcher +
-                             "): " + message_of(e) +
-                             ". Check that every process was started and that all " +
-                             (options.store_ ? "were given the same store and WORLD_SIZE."
-                                             : "use the same MASTER_ADDR and MASTER_PORT."));
+    throw DistributedError("accelerate: State: " + describe() +
+                           " could not join the process group " + where + " " + when +
+                           " (launcher: " + info_.launcher + "): " + message_of(e) +
+                           ". Check that every process was started and that all " +
+                           (options.store_ ? "were given the same store and WORLD_SIZE."
+                                           : "use the same MASTER_ADDR and MASTER_PORT."));
   }
 }
 

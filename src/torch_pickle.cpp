@@ -12,6 +12,7 @@
 // only the opcodes of protocols 2-5 and the globals a state dict uses; everything else is a
 // clear error (tests/fuzz/torch_pickle_fuzz.cpp fuzzes it).
 #include "accelerate/checkpoint.h"
+#include "accelerate/errors.h"
 
 #include <ATen/ATen.h>
 #include <c10/core/GradMode.h>
@@ -362,7 +363,7 @@ class PickleReader {
 
  private:
   [[noreturn]] void fail(const std::string& what) const {
-    throw std::runtime_error("torch pickle file " + path_ + ": " + what);
+    throw FileError("accelerate: load_pytorch_bin: " + path_ + ": " + what);
   }
   PyRef make(PyValue::Kind kind) {
     arena_.emplace_back();
@@ -614,18 +615,18 @@ void save_pytorch_bin(const StateDict& tensors, const std::string& path) {
   if (!tensors.empty()) pickle.op('(');
   for (const auto& [name, tensor] : tensors) {
     if (!names.insert(name).second) {
-      throw std::invalid_argument("save_pytorch_bin: duplicate name '" + name + "'");
+      throw InvalidArgument("accelerate: save_pytorch_bin: duplicate name '" + name + "'");
     }
     if (!tensor.defined() || tensor.layout() != at::kStrided || tensor.is_meta()) {
-      throw std::invalid_argument("save_pytorch_bin: tensor '" + name +
-                                  "' is undefined, not dense, or on the meta device");
+      throw InvalidArgument("accelerate: save_pytorch_bin: tensor '" + name +
+                            "' is undefined, not dense, or on the meta device");
     }
     const char* type = storage_type_name(tensor.scalar_type());
     if (type == nullptr) {
-      throw std::invalid_argument("save_pytorch_bin: tensor '" + name + "' has dtype " +
-                                  std::string(c10::toString(tensor.scalar_type())) +
-                                  ", which is not supported (BOOL, U8, I8, I16, I32, I64, F16, "
-                                  "BF16, F32, F64 only)");
+      throw InvalidArgument("accelerate: save_pytorch_bin: tensor '" + name + "' has dtype " +
+                            std::string(c10::toString(tensor.scalar_type())) +
+                            ", which is not supported (BOOL, U8, I8, I16, I32, I64, F16, "
+                            "BF16, F32, F64 only)");
     }
     const auto element = static_cast<int64_t>(tensor.element_size());
     const int64_t storage_numel = static_cast<int64_t>(tensor.storage().nbytes()) / element;
@@ -688,9 +689,10 @@ void save_pytorch_bin(const StateDict& tensors, const std::string& path) {
   if (failure) std::rethrow_exception(failure);
   file.commit();
 }
+
 StateDict load_pytorch_bin(const std::string& path) {
-  auto fail = [&](const std::string& what) -> std::runtime_error {
-    return std::runtime_error("torch pickle file " + path + ": " + what);
+  auto fail = [&](const std::string& what) {
+    return FileError("accelerate: load_pytorch_bin: " + path + ": " + what);
   };
   {
     std::ifstream in(path, std::ios::binary);

@@ -5,6 +5,7 @@
 //   Event   { double wall_time = 1; int64 step = 2; string file_version = 3; Summary summary = 5; }
 //   Summary { repeated Value value = 1; }   Value { string tag = 1; float simple_value = 2; }
 #include "accelerate/tracking.h"
+#include "accelerate/errors.h"
 
 #include <unistd.h>
 #include <yaml-cpp/yaml.h>
@@ -30,7 +31,7 @@ double now_seconds() {
 
 std::string make_dir(const std::string& logging_dir, const std::string& run_name, const char* who) {
   if (run_name.empty())
-    throw std::invalid_argument(std::string("accelerate: ") + who + ": the project name is empty");
+    throw InvalidArgument(std::string("accelerate: ") + who + ": the project name is empty");
   const fs::path dir = fs::path(logging_dir.empty() ? "." : logging_dir) / run_name;
   std::error_code ec;
   fs::create_directories(dir, ec);
@@ -217,8 +218,8 @@ void CSVTracker::finish() {
 
 void check_tracker_name(const std::string& name) {
   if (name != "tensorboard" && name != "csv")
-    throw std::invalid_argument("accelerate: log_with: unknown tracker '" + name +
-                                "' (built in: tensorboard, csv, all)");
+    throw InvalidArgument("accelerate: log_with: unknown tracker '" + name +
+                          "' (built in: tensorboard, csv, all)");
 }
 
 std::unique_ptr<GeneralTracker> make_tracker(const std::string& name, const std::string& run_name,

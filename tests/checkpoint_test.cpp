@@ -166,12 +166,12 @@ TEST(SaveState, MismatchedObjectsAreAClearError) {
   try {
     b.load_state(dir.string());
     ADD_FAILURE() << "no error";
-  } catch (const std::runtime_error& e) {
+  } catch (const acc::FileError& e) {
     EXPECT_NE(std::string(e.what()).find("holds 2 custom_objects but this Accelerator has 1"),
               std::string::npos)
         << e.what();
   }
-  EXPECT_THROW(b.load_state((dir / "nowhere").string()), std::runtime_error);
+  EXPECT_THROW(b.load_state((dir / "nowhere").string()), acc::FileError);
 }
 
 // The checkpoint folder has one file per prepared or registered object, listed in order in

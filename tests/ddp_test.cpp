@@ -193,7 +193,7 @@ TEST(Ddp, ModelsThatDifferAreRefused) {
     net->register_module("fc", torch::nn::Linear(4, rank == 0 ? 2 : 3));
     try {
       a.prepare_model(net);
-    } catch (const std::runtime_error& e) {
+    } catch (const acc::InvalidArgument& e) {
       errors[rank] = e.what();
     }
   });

@@ -264,6 +264,7 @@ void expect_error_on_every_rank(F call, const std::vector<std::string>& parts) {
     EXPECT_EQ(a.reduce(at::ones({2}), "sum").sum().item<double>(), 4.0);
   });
   EXPECT_EQ(messages[0], messages[1]);
+  EXPECT_EQ(messages[0].rfind("accelerate: ", 0), 0u) << messages[0];
   for (const auto& part : parts)
     EXPECT_NE(messages[0].find(part), std::string::npos) << messages[0] << "\nmissing: " << part;
 }
@@ -271,7 +272,7 @@ void expect_error_on_every_rank(F call, const std::vector<std::string>& parts) {
 }  // namespace
 
 TEST(CollectiveChecks, ReduceDtypeMismatchIsAnErrorNotAWrongSum) {
-  expect_error_on_every_rank<std::invalid_argument>(
+  expect_error_on_every_rank<acc::InvalidArgument>(
       [](acc::Accelerator& a) {
         a.reduce(a.process_index() == 0 ? at::ones({3}, at::kInt) : at::ones({3}, at::kFloat));
       },
@@ -279,7 +280,7 @@ TEST(CollectiveChecks, ReduceDtypeMismatchIsAnErrorNotAWrongSum) {
 }
 
 TEST(CollectiveChecks, ReduceShapeMismatchWithEqualElementCounts) {
-  expect_error_on_every_rank<std::invalid_argument>(
+  expect_error_on_every_rank<acc::InvalidArgument>(
       [](acc::Accelerator& a) {
         a.reduce(a.process_index() == 0 ? at::ones({2, 6}) : at::ones({3, 4}));
       },
@@ -287,7 +288,7 @@ TEST(CollectiveChecks, ReduceShapeMismatchWithEqualElementCounts) {
 }
 
 TEST(CollectiveChecks, ReduceFloatVsDoubleDoesNotAbort) {
-  expect_error_on_every_rank<std::invalid_argument>(
+  expect_error_on_every_rank<acc::InvalidArgument>(
       [](acc::Accelerator& a) {
         a.reduce(at::ones({2, 3}, a.process_index() == 0 ? at::kFloat : at::kDouble));
       },
@@ -295,19 +296,19 @@ TEST(CollectiveChecks, ReduceFloatVsDoubleDoesNotAbort) {
 }
 
 TEST(CollectiveChecks, DifferentReductions) {
-  expect_error_on_every_rank<std::invalid_argument>(
+  expect_error_on_every_rank<acc::InvalidArgument>(
       [](acc::Accelerator& a) { a.reduce(at::ones({2}), a.process_index() == 0 ? "sum" : "max"); },
       {"rank 0 passed reduction sum but rank 1 passed max"});
 }
 
 TEST(CollectiveChecks, BroadcastFromDifferentSources) {
-  expect_error_on_every_rank<std::invalid_argument>(
+  expect_error_on_every_rank<acc::InvalidArgument>(
       [](acc::Accelerator& a) { a.broadcast(at::ones({2}), a.process_index()); },
       {"broadcast", "source process"});
 }
 
 TEST(CollectiveChecks, DifferentCollectivesAreOutOfStep) {
-  expect_error_on_every_rank<std::invalid_argument>(
+  expect_error_on_every_rank<acc::InvalidArgument>(
       [](acc::Accelerator& a) {
         if (a.process_index() == 0)
           a.reduce(at::ones({2}));
@@ -318,7 +319,7 @@ TEST(CollectiveChecks, DifferentCollectivesAreOutOfStep) {
 }
 
 TEST(CollectiveChecks, WaitForEveryoneAgainstAGather) {
-  expect_error_on_every_rank<std::invalid_argument>(
+  expect_error_on_every_rank<acc::InvalidArgument>(
       [](acc::Accelerator& a) {
         if (a.process_index() == 0)
           a.wait_for_everyone();
@@ -344,7 +345,7 @@ TEST(CollectiveChecks, TimeoutSaysWhereEveryRankIs) {
         }
         try {
           a.reduce(at::ones({1}));
-        } catch (const std::runtime_error& e) {
+        } catch (const acc::DistributedError& e) {
           messages[0] = e.what();
         }
         gave_up.set_value();

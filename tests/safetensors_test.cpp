@@ -2,6 +2,7 @@
 // reference layout, sharded model checkpoints, and files exchanged with Python (the scripts
 // in tests/python, run with ACCELERATE_TEST_PYTHON).
 #include <accelerate/checkpoint.h>
+#include <accelerate/errors.h>
 #include <accelerate/safetensors.h>
 #include <gtest/gtest.h>
 #include <torch/torch.h>
@@ -101,23 +102,24 @@ Outcome run_python(std::vector<std::string> args) {
 
 class TempDirTest : public accelerate::testing::TempDirTest {
  protected:
-  // `bytes` is refused, from disk and from memory, with a std::runtime_error naming the file
-  // and containing `rule`.
+  // `bytes` is refused, from disk and from memory, with an accelerate::FileError naming the
+  // file and containing `rule`.
   void expect_malformed(const std::vector<uint8_t>& bytes, const std::string& rule) {
     const std::string file = path("bad.safetensors");
     write_file(file, bytes);
     try {
       acc::SafetensorsFile opened(file);
       ADD_FAILURE() << "accepted a file that should break: " << rule;
-    } catch (const std::runtime_error& e) {
+    } catch (const acc::FileError& e) {
       const std::string message = e.what();
+      EXPECT_EQ(message.rfind("accelerate: safetensors: ", 0), 0u) << message;
       EXPECT_NE(message.find(file), std::string::npos) << message;
       EXPECT_NE(message.find(rule), std::string::npos) << message;
     }
     try {
       acc::load_safetensors_from_memory(bytes.data(), bytes.size(), "in-memory");
       ADD_FAILURE() << "accepted a buffer that should break: " << rule;
-    } catch (const std::runtime_error& e) {
+    } catch (const acc::FileError& e) {
       EXPECT_NE(std::string(e.what()).find(rule), std::string::npos) << e.what();
     }
   }

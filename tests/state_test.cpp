@@ -168,9 +168,10 @@ TEST(State, MissingPeerTimesOutWithAClearError) {
       acc::Accelerator a(
           acc::AcceleratorOptions().cpu(true).timeout(std::chrono::seconds(1)).environment(env));
       ADD_FAILURE() << "rank " << rank << " joined a job whose peer never started";
-    } catch (const std::runtime_error& e) {
+    } catch (const acc::DistributedError& e) {
       const std::string what = e.what();
-      EXPECT_NE(what.find("rank " + std::to_string(rank) + " of 2"), std::string::npos) << what;
+      EXPECT_EQ(what.rfind("accelerate: State: rank " + std::to_string(rank) + " of 2", 0), 0u)
+          << what;
       EXPECT_NE(what.find("could not join the process group at 127.0.0.1:" +
                           std::to_string(port.number()) + " within the timeout of 1 s"),
                 std::string::npos)
@@ -183,7 +184,7 @@ TEST(State, MissingPeerTimesOutWithAClearError) {
           acc::testing::rank_options(rank, 2, acc::testing::make_store(),
                                      acc::AcceleratorOptions().timeout(std::chrono::seconds(1))));
       ADD_FAILURE() << "rank " << rank << " joined a job whose peer never started";
-    } catch (const std::runtime_error& e) {
+    } catch (const acc::DistributedError& e) {
       const std::string what = e.what();
       EXPECT_NE(
           what.find("rank " + std::to_string(rank) + " of 2 could not join the process group " +

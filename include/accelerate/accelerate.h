@@ -14,6 +14,7 @@
 #include "accelerate/checkpoint.h"
 #include "accelerate/data_loader.h"
 #include "accelerate/ddp.h"
+#include "accelerate/errors.h"
 #include "accelerate/gradient_state.h"
 #include "accelerate/logging.h"
 #include "accelerate/mixed_precision.h"

@@ -19,6 +19,7 @@
 #include <torch/nn/module.h>
 #include <torch/optim/optimizer.h>
 #include <torch/optim/schedulers/lr_scheduler.h>
+#include "accelerate/errors.h"
 
 #include <chrono>
 #include <filesystem>
@@ -399,8 +400,7 @@ class Accelerator {
   template <typename Dataset>
   std::shared_ptr<DataLoader<Dataset>> prepare_data_loader(
       const std::shared_ptr<DataLoader<Dataset>>& loader) {
-    if (!loader)
-      throw std::invalid_argument("accelerate: prepare: the data loader is a null pointer");
+    if (!loader) throw InvalidArgument("accelerate: prepare: the data loader is a null pointer");
     if (loader->prepared()) return loader;  // already prepared
     auto prepared = loader->shard(sharding_options());
     checkpoint_loader(prepared);
@@ -527,7 +527,7 @@ class Accelerator {
   /// saved as `custom_checkpoint_<i>.bin`.
   template <typename T>
   void register_for_checkpointing(std::shared_ptr<T> object) {
-    if (!object) throw std::invalid_argument("accelerate: register_for_checkpointing: null object");
+    if (!object) throw InvalidArgument("accelerate: register_for_checkpointing: null object");
     if constexpr (std::is_base_of_v<torch::nn::Module, T>) {
       checkpoint_module("custom_objects", "custom_checkpoint_", object);
     } else {

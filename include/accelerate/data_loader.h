@@ -47,6 +47,7 @@
 #include <ATen/ops/stack.h>
 #include <c10/core/Device.h>
 #include <torch/data/example.h>
+#include "accelerate/errors.h"
 
 #include <cstddef>
 #include <cstdint>
@@ -223,7 +224,7 @@ std::vector<int64_t> shuffled_indices(int64_t n, uint64_t seed);
 template <typename T>
 struct Collate {
   static_assert(sizeof(T) == 0,
-                "accelerate::DataLoader: no collation for this example type; specialise "
+                "accelerate: DataLoader: no collation for this example type; specialise "
                 "accelerate::Collate<T> with `static Batch collate(std::vector<T>)`");
 };
 
@@ -288,7 +289,7 @@ struct Collate<torch::data::Example<at::Tensor, torch::data::example::NoTarget>>
 
 namespace detail {
 
-/// "accelerate::DataLoader: dataset.get(<index>) failed", for errors of `get`.
+/// "accelerate: DataLoader: dataset.get(<index>) failed", for errors of `get`.
 std::string get_failed_message(int64_t index);
 
 /// "dataset.get_items([3, 7, ...]) failed (sample indices 3, 7, ...)".
@@ -323,8 +324,7 @@ int64_t dataset_length(Dataset& dataset) {
   if constexpr (std::is_integral_v<decltype(n)>) {
     return static_cast<int64_t>(n);
   } else {
-    if (!n.has_value())
-      throw std::invalid_argument("accelerate::DataLoader: the data set has no size()");
+    if (!n.has_value()) throw InvalidArgument("accelerate: DataLoader: the data set has no size()");
     return static_cast<int64_t>(*n);
   }
 }
@@ -482,7 +482,7 @@ class DataLoader : public DataLoaderBase {
   explicit DataLoader(std::shared_ptr<Dataset> dataset,
                       DataLoaderOptions options = DataLoaderOptions())
       : DataLoaderBase(std::move(options)), dataset_(std::move(dataset)) {
-    if (!dataset_) throw std::invalid_argument("accelerate::DataLoader: null data set");
+    if (!dataset_) throw InvalidArgument("accelerate: DataLoader: null data set");
   }
   /// Copies share the data set, not the active pass.
   DataLoader(const DataLoader&) = default;
@@ -613,7 +613,7 @@ class DataLoader : public DataLoaderBase {
 template <typename Dataset>
 std::shared_ptr<DataLoader<Dataset>> skip_first_batches(
     const std::shared_ptr<DataLoader<Dataset>>& loader, int64_t n) {
-  if (!loader) throw std::invalid_argument("accelerate::skip_first_batches: null data loader");
+  if (!loader) throw InvalidArgument("accelerate: skip_first_batches: null data loader");
   return loader->skip_first_batches(n);
 }
 

@@ -16,6 +16,7 @@
 #include <stdexcept>
 #include <string>
 #include <utility>
+#include "accelerate/errors.h"
 
 namespace accelerate {
 
@@ -42,8 +43,8 @@ bool should_reduce_batch_size(const std::exception& error);
 template <typename F>
 auto find_executable_batch_size(F fn, int64_t starting_batch_size = 128) {
   if (starting_batch_size <= 0)
-    throw std::invalid_argument("accelerate: find_executable_batch_size: starting_batch_size " +
-                                std::to_string(starting_batch_size) + " is not positive");
+    throw InvalidArgument("accelerate: find_executable_batch_size: starting_batch_size " +
+                          std::to_string(starting_batch_size) + " is not positive");
   return [fn = std::move(fn), batch_size = starting_batch_size](auto&&... args) mutable {
     clear_device_cache();
     while (true) {
