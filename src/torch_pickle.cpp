@@ -37,6 +37,7 @@
 #include "accelerate/safetensors.h"
 
 #include "dtypes.h"
+#include "errors.h"
 #include "files.h"
 #include "helpers.h"
 
@@ -692,14 +693,14 @@ StateDict load_pytorch_bin(const std::string& path) {
     if (!archive->hasRecord("data.pkl")) throw fail("no data.pkl record");
     std::tie(pickle_data, pickle_size) = archive->getRecord("data.pkl");
   } catch (const c10::Error& e) {
-    throw fail(std::string("not a PyTorch zip archive: ") + e.what_without_backtrace());
+    throw fail(std::string("not a PyTorch zip archive: ") + detail::message_of(e));
   }
   PickleReader reader(path, *archive, static_cast<const char*>(pickle_data.get()), pickle_size);
   PyRef result;
   try {
     result = reader.run();
   } catch (const c10::Error& e) {
-    throw fail(e.what_without_backtrace());
+    throw fail(detail::message_of(e));
   }
   if (result->kind != PyValue::Kind::kDict) throw fail("does not hold a dict");
   StateDict out;
