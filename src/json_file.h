@@ -1,4 +1,4 @@
-// Internal: JSON files of the library's own state (checkpoint folders), written through
+// Internal: the library's JSON files (checkpoint folders, model index files), written through
 // files.h and read with errors that name the file and the key.
 #pragma once
 
@@ -18,14 +18,15 @@ inline void write_json(const std::string& path, const nlohmann::json& value) {
   write_file_synced(path, value.dump(2) + "\n", "save_state");
 }
 
-/// The JSON document in `path`; std::runtime_error naming the file when it cannot be read or
-/// parsed.
-inline nlohmann::json read_json(const std::string& path) {
-  const std::string text = read_file(path, "load_state");
+/// The JSON document in `path`; std::runtime_error "accelerate: <api>: ..." naming the file
+/// when it cannot be read or parsed.
+inline nlohmann::json read_json(const std::string& path, const std::string& api = "load_state") {
+  const std::string text = read_file(path, api);
   try {
     return nlohmann::json::parse(text);
   } catch (const std::exception& e) {
-    throw std::runtime_error("accelerate: load_state: " + path + " is not valid JSON: " + e.what());
+    throw std::runtime_error("accelerate: " + api + ": " + path +
+                             " is not valid JSON: " + e.what());
   }
 }
 

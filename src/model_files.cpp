@@ -28,6 +28,7 @@
 
 #include "files.h"
 #include "helpers.h"
+#include "json_file.h"
 
 namespace fs = std::filesystem;
 
@@ -159,16 +160,7 @@ void load_file_into(const std::string& file, std::map<std::string, Loaded>& out)
 
 std::map<std::string, Loaded> load_index(const fs::path& index_path) {
   const std::string index = index_path.string();
-  nlohmann::json json;
-  {
-    std::ifstream in(index, std::ios::binary);
-    if (!in) throw std::runtime_error("checkpoint: cannot open " + index);
-    try {
-      json = nlohmann::json::parse(in);
-    } catch (const nlohmann::json::exception& e) {
-      throw std::runtime_error("checkpoint: index " + index + " is not valid JSON: " + e.what());
-    }
-  }
+  nlohmann::json json = detail::read_json(index, "checkpoint");
   if (!json.is_object() || !json.contains("weight_map") || !json["weight_map"].is_object()) {
     throw std::runtime_error("checkpoint: index " + index + " has no \"weight_map\" object");
   }
