@@ -14,13 +14,10 @@ namespace acc = accelerate;
 
 namespace {
 
-using acc::testing::all_dtype_tensors;
-using acc::testing::formula;
-using acc::testing::run_python;
-using acc::testing::write_file;
+using namespace acc::testing;
 
-using TorchPickleTest = acc::testing::TempDirTest;
-using PythonInteropTest = acc::testing::TempDirTest;
+using TorchPickleTest = TempDirTest;
+using PythonInteropTest = TempDirTest;
 
 // Every dtype, views of one storage, 0-d and zero-size tensors.
 TEST_F(TorchPickleTest, RoundTripOfEveryDtypeAndView) {
