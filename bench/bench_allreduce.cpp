@@ -26,6 +26,7 @@
 
 #include "c10d_util.h"
 #include "common.h"
+#include "ddp_reducer.h"
 
 namespace acc = accelerate;
 
@@ -73,10 +74,11 @@ int main(int argc, char** argv) {
     auto params = model->parameters();
     std::unordered_map<size_t, std::string> names;
     for (size_t i = 0; i < params.size(); ++i) names.emplace(i, "p" + std::to_string(i));
-    reducer = bench::make_reducer(
+    reducer = accelerate::detail::make_ddp_reducer(
         params, std::move(names),
         c10::intrusive_ptr<c10d::ProcessGroup>::reclaim_copy(accelerator.state().process_group()),
-        static_cast<size_t>(bucket_mb * 1024 * 1024), bucket_view);
+        static_cast<size_t>(bucket_mb * 1024 * 1024), /*find_unused_parameters=*/false,
+        bucket_view);
   }
   auto* pg = accelerator.state().process_group();
   const double bytes = static_cast<double>(count * size) * 4.0;

@@ -33,6 +33,7 @@
 
 #include "c10d_util.h"
 #include "common.h"
+#include "ddp_reducer.h"
 
 namespace acc = accelerate;
 using bench::Args;
@@ -191,14 +192,16 @@ int run_c10d(const Config& c, bool use_reducer) {
   std::unique_ptr<c10d::Reducer> reducer;
   if (group.world > 1) {
     torch::NoGradGuard no_grad;
-    c10d::broadcast_coalesced(group.pg, params, 250 * 1024 * 1024, 0);
+    c10d::broadcast_coalesced(group.pg, params, accelerate::detail::kBroadcastBucketBytes, 0);
   }
   if (group.world > 1 && use_reducer) {
     std::unordered_map<size_t, std::string> names;
     size_t k = 0;
     for (const auto& item : model->named_parameters()) names.emplace(k++, item.key());
-    reducer = bench::make_reducer(params, std::move(names), group.pg, 25 * 1024 * 1024,
-                                  /*gradient_as_bucket_view=*/false);
+    reducer =
+        accelerate::detail::make_ddp_reducer(params, std::move(names), group.pg, 25 * 1024 * 1024,
+                                             /*find_unused_parameters=*/false,
+                                             /*gradient_as_bucket_view=*/false);
   }
 
   auto loader = torch::data::make_data_loader(

@@ -1,18 +1,14 @@
 // bench/c10d_util.h: a hand-written c10d set-up for the baselines, without the library's
 // engines: TCPStore + a Gloo process group from the torchrun variables, and an orderly
-// teardown. Only the LibTorch-version shim (src/compat.h) is shared with the library.
+// teardown. Shared with the library: the LibTorch-version shim (src/compat.h); the baselines'
+// hand-made c10d::Reducer (PyTorch DDP's buckets, no library engine) is src/ddp_reducer.h's.
 #pragma once
 
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
-#include <torch/csrc/distributed/c10d/reducer.hpp>
 
-#include <algorithm>
 #include <chrono>
-#include <memory>
 #include <string>
 #include <thread>
-#include <unordered_map>
-#include <vector>
 
 #include "common.h"
 #include "compat.h"
@@ -61,24 +57,5 @@ struct Group {
     store.reset();
   }
 };
-
-/// A c10d::Reducer built by hand the way PyTorch's DDP builds it (first bucket 1 MB, then
-/// `cap` bytes, buckets reversed): the library-free baseline.
-inline std::unique_ptr<c10d::Reducer> make_reducer(const std::vector<at::Tensor>& params,
-                                                   std::unordered_map<size_t, std::string> names,
-                                                   const c10::intrusive_ptr<c10d::ProcessGroup>& pg,
-                                                   size_t cap, bool gradient_as_bucket_view) {
-  std::vector<std::vector<size_t>> buckets;
-  std::vector<size_t> limits;
-  std::tie(buckets, limits) = c10d::compute_bucket_assignment_by_size(
-      params, {static_cast<size_t>(c10d::kDefaultFirstBucketBytes), cap},
-      std::vector<bool>(params.size(), false));
-  std::reverse(buckets.begin(), buckets.end());
-  std::reverse(limits.begin(), limits.end());
-  return accelerate::compat::make_reducer(
-      params, std::move(buckets), std::move(limits), pg, static_cast<int64_t>(cap),
-      /*find_unused_parameters=*/false, gradient_as_bucket_view, std::move(names),
-      static_cast<int64_t>(c10d::kDefaultFirstBucketBytes));
-}
 
 }  // namespace bench

@@ -17,15 +17,14 @@
 
 #include "accelerate/ops.h"
 #include "compat.h"
+#include "ddp_reducer.h"
 #include "errors.h"
 
 namespace accelerate {
 namespace {
 
+using detail::kBroadcastBucketBytes;
 using detail::message_of;
-
-// PyTorch's DDP broadcasts parameters and buffers in chunks of this size.
-constexpr size_t kBroadcastBucketBytes = 250 * 1024 * 1024;
 
 }  // namespace
 
@@ -105,20 +104,9 @@ DistributedDataParallel::DistributedDataParallel(std::shared_ptr<torch::nn::Modu
   }
   if (trained.empty()) return;  // nothing to synchronise (frozen or parameter-free model)
 
-  const auto bucket_bytes = static_cast<size_t>(options.bucket_cap_mb_ * 1024 * 1024);
-  std::vector<std::vector<size_t>> buckets;
-  std::vector<size_t> limits;
-  std::tie(buckets, limits) = c10d::compute_bucket_assignment_by_size(
-      trained, {static_cast<size_t>(c10d::kDefaultFirstBucketBytes), bucket_bytes},
-      std::vector<bool>(trained.size(), false));
-  // As PyTorch's DDP: buckets in reverse order, since gradients become ready roughly in the
-  // reverse order of the parameters.
-  std::reverse(buckets.begin(), buckets.end());
-  std::reverse(limits.begin(), limits.end());
-  e.reducer = compat::make_reducer(
-      trained, std::move(buckets), std::move(limits), e.group, static_cast<int64_t>(bucket_bytes),
-      options.find_unused_parameters_, options.gradient_as_bucket_view_, std::move(names),
-      static_cast<int64_t>(c10d::kDefaultFirstBucketBytes));
+  e.reducer = detail::make_ddp_reducer(
+      trained, std::move(names), e.group, static_cast<size_t>(options.bucket_cap_mb_ * 1024 * 1024),
+      options.find_unused_parameters_, options.gradient_as_bucket_view_);
   if (options.static_graph_) e.reducer->set_static_graph();
   for (const auto& p : trained)
     e.accumulators.insert(torch::autograd::impl::grad_accumulator(p).get());

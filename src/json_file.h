@@ -1,4 +1,4 @@
-// Internal: JSON files of the library's own state (checkpoint folders), written through
+// Internal: the library's JSON files (checkpoint folders, model index files), written through
 // files.h and read with errors that name the file and the key.
 #pragma once
 
@@ -19,18 +19,18 @@ inline void write_json(const std::string& path, const nlohmann::json& value) {
   write_file_synced(path, value.dump(2) + "\n", "save_state");
 }
 
-/// The JSON document in `path`; std::runtime_error naming the file when it cannot be read or
-/// parsed.
-inline nlohmann::json read_json(const std::string& path) {
-  const std::string text = read_file(path, "load_state");
+/// The JSON document in `path`; FileError "accelerate: <api>: ..." naming the file
+/// when it cannot be read or parsed.
+inline nlohmann::json read_json(const std::string& path, const std::string& api = "load_state") {
+  const std::string text = read_file(path, api);
   try {
     return nlohmann::json::parse(text);
   } catch (const std::exception& e) {
-    throw FileError("accelerate: load_state: " + path + " is not valid JSON: " + e.what());
+    throw FileError("accelerate: " + api + ": " + path + " is not valid JSON: " + e.what());
   }
 }
 
-/// `key` of the object `j` read from `file` as a T; std::runtime_error naming the file, the
+/// `key` of the object `j` read from `file` as a T; FileError naming the file, the
 /// key and what it holds when it is missing or of another type.
 template <typename T>
 T field(const nlohmann::json& j, const std::string& key, const std::string& file) {

@@ -29,6 +29,7 @@
 
 #include "files.h"
 #include "helpers.h"
+#include "json_file.h"
 
 namespace fs = std::filesystem;
 
@@ -160,17 +161,7 @@ void load_file_into(const std::string& file, std::map<std::string, Loaded>& out)
 
 std::map<std::string, Loaded> load_index(const fs::path& index_path) {
   const std::string index = index_path.string();
-  nlohmann::json json;
-  {
-    std::ifstream in(index, std::ios::binary);
-    if (!in) throw FileError("accelerate: load_checkpoint_in_model: cannot open " + index);
-    try {
-      json = nlohmann::json::parse(in);
-    } catch (const nlohmann::json::exception& e) {
-      throw FileError("accelerate: load_checkpoint_in_model: index " + index +
-                      " is not valid JSON: " + e.what());
-    }
-  }
+  nlohmann::json json = detail::read_json(index, "load_checkpoint_in_model");
   if (!json.is_object() || !json.contains("weight_map") || !json["weight_map"].is_object()) {
     throw FileError("accelerate: load_checkpoint_in_model: index " + index +
                     " has no \"weight_map\" object");

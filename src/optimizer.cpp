@@ -16,6 +16,8 @@
 #include <stdexcept>
 #include <utility>
 
+#include "errors.h"
+
 namespace accelerate {
 namespace {
 
@@ -140,7 +142,7 @@ void AcceleratedOptimizer::load_state_dict(const std::string& state, const std::
     optimizer_->load(archive);
   } catch (const c10::Error& e) {
     throw FileError("accelerate: load_state: cannot load " + source + ": " +
-                    e.what_without_backtrace());
+                    detail::message_of(e));
   }
   move_optimizer_state_to(*optimizer_, device_);
 }

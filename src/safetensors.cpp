@@ -18,6 +18,7 @@
 #include <stdexcept>
 #include <unordered_set>
 
+#include "dtypes.h"
 #include "files.h"
 #include "helpers.h"
 
@@ -27,52 +28,9 @@ static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
 namespace accelerate {
 namespace {
 
+using detail::DtypeEntry;
+using detail::find_dtype;
 using detail::shape_string;
-
-// One dtype of the format. `rank` is its position in the reference's `Dtype` enum ("in
-// increasing alignment order"): the writer sorts by it, descending, then by name. Dtypes
-// LibTorch 1.13 cannot hold have `type` Undefined: their files parse, their tensors cannot be
-// loaded.
-struct DtypeEntry {
-  const char* name;
-  at::ScalarType type;
-  uint64_t size;
-  int rank;
-};
-
-constexpr DtypeEntry kDtypes[] = {
-    {"BOOL", at::kBool, 1, 0},
-    {"U8", at::kByte, 1, 4},
-    {"I8", at::kChar, 1, 5},
-    {"F8_E5M2", at::ScalarType::Undefined, 1, 6},
-    {"F8_E4M3", at::ScalarType::Undefined, 1, 7},
-    {"F8_E8M0", at::ScalarType::Undefined, 1, 8},
-    {"I16", at::kShort, 2, 9},
-    {"U16", at::ScalarType::Undefined, 2, 10},
-    {"F16", at::kHalf, 2, 11},
-    {"BF16", at::kBFloat16, 2, 12},
-    {"I32", at::kInt, 4, 13},
-    {"U32", at::ScalarType::Undefined, 4, 14},
-    {"F32", at::kFloat, 4, 15},
-    {"C64", at::ScalarType::Undefined, 8, 16},
-    {"F64", at::kDouble, 8, 17},
-    {"I64", at::kLong, 8, 18},
-    {"U64", at::ScalarType::Undefined, 8, 19},
-};
-
-const DtypeEntry* find_dtype(const std::string& name) {
-  for (const auto& entry : kDtypes) {
-    if (name == entry.name) return &entry;
-  }
-  return nullptr;
-}
-
-const DtypeEntry* find_dtype(at::ScalarType type) {
-  for (const auto& entry : kDtypes) {
-    if (entry.type == type && type != at::ScalarType::Undefined) return &entry;
-  }
-  return nullptr;
-}
 
 [[noreturn]] void fail(const std::string& name, const std::string& what) {
   throw FileError("accelerate: safetensors: " + name + ": " + what);

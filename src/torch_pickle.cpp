@@ -37,6 +37,8 @@
 
 #include "accelerate/safetensors.h"
 
+#include "dtypes.h"
+#include "errors.h"
 #include "files.h"
 #include "helpers.h"
 
@@ -46,31 +48,10 @@ namespace {
 using detail::shape_string;
 using detail::storage_id;
 
+// torch.save's storage class of `type`, or nullptr when it is not written.
 const char* storage_type_name(at::ScalarType type) {
-  switch (type) {
-    case at::kBool:
-      return "BoolStorage";
-    case at::kByte:
-      return "ByteStorage";
-    case at::kChar:
-      return "CharStorage";
-    case at::kShort:
-      return "ShortStorage";
-    case at::kInt:
-      return "IntStorage";
-    case at::kLong:
-      return "LongStorage";
-    case at::kHalf:
-      return "HalfStorage";
-    case at::kBFloat16:
-      return "BFloat16Storage";
-    case at::kFloat:
-      return "FloatStorage";
-    case at::kDouble:
-      return "DoubleStorage";
-    default:
-      return nullptr;
-  }
+  const detail::DtypeEntry* entry = detail::find_dtype(type);
+  return entry ? entry->storage : nullptr;
 }
 
 // Protocol-2 pickle opcodes, the subset `torch.save` of a dict of tensors emits.
@@ -539,20 +520,16 @@ class PickleReader {
         a[1]->kind != PyValue::Kind::kGlobal || a[2]->kind != PyValue::Kind::kString) {
       fail("unsupported persistent id (not a storage)");
     }
-    static const std::map<std::string, at::ScalarType> kTypes = {
-        {"BoolStorage", at::kBool},
-        {"ByteStorage", at::kByte},
-        {"CharStorage", at::kChar},
-        {"ShortStorage", at::kShort},
-        {"IntStorage", at::kInt},
-        {"LongStorage", at::kLong},
-        {"HalfStorage", at::kHalf},
-        {"BFloat16Storage", at::kBFloat16},
-        {"FloatStorage", at::kFloat},
-        {"DoubleStorage", at::kDouble},
-        {"UntypedStorage", at::kByte},
-        {"ComplexFloatStorage", at::kComplexFloat},
-        {"ComplexDoubleStorage", at::kComplexDouble}};
+    static const std::map<std::string, at::ScalarType> kTypes = [] {
+      // The storages of the dtypes save_pytorch_bin writes, and some only other writers use.
+      std::map<std::string, at::ScalarType> types = {{"UntypedStorage", at::kByte},
+                                                     {"ComplexFloatStorage", at::kComplexFloat},
+                                                     {"ComplexDoubleStorage", at::kComplexDouble}};
+      for (const auto& entry : detail::kDtypes) {
+        if (entry.storage != nullptr) types.emplace(entry.storage, entry.type);
+      }
+      return types;
+    }();
     auto type = kTypes.find(a[1]->s2);
     if (a[1]->s != "torch" || type == kTypes.end()) {
       fail("unsupported storage type " + a[1]->s + "." + a[1]->s2);
@@ -718,14 +695,14 @@ StateDict load_pytorch_bin(const std::string& path) {
     if (!archive->hasRecord("data.pkl")) throw fail("no data.pkl record");
     std::tie(pickle_data, pickle_size) = archive->getRecord("data.pkl");
   } catch (const c10::Error& e) {
-    throw fail(std::string("not a PyTorch zip archive: ") + e.what_without_backtrace());
+    throw fail(std::string("not a PyTorch zip archive: ") + detail::message_of(e));
   }
   PickleReader reader(path, *archive, static_cast<const char*>(pickle_data.get()), pickle_size);
   PyRef result;
   try {
     result = reader.run();
   } catch (const c10::Error& e) {
-    throw fail(e.what_without_backtrace());
+    throw fail(detail::message_of(e));
   }
   if (result->kind != PyValue::Kind::kDict) throw fail("does not hold a dict");
   StateDict out;

@@ -1,4 +1,5 @@
-"""Python side of the interoperability tests of tests/safetensors_test.cpp.
+"""Python side of the interoperability tests of tests/safetensors_test.cpp,
+tests/torch_pickle_test.cpp and tests/model_files_test.cpp.
 
 Run with Debian's /usr/bin/python3 (python3-torch). Subcommands:
 
@@ -33,7 +34,7 @@ import read_safetensors as st  # noqa: E402
 
 
 def formula(dtype_name, shape):
-    """Deterministic values per dtype; tests/safetensors_test.cpp computes the same."""
+    """Deterministic values per dtype; tests/tensor_files.h computes the same."""
     numel = 1
     for d in shape:
         numel *= d
