@@ -54,11 +54,11 @@ DistributedDataParallel::DistributedDataParallel(std::shared_ptr<torch::nn::Modu
     : module_(std::move(module)) {
   if (!module_) throw std::invalid_argument("accelerate: prepare: the model is a null pointer");
   if (state.num_processes() == 1) return;
-  if (options.bucket_cap_mb_ <= 0)
+  if (options.bucket_cap_mb() <= 0)
     throw std::invalid_argument(
         "accelerate: DistributedDataParallelOptions.bucket_cap_mb must be "
         "positive, got " +
-        std::to_string(options.bucket_cap_mb_));
+        std::to_string(options.bucket_cap_mb()));
   engine_ = std::make_unique<Engine>();
   Engine& e = *engine_;
   e.state = &state;
@@ -105,7 +105,7 @@ DistributedDataParallel::DistributedDataParallel(std::shared_ptr<torch::nn::Modu
   }
   if (trained.empty()) return;  // nothing to synchronise (frozen or parameter-free model)
 
-  const auto bucket_bytes = static_cast<size_t>(options.bucket_cap_mb_ * 1024 * 1024);
+  const auto bucket_bytes = static_cast<size_t>(options.bucket_cap_mb() * 1024 * 1024);
   std::vector<std::vector<size_t>> buckets;
   std::vector<size_t> limits;
   std::tie(buckets, limits) = c10d::compute_bucket_assignment_by_size(
@@ -117,9 +117,9 @@ DistributedDataParallel::DistributedDataParallel(std::shared_ptr<torch::nn::Modu
   std::reverse(limits.begin(), limits.end());
   e.reducer = compat::make_reducer(
       trained, std::move(buckets), std::move(limits), e.group, static_cast<int64_t>(bucket_bytes),
-      options.find_unused_parameters_, options.gradient_as_bucket_view_, std::move(names),
+      options.find_unused_parameters(), options.gradient_as_bucket_view(), std::move(names),
       static_cast<int64_t>(c10d::kDefaultFirstBucketBytes));
-  if (options.static_graph_) e.reducer->set_static_graph();
+  if (options.static_graph()) e.reducer->set_static_graph();
   for (const auto& p : trained)
     e.accumulators.insert(torch::autograd::impl::grad_accumulator(p).get());
 }
@@ -135,11 +135,11 @@ void DistributedDataParallel::before_backward(const at::Tensor& loss) {
   e.reducer->rebuild_buckets();
   if (!require_backward_grad_sync_) return;
   e.reducer->prepare_for_forward();
-  if (e.options.find_unused_parameters_ && !e.options.static_graph_)
+  if (e.options.find_unused_parameters() && !e.options.static_graph())
     e.reducer->prepare_for_backward({loss});
   else
     e.reducer->prepare_for_backward({});
-  if (e.options.broadcast_buffers_) {
+  if (e.options.broadcast_buffers()) {
     // Buffers after this step's forward, from process 0: what PyTorch's DDP copies at the
     // start of the next forward.
     at::NoGradGuard no_grad;
