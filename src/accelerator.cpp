@@ -31,12 +31,12 @@ StateOptions AcceleratorOptions::state_options() const {
 namespace {
 
 GradientAccumulationPlugin resolve_plugin(const AcceleratorOptions& options) {
-  if (options.gradient_accumulation_plugin_ && options.gradient_accumulation_steps_)
+  if (options.gradient_accumulation_plugin() && options.gradient_accumulation_steps())
     throw InvalidArgument(
         "accelerate: pass either gradient_accumulation_steps or gradient_accumulation_plugin, "
         "not both");
-  if (options.gradient_accumulation_plugin_) return *options.gradient_accumulation_plugin_;
-  return GradientAccumulationPlugin().num_steps(options.gradient_accumulation_steps_.value_or(1));
+  if (options.gradient_accumulation_plugin()) return *options.gradient_accumulation_plugin();
+  return GradientAccumulationPlugin().num_steps(options.gradient_accumulation_steps().value_or(1));
 }
 
 }  // namespace
@@ -44,21 +44,22 @@ GradientAccumulationPlugin resolve_plugin(const AcceleratorOptions& options) {
 Accelerator::Accelerator(const AcceleratorOptions& options)
     : state_(options.state_options()),
       gradient_state_(std::make_shared<GradientState>(resolve_plugin(options))),
-      options_(options) {
+      options_(options),
+      iteration_(options.project_config().iteration()) {
   if (state_.mixed_precision() == MixedPrecision::FP16) {
     // As Accelerate: fp16 needs a GPU (CPU autocast of LibTorch 1.13 has no float16).
     if (!device().is_cuda())
       throw InvalidArgument("accelerate: mixed_precision 'fp16' needs a CUDA device, and " +
                             state_.describe() + " runs on " + device().str() +
                             "; use 'bf16' on the CPU");
-    scaler_ = std::make_shared<GradScaler>(options.grad_scaler_);
+    scaler_ = std::make_shared<GradScaler>(options.grad_scaler());
     checkpoint_scaler();
   }
-  if (!options.log_with_.empty() && logging_dir().empty())
-    throw InvalidArgument("accelerate: logging with " + options.log_with_.front() +
+  if (!options.log_with().empty() && logging_dir().empty())
+    throw InvalidArgument("accelerate: logging with " + options.log_with().front() +
                           " needs a folder: set project_dir or logging_dir in "
                           "ProjectConfiguration");
-  for (const auto& tracker : options.custom_trackers_)
+  for (const auto& tracker : options.custom_trackers())
     if (!tracker) throw InvalidArgument("accelerate: log_with: null tracker");
 }
 
@@ -81,8 +82,8 @@ AcceleratorOptions& AcceleratorOptions::log_with(const std::string& names) {
 }
 
 std::string Accelerator::logging_dir() const {
-  const auto& p = options_.project_config_;
-  return p.logging_dir_.empty() ? p.project_dir_ : p.logging_dir_;
+  const auto& p = options_.project_config();
+  return p.logging_dir().empty() ? p.project_dir() : p.logging_dir();
 }
 
 void Accelerator::init_trackers(const std::string& project_name, const TrackerConfig& config) {
@@ -92,9 +93,9 @@ void Accelerator::init_trackers(const std::string& project_name, const TrackerCo
         "accelerate: init_trackers was already called; call end_training "
         "first");
   std::vector<std::shared_ptr<GeneralTracker>> started;
-  for (const auto& name : options_.log_with_)
+  for (const auto& name : options_.log_with())
     started.push_back(make_tracker(name, project_name, logging_dir()));
-  for (const auto& tracker : options_.custom_trackers_) started.push_back(tracker);
+  for (const auto& tracker : options_.custom_trackers()) started.push_back(tracker);
   for (const auto& tracker : started) tracker->store_init_configuration(config);
   trackers_ = std::move(started);
 }
@@ -148,7 +149,7 @@ void Accelerator::register_model(const std::shared_ptr<torch::nn::Module>& model
   model->to(device());
   checkpoint_module("models", "model", model);
   models_.emplace(model.get(),
-                  std::make_unique<DistributedDataParallel>(model, state_, options_.ddp_options_));
+                  std::make_unique<DistributedDataParallel>(model, state_, options_.ddp_options()));
 }
 
 std::shared_ptr<AcceleratedOptimizer> Accelerator::prepare_optimizer(
@@ -191,8 +192,8 @@ std::shared_ptr<AcceleratedScheduler> Accelerator::prepare_scheduler(
       std::move(scheduler), std::move(optimizers), gradient_state_,
       AcceleratedSchedulerOptions()
           .num_processes(num_processes())
-          .split_batches(options_.split_batches_)
-          .step_with_optimizer(options_.step_scheduler_with_optimizer_));
+          .split_batches(options_.split_batches())
+          .step_with_optimizer(options_.step_scheduler_with_optimizer()));
   schedulers_.push_back(prepared);
   add_checkpointed(
       "schedulers", next_file("schedulers", "scheduler", ".json"),
@@ -207,8 +208,8 @@ ShardingOptions Accelerator::sharding_options() {
   return ShardingOptions()
       .num_processes(num_processes())
       .process_index(process_index())
-      .split_batches(options_.split_batches_)
-      .even_batches(options_.even_batches_)
+      .split_batches(options_.split_batches())
+      .even_batches(options_.even_batches())
       .device(device())
       .gradient_state(gradient_state_)
       // One shuffling seed for all processes: process 0's, unless the loader has its own.
@@ -234,7 +235,7 @@ void Accelerator::release_prepared() {
 void Accelerator::do_sync() {
   // Accelerate's rule: sync at the end of the data loader (when asked to), else every
   // num_steps micro-steps.
-  if (gradient_state_->plugin().sync_with_dataloader_ && gradient_state_->end_of_dataloader()) {
+  if (gradient_state_->plugin().sync_with_dataloader() && gradient_state_->end_of_dataloader()) {
     step_ = 0;
     gradient_state_->set_sync_gradients(true);
   } else {

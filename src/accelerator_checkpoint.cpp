@@ -116,22 +116,22 @@ void Accelerator::save(const std::map<std::string, at::Tensor>& tensors,
 
 // The folder of automatic checkpoints, or an error naming `what` when there is none.
 static fs::path automatic_checkpoints(const ProjectConfiguration& project, const char* what) {
-  if (!project.automatic_checkpoint_naming_)
+  if (!project.automatic_checkpoint_naming())
     throw InvalidArgument(std::string("accelerate: ") + what +
                           " needs a folder, or ProjectConfiguration with "
                           "automatic_checkpoint_naming(true)");
-  return fs::path(project.project_dir_) / "checkpoints";
+  return fs::path(project.project_dir()) / "checkpoints";
 }
 
 void Accelerator::save_state(const std::string& output_dir) {
-  ProjectConfiguration& project = options_.project_config_;
+  const ProjectConfiguration& project = options_.project_config();
   fs::path target = output_dir;
   if (target.empty()) {
-    target = automatic_checkpoints(project, "save_state") /
-             ("checkpoint_" + std::to_string(project.iteration_));
+    target =
+        automatic_checkpoints(project, "save_state") / ("checkpoint_" + std::to_string(iteration_));
     if (fs::exists(target))
       throw InvalidArgument("accelerate: save_state: checkpoint folder " + target.string() +
-                            " already exists (iteration " + std::to_string(project.iteration_) +
+                            " already exists (iteration " + std::to_string(iteration_) +
                             "); set ProjectConfiguration().iteration(n) to continue after it");
   }
   const fs::path tmp = target.string() + ".tmp";
@@ -153,7 +153,7 @@ void Accelerator::save_state(const std::string& output_dir) {
     const auto cuda = compat::cuda_rng_states();
     for (size_t i = 0; i < cuda.size(); ++i) rng.write("cuda_" + std::to_string(i), cuda[i]);
     write_archive(tmp / ("random_states_" + std::to_string(process_index()) + ".pt"), rng);
-    if (is_main_process()) save_main_process_files(tmp, project.iteration_);
+    if (is_main_process()) save_main_process_files(tmp, iteration_);
   } catch (const std::exception& e) {
     failure = message_of(e);
   }
@@ -189,9 +189,9 @@ void Accelerator::save_state(const std::string& output_dir) {
       detail::sync_folder(target.parent_path().empty() ? "." : target.parent_path().string(),
                           "save_state");
       fs::remove_all(previous);
-      if (output_dir.empty() && project.total_limit_ > 0) {
+      if (output_dir.empty() && project.total_limit() > 0) {
         auto all = numbered_checkpoints(target.parent_path());
-        for (size_t i = 0; i + project.total_limit_ < all.size(); ++i)
+        for (size_t i = 0; i + project.total_limit() < all.size(); ++i)
           fs::remove_all(all[i].second);
       }
     } catch (const std::exception& e) {
@@ -202,7 +202,7 @@ void Accelerator::save_state(const std::string& output_dir) {
   // Also the final barrier: every process learns whether process 0 could finish.
   if (num_processes() > 1) rename_failure = broadcast_object(rename_failure);
   if (!rename_failure.empty()) throw FileError(rename_failure);
-  if (output_dir.empty()) ++project.iteration_;
+  if (output_dir.empty()) ++iteration_;
 }
 
 void Accelerator::save_main_process_files(const fs::path& tmp, int iteration) {
@@ -289,7 +289,7 @@ void Accelerator::checkpoint_scaler() {
 }
 
 void Accelerator::load_state(const std::string& input_dir) {
-  ProjectConfiguration& project = options_.project_config_;
+  const ProjectConfiguration& project = options_.project_config();
   fs::path dir = input_dir;
   if (dir.empty()) {
     const fs::path checkpoints = automatic_checkpoints(project, "load_state");
@@ -354,8 +354,7 @@ void Accelerator::load_state(const std::string& input_dir) {
           "; data loaders restart their saved epoch from its beginning");
   load_same_world_ = true;
   step_ = saved_step;
-  if (project.automatic_checkpoint_naming_)
-    project.iteration_ = std::max(project.iteration_, saved_iteration + 1);
+  if (project.automatic_checkpoint_naming()) iteration_ = std::max(iteration_, saved_iteration + 1);
 
   const fs::path rng_file = dir / ("random_states_" + std::to_string(process_index()) + ".pt");
   if (fs::exists(rng_file)) {

@@ -10,21 +10,21 @@ namespace accelerate {
 namespace {
 
 void check(const DataLoaderOptions& b, const ShardingOptions& s) {
-  if (b.batch_size_ < 1)
+  if (b.batch_size() < 1)
     throw InvalidArgument("accelerate: DataLoader: batch_size must be >= 1, got " +
-                          std::to_string(b.batch_size_));
-  if (s.num_processes_ < 1)
+                          std::to_string(b.batch_size()));
+  if (s.num_processes() < 1)
     throw InvalidArgument("accelerate: DataLoader: num_processes must be >= 1, got " +
-                          std::to_string(s.num_processes_));
-  if (s.process_index_ < 0 || s.process_index_ >= s.num_processes_)
+                          std::to_string(s.num_processes()));
+  if (s.process_index() < 0 || s.process_index() >= s.num_processes())
     throw InvalidArgument("accelerate: DataLoader: process_index " +
-                          std::to_string(s.process_index_) + " is not in [0, " +
-                          std::to_string(s.num_processes_) + ")");
-  if (s.split_batches_ && b.batch_size_ % s.num_processes_ != 0)
+                          std::to_string(s.process_index()) + " is not in [0, " +
+                          std::to_string(s.num_processes()) + ")");
+  if (s.split_batches() && b.batch_size() % s.num_processes() != 0)
     throw InvalidArgument("accelerate: DataLoader: with split_batches, the batch size (" +
-                          std::to_string(b.batch_size_) +
+                          std::to_string(b.batch_size()) +
                           ") must be a round multiple of the number of processes (" +
-                          std::to_string(s.num_processes_) + ")");
+                          std::to_string(s.num_processes()) + ")");
 }
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
@@ -40,7 +40,7 @@ std::vector<std::vector<int64_t>> shard_batches(const std::vector<int64_t>& orde
                                                 const ShardingOptions& s) {
   check(b, s);
   const int64_t n = static_cast<int64_t>(order.size());
-  const int64_t B = b.batch_size_, N = s.num_processes_, p = s.process_index_;
+  const int64_t B = b.batch_size(), N = s.num_processes(), p = s.process_index();
   std::vector<std::vector<int64_t>> out;
   if (n == 0) return out;
   auto take = [&](int64_t start, int64_t length, int64_t cycle) {
@@ -53,19 +53,19 @@ std::vector<std::vector<int64_t>> shard_batches(const std::vector<int64_t>& orde
   const int64_t full = n / B, rest = n % B;
   if (N == 1) {  // no sharding, as Accelerate with one process
     for (int64_t i = 0; i < full; ++i) take(i * B, B, n);
-    if (rest > 0 && !b.drop_last_) take(full * B, rest, n);
-  } else if (s.split_batches_) {
+    if (rest > 0 && !b.drop_last()) take(full * B, rest, n);
+  } else if (s.split_batches()) {
     const int64_t slice = B / N;
     for (int64_t i = 0; i < full; ++i) take(i * B + p * slice, slice, n);
-    if (rest > 0 && !b.drop_last_) {
-      if (s.even_batches_)
+    if (rest > 0 && !b.drop_last()) {
+      if (s.even_batches())
         take(full * B + p * slice, slice, std::min(n, B));
       else if (rest > p * slice)
         take(full * B + p * slice, std::min(slice, rest - p * slice), n);
     }
-  } else if (b.drop_last_) {  // only complete rounds of full batches
+  } else if (b.drop_last()) {  // only complete rounds of full batches
     for (int64_t round = 0; round < full / N; ++round) take((round * N + p) * B, B, n);
-  } else if (!s.even_batches_) {  // batch i to process i mod N, the last one short
+  } else if (!s.even_batches()) {  // batch i to process i mod N, the last one short
     const int64_t count = full + (rest > 0 ? 1 : 0);
     for (int64_t i = p; i < count; i += N) take(i * B, std::min(B, n - i * B), n);
   } else {  // padded to whole rounds of full batches
@@ -79,15 +79,15 @@ int64_t shard_num_batches(int64_t n, const DataLoaderOptions& b, const ShardingO
   check(b, s);
   if (n < 0) throw InvalidArgument("accelerate: DataLoader: negative data set size");
   if (n == 0) return 0;
-  const int64_t B = b.batch_size_, N = s.num_processes_, p = s.process_index_;
+  const int64_t B = b.batch_size(), N = s.num_processes(), p = s.process_index();
   const int64_t full = n / B, rest = n % B;
-  if (N == 1) return full + (rest > 0 && !b.drop_last_ ? 1 : 0);
-  if (s.split_batches_) {
-    bool extra = rest > 0 && !b.drop_last_ && (s.even_batches_ || rest > p * (B / N));
+  if (N == 1) return full + (rest > 0 && !b.drop_last() ? 1 : 0);
+  if (s.split_batches()) {
+    bool extra = rest > 0 && !b.drop_last() && (s.even_batches() || rest > p * (B / N));
     return full + (extra ? 1 : 0);
   }
-  if (b.drop_last_) return full / N;
-  if (!s.even_batches_) {
+  if (b.drop_last()) return full / N;
+  if (!s.even_batches()) {
     const int64_t count = full + (rest > 0 ? 1 : 0);
     return count > p ? ceil_div(count - p, N) : 0;
   }
@@ -121,19 +121,19 @@ std::string get_failed_message(int64_t index) {
 }  // namespace detail
 
 DataLoaderBase::DataLoaderBase(DataLoaderOptions options) : options_(std::move(options)) {
-  if (options_.batch_size_ < 1)
+  if (options_.batch_size() < 1)
     throw InvalidArgument("accelerate: DataLoader: batch_size must be >= 1, got " +
-                          std::to_string(options_.batch_size_));
-  if (options_.num_workers_ < 0)
+                          std::to_string(options_.batch_size()));
+  if (options_.num_workers() < 0)
     throw InvalidArgument("accelerate: DataLoader: num_workers must be >= 0, got " +
-                          std::to_string(options_.num_workers_));
+                          std::to_string(options_.num_workers()));
 }
 
 DataLoaderBase::~DataLoaderBase() { detach_pass(); }
 
 int64_t DataLoaderBase::total_batch_size() const {
-  if (!prepared_ || sharding_.split_batches_) return options_.batch_size_;
-  return options_.batch_size_ * sharding_.num_processes_;
+  if (!prepared_ || sharding_.split_batches()) return options_.batch_size();
+  return options_.batch_size() * sharding_.num_processes();
 }
 
 int64_t DataLoaderBase::size() const {
@@ -192,12 +192,12 @@ void DataLoaderBase::detach_pass() {
 DataLoaderBase::PassPlan DataLoaderBase::begin_pass() {
   const int64_t n = dataset_size();
   std::vector<int64_t> order;
-  if (options_.shuffle_) {
+  if (options_.shuffle()) {
     uint64_t seed;
-    if (options_.seed_) {
-      seed = *options_.seed_;
-    } else if (prepared_ && sharding_.seed_) {
-      seed = *sharding_.seed_;
+    if (options_.seed()) {
+      seed = *options_.seed();
+    } else if (prepared_ && sharding_.seed()) {
+      seed = *sharding_.seed();
     } else {
       if (!default_seed_) default_seed_ = at::detail::getDefaultCPUGenerator().current_seed();
       seed = *default_seed_;
@@ -214,21 +214,21 @@ DataLoaderBase::PassPlan DataLoaderBase::begin_pass() {
   resume_skip_.reset();
   plan.batches.erase(plan.batches.begin(), plan.batches.begin() + plan.first);
   batches_yielded_ = plan.first;
-  if (prepared_ && sharding_.gradient_state_) {
-    int64_t remainder = options_.drop_last_ ? -1 : n % total_batch_size();
-    sharding_.gradient_state_->loader_begin(this, remainder);
+  if (prepared_ && sharding_.gradient_state()) {
+    int64_t remainder = options_.drop_last() ? -1 : n % total_batch_size();
+    sharding_.gradient_state()->loader_begin(this, remainder);
   }
   return plan;
 }
 
 void DataLoaderBase::on_yield(int64_t index, bool last) {
   batches_yielded_ = index + 1;
-  if (last && prepared_ && sharding_.gradient_state_)
-    sharding_.gradient_state_->loader_at_end(this);
+  if (last && prepared_ && sharding_.gradient_state())
+    sharding_.gradient_state()->loader_at_end(this);
 }
 
 void DataLoaderBase::end_pass(bool complete) {
-  if (prepared_ && sharding_.gradient_state_) sharding_.gradient_state_->loader_finish(this);
+  if (prepared_ && sharding_.gradient_state()) sharding_.gradient_state()->loader_finish(this);
   if (complete) {
     ++epoch_;
     batches_yielded_ = 0;

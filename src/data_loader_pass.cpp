@@ -99,9 +99,9 @@ class DataLoaderBase::ActivePass final : public detail::Pass {
         maker_(std::move(maker)),
         batches_(std::move(plan.batches)),
         first_(plan.first),
-        pin_(owner->options().pin_memory_ && compat::cuda_available()),
+        pin_(owner->options().pin_memory() && compat::cuda_available()),
         move_(owner->prepared() && maker_.to_device),
-        device_(owner->sharding().device_) {}
+        device_(owner->sharding().device()) {}
 
   ~ActivePass() override { detach(); }
 
@@ -130,7 +130,7 @@ class DataLoaderBase::ActivePass final : public detail::Pass {
       return;
     }
     const int workers = static_cast<int>(
-        std::min<int64_t>(loader_->options().num_workers_, static_cast<int64_t>(batches_.size())));
+        std::min<int64_t>(loader_->options().num_workers(), static_cast<int64_t>(batches_.size())));
     if (workers > 0) {
       // The jobs read this pass, which joins them (prefetcher_.reset()) before it dies.
       prefetcher_ =

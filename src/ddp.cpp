@@ -53,11 +53,11 @@ DistributedDataParallel::DistributedDataParallel(std::shared_ptr<torch::nn::Modu
     : module_(std::move(module)) {
   if (!module_) throw InvalidArgument("accelerate: prepare: the model is a null pointer");
   if (state.num_processes() == 1) return;
-  if (options.bucket_cap_mb_ <= 0)
+  if (options.bucket_cap_mb() <= 0)
     throw InvalidArgument(
         "accelerate: DistributedDataParallelOptions.bucket_cap_mb must be "
         "positive, got " +
-        std::to_string(options.bucket_cap_mb_));
+        std::to_string(options.bucket_cap_mb()));
   engine_ = std::make_unique<Engine>();
   Engine& e = *engine_;
   e.state = &state;
@@ -104,10 +104,11 @@ DistributedDataParallel::DistributedDataParallel(std::shared_ptr<torch::nn::Modu
   }
   if (trained.empty()) return;  // nothing to synchronise (frozen or parameter-free model)
 
-  e.reducer = detail::make_ddp_reducer(
-      trained, std::move(names), e.group, static_cast<size_t>(options.bucket_cap_mb_ * 1024 * 1024),
-      options.find_unused_parameters_, options.gradient_as_bucket_view_);
-  if (options.static_graph_) e.reducer->set_static_graph();
+  e.reducer =
+      detail::make_ddp_reducer(trained, std::move(names), e.group,
+                               static_cast<size_t>(options.bucket_cap_mb() * 1024 * 1024),
+                               options.find_unused_parameters(), options.gradient_as_bucket_view());
+  if (options.static_graph()) e.reducer->set_static_graph();
   for (const auto& p : trained)
     e.accumulators.insert(torch::autograd::impl::grad_accumulator(p).get());
 }
@@ -123,11 +124,11 @@ void DistributedDataParallel::before_backward(const at::Tensor& loss) {
   e.reducer->rebuild_buckets();
   if (!require_backward_grad_sync_) return;
   e.reducer->prepare_for_forward();
-  if (e.options.find_unused_parameters_ && !e.options.static_graph_)
+  if (e.options.find_unused_parameters() && !e.options.static_graph())
     e.reducer->prepare_for_backward({loss});
   else
     e.reducer->prepare_for_backward({});
-  if (e.options.broadcast_buffers_) {
+  if (e.options.broadcast_buffers()) {
     // Buffers after this step's forward, from process 0: what PyTorch's DDP copies at the
     // start of the next forward.
     at::NoGradGuard no_grad;

@@ -8,9 +8,9 @@
 namespace accelerate {
 
 GradientState::GradientState(GradientAccumulationPlugin plugin) : plugin_(plugin) {
-  if (plugin_.num_steps_ < 1)
+  if (plugin_.num_steps() < 1)
     throw InvalidArgument("accelerate: gradient accumulation steps must be >= 1, got " +
-                          std::to_string(plugin_.num_steps_));
+                          std::to_string(plugin_.num_steps()));
 }
 
 void GradientState::loader_begin(const void* loader, int64_t remainder) {

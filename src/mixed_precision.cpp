@@ -45,37 +45,41 @@ AutocastGuard::~AutocastGuard() {
 
 // ---- GradScaler ----
 
-GradScaler::GradScaler(const GradScalerOptions& options) : options_(options) {
-  if (!(options.init_scale_ > 0))
+GradScaler::GradScaler(const GradScalerOptions& options)
+    : options_(options),
+      growth_factor_(options.growth_factor()),
+      backoff_factor_(options.backoff_factor()),
+      growth_interval_(options.growth_interval()) {
+  if (!(options.init_scale() > 0))
     throw InvalidArgument("accelerate: GradScaler: init_scale " +
-                          std::to_string(options.init_scale_) + " is not positive");
-  if (!(options.growth_factor_ > 1))
+                          std::to_string(options.init_scale()) + " is not positive");
+  if (!(options.growth_factor() > 1))
     throw InvalidArgument("accelerate: GradScaler: growth_factor " +
-                          std::to_string(options.growth_factor_) + " is not > 1");
-  if (!(options.backoff_factor_ > 0 && options.backoff_factor_ < 1))
+                          std::to_string(options.growth_factor()) + " is not > 1");
+  if (!(options.backoff_factor() > 0 && options.backoff_factor() < 1))
     throw InvalidArgument("accelerate: GradScaler: backoff_factor " +
-                          std::to_string(options.backoff_factor_) + " is not in (0, 1)");
-  if (options.growth_interval_ <= 0)
+                          std::to_string(options.backoff_factor()) + " is not in (0, 1)");
+  if (options.growth_interval() <= 0)
     throw InvalidArgument("accelerate: GradScaler: growth_interval " +
-                          std::to_string(options.growth_interval_) + " is not positive");
+                          std::to_string(options.growth_interval()) + " is not positive");
 }
 
 void GradScaler::lazy_init(const c10::Device& device) {
   if (scale_.defined()) return;
-  scale_ = at::full({1}, loaded_scale_.value_or(options_.init_scale_),
+  scale_ = at::full({1}, loaded_scale_.value_or(options_.init_scale()),
                     at::TensorOptions().dtype(at::kFloat).device(device));
   growth_tracker_ =
       at::full({1}, loaded_tracker_, at::TensorOptions().dtype(at::kInt).device(device));
 }
 
 at::Tensor GradScaler::scale(const at::Tensor& outputs) {
-  if (!options_.enabled_) return outputs;
+  if (!options_.enabled()) return outputs;
   lazy_init(outputs.device());
   return outputs * scale_.to(outputs.device(), /*non_blocking=*/true);
 }
 
 void GradScaler::unscale_(torch::optim::Optimizer& optimizer) {
-  if (!options_.enabled_) return;
+  if (!options_.enabled()) return;
   PerOptimizer& state = per_optimizer_[&optimizer];
   if (state.stage == Stage::UNSCALED)
     throw std::logic_error(
@@ -124,7 +128,7 @@ void GradScaler::unscale_(torch::optim::Optimizer& optimizer) {
 
 bool GradScaler::step(torch::optim::Optimizer& optimizer,
                       const torch::optim::Optimizer::LossClosure& closure) {
-  if (!options_.enabled_) {
+  if (!options_.enabled()) {
     optimizer.step(closure);
     return true;
   }
@@ -144,7 +148,7 @@ bool GradScaler::step(torch::optim::Optimizer& optimizer,
 }
 
 void GradScaler::update(std::optional<double> new_scale) {
-  if (!options_.enabled_) return;
+  if (!options_.enabled()) return;
   if (!scale_.defined()) return;  // nothing was scaled yet
   if (new_scale) {
     if (!(*new_scale > 0))
@@ -164,15 +168,15 @@ void GradScaler::update(std::optional<double> new_scale) {
           "accelerate: GradScaler: update() without unscale_() or step() on any optimizer "
           "since the last update()");
     if (scale_.is_cuda()) {
-      at::_amp_update_scale_(scale_, growth_tracker_, found, options_.growth_factor_,
-                             options_.backoff_factor_, options_.growth_interval_);
+      at::_amp_update_scale_(scale_, growth_tracker_, found, growth_factor_, backoff_factor_,
+                             growth_interval_);
     } else if (found.item<float>() > 0) {
-      scale_.mul_(options_.backoff_factor_);
+      scale_.mul_(backoff_factor_);
       growth_tracker_.zero_();
     } else {
       growth_tracker_.add_(1);
-      if (growth_tracker_.item<int>() == options_.growth_interval_) {
-        scale_.mul_(options_.growth_factor_);
+      if (growth_tracker_.item<int>() == growth_interval_) {
+        scale_.mul_(growth_factor_);
         growth_tracker_.zero_();
       }
     }
@@ -181,8 +185,8 @@ void GradScaler::update(std::optional<double> new_scale) {
 }
 
 double GradScaler::get_scale() const {
-  if (!options_.enabled_) return 1.0;
-  if (!scale_.defined()) return loaded_scale_.value_or(options_.init_scale_);
+  if (!options_.enabled()) return 1.0;
+  if (!scale_.defined()) return loaded_scale_.value_or(options_.init_scale());
   return scale_.item<double>();
 }
 
@@ -192,16 +196,16 @@ int64_t GradScaler::growth_tracker() const {
 }
 
 std::map<std::string, double> GradScaler::state_dict() const {
-  if (!options_.enabled_) return {};
+  if (!options_.enabled()) return {};
   return {{"scale", get_scale()},
-          {"growth_factor", options_.growth_factor_},
-          {"backoff_factor", options_.backoff_factor_},
-          {"growth_interval", static_cast<double>(options_.growth_interval_)},
+          {"growth_factor", growth_factor_},
+          {"backoff_factor", backoff_factor_},
+          {"growth_interval", static_cast<double>(growth_interval_)},
           {"_growth_tracker", static_cast<double>(growth_tracker())}};
 }
 
 void GradScaler::load_state_dict(const std::map<std::string, double>& state) {
-  if (!options_.enabled_) return;
+  if (!options_.enabled()) return;
   if (state.empty())
     throw InvalidArgument(
         "accelerate: GradScaler: load_state_dict: the state is empty (was it saved by a "
@@ -214,9 +218,9 @@ void GradScaler::load_state_dict(const std::map<std::string, double>& state) {
     return it->second;
   };
   const double scale = number("scale");
-  options_.growth_factor_ = number("growth_factor");
-  options_.backoff_factor_ = number("backoff_factor");
-  options_.growth_interval_ = static_cast<int64_t>(number("growth_interval"));
+  growth_factor_ = number("growth_factor");
+  backoff_factor_ = number("backoff_factor");
+  growth_interval_ = static_cast<int64_t>(number("growth_interval"));
   const auto tracker = static_cast<int64_t>(number("_growth_tracker"));
   if (scale_.defined()) {
     scale_.fill_(scale);

@@ -141,8 +141,7 @@ void AcceleratedOptimizer::load_state_dict(const std::string& state, const std::
     archive.load_from(in);
     optimizer_->load(archive);
   } catch (const c10::Error& e) {
-    throw FileError("accelerate: load_state: cannot load " + source + ": " +
-                    detail::message_of(e));
+    throw FileError("accelerate: load_state: cannot load " + source + ": " + detail::message_of(e));
   }
   move_optimizer_state_to(*optimizer_, device_);
 }

@@ -29,19 +29,21 @@ std::string clock_text(double seconds) {
 }  // namespace
 
 ProgressBar::ProgressBar(int64_t total, ProgressBarOptions options)
-    : total_(total), options_(std::move(options)) {
+    : total_(total),
+      options_(std::move(options)),
+      desc_(options_.desc()),
+      out_(options_.out() ? options_.out() : &std::cerr) {
   if (total < 0)
     throw InvalidArgument("accelerate: ProgressBar: total " + std::to_string(total) +
                           " is negative");
-  if (!options_.out_) options_.out_ = &std::cerr;
-  terminal_ = options_.terminal_ >= 0 ? options_.terminal_ == 1
-                                      : (options_.out_ == &std::cerr && ::isatty(STDERR_FILENO));
+  terminal_ =
+      options_.terminal() ? *options_.terminal() : (out_ == &std::cerr && ::isatty(STDERR_FILENO));
   start_ = last_draw_ = std::chrono::steady_clock::now();
-  if (!options_.disable_ && terminal_) draw(false);
+  if (!options_.disable() && terminal_) draw(false);
 }
 
 ProgressBar::ProgressBar(const State& state, int64_t total, ProgressBarOptions options)
-    : ProgressBar(total, options.disable(options.disable_ || !state.is_local_main_process())) {}
+    : ProgressBar(total, options.disable(options.disable() || !state.is_local_main_process())) {}
 
 ProgressBar::~ProgressBar() {
   try {
@@ -53,10 +55,10 @@ ProgressBar::~ProgressBar() {
 void ProgressBar::update(int64_t n) {
   if (closed_) return;
   n_ += n;
-  if (options_.disable_) return;
+  if (options_.disable()) return;
   const auto now = std::chrono::steady_clock::now();
   if (terminal_) {
-    if (now - last_draw_ >= options_.min_interval_ || (total_ > 0 && n_ >= total_)) draw(false);
+    if (now - last_draw_ >= options_.min_interval() || (total_ > 0 && n_ >= total_)) draw(false);
   } else if (total_ > 0) {
     const int64_t decile = std::min<int64_t>(10, n_ * 10 / total_);
     if (decile > last_decile_ && decile < 10) draw(false);  // the 100% line comes from close()
@@ -73,12 +75,12 @@ void ProgressBar::set_postfix(const std::map<std::string, double>& values) {
   postfix_ = s.str();
 }
 
-void ProgressBar::set_description(const std::string& desc) { options_.desc_ = desc; }
+void ProgressBar::set_description(const std::string& desc) { desc_ = desc; }
 
 void ProgressBar::close() {
   if (closed_) return;
   closed_ = true;
-  if (!options_.disable_) draw(true);
+  if (!options_.disable()) draw(true);
 }
 
 std::string ProgressBar::render() const {
@@ -86,7 +88,7 @@ std::string ProgressBar::render() const {
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
   const double rate = elapsed > 0 ? n_ / elapsed : 0;
   std::ostringstream s;
-  if (!options_.desc_.empty()) s << options_.desc_ << ": ";
+  if (!desc_.empty()) s << desc_ << ": ";
   if (total_ > 0) {
     const double frac = std::min(1.0, static_cast<double>(n_) / total_);
     constexpr int kWidth = 20;
@@ -98,14 +100,14 @@ std::string ProgressBar::render() const {
   } else {
     s << n_ << " [" << clock_text(elapsed) << ", ";
   }
-  s << std::fixed << std::setprecision(2) << rate << options_.unit_ << "/s";
+  s << std::fixed << std::setprecision(2) << rate << options_.unit() << "/s";
   if (!postfix_.empty()) s << ", " << postfix_;
   s << ']';
   return s.str();
 }
 
 void ProgressBar::draw(bool final) {
-  std::ostream& out = *options_.out_;
+  std::ostream& out = *out_;
   if (terminal_) {
     out << '\r' << render() << (final ? "\n" : "") << std::flush;
   } else {

@@ -127,14 +127,14 @@ AcceleratedScheduler::AcceleratedScheduler(
   for (const auto& opt : optimizers_) {
     if (!opt) throw InvalidArgument("accelerate: AcceleratedScheduler: an optimizer is null");
   }
-  if (options_.num_processes_ < 1) {
+  if (options_.num_processes() < 1) {
     throw InvalidArgument("accelerate: AcceleratedScheduler: num_processes must be >= 1, got " +
-                          std::to_string(options_.num_processes_));
+                          std::to_string(options_.num_processes()));
   }
 }
 
 void AcceleratedScheduler::step() {
-  if (!options_.step_with_optimizer_) {
+  if (!options_.step_with_optimizer()) {
     step_scheduler();
     return;
   }
@@ -148,7 +148,7 @@ void AcceleratedScheduler::step() {
   // Without split batches each process consumed its own batch, so one optimizer step covers
   // num_processes batches of the schedule's length. (Accelerate's OneCycleLR cap has no
   // counterpart: LibTorch has no OneCycleLR.)
-  const int steps = options_.split_batches_ ? 1 : options_.num_processes_;
+  const int steps = options_.split_batches() ? 1 : options_.num_processes();
   for (int i = 0; i < steps; ++i) step_scheduler();
 }
 

@@ -255,18 +255,19 @@ LaunchInfo resolve_launch_info(const Environment& env) {
 }
 
 State::State(const StateOptions& options) {
-  info_ = resolve_launch_info(options.environment_ ? *options.environment_ : process_environment());
-  timeout_ = options.timeout_.value_or(info_.timeout.value_or(std::chrono::seconds(1800)));
+  info_ =
+      resolve_launch_info(options.environment() ? *options.environment() : process_environment());
+  timeout_ = options.timeout().value_or(info_.timeout.value_or(std::chrono::seconds(1800)));
   loggers_ = detail::make_logger_registry(info_.log_level, "ACCELERATE_LOG_LEVEL");
   mixed_precision_ =
-      options.mixed_precision_.value_or(info_.mixed_precision.value_or(MixedPrecision::NO));
-  const bool use_cpu = options.cpu_.value_or(info_.use_cpu.value_or(false));
+      options.mixed_precision().value_or(info_.mixed_precision.value_or(MixedPrecision::NO));
+  const bool use_cpu = options.cpu().value_or(info_.use_cpu.value_or(false));
   const bool cuda = !use_cpu && compat::cuda_available();
   if (cuda) {
     device_ = c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(info_.local_rank));
     compat::set_cuda_device(info_.local_rank);
   }
-  if (options.set_num_threads_ && !info_.omp_num_threads)
+  if (options.set_num_threads() && !info_.omp_num_threads)
     at::set_num_threads(std::max(1, usable_cores() / info_.local_world_size));
   if (info_.world_size == 1) return;
 
@@ -274,9 +275,9 @@ State::State(const StateOptions& options) {
   comm_ = std::make_unique<Comm>();
   const auto join_start = std::chrono::steady_clock::now();
   try {
-    if (options.store_) {
+    if (options.store()) {
       comm_->given_store = true;
-      comm_->store = join_given_store(options.store_, info_.world_size, timeout_);
+      comm_->store = join_given_store(options.store(), info_.world_size, timeout_);
     } else {
       if (info_.rank != 0 && !wait_for_listener(info_.master_addr, info_.master_port, timeout_))
         throw std::runtime_error("nothing accepted connections there (is process 0 running?)");
@@ -303,14 +304,14 @@ State::State(const StateOptions& options) {
                                  ? "within the timeout of " + seconds(timeout_) + " s"
                                  : "(it failed after " + seconds(waited) + " s)";
     const std::string where =
-        options.store_ ? "through the given store"
-                       : "at " + info_.master_addr + ":" + std::to_string(info_.master_port);
+        options.store() ? "through the given store"
+                        : "at " + info_.master_addr + ":" + std::to_string(info_.master_port);
     throw DistributedError("accelerate: State: " + describe() +
                            " could not join the process group " + where + " " + when +
                            " (launcher: " + info_.launcher + "): " + message_of(e) +
                            ". Check that every process was started and that all " +
-                           (options.store_ ? "were given the same store and WORLD_SIZE."
-                                           : "use the same MASTER_ADDR and MASTER_PORT."));
+                           (options.store() ? "were given the same store and WORLD_SIZE."
+                                            : "use the same MASTER_ADDR and MASTER_PORT."));
   }
 }
 

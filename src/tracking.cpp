@@ -36,8 +36,8 @@ std::string make_dir(const std::string& logging_dir, const std::string& run_name
   std::error_code ec;
   fs::create_directories(dir, ec);
   if (ec)
-    throw std::runtime_error(std::string("accelerate: ") + who + ": cannot create " + dir.string() +
-                             ": " + ec.message());
+    throw FileError(std::string("accelerate: ") + who + ": cannot create " + dir.string() + ": " +
+                    ec.message());
   return dir.string();
 }
 
@@ -127,7 +127,7 @@ TensorBoardTracker::TensorBoardTracker(const std::string& run_name, const std::s
        << ::getpid() << ".0";
   path_ = (fs::path(dir_) / file.str()).string();
   out_.open(path_, std::ios::binary | std::ios::trunc);
-  if (!out_) throw std::runtime_error("accelerate: TensorBoardTracker: cannot write " + path_);
+  if (!out_) throw FileError("accelerate: TensorBoardTracker: cannot write " + path_);
   write_record(event(now_seconds(), std::nullopt, "brain.Event:2", ""));
   out_.flush();
 }
@@ -144,8 +144,7 @@ void TensorBoardTracker::write_record(const std::string& data) {
   std::string footer;
   put_fixed(footer, masked(crc32c(data.data(), data.size())));
   out_ << header << data << footer;
-  if (!out_)
-    throw std::runtime_error("accelerate: TensorBoardTracker: write to " + path_ + " failed");
+  if (!out_) throw FileError("accelerate: TensorBoardTracker: write to " + path_ + " failed");
 }
 
 void TensorBoardTracker::store_init_configuration(const TrackerConfig& config) {
@@ -154,8 +153,7 @@ void TensorBoardTracker::store_init_configuration(const TrackerConfig& config) {
   YAML::Emitter emitter;
   emitter << to_yaml(config);
   out << emitter.c_str() << '\n';
-  if (!out)
-    throw std::runtime_error("accelerate: TensorBoardTracker: cannot write " + file.string());
+  if (!out) throw FileError("accelerate: TensorBoardTracker: cannot write " + file.string());
 }
 
 void TensorBoardTracker::log(const std::map<std::string, double>& values,
@@ -188,7 +186,7 @@ CSVTracker::CSVTracker(const std::string& run_name, const std::string& logging_d
   const fs::path file = fs::path(dir_) / "metrics.csv";
   const bool fresh = !fs::exists(file) || fs::file_size(file) == 0;
   out_.open(file, std::ios::app);
-  if (!out_) throw std::runtime_error("accelerate: CSVTracker: cannot write " + file.string());
+  if (!out_) throw FileError("accelerate: CSVTracker: cannot write " + file.string());
   if (fresh) out_ << "wall_time,step,name,value\n";
   out_.flush();
 }
@@ -197,7 +195,7 @@ void CSVTracker::store_init_configuration(const TrackerConfig& config) {
   const fs::path file = fs::path(dir_) / "config.json";
   std::ofstream out(file);
   out << to_json(config).dump(2) << '\n';
-  if (!out) throw std::runtime_error("accelerate: CSVTracker: cannot write " + file.string());
+  if (!out) throw FileError("accelerate: CSVTracker: cannot write " + file.string());
 }
 
 void CSVTracker::log(const std::map<std::string, double>& values, std::optional<int64_t> step) {
@@ -208,8 +206,7 @@ void CSVTracker::log(const std::map<std::string, double>& values, std::optional<
     out_ << std::fixed << std::setprecision(6) << t << ',' << s << ',' << csv_field(name) << ','
          << std::defaultfloat << std::setprecision(17) << value << '\n';
   out_.flush();
-  if (!out_)
-    throw std::runtime_error("accelerate: CSVTracker: write to " + dir_ + "/metrics.csv failed");
+  if (!out_) throw FileError("accelerate: CSVTracker: write to " + dir_ + "/metrics.csv failed");
 }
 
 void CSVTracker::finish() {

@@ -54,7 +54,7 @@ TEST(ProjectConfiguration, TotalLimitKeepsTheNewest) {
           counter->value = 100 + i;
           a.save_state();
         }
-        EXPECT_EQ(a.project_configuration().iteration_, 11);
+        EXPECT_EQ(a.project_configuration().iteration(), 11);
         counter->value = -1;
         a.load_state();
         EXPECT_EQ(counter->value, 110);
@@ -89,7 +89,7 @@ TEST(ProjectConfiguration, SavingIntoAnExistingCheckpointIsAnError) {
   }
   // Loading the newest then continues the numbering.
   b.load_state();
-  EXPECT_EQ(b.project_configuration().iteration_, 1);
+  EXPECT_EQ(b.project_configuration().iteration(), 1);
   b.save_state();
   EXPECT_TRUE(fs::exists(project / "checkpoints" / "checkpoint_1" / "accelerator_state.json"));
   EXPECT_THROW(acc::Accelerator(acc::AcceleratorOptions().environment({})).save_state(),

@@ -251,6 +251,7 @@ TEST(GradScaler, StateDictRoundTrip) {
   acc::GradScaler b;
   b.load_state_dict(state);
   EXPECT_DOUBLE_EQ(b.get_scale(), 512.0);
+  EXPECT_EQ(b.options().growth_interval(), 10);  // the loaded interval, not the default 2000
   OneParam q;
   for (int i = 0; i < 7; ++i) {
     q.sgd->zero_grad();

@@ -384,7 +384,9 @@ TEST(CollectiveTrace, StatusFilesForTheLauncher) {
   const auto store = acc::testing::make_store();
   acc::testing::spawn_threads(2, [&](int rank) {
     auto options = acc::testing::rank_options(rank, 2, store);
-    options.environment_->emplace("ACCELERATE_STATUS_DIR", dir.str());
+    auto environment = *options.environment();
+    environment.emplace("ACCELERATE_STATUS_DIR", dir.str());
+    options.environment(environment);
     acc::Accelerator a(options);
     a.gather(at::ones({1}));
     a.reduce(at::ones({1}));

@@ -244,9 +244,9 @@ TEST(AcceleratedSchedulerTest, ExposesWhatItWraps) {
   ASSERT_EQ(scheduler.optimizers().size(), 1u);
   EXPECT_EQ(scheduler.optimizers()[0], opt);
   EXPECT_EQ(scheduler.gradient_state(), gs);
-  EXPECT_EQ(scheduler.options().num_processes_, 3);
-  EXPECT_FALSE(scheduler.options().split_batches_);
-  EXPECT_TRUE(scheduler.options().step_with_optimizer_);
+  EXPECT_EQ(scheduler.options().num_processes(), 3);
+  EXPECT_FALSE(scheduler.options().split_batches());
+  EXPECT_TRUE(scheduler.options().step_with_optimizer());
 }
 
 TEST(AcceleratedSchedulerTest, RejectsInvalidArguments) {

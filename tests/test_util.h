@@ -41,7 +41,7 @@ inline AcceleratorOptions rank_options(int rank, int n,
                                        const c10::intrusive_ptr<c10d::Store>& store,
                                        AcceleratorOptions options = AcceleratorOptions()) {
   options.cpu(true).environment(rank_environment(rank, n)).store(store);
-  if (!options.timeout_) options.timeout(std::chrono::seconds(60));
+  if (!options.timeout()) options.timeout(std::chrono::seconds(60));
   return options;
 }
 

@@ -1,14 +1,17 @@
-// Utilities: find_executable_batch_size, free_memory, get_logger.
+// Utilities: find_executable_batch_size, free_memory, get_logger, ProgressBar, options.h.
 #include <accelerate/accelerate.h>
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
 #include <algorithm>
 #include <mutex>
+#include <optional>
 #include <sstream>
 #include <string>
+#include <type_traits>
 #include <vector>
 
+#include "temp_dir.h"
 #include "test_util.h"
 #include "torch_version.h"
 
@@ -257,4 +260,45 @@ TEST(ProgressBar, ShownOnTheLocalMainProcessOnly) {
   });
   EXPECT_NE(outputs[0].find("5 ["), std::string::npos) << outputs[0];  // unknown total: a count
   EXPECT_EQ(outputs[1], "");
+}
+
+// ---- options (options.h) ----
+
+namespace {
+struct ClipOptions {  // the example of options.h
+  ACCELERATE_ARG(double, max_norm) = 1.0;
+  ACCELERATE_ARG(std::optional<double>, norm_type);
+};
+}  // namespace
+
+TEST(Options, OneMacroDeclaresSetterGetterAndDefault) {
+  const ClipOptions defaults;
+  EXPECT_EQ(defaults.max_norm(), 1.0);
+  EXPECT_FALSE(defaults.norm_type().has_value());
+  auto options = ClipOptions().max_norm(0.5).norm_type(1.0);  // an optional is set with a value
+  EXPECT_EQ(options.max_norm(), 0.5);
+  EXPECT_EQ(options.norm_type(), 1.0);
+  static_assert(std::is_same_v<decltype(ClipOptions().max_norm(2.0)), ClipOptions&>);
+  static_assert(std::is_same_v<decltype(options.norm_type()), const std::optional<double>&>);
+  // A braced map still reaches an optional option, and a hand-written setter chains alike.
+  auto state = acc::StateOptions().environment({{"RANK", "0"}, {"WORLD_SIZE", "1"}});
+  EXPECT_EQ(state.environment()->at("WORLD_SIZE"), "1");
+  auto accelerator = acc::AcceleratorOptions().mixed_precision("bf16").cpu(true);
+  EXPECT_EQ(accelerator.mixed_precision(), acc::MixedPrecision::BF16);
+  EXPECT_EQ(accelerator.cpu(), true);
+}
+
+// The Accelerator keeps its options as given; the checkpoint iteration is its own.
+TEST(Options, AcceleratorCountsCheckpointsWithoutChangingItsOptions) {
+  const acc::testing::TempDir dir;
+  auto options = acc::AcceleratorOptions().cpu(true).environment({}).project_config(
+      acc::ProjectConfiguration()
+          .project_dir(dir.str())
+          .automatic_checkpoint_naming(true)
+          .iteration(3));
+  acc::Accelerator accelerator(options);
+  accelerator.save_state();
+  EXPECT_EQ(accelerator.project_configuration().iteration(), 4);
+  EXPECT_EQ(accelerator.project_configuration().project_dir(), dir.str());
+  EXPECT_EQ(options.project_config().iteration(), 3);
 }

@@ -21,6 +21,7 @@
 #include "accelerate/object_bytes.h"
 #include "accelerate/ops.h"
 #include "accelerate/optimizer.h"
+#include "accelerate/options.h"
 #include "accelerate/progress.h"
 #include "accelerate/safetensors.h"
 #include "accelerate/scheduler.h"

@@ -41,13 +41,15 @@
 #include "accelerate/mixed_precision.h"
 #include "accelerate/ops.h"
 #include "accelerate/optimizer.h"
+#include "accelerate/options.h"
 #include "accelerate/scheduler.h"
 #include "accelerate/state.h"
 #include "accelerate/tracking.h"
 
 namespace accelerate {
 
-/// Where checkpoints go (Accelerate's `ProjectConfiguration`), with chained setters.
+/// Where checkpoints go (Accelerate's `ProjectConfiguration`), with chained setters (see
+/// options.h).
 ///
 /// Example:
 ///   acc::AcceleratorOptions().project_config(acc::ProjectConfiguration()
@@ -55,40 +57,21 @@ namespace accelerate {
 ///   accelerator.save_state();   // runs/exp1/checkpoints/checkpoint_0, _1, ...
 struct ProjectConfiguration {
   /// Folder of the project; automatic checkpoints go to project_dir/checkpoints.
-  ProjectConfiguration& project_dir(std::string value) {
-    project_dir_ = std::move(value);
-    return *this;
-  }
+  ACCELERATE_ARG(std::string, project_dir);
   /// save_state() with no folder writes project_dir/checkpoints/checkpoint_N (N: iteration).
-  ProjectConfiguration& automatic_checkpoint_naming(bool value) {
-    automatic_checkpoint_naming_ = value;
-    return *this;
-  }
+  ACCELERATE_ARG(bool, automatic_checkpoint_naming) = false;
   /// Keep at most this many automatic checkpoints, removing the oldest (0: keep all).
-  ProjectConfiguration& total_limit(int value) {
-    total_limit_ = value;
-    return *this;
-  }
+  ACCELERATE_ARG(int, total_limit) = 0;
   /// Folder the trackers write into (default: project_dir).
-  ProjectConfiguration& logging_dir(std::string value) {
-    logging_dir_ = std::move(value);
-    return *this;
-  }
-  /// Number of the next automatic checkpoint.
-  ProjectConfiguration& iteration(int value) {
-    iteration_ = value;
-    return *this;
-  }
-
-  std::string project_dir_;                   ///< see project_dir()
-  std::string logging_dir_;                   ///< see logging_dir()
-  bool automatic_checkpoint_naming_ = false;  ///< see automatic_checkpoint_naming()
-  int total_limit_ = 0;                       ///< see total_limit()
-  int iteration_ = 0;                         ///< see iteration()
+  ACCELERATE_ARG(std::string, logging_dir);
+  /// Number of the first automatic checkpoint; the Accelerator counts on from it (see
+  /// Accelerator::project_configuration()).
+  ACCELERATE_ARG(int, iteration) = 0;
 };
 
-/// Options of an `Accelerator` (Accelerate's constructor arguments), with chained setters.
-/// Unset values come from the environment the launcher set, then from Accelerate's defaults.
+/// Options of an `Accelerator` (Accelerate's constructor arguments), with chained setters
+/// (see options.h). Unset values come from the environment the launcher set, then from
+/// Accelerate's defaults.
 struct AcceleratorOptions {
   /// "no" | "fp16" | "bf16"; throws std::invalid_argument for anything else.
   AcceleratorOptions& mixed_precision(const std::string& value) {
@@ -96,28 +79,16 @@ struct AcceleratorOptions {
     return *this;
   }
   /// Mixed-precision mode as an enum.
-  AcceleratorOptions& mixed_precision(MixedPrecision value) {
-    mixed_precision_ = value;
-    return *this;
-  }
+  ACCELERATE_ARG(std::optional<MixedPrecision>, mixed_precision);
   /// Run on the CPU even when CUDA is available.
-  AcceleratorOptions& cpu(bool value) {
-    cpu_ = value;
-    return *this;
-  }
+  ACCELERATE_ARG(std::optional<bool>, cpu);
   /// Timeout of joining the job and of every collective (Accelerate's
   /// `InitProcessGroupKwargs(timeout=...)`); unset reads ACCELERATE_TIMEOUT (seconds, set by
   /// `accelerate-cpp launch --timeout` or the config key `timeout`), else 1800 s.
-  AcceleratorOptions& timeout(std::chrono::milliseconds value) {
-    timeout_ = value;
-    return *this;
-  }
+  ACCELERATE_ARG(std::optional<std::chrono::milliseconds>, timeout);
   /// Resolve the launcher's variables from this map instead of the process environment:
   /// for tests that run ranks as threads, and for programs embedding the library.
-  AcceleratorOptions& environment(Environment value) {
-    environment_ = std::move(value);
-    return *this;
-  }
+  ACCELERATE_ARG(std::optional<Environment>, environment);
   /// Meet the other processes through this c10d store instead of a TCPStore at
   /// MASTER_ADDR:MASTER_PORT (`torch.distributed.init_process_group(store=...)`); the rank
   /// and the number of processes still come from the environment. See StateOptions::store.
@@ -126,52 +97,36 @@ struct AcceleratorOptions {
   ///   auto store = c10::make_intrusive<c10d::HashStore>();  // one for all the ranks
   ///   acc::Accelerator accelerator(acc::AcceleratorOptions().store(store).environment(
   ///       {{"RANK", std::to_string(rank)}, {"WORLD_SIZE", "2"}}));
-  AcceleratorOptions& store(c10::intrusive_ptr<c10d::Store> value) {
-    store_ = std::move(value);
-    return *this;
-  }
+  ACCELERATE_ARG(c10::intrusive_ptr<c10d::Store>, store);
 
-  /// Accumulate gradients over `n` micro-steps (≥ 1). Giving this and
+  /// Accumulate gradients over this many micro-steps (≥ 1). Giving this and
   /// `gradient_accumulation_plugin` both makes the Accelerator throw std::invalid_argument.
-  AcceleratorOptions& gradient_accumulation_steps(int n) {
-    gradient_accumulation_steps_ = n;
-    return *this;
-  }
+  ACCELERATE_ARG(std::optional<int>, gradient_accumulation_steps);
   /// Accumulation settings as a plugin (num_steps, adjust_scheduler, sync_with_dataloader,
   /// sync_each_batch). Not together with `gradient_accumulation_steps`.
-  AcceleratorOptions& gradient_accumulation_plugin(GradientAccumulationPlugin plugin) {
-    gradient_accumulation_plugin_ = plugin;
-    return *this;
-  }
+  ACCELERATE_ARG(std::optional<GradientAccumulationPlugin>, gradient_accumulation_plugin);
   /// Prepared data loaders cut each batch into one slice per process instead of giving each
   /// process whole batches (Accelerate's `split_batches`; default false).
-  AcceleratorOptions& split_batches(bool value) {
-    split_batches_ = value;
-    return *this;
-  }
+  ACCELERATE_ARG(bool, split_batches) = false;
   /// Prepared data loaders wrap around so every process gets the same number of batches
   /// (default true).
-  AcceleratorOptions& even_batches(bool value) {
-    even_batches_ = value;
-    return *this;
-  }
+  ACCELERATE_ARG(bool, even_batches) = true;
   /// Prepared schedulers step only with the optimizer, num_processes times per call unless
   /// split_batches (default true, as Accelerate).
-  AcceleratorOptions& step_scheduler_with_optimizer(bool value) {
-    step_scheduler_with_optimizer_ = value;
-    return *this;
-  }
+  ACCELERATE_ARG(bool, step_scheduler_with_optimizer) = true;
   /// Options of the DDP engine attached to prepared models (Accelerate's
   /// `DistributedDataParallelKwargs`).
-  AcceleratorOptions& ddp_options(DistributedDataParallelOptions value) {
-    ddp_options_ = value;
-    return *this;
-  }
-
+  ACCELERATE_ARG(DistributedDataParallelOptions, ddp_options);
   /// Options of the fp16 gradient scaler (Accelerate's `GradScalerKwargs`); used with
   /// mixed_precision("fp16") only.
-  AcceleratorOptions& grad_scaler(GradScalerOptions value) {
-    grad_scaler_ = value;
+  ACCELERATE_ARG(GradScalerOptions, grad_scaler);
+  /// Where checkpoints go (see ProjectConfiguration).
+  ACCELERATE_ARG(ProjectConfiguration, project_config);
+
+ public:
+  /// Shortcut for project_config(ProjectConfiguration().project_dir(dir)).
+  AcceleratorOptions& project_dir(std::string dir) {
+    project_config_.project_dir(std::move(dir));
     return *this;
   }
 
@@ -184,37 +139,19 @@ struct AcceleratorOptions {
     custom_trackers_.push_back(std::move(tracker));
     return *this;
   }
-
-  /// Where checkpoints go (see ProjectConfiguration).
-  AcceleratorOptions& project_config(ProjectConfiguration value) {
-    project_config_ = std::move(value);
-    return *this;
+  /// The names of the trackers given to log_with(names), each once, in order.
+  const std::vector<std::string>& log_with() const noexcept { return log_with_; }
+  /// The trackers of your own given to log_with(tracker), in order.
+  const std::vector<std::shared_ptr<GeneralTracker>>& custom_trackers() const noexcept {
+    return custom_trackers_;
   }
-  /// Shortcut for project_config(ProjectConfiguration().project_dir(dir)).
-  AcceleratorOptions& project_dir(std::string dir) {
-    project_config_.project_dir(std::move(dir));
-    return *this;
-  }
-
-  std::optional<MixedPrecision> mixed_precision_;     ///< see mixed_precision()
-  std::optional<bool> cpu_;                           ///< see cpu()
-  ProjectConfiguration project_config_;               ///< see project_config()
-  std::optional<std::chrono::milliseconds> timeout_;  ///< see timeout()
-  std::optional<Environment> environment_;            ///< see environment()
-  c10::intrusive_ptr<c10d::Store> store_;             ///< see store()
-  std::optional<int> gradient_accumulation_steps_;    ///< see gradient_accumulation_steps()
-  std::optional<GradientAccumulationPlugin>
-      gradient_accumulation_plugin_;            ///< see gradient_accumulation_plugin()
-  bool split_batches_ = false;                  ///< see split_batches()
-  bool even_batches_ = true;                    ///< see even_batches()
-  bool step_scheduler_with_optimizer_ = true;   ///< see step_scheduler_with_optimizer()
-  DistributedDataParallelOptions ddp_options_;  ///< see ddp_options()
-  GradScalerOptions grad_scaler_;               ///< see grad_scaler()
-  std::vector<std::string> log_with_;           ///< see log_with()
-  std::vector<std::shared_ptr<GeneralTracker>> custom_trackers_;  ///< see custom_trackers()
 
   /// The `StateOptions` these options resolve to.
   StateOptions state_options() const;
+
+ private:
+  std::vector<std::string> log_with_;
+  std::vector<std::shared_ptr<GeneralTracker>> custom_trackers_;
 };
 
 class Accelerator;
@@ -446,7 +383,7 @@ class Accelerator {
   NoSyncGuard accumulate(const Models&... models) {
     do_sync();
     const bool allow =
-        sync_gradients() || (num_processes() > 1 && gradient_state_->plugin().sync_each_batch_);
+        sync_gradients() || (num_processes() > 1 && gradient_state_->plugin().sync_each_batch());
     return NoSyncGuard({engine_of(models.get())...}, !allow);
   }
   /// Guard: backward passes of `models` do not synchronise gradients while it lives.
@@ -538,8 +475,11 @@ class Accelerator {
                         });
     }
   }
-  /// The project configuration, with the iteration of the next automatic checkpoint.
-  const ProjectConfiguration& project_configuration() const { return options_.project_config_; }
+  /// The project configuration given in the options, with the iteration of the next
+  /// automatic checkpoint (which save_state and load_state advance).
+  ProjectConfiguration project_configuration() const {
+    return ProjectConfiguration(options_.project_config()).iteration(iteration_);
+  }
 
   // ---- experiment tracking (main process only; see tracking.h) ----
   /// Starts the trackers of log_with(...) for the run `project_name` (a sub-folder of the
@@ -720,8 +660,9 @@ class Accelerator {
 
   State state_;
   std::shared_ptr<GradientState> gradient_state_;
-  AcceleratorOptions options_;
-  std::shared_ptr<GradScaler> scaler_;                     // fp16 only
+  const AcceleratorOptions options_;    // as given; what changes while training is below
+  int iteration_;                       // of the next automatic checkpoint (save_state)
+  std::shared_ptr<GradScaler> scaler_;  // fp16 only
   std::vector<std::shared_ptr<GeneralTracker>> trackers_;  // main process, after init_trackers
   bool trigger_ = false;
   int64_t step_ = 0;

@@ -26,6 +26,8 @@
 #include <utility>
 #include <vector>
 
+#include "accelerate/options.h"
+
 namespace accelerate {
 
 /// A state dict: named tensors in the order Python's `state_dict()` gives them.
@@ -42,7 +44,7 @@ using StateDict = std::vector<std::pair<std::string, at::Tensor>>;
 int64_t convert_file_size_to_int(const std::string& size);
 
 /// Options of `save_model_files` (and `Accelerator::save_model`), Accelerate's keyword
-/// arguments of `save_model`, with chained setters.
+/// arguments of `save_model`, with chained setters (see options.h).
 ///
 /// Example:
 ///   auto options = accelerate::SaveModelOptions().max_shard_size("1GB").safe_serialization(false);
@@ -55,20 +57,13 @@ struct SaveModelOptions {
   }
   /// Largest shard in bytes; must not be negative (std::invalid_argument otherwise).
   SaveModelOptions& max_shard_size(int64_t bytes);
-  /// Whether to write safetensors (default) or PyTorch pickles (`pytorch_model.bin`).
-  SaveModelOptions& safe_serialization(bool value) {
-    safe_serialization_ = value;
-    return *this;
-  }
-
   /// The largest shard in bytes.
-  int64_t max_shard_size() const { return max_shard_size_; }
-  /// Whether safetensors are written.
-  bool safe_serialization() const { return safe_serialization_; }
+  int64_t max_shard_size() const noexcept { return max_shard_size_; }
+  /// Whether to write safetensors (default) or PyTorch pickles (`pytorch_model.bin`).
+  ACCELERATE_ARG(bool, safe_serialization) = true;
 
  private:
   int64_t max_shard_size_ = 10000000000;
-  bool safe_serialization_ = true;
 };
 
 /// The state dict Python's `module.state_dict()` would give: for the module, then each child

@@ -31,7 +31,7 @@
 //   // What Accelerator::prepare does on process 1 of 2:
 //   auto sharding = accelerate::ShardingOptions().num_processes(2).process_index(1);
 //   auto shard = loader.shard(sharding);  // std::shared_ptr<DataLoader<Squares>>
-//   for (auto& batch : *shard) { /* on sharding.device_ */ }
+//   for (auto& batch : *shard) { /* on sharding.device() */ }
 //
 // Batched fetch (PyTorch's `__getitems__`): a data set that can make a whole batch at once
 // defines `Batch get_items(const std::vector<int64_t>& indices)`, returning what collation
@@ -63,6 +63,7 @@
 #include <vector>
 
 #include "accelerate/gradient_state.h"
+#include "accelerate/options.h"
 
 namespace accelerate {
 
@@ -72,47 +73,22 @@ namespace accelerate {
 ///   auto options = accelerate::DataLoaderOptions().batch_size(64).shuffle(true).seed(0);
 struct DataLoaderOptions {
   /// Samples per batch (≥ 1; default 1). With `split_batches` this is the global batch.
-  DataLoaderOptions& batch_size(int64_t value) {
-    batch_size_ = value;
-    return *this;
-  }
+  ACCELERATE_ARG(int64_t, batch_size) = 1;
   /// Visit the samples in a new random order every epoch (default false).
-  DataLoaderOptions& shuffle(bool value) {
-    shuffle_ = value;
-    return *this;
-  }
+  ACCELERATE_ARG(bool, shuffle) = false;
   /// Drop the last batch when it is incomplete (default false).
-  DataLoaderOptions& drop_last(bool value) {
-    drop_last_ = value;
-    return *this;
-  }
+  ACCELERATE_ARG(bool, drop_last) = false;
   /// Base seed of the shuffling: epoch e uses `torch.Generator().manual_seed(seed + e)`.
   /// Unset: the seed given by `prepare` (shared by all processes), else the default CPU
   /// generator's `current_seed()` at the first pass.
-  DataLoaderOptions& seed(uint64_t value) {
-    seed_ = value;
-    return *this;
-  }
+  ACCELERATE_ARG(std::optional<uint64_t>, seed);
   /// Threads that load and collate batches ahead of the training loop (default 0: load in
   /// the loop's thread). Batches come in the same order either way; `get` must then be
   /// safe to call from several threads at once.
-  DataLoaderOptions& num_workers(int value) {
-    num_workers_ = value;
-    return *this;
-  }
+  ACCELERATE_ARG(int, num_workers) = 0;
   /// Collate batches into page-locked memory when CUDA is available, so that the copy to
   /// the GPU is asynchronous (default false; nothing happens without CUDA).
-  DataLoaderOptions& pin_memory(bool value) {
-    pin_memory_ = value;
-    return *this;
-  }
-
-  int64_t batch_size_ = 1;        ///< see batch_size()
-  bool shuffle_ = false;          ///< see shuffle()
-  bool drop_last_ = false;        ///< see drop_last()
-  std::optional<uint64_t> seed_;  ///< see seed()
-  int num_workers_ = 0;           ///< see num_workers()
-  bool pin_memory_ = false;       ///< see pin_memory()
+  ACCELERATE_ARG(bool, pin_memory) = false;
 };
 
 /// How a loader's batches are distributed over processes: the arguments of Accelerate's
@@ -124,52 +100,23 @@ struct DataLoaderOptions {
 ///   auto sharding = accelerate::ShardingOptions().num_processes(2).process_index(1);
 struct ShardingOptions {
   /// Processes sharing the data (≥ 1; default 1: no sharding, plain batches).
-  ShardingOptions& num_processes(int value) {
-    num_processes_ = value;
-    return *this;
-  }
+  ACCELERATE_ARG(int, num_processes) = 1;
   /// This process, in [0, num_processes) (default 0).
-  ShardingOptions& process_index(int value) {
-    process_index_ = value;
-    return *this;
-  }
+  ACCELERATE_ARG(int, process_index) = 0;
   /// Cut each global batch of `batch_size` into one slice per process (Accelerate's
   /// `split_batches`; batch_size must be a multiple of num_processes) instead of giving each
   /// process whole batches (default false).
-  ShardingOptions& split_batches(bool value) {
-    split_batches_ = value;
-    return *this;
-  }
+  ACCELERATE_ARG(bool, split_batches) = false;
   /// Wrap around to the start so that every process gets the same number of full batches
   /// (default true).
-  ShardingOptions& even_batches(bool value) {
-    even_batches_ = value;
-    return *this;
-  }
+  ACCELERATE_ARG(bool, even_batches) = true;
   /// Where a prepared loader moves every batch (default CPU).
-  ShardingOptions& device(c10::Device value) {
-    device_ = value;
-    return *this;
-  }
+  ACCELERATE_ARG(c10::Device, device) = c10::kCPU;
   /// Told when a prepared loader's pass begins, reaches its last batch and ends (default
   /// null: nobody).
-  ShardingOptions& gradient_state(std::shared_ptr<GradientState> value) {
-    gradient_state_ = std::move(value);
-    return *this;
-  }
+  ACCELERATE_ARG(std::shared_ptr<GradientState>, gradient_state);
   /// Shuffling seed shared by all processes; overrides an unset `DataLoaderOptions::seed`.
-  ShardingOptions& seed(uint64_t value) {
-    seed_ = value;
-    return *this;
-  }
-
-  int num_processes_ = 1;                          ///< see num_processes()
-  int process_index_ = 0;                          ///< see process_index()
-  bool split_batches_ = false;                     ///< see split_batches()
-  bool even_batches_ = true;                       ///< see even_batches()
-  c10::Device device_ = c10::kCPU;                 ///< see device()
-  std::shared_ptr<GradientState> gradient_state_;  ///< see gradient_state()
-  std::optional<uint64_t> seed_;                   ///< see seed()
+  ACCELERATE_ARG(std::optional<uint64_t>, seed);
 };
 
 /// Where a loader stands: `batches` of epoch `epoch` have been consumed.
@@ -180,7 +127,7 @@ struct LoaderPosition {
   int64_t batches = 0;
 };
 
-/// The batches (lists of sample indices) that process `sharding.process_index_` gets from
+/// The batches (lists of sample indices) that process `sharding.process_index()` gets from
 /// samples visited in `order`, exactly as Accelerate's `BatchSamplerShard` over
 /// `BatchSampler(order, batch_size, drop_last)`, with the batch size and drop_last of
 /// `batching` (its other options play no part). With one process: plain batches. Throws
@@ -496,9 +443,9 @@ class DataLoader : public DataLoaderBase {
   /// Number of samples in the data set.
   int64_t dataset_size() const override { return detail::dataset_length(*dataset_); }
 
-  /// A prepared copy for one process of `sharding.num_processes_` (what
-  /// `Accelerator::prepare` returns): its own batches, on `sharding.device_`, reporting to
-  /// `sharding.gradient_state_`. Throws std::invalid_argument for a bad process index or a
+  /// A prepared copy for one process of `sharding.num_processes()` (what
+  /// `Accelerator::prepare` returns): its own batches, on `sharding.device()`, reporting to
+  /// `sharding.gradient_state()`. Throws std::invalid_argument for a bad process index or a
   /// batch size that split_batches cannot divide.
   std::shared_ptr<DataLoader> shard(const ShardingOptions& sharding) const {
     auto copy = std::make_shared<DataLoader>(*this);

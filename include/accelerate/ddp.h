@@ -18,6 +18,7 @@
 
 #include <memory>
 
+#include "accelerate/options.h"
 #include "accelerate/state.h"
 
 namespace torch::nn {
@@ -29,37 +30,16 @@ namespace accelerate {
 /// Options of the DDP engine, as PyTorch's DistributedDataParallel arguments.
 struct DistributedDataParallelOptions {
   /// Size of a gradient bucket in MiB (default 25).
-  DistributedDataParallelOptions& bucket_cap_mb(double value) {
-    bucket_cap_mb_ = value;
-    return *this;
-  }
+  ACCELERATE_ARG(double, bucket_cap_mb) = 25.0;
   /// Traverse the autograd graph at each backward to find parameters that got no gradient.
-  DistributedDataParallelOptions& find_unused_parameters(bool value) {
-    find_unused_parameters_ = value;
-    return *this;
-  }
+  ACCELERATE_ARG(bool, find_unused_parameters) = false;
   /// Make each parameter's .grad a view into its bucket (saves one copy and memory).
-  DistributedDataParallelOptions& gradient_as_bucket_view(bool value) {
-    gradient_as_bucket_view_ = value;
-    return *this;
-  }
+  ACCELERATE_ARG(bool, gradient_as_bucket_view) = false;
   /// The set of used parameters and the graph never change (lets the engine optimise).
-  DistributedDataParallelOptions& static_graph(bool value) {
-    static_graph_ = value;
-    return *this;
-  }
+  ACCELERATE_ARG(bool, static_graph) = false;
   /// Copy buffers (e.g. BatchNorm running statistics) from process 0 at every synchronised
   /// step (default true).
-  DistributedDataParallelOptions& broadcast_buffers(bool value) {
-    broadcast_buffers_ = value;
-    return *this;
-  }
-
-  double bucket_cap_mb_ = 25.0;           ///< see bucket_cap_mb()
-  bool find_unused_parameters_ = false;   ///< see find_unused_parameters()
-  bool gradient_as_bucket_view_ = false;  ///< see gradient_as_bucket_view()
-  bool static_graph_ = false;             ///< see static_graph()
-  bool broadcast_buffers_ = true;         ///< see broadcast_buffers()
+  ACCELERATE_ARG(bool, broadcast_buffers) = true;
 };
 
 /// The DDP engine of one module. With one process it only keeps the module; all its verbs

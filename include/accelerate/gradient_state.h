@@ -15,47 +15,32 @@
 #include <cstdint>
 #include <vector>
 
+#include "accelerate/options.h"
+
 namespace accelerate {
 
 /// Accelerate's `GradientAccumulationPlugin`, with chained setters.
 struct GradientAccumulationPlugin {
   /// Number of micro-steps whose gradients are accumulated before an optimizer step (≥ 1).
-  GradientAccumulationPlugin& num_steps(int value) {
-    num_steps_ = value;
-    return *this;
-  }
+  ACCELERATE_ARG(int, num_steps) = 1;
   /// Count the skipped micro-steps in the scheduler's step counter (default true).
-  GradientAccumulationPlugin& adjust_scheduler(bool value) {
-    adjust_scheduler_ = value;
-    return *this;
-  }
+  ACCELERATE_ARG(bool, adjust_scheduler) = true;
   /// Synchronise at the end of each data loader pass even inside a window (default true).
-  GradientAccumulationPlugin& sync_with_dataloader(bool value) {
-    sync_with_dataloader_ = value;
-    return *this;
-  }
+  ACCELERATE_ARG(bool, sync_with_dataloader) = true;
   /// All-reduce gradients at every micro-step (less memory for DDP buckets, more traffic).
-  GradientAccumulationPlugin& sync_each_batch(bool value) {
-    sync_each_batch_ = value;
-    return *this;
-  }
-
-  int num_steps_ = 1;                 ///< see num_steps()
-  bool adjust_scheduler_ = true;      ///< see adjust_scheduler()
-  bool sync_with_dataloader_ = true;  ///< see sync_with_dataloader()
-  bool sync_each_batch_ = false;      ///< see sync_each_batch()
+  ACCELERATE_ARG(bool, sync_each_batch) = false;
 };
 
 /// Shared step state of one `Accelerator` and what it prepared.
 class GradientState {
  public:
-  /// Throws std::invalid_argument when plugin.num_steps_ < 1.
+  /// Throws std::invalid_argument when plugin.num_steps() < 1.
   explicit GradientState(GradientAccumulationPlugin plugin = GradientAccumulationPlugin());
 
   /// The accumulation settings.
   const GradientAccumulationPlugin& plugin() const { return plugin_; }
   /// Number of accumulation steps.
-  int num_steps() const { return plugin_.num_steps_; }
+  int num_steps() const { return plugin_.num_steps(); }
   /// True when this step synchronises gradients and the optimizer really steps.
   bool sync_gradients() const { return sync_gradients_; }
   /// Set by the `accumulate` guard (and by tests).
@@ -82,7 +67,7 @@ class GradientState {
     int64_t remainder;
     bool end;
   };
-  GradientAccumulationPlugin plugin_;
+  const GradientAccumulationPlugin plugin_;
   bool sync_gradients_ = true;
   std::vector<Active> active_;
 };

@@ -28,6 +28,8 @@
 #include <map>
 #include <optional>
 
+#include "accelerate/options.h"
+
 namespace accelerate {
 
 /// RAII: while it lives, eligible operations on `device_type` run in `dtype` (LibTorch's
@@ -59,35 +61,15 @@ class [[nodiscard]] AutocastGuard {
 /// Options of a `GradScaler` (PyTorch's defaults), with chained setters.
 struct GradScalerOptions {
   /// The first scale (PyTorch: 2^16).
-  GradScalerOptions& init_scale(double value) {
-    init_scale_ = value;
-    return *this;
-  }
+  ACCELERATE_ARG(double, init_scale) = 65536.0;
   /// Factor of the scale after growth_interval clean steps (> 1).
-  GradScalerOptions& growth_factor(double value) {
-    growth_factor_ = value;
-    return *this;
-  }
+  ACCELERATE_ARG(double, growth_factor) = 2.0;
   /// Factor of the scale after a step with inf/NaN gradients (in (0, 1)).
-  GradScalerOptions& backoff_factor(double value) {
-    backoff_factor_ = value;
-    return *this;
-  }
+  ACCELERATE_ARG(double, backoff_factor) = 0.5;
   /// Clean steps in a row before the scale grows.
-  GradScalerOptions& growth_interval(int64_t value) {
-    growth_interval_ = value;
-    return *this;
-  }
+  ACCELERATE_ARG(int64_t, growth_interval) = 2000;
   /// A disabled scaler leaves losses and steps untouched.
-  GradScalerOptions& enabled(bool value) {
-    enabled_ = value;
-    return *this;
-  }
-  double init_scale_ = 65536.0;     ///< see init_scale()
-  double growth_factor_ = 2.0;      ///< see growth_factor()
-  double backoff_factor_ = 0.5;     ///< see backoff_factor()
-  int64_t growth_interval_ = 2000;  ///< see growth_interval()
-  bool enabled_ = true;             ///< see enabled()
+  ACCELERATE_ARG(bool, enabled) = true;
 };
 
 /// Dynamic loss scaling for fp16 training (PyTorch's GradScaler). Per step: scale(loss)
@@ -120,9 +102,15 @@ class GradScaler {
   /// Steps without inf/NaN since the last change of scale.
   int64_t growth_tracker() const;
   /// False for a scaler built with enabled(false).
-  bool is_enabled() const { return options_.enabled_; }
-  /// The options (after load_state_dict, the loaded factors and interval).
-  const GradScalerOptions& options() const { return options_; }
+  bool is_enabled() const { return options_.enabled(); }
+  /// The options given at construction, with the factors and interval in force (after
+  /// load_state_dict, the loaded ones).
+  GradScalerOptions options() const {
+    return GradScalerOptions(options_)
+        .growth_factor(growth_factor_)
+        .backoff_factor(backoff_factor_)
+        .growth_interval(growth_interval_);
+  }
 
   /// PyTorch's state_dict keys: scale, growth_factor, backoff_factor, growth_interval,
   /// _growth_tracker (empty when disabled).
@@ -138,7 +126,10 @@ class GradScaler {
   };
   void lazy_init(const c10::Device& device);
 
-  GradScalerOptions options_;
+  const GradScalerOptions options_;  // as given; the factors below change with load_state_dict
+  double growth_factor_;
+  double backoff_factor_;
+  int64_t growth_interval_;
   at::Tensor scale_;                    // float32 [1]
   at::Tensor growth_tracker_;           // int32 [1]
   std::optional<double> loaded_scale_;  // from load_state_dict, before the first scale()

@@ -18,8 +18,10 @@
 #include <cstdint>
 #include <iosfwd>
 #include <map>
+#include <optional>
 #include <string>
 
+#include "accelerate/options.h"
 #include "accelerate/state.h"
 
 namespace accelerate {
@@ -27,42 +29,28 @@ namespace accelerate {
 /// Options of a ProgressBar, with chained setters.
 struct ProgressBarOptions {
   /// Text before the bar.
-  ProgressBarOptions& desc(std::string value) {
-    desc_ = std::move(value);
-    return *this;
-  }
+  ACCELERATE_ARG(std::string, desc);
   /// Shows nothing at all.
-  ProgressBarOptions& disable(bool value) {
-    disable_ = value;
-    return *this;
-  }
+  ACCELERATE_ARG(bool, disable) = false;
+  /// Redraw like a terminal ("\r", at most every min_interval) or write lines at every 10%;
+  /// unset: a terminal when writing to std::cerr and stderr is one.
+  ACCELERATE_ARG(std::optional<bool>, terminal);
+  /// Least time between two redraws on a terminal.
+  ACCELERATE_ARG(std::chrono::milliseconds, min_interval){100};
+  /// Name of one step in the rate ("it" gives "12.5it/s").
+  ACCELERATE_ARG(std::string, unit) = "it";
+
+ public:
   /// Where to write (default std::cerr).
   ProgressBarOptions& out(std::ostream& value) {
     out_ = &value;
     return *this;
   }
-  /// Redraw like a terminal ("\r", at most every min_interval) or write lines at every 10%;
-  /// default: a terminal when writing to std::cerr and stderr is one.
-  ProgressBarOptions& terminal(bool value) {
-    terminal_ = value ? 1 : 0;
-    return *this;
-  }
-  /// Least time between two redraws on a terminal.
-  ProgressBarOptions& min_interval(std::chrono::milliseconds value) {
-    min_interval_ = value;
-    return *this;
-  }
-  /// Name of one step in the rate ("it" gives "12.5it/s").
-  ProgressBarOptions& unit(std::string value) {
-    unit_ = std::move(value);
-    return *this;
-  }
-  std::string desc_;                             ///< see desc()
-  bool disable_ = false;                         ///< see disable()
-  std::ostream* out_ = nullptr;                  ///< see out()
-  int terminal_ = -1;                            ///< see terminal()
-  std::chrono::milliseconds min_interval_{100};  ///< see min_interval()
-  std::string unit_ = "it";                      ///< see unit()
+  /// Where to write; null for std::cerr.
+  std::ostream* out() const noexcept { return out_; }
+
+ private:
+  std::ostream* out_ = nullptr;
 };
 
 /// A text progress bar: "desc:  45%|#####     | 45/100 [00:01<00:02, 33.20it/s, loss=0.123]".
@@ -96,7 +84,9 @@ class ProgressBar {
   void draw(bool final);
   int64_t total_;
   int64_t n_ = 0;
-  ProgressBarOptions options_;
+  const ProgressBarOptions options_;  // as given
+  std::string desc_;                  // options_.desc() until set_description
+  std::ostream* out_;                 // options_.out(), else std::cerr
   bool terminal_ = false;
   bool closed_ = false;
   std::string postfix_;

@@ -30,6 +30,7 @@
 
 #include "accelerate/gradient_state.h"
 #include "accelerate/optimizer.h"
+#include "accelerate/options.h"
 
 namespace accelerate {
 
@@ -96,25 +97,12 @@ std::shared_ptr<LambdaLR> get_cosine_schedule_with_warmup(
 struct AcceleratedSchedulerOptions {
   /// Number of processes of the job (≥ 1); the schedule steps this many times per optimizer
   /// step unless `split_batches`.
-  AcceleratedSchedulerOptions& num_processes(int value) {
-    num_processes_ = value;
-    return *this;
-  }
+  ACCELERATE_ARG(int, num_processes) = 1;
   /// Batches are split across processes, so one optimizer step is one schedule step
   /// (default false).
-  AcceleratedSchedulerOptions& split_batches(bool value) {
-    split_batches_ = value;
-    return *this;
-  }
+  ACCELERATE_ARG(bool, split_batches) = false;
   /// Step only when the optimizers stepped (default true); false steps at every call.
-  AcceleratedSchedulerOptions& step_with_optimizer(bool value) {
-    step_with_optimizer_ = value;
-    return *this;
-  }
-
-  int num_processes_ = 1;            ///< see num_processes()
-  bool split_batches_ = false;       ///< see split_batches()
-  bool step_with_optimizer_ = true;  ///< see step_with_optimizer()
+  ACCELERATE_ARG(bool, step_with_optimizer) = true;
 };
 
 /// A scheduler that steps only when its optimizers really stepped.
@@ -122,7 +110,7 @@ class AcceleratedScheduler {
  public:
   /// Wraps `scheduler` (a `LambdaLR` or any LibTorch scheduler, e.g. `StepLR`), which drives
   /// the optimizer wrapped by `optimizers`. Throws std::invalid_argument when `scheduler` or
-  /// `gradient_state` is null, an optimizer is null, or `options.num_processes_` < 1.
+  /// `gradient_state` is null, an optimizer is null, or `options.num_processes()` < 1.
   AcceleratedScheduler(std::shared_ptr<torch::optim::LRScheduler> scheduler,
                        std::vector<std::shared_ptr<AcceleratedOptimizer>> optimizers,
                        std::shared_ptr<GradientState> gradient_state,
@@ -165,7 +153,7 @@ class AcceleratedScheduler {
   std::shared_ptr<torch::optim::LRScheduler> scheduler_;
   std::vector<std::shared_ptr<AcceleratedOptimizer>> optimizers_;
   std::shared_ptr<GradientState> gradient_state_;
-  AcceleratedSchedulerOptions options_;
+  const AcceleratedSchedulerOptions options_;
   int64_t steps_ = 0;  // steps of scheduler_ taken through this object
 };
 

@@ -23,6 +23,8 @@
 #include <optional>
 #include <string>
 
+#include "accelerate/options.h"
+
 namespace c10d {
 class ProcessGroup;
 }  // namespace c10d
@@ -87,31 +89,16 @@ LaunchInfo resolve_launch_info(const Environment& env);
 /// Options of a `State`, with chained setters. Unset values come from the environment.
 struct StateOptions {
   /// Force the CPU even when CUDA is available (Accelerate's `cpu=True`).
-  StateOptions& cpu(bool value) {
-    cpu_ = value;
-    return *this;
-  }
+  ACCELERATE_ARG(std::optional<bool>, cpu);
   /// Mixed-precision mode; unset reads ACCELERATE_MIXED_PRECISION, else "no".
-  StateOptions& mixed_precision(MixedPrecision value) {
-    mixed_precision_ = value;
-    return *this;
-  }
+  ACCELERATE_ARG(std::optional<MixedPrecision>, mixed_precision);
   /// Timeout of store connection and of every collective; unset reads ACCELERATE_TIMEOUT
   /// (seconds), else 1800 s, as Accelerate.
-  StateOptions& timeout(std::chrono::milliseconds value) {
-    timeout_ = value;
-    return *this;
-  }
+  ACCELERATE_ARG(std::optional<std::chrono::milliseconds>, timeout);
   /// Resolve from this map instead of the process environment (tests, embedding).
-  StateOptions& environment(Environment value) {
-    environment_ = std::move(value);
-    return *this;
-  }
+  ACCELERATE_ARG(std::optional<Environment>, environment);
   /// Whether to call at::set_num_threads (cores ÷ local processes unless OMP_NUM_THREADS).
-  StateOptions& set_num_threads(bool value) {
-    set_num_threads_ = value;
-    return *this;
-  }
+  ACCELERATE_ARG(bool, set_num_threads) = true;
   /// Meet the other processes through this c10d store instead of a TCPStore at
   /// MASTER_ADDR:MASTER_PORT, as `torch.distributed.init_process_group(store=...)`: e.g. one
   /// `c10d::HashStore` shared by ranks that are threads of one process, or a `c10d::FileStore`
@@ -125,17 +112,7 @@ struct StateOptions {
   ///   auto store = c10::make_intrusive<c10d::HashStore>();  // shared by both threads
   ///   accelerate::State state(accelerate::StateOptions().store(store).environment(
   ///       {{"RANK", "0"}, {"WORLD_SIZE", "2"}}));
-  StateOptions& store(c10::intrusive_ptr<c10d::Store> value) {
-    store_ = std::move(value);
-    return *this;
-  }
-
-  std::optional<bool> cpu_;                           ///< see cpu()
-  std::optional<MixedPrecision> mixed_precision_;     ///< see mixed_precision()
-  std::optional<std::chrono::milliseconds> timeout_;  ///< see timeout()
-  std::optional<Environment> environment_;            ///< see environment()
-  bool set_num_threads_ = true;                       ///< see set_num_threads()
-  c10::intrusive_ptr<c10d::Store> store_;             ///< see store()
+  ACCELERATE_ARG(c10::intrusive_ptr<c10d::Store>, store);
 };
 
 namespace detail {
