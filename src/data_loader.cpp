@@ -9,10 +9,14 @@ namespace accelerate {
 
 namespace {
 
-void check(const DataLoaderOptions& b, const ShardingOptions& s) {
+void check_batch_size(const DataLoaderOptions& b) {
   if (b.batch_size() < 1)
     throw InvalidArgument("accelerate: DataLoader: batch_size must be >= 1, got " +
                           std::to_string(b.batch_size()));
+}
+
+void check(const DataLoaderOptions& b, const ShardingOptions& s) {
+  check_batch_size(b);
   if (s.num_processes() < 1)
     throw InvalidArgument("accelerate: DataLoader: num_processes must be >= 1, got " +
                           std::to_string(s.num_processes()));
@@ -121,9 +125,7 @@ std::string get_failed_message(int64_t index) {
 }  // namespace detail
 
 DataLoaderBase::DataLoaderBase(DataLoaderOptions options) : options_(std::move(options)) {
-  if (options_.batch_size() < 1)
-    throw InvalidArgument("accelerate: DataLoader: batch_size must be >= 1, got " +
-                          std::to_string(options_.batch_size()));
+  check_batch_size(options_);
   if (options_.num_workers() < 0)
     throw InvalidArgument("accelerate: DataLoader: num_workers must be >= 0, got " +
                           std::to_string(options_.num_workers()));
