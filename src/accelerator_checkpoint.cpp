@@ -16,14 +16,8 @@
 #include <torch/serialize/output-archive.h>
 #include <nlohmann/json.hpp>
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <algorithm>
-#include <cerrno>
-#include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <regex>
 #include <sstream>
 #include <type_traits>
@@ -54,16 +48,12 @@ std::map<std::string, at::Tensor> as_map(const StateDict& dict) {
   return std::map<std::string, at::Tensor>(dict.begin(), dict.end());
 }
 
-void write_bytes(const fs::path& path, const std::string& bytes) {
-  detail::write_file_synced(path.string(), bytes, "save_state");
-}
-
 // A LibTorch archive, serialised in memory first: writing it straight to a file makes
 // LibTorch throw from a destructor when the disk is full, which aborts the process.
 void write_archive(const fs::path& path, torch::serialize::OutputArchive& archive) {
   std::ostringstream out;
   archive.save_to(out);
-  write_bytes(path, out.str());
+  detail::write_file_synced(path.string(), out.str(), "save_state");
 }
 
 // The scaler's state as PyTorch's GradScaler.state_dict() holds it (integers as integers).
@@ -251,7 +241,7 @@ void Accelerator::checkpoint_custom(
     std::function<void(const std::string&, const std::string&)> load) {
   add_checkpointed(
       "custom_objects", next_file("custom_objects", "custom_checkpoint_", ".bin", true),
-      [save](const std::string& path) { write_bytes(path, save()); },
+      [save](const std::string& path) { detail::write_file_synced(path, save(), "save_state"); },
       [load](const std::string& path) { load(detail::read_file(path, "load_state"), path); });
 }
 

@@ -6,7 +6,6 @@
 #include <algorithm>
 #include <cstring>
 #include <functional>
-#include <sstream>
 #include <stdexcept>
 
 #include "collective_trace.h"
