@@ -247,13 +247,9 @@ void Accelerator::do_sync() {
 void Accelerator::backward(const at::Tensor& loss) {
   const int steps = gradient_state_->num_steps();
   at::Tensor scaled = steps > 1 ? loss / steps : loss;
-  if (num_processes() > 1) {
-    // With one prepared model the loss reaches it (else why prepare it); with several, arm
-    // only the engines whose parameters the loss reaches: an armed engine that gets no
-    // gradient would wait for it.
-    for (auto& [module, engine] : models_)
-      if (models_.size() == 1 || engine->is_reached_by(scaled)) engine->before_backward(scaled);
-  }
+  // Each engine looks at the loss itself (only the models it reaches are synchronised).
+  if (num_processes() > 1)
+    for (auto& [module, engine] : models_) engine->before_backward(scaled);
   if (scaler_) scaled = scaler_->scale(scaled);
   if (num_processes() == 1 || models_.empty()) {
     scaled.backward();
@@ -262,6 +258,8 @@ void Accelerator::backward(const at::Tensor& loss) {
   state_.collective_trace()->enter("backward", /*counted=*/false);
   try {
     scaled.backward();
+  } catch (const InvalidArgument&) {
+    throw;  // the engine's own verdict (e.g. a parameter without gradient), already clear
   } catch (const std::exception& e) {
     // A timeout or a lost peer in the DDP all-reduce: say where every process is.
     detail::rethrow_collective_error(state_, "backward (the DDP gradient all-reduce)", e);

@@ -19,6 +19,7 @@
 #include "compat.h"
 #include "ddp_reducer.h"
 #include "errors.h"
+#include "grad_sync.h"
 
 namespace accelerate {
 namespace {
@@ -31,7 +32,8 @@ using detail::message_of;
 struct DistributedDataParallel::Engine {
   const State* state = nullptr;
   c10::intrusive_ptr<c10d::ProcessGroup> group;
-  std::unique_ptr<c10d::Reducer> reducer;
+  std::unique_ptr<c10d::Reducer> reducer;             // DdpEngine::Reducer
+  std::unique_ptr<detail::BucketedGradSync> buckets;  // DdpEngine::Buckets
   std::vector<at::Tensor> buffers;
   std::unordered_set<const torch::autograd::Node*> accumulators;
   DistributedDataParallelOptions options;
@@ -65,11 +67,11 @@ DistributedDataParallel::DistributedDataParallel(std::shared_ptr<torch::nn::Modu
   e.group = c10::intrusive_ptr<c10d::ProcessGroup>::reclaim_copy(state.process_group());
 
   std::vector<at::Tensor> all_params, trained;
-  std::unordered_map<size_t, std::string> names;
+  std::vector<std::string> names;
   for (const auto& item : module_->named_parameters(/*recurse=*/true)) {
     all_params.push_back(item.value());
     if (!item.value().requires_grad()) continue;
-    names.emplace(trained.size(), item.key());
+    names.push_back(item.key());
     trained.push_back(item.value());
   }
   for (const auto& buffer : module_->buffers(/*recurse=*/true)) e.buffers.push_back(buffer);
@@ -104,11 +106,25 @@ DistributedDataParallel::DistributedDataParallel(std::shared_ptr<torch::nn::Modu
   }
   if (trained.empty()) return;  // nothing to synchronise (frozen or parameter-free model)
 
-  e.reducer =
-      detail::make_ddp_reducer(trained, std::move(names), e.group,
-                               static_cast<size_t>(options.bucket_cap_mb() * 1024 * 1024),
-                               options.find_unused_parameters(), options.gradient_as_bucket_view());
-  if (options.static_graph()) e.reducer->set_static_graph();
+  const auto bucket_bytes = static_cast<size_t>(options.bucket_cap_mb() * 1024 * 1024);
+  if (options.engine() == DdpEngine::Reducer) {
+    std::unordered_map<size_t, std::string> by_index;
+    for (size_t i = 0; i < names.size(); ++i) by_index.emplace(i, names[i]);
+    e.reducer = detail::make_ddp_reducer(trained, std::move(by_index), e.group, bucket_bytes,
+                                         options.find_unused_parameters(),
+                                         options.gradient_as_bucket_view());
+    if (options.static_graph()) e.reducer->set_static_graph();
+  } else {
+    detail::GradSyncOptions sync_options;
+    sync_options.first_bucket_bytes = static_cast<size_t>(c10d::kDefaultFirstBucketBytes);
+    sync_options.bucket_bytes = bucket_bytes;
+    sync_options.find_unused_parameters = options.find_unused_parameters();
+    sync_options.gradient_as_bucket_view = options.gradient_as_bucket_view();
+    sync_options.static_graph = options.static_graph();
+    e.buckets = std::make_unique<detail::BucketedGradSync>(
+        trained, std::move(names), e.group, sync_options,
+        [this] { return require_backward_grad_sync_; }, state.describe());
+  }
   for (const auto& p : trained)
     e.accumulators.insert(torch::autograd::impl::grad_accumulator(p).get());
 }
@@ -116,18 +132,25 @@ DistributedDataParallel::DistributedDataParallel(std::shared_ptr<torch::nn::Modu
 DistributedDataParallel::~DistributedDataParallel() = default;
 
 void DistributedDataParallel::before_backward(const at::Tensor& loss) {
-  if (!engine_ || !engine_->reducer) return;
+  if (!engine_ || engine_->accumulators.empty() || !require_backward_grad_sync_) return;
   Engine& e = *engine_;
-  // PyTorch's DDP does this at the start of forward; there is no forward to hook here, and
-  // doing it before backward is equivalent: the buckets are rebuilt (once, in the order the
-  // gradients arrived during the first step) before any hook of this pass fires.
-  e.reducer->rebuild_buckets();
-  if (!require_backward_grad_sync_) return;
-  e.reducer->prepare_for_forward();
-  if (e.options.find_unused_parameters() && !e.options.static_graph())
-    e.reducer->prepare_for_backward({loss});
-  else
-    e.reducer->prepare_for_backward({});
+  // The buckets engine needs nothing here but the buffers; the Reducer must be armed, and
+  // only for a loss that reaches the module: an armed Reducer that gets no gradient stays
+  // armed and all-reduces in the next backward, no_sync or not.
+  if (!e.reducer && (!e.options.broadcast_buffers() || e.buffers.empty())) return;
+  if (!is_reached_by(loss)) return;
+  if (e.reducer) {
+    // PyTorch's DDP does this at the start of forward; there is no forward to hook here, and
+    // doing it before backward is equivalent: the buckets are rebuilt (once, in the order the
+    // gradients arrived during the first step, by a collective every process reaches here)
+    // before any hook of this pass fires.
+    e.reducer->rebuild_buckets();
+    e.reducer->prepare_for_forward();
+    if (e.options.find_unused_parameters() && !e.options.static_graph())
+      e.reducer->prepare_for_backward({loss});
+    else
+      e.reducer->prepare_for_backward({});
+  }
   if (e.options.broadcast_buffers()) {
     // Buffers after this step's forward, from process 0: what PyTorch's DDP copies at the
     // start of the next forward.
@@ -137,7 +160,7 @@ void DistributedDataParallel::before_backward(const at::Tensor& loss) {
 }
 
 bool DistributedDataParallel::is_reached_by(const at::Tensor& loss) const {
-  if (!engine_ || !engine_->reducer || !loss.defined() || !loss.grad_fn()) return false;
+  if (!engine_ || engine_->accumulators.empty() || !loss.defined() || !loss.grad_fn()) return false;
   std::vector<const torch::autograd::Node*> stack{loss.grad_fn().get()};
   std::unordered_set<const torch::autograd::Node*> seen;
   while (!stack.empty()) {

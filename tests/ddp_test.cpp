@@ -68,17 +68,47 @@ void train(acc::Accelerator& a, const std::shared_ptr<Net>& net, int steps, int6
       a.backward(torch::mse_loss(net->forward(x), y));
       if (a.sync_gradients()) {
         opt.step();
-        opt.zero_grad();
+        // Not opt.zero_grad(): LibTorch 1.13's detach_()s the gradients, which c10d's Reducer
+        // refuses for its bucket views (the buckets engine's are not autograd views).
+        net->zero_grad(false);
       }
     }
     offset += global;
   }
 }
 
+// Every engine and bucket-view setting: the DDP tests below run over each.
+struct EngineCase {
+  acc::DdpEngine engine;
+  bool bucket_view;
+};
+
+std::string case_name(const ::testing::TestParamInfo<EngineCase>& info) {
+  return std::string(info.param.engine == acc::DdpEngine::Buckets ? "Buckets" : "Reducer") +
+         (info.param.bucket_view ? "View" : "Copy");
+}
+
+class Ddp : public ::testing::TestWithParam<EngineCase> {
+ protected:
+  acc::DistributedDataParallelOptions ddp() const {
+    return acc::DistributedDataParallelOptions()
+        .engine(GetParam().engine)
+        .gradient_as_bucket_view(GetParam().bucket_view);
+  }
+  acc::AcceleratorOptions options() const { return acc::AcceleratorOptions().ddp_options(ddp()); }
+};
+
 }  // namespace
 
+INSTANTIATE_TEST_SUITE_P(Engines, Ddp,
+                         ::testing::Values(EngineCase{acc::DdpEngine::Buckets, true},
+                                           EngineCase{acc::DdpEngine::Buckets, false},
+                                           EngineCase{acc::DdpEngine::Reducer, true},
+                                           EngineCase{acc::DdpEngine::Reducer, false}),
+                         case_name);
+
 // N processes with batch b end with the same parameters as 1 process with batch N·b.
-TEST(Ddp, ProcessesMatchOneProcessWithTheGlobalBatch) {
+TEST_P(Ddp, ProcessesMatchOneProcessWithTheGlobalBatch) {
   std::vector<at::Tensor> reference;
   run_ranks(1, [&](acc::Accelerator& a) {
     auto net = a.prepare_model(make_net(0));
@@ -88,13 +118,16 @@ TEST(Ddp, ProcessesMatchOneProcessWithTheGlobalBatch) {
   for (int n : {2, 4}) {
     std::mutex m;
     std::vector<std::vector<at::Tensor>> results(n);
-    run_ranks(n, [&](acc::Accelerator& a) {
-      // Every rank starts from different weights: prepare broadcasts those of process 0.
-      auto net = a.prepare_model(make_net(a.process_index()));
-      train(a, net, 4, 16, 1);
-      std::lock_guard<std::mutex> lock(m);
-      results[a.process_index()] = snapshot(*net);
-    });
+    run_ranks(
+        n,
+        [&](acc::Accelerator& a) {
+          // Every rank starts from different weights: prepare broadcasts those of process 0.
+          auto net = a.prepare_model(make_net(a.process_index()));
+          train(a, net, 4, 16, 1);
+          std::lock_guard<std::mutex> lock(m);
+          results[a.process_index()] = snapshot(*net);
+        },
+        options());
     for (int r = 0; r < n; ++r)
       expect_close(results[r], reference, 1e-6,
                    std::to_string(n) + " processes, rank " + std::to_string(r));
@@ -102,14 +135,17 @@ TEST(Ddp, ProcessesMatchOneProcessWithTheGlobalBatch) {
 }
 
 // k accumulation steps of batch b equal one step of batch k·b, with 1 and 2 processes.
-TEST(Ddp, AccumulationMatchesTheLargerBatch) {
+TEST_P(Ddp, AccumulationMatchesTheLargerBatch) {
   for (int n : {1, 2}) {
     std::vector<at::Tensor> reference, accumulated;
-    run_ranks(n, [&](acc::Accelerator& a) {
-      auto net = a.prepare_model(make_net(0));
-      train(a, net, 3, 16, 1);
-      if (a.is_main_process()) reference = snapshot(*net);
-    });
+    run_ranks(
+        n,
+        [&](acc::Accelerator& a) {
+          auto net = a.prepare_model(make_net(0));
+          train(a, net, 3, 16, 1);
+          if (a.is_main_process()) reference = snapshot(*net);
+        },
+        options());
     run_ranks(
         n,
         [&](acc::Accelerator& a) {
@@ -118,72 +154,286 @@ TEST(Ddp, AccumulationMatchesTheLargerBatch) {
           train(a, net, 3, 16, 4);
           if (a.is_main_process()) accumulated = snapshot(*net);
         },
-        acc::AcceleratorOptions().gradient_accumulation_steps(4));
+        options().gradient_accumulation_steps(4));
     expect_close(accumulated, reference, 1e-6, std::to_string(n) + " processes");
   }
 }
 
 // Inside no_sync gradients stay local; the next synchronised backward averages the sums.
-TEST(Ddp, NoSyncKeepsGradientsLocal) {
-  run_ranks(2, [](acc::Accelerator& a) {
-    auto net = a.prepare_model(make_net(0));
-    auto x = inputs().narrow(0, 4 * a.process_index(), 4);
-    auto y = targets().narrow(0, 4 * a.process_index(), 4);
-    {
-      auto guard = a.no_sync(net);
-      a.backward(torch::mse_loss(net->forward(x), y));
-    }
-    auto local = net->fc1->weight.grad().clone();
-    auto others = a.gather(local.unsqueeze(0));
-    EXPECT_GT((others[0] - others[1]).abs().max().item<double>(), 1e-4)
-        << "gradients were synchronised inside no_sync";
-    a.backward(torch::mse_loss(net->forward(x), y));  // synchronised: mean of 2 × local
-    auto expected = (others[0] + others[1]);          // (2 g0 + 2 g1) / 2
-    EXPECT_LE((net->fc1->weight.grad() - expected).abs().max().item<double>(), 1e-6);
-  });
+TEST_P(Ddp, NoSyncKeepsGradientsLocal) {
+  run_ranks(
+      2,
+      [](acc::Accelerator& a) {
+        auto net = a.prepare_model(make_net(0));
+        auto x = inputs().narrow(0, 4 * a.process_index(), 4);
+        auto y = targets().narrow(0, 4 * a.process_index(), 4);
+        {
+          auto guard = a.no_sync(net);
+          a.backward(torch::mse_loss(net->forward(x), y));
+        }
+        auto local = net->fc1->weight.grad().clone();
+        auto others = a.gather(local.unsqueeze(0));
+        EXPECT_GT((others[0] - others[1]).abs().max().item<double>(), 1e-4)
+            << "gradients were synchronised inside no_sync";
+        a.backward(torch::mse_loss(net->forward(x), y));  // synchronised: mean of 2 × local
+        auto expected = (others[0] + others[1]);          // (2 g0 + 2 g1) / 2
+        EXPECT_LE((net->fc1->weight.grad() - expected).abs().max().item<double>(), 1e-6);
+      },
+      options());
 }
 
-TEST(Ddp, FrozenLayersAndParameterFreeModels) {
-  run_ranks(2, [](acc::Accelerator& a) {
-    auto net = make_net(a.process_index());
-    net->fc1->weight.set_requires_grad(false);
-    net->fc1->bias.set_requires_grad(false);
-    a.prepare_model(net);
-    // The frozen layer was still broadcast from process 0.
-    auto w = a.gather(net->fc1->weight.detach().unsqueeze(0));
-    EXPECT_TRUE(torch::equal(w[0], w[1]));
-    auto x = inputs().narrow(0, 4 * a.process_index(), 4);
-    a.backward(net->forward(x).sum());
-    EXPECT_FALSE(net->fc1->weight.grad().defined());
-    auto g = a.gather(net->fc2->weight.grad().unsqueeze(0));
-    EXPECT_TRUE(torch::allclose(g[0], g[1])) << "trained layer not synchronised";
+TEST_P(Ddp, FrozenLayersAndParameterFreeModels) {
+  run_ranks(
+      2,
+      [](acc::Accelerator& a) {
+        auto net = make_net(a.process_index());
+        net->fc1->weight.set_requires_grad(false);
+        net->fc1->bias.set_requires_grad(false);
+        a.prepare_model(net);
+        // The frozen layer was still broadcast from process 0.
+        auto w = a.gather(net->fc1->weight.detach().unsqueeze(0));
+        EXPECT_TRUE(torch::equal(w[0], w[1]));
+        auto x = inputs().narrow(0, 4 * a.process_index(), 4);
+        a.backward(net->forward(x).sum());
+        EXPECT_FALSE(net->fc1->weight.grad().defined());
+        auto g = a.gather(net->fc2->weight.grad().unsqueeze(0));
+        EXPECT_TRUE(torch::allclose(g[0], g[1])) << "trained layer not synchronised";
 
-    auto empty = std::make_shared<torch::nn::Module>();
-    EXPECT_EQ(a.prepare_model(empty), empty);
-  });
+        auto empty = std::make_shared<torch::nn::Module>();
+        EXPECT_EQ(a.prepare_model(empty), empty);
+      },
+      options());
 }
 
 // Two prepared models (as a GAN): a loss that reaches only one arms only its engine.
-TEST(Ddp, LossReachingOneOfTwoModels) {
+TEST_P(Ddp, LossReachingOneOfTwoModels) {
+  run_ranks(
+      2,
+      [](acc::Accelerator& a) {
+        auto g = a.prepare_model(make_net(1));
+        auto d = a.prepare_model(make_net(2));
+        EXPECT_EQ(a.prepare_model(g), g) << "preparing twice must not wrap twice";
+        auto x = inputs().narrow(0, 4 * a.process_index(), 4);
+        for (int step = 0; step < 3; ++step) {
+          a.backward(d->forward(x).sum());
+          auto dg = a.gather(d->fc1->weight.grad().unsqueeze(0));
+          EXPECT_TRUE(torch::allclose(dg[0], dg[1]));
+          a.backward(g->forward(x).pow(2).sum());
+          auto gg = a.gather(g->fc1->weight.grad().unsqueeze(0));
+          EXPECT_TRUE(torch::allclose(gg[0], gg[1]));
+          g->zero_grad();
+          d->zero_grad();
+        }
+      },
+      options());
+}
+
+// A model whose parameters are registered in another order than the one backward reaches them,
+// with one unused layer (`spare`) when asked: buckets are rebuilt in arrival order.
+struct Shuffled : torch::nn::Module {
+  explicit Shuffled(bool spare_layer) {
+    c = register_module("c", torch::nn::Linear(8, 1));
+    a = register_module("a", torch::nn::Linear(4, 16));
+    b = register_module("b", torch::nn::Linear(16, 8));
+    if (spare_layer) spare = register_module("spare", torch::nn::Linear(4, 4));
+    torch::NoGradGuard no_grad;
+    int k = 0;
+    for (auto& p : parameters())
+      p.copy_(torch::sin(torch::arange(p.numel(), torch::kFloat) * 0.37 + k++).reshape(p.sizes()) *
+              0.4);
+  }
+  at::Tensor forward(const at::Tensor& x) { return c(torch::tanh(b(torch::tanh(a(x))))); }
+  torch::nn::Linear a{nullptr}, b{nullptr}, c{nullptr}, spare{nullptr};
+};
+
+// Trains `net` on rank-dependent batches with accumulation 2, SGD with momentum; zero_grad in
+// place or to none. Returns rank 0's parameters.
+std::vector<at::Tensor> train_shuffled(int ranks, acc::AcceleratorOptions options, bool spare,
+                                       bool set_to_none) {
+  std::vector<at::Tensor> out;
+  run_ranks(
+      ranks,
+      [&](acc::Accelerator& a) {
+        auto net = a.prepare_model(std::make_shared<Shuffled>(spare));
+        torch::optim::SGD opt(net->parameters(), torch::optim::SGDOptions(0.05).momentum(0.9));
+        for (int step = 0; step < 6; ++step) {
+          auto guard = a.accumulate(net);
+          auto x = inputs().narrow(0, (8 * step + 3 * a.process_index()) % 56, 5);
+          auto y = targets().narrow(0, (8 * step + 3 * a.process_index()) % 56, 5);
+          a.backward(torch::mse_loss(net->forward(x), y));
+          if (a.sync_gradients()) {
+            opt.step();
+            net->zero_grad(set_to_none);
+          }
+        }
+        if (a.is_main_process()) out = snapshot(*net);
+      },
+      options.gradient_accumulation_steps(2));
+  return out;
+}
+
+void expect_identical(const std::vector<at::Tensor>& a, const std::vector<at::Tensor>& b,
+                      const std::string& what) {
+  ASSERT_EQ(a.size(), b.size()) << what;
+  for (size_t i = 0; i < a.size(); ++i)
+    EXPECT_TRUE(torch::equal(a[i], b[i])) << what << ", parameter " << i << ": max difference "
+                                          << (a[i] - b[i]).abs().max().item<double>();
+}
+
+// The bucketed engine gives c10d's Reducer's parameters bit for bit (3 processes, so that the
+// 1/3 scaling and the bucket layout matter; buckets rebuilt in arrival order; several buckets).
+TEST(DdpEngines, BucketsGiveTheReducersValuesBitForBit) {
+  for (bool view : {true, false}) {
+    for (bool set_to_none : {true, false}) {
+      for (double cap : {25.0, 0.0002}) {
+        auto ddp =
+            acc::DistributedDataParallelOptions().gradient_as_bucket_view(view).bucket_cap_mb(cap);
+        const auto reducer = train_shuffled(
+            3, acc::AcceleratorOptions().ddp_options(ddp.engine(acc::DdpEngine::Reducer)), false,
+            set_to_none);
+        const auto buckets = train_shuffled(
+            3, acc::AcceleratorOptions().ddp_options(ddp.engine(acc::DdpEngine::Buckets)), false,
+            set_to_none);
+        expect_identical(buckets, reducer,
+                         std::string(view ? "bucket view" : "copy") +
+                             (set_to_none ? ", zero_grad to none" : ", zero_grad in place") +
+                             ", bucket_cap_mb " + std::to_string(cap));
+      }
+    }
+  }
+}
+
+// find_unused_parameters: a layer no process uses keeps no gradient; one used by rank 0 only is
+// averaged with rank 1's zeros; the values are the Reducer's.
+TEST(DdpEngines, FindUnusedParametersMatchesTheReducer) {
+  std::vector<std::vector<at::Tensor>> results;
+  for (auto engine : {acc::DdpEngine::Buckets, acc::DdpEngine::Reducer}) {
+    std::vector<at::Tensor> grads;
+    run_ranks(
+        2,
+        [&](acc::Accelerator& a) {
+          auto net = a.prepare_model(std::make_shared<Shuffled>(true));
+          auto x = inputs().narrow(0, 4 * a.process_index(), 4);
+          for (int step = 0; step < 2; ++step) {
+            at::Tensor loss = net->forward(x).sum();
+            if (a.process_index() == 0) loss = loss + net->a->forward(x).pow(2).sum() * 0.5;
+            a.backward(loss);
+            EXPECT_FALSE(net->spare->weight.grad().defined()) << "unused everywhere: no gradient";
+            auto ga = a.gather(net->a->weight.grad().unsqueeze(0));
+            EXPECT_TRUE(torch::equal(ga[0], ga[1]));
+            if (a.is_main_process() && step == 1)
+              for (auto& p : net->parameters())
+                grads.push_back(p.grad().defined() ? p.grad().clone() : at::Tensor());
+            net->zero_grad(false);
+          }
+        },
+        acc::AcceleratorOptions().ddp_options(
+            acc::DistributedDataParallelOptions().engine(engine).find_unused_parameters(true)));
+    results.push_back(grads);
+  }
+  const auto& buckets = results[0];
+  const auto& reducer = results[1];
+  ASSERT_EQ(buckets.size(), reducer.size());
+  for (size_t i = 0; i < reducer.size(); ++i) {
+    ASSERT_EQ(buckets[i].defined(), reducer[i].defined()) << "parameter " << i;
+    if (reducer[i].defined())
+      EXPECT_TRUE(torch::equal(buckets[i], reducer[i])) << "parameter " << i;
+  }
+}
+
+// Without find_unused_parameters, a parameter that gets no gradient is an error naming it, on
+// every process, and no process is left waiting.
+TEST(DdpEngines, AnUnusedParameterIsAnErrorNamingIt) {
+  std::vector<std::string> errors(2);
+  run_ranks(2, [&](acc::Accelerator& a) {
+    auto net = a.prepare_model(std::make_shared<Shuffled>(true));
+    try {
+      a.backward(net->forward(inputs().narrow(0, 0, 4)).sum());
+    } catch (const acc::InvalidArgument& e) {
+      errors[a.process_index()] = e.what();
+    }
+    // The job goes on: the next synchronised step works once the loss uses everything.
+    a.backward(net->forward(inputs().narrow(0, 0, 4)).sum() +
+               net->spare->forward(inputs().narrow(0, 0, 4)).sum());
+    auto g = a.gather(net->spare->weight.grad().unsqueeze(0));
+    EXPECT_TRUE(torch::equal(g[0], g[1]));
+  });
+  for (const auto& e : errors) {
+    EXPECT_NE(e.find("spare.weight"), std::string::npos) << e;
+    EXPECT_NE(e.find("find_unused_parameters(true)"), std::string::npos) << e;
+  }
+}
+
+// With gradient_as_bucket_view the gradients of one bucket share one storage (no copies);
+// without, each has its own.
+TEST(DdpEngines, GradientsAreViewsIntoTheBucket) {
+  for (bool view : {true, false}) {
+    run_ranks(
+        2,
+        [&](acc::Accelerator& a) {
+          auto net = a.prepare_model(make_net(0));
+          for (int step = 0; step < 2; ++step) {
+            a.backward(net->forward(inputs().narrow(0, 0, 4)).sum());
+            const auto params = net->parameters();
+            for (size_t i = 1; i < params.size(); ++i)
+              EXPECT_EQ(params[i].grad().is_alias_of(params[0].grad()), view)
+                  << "step " << step << ", parameter " << i;
+            net->zero_grad(step == 0);  // to none, then in place
+          }
+        },
+        acc::AcceleratorOptions().ddp_options(
+            acc::DistributedDataParallelOptions().gradient_as_bucket_view(view)));
+  }
+}
+
+// LibTorch 1.13's Optimizer::zero_grad (which detach_()es each gradient) works on the buckets
+// engine's views.
+TEST(DdpEngines, TheOptimizersZeroGradWorksOnBucketViews) {
   run_ranks(2, [](acc::Accelerator& a) {
-    auto g = a.prepare_model(make_net(1));
-    auto d = a.prepare_model(make_net(2));
-    EXPECT_EQ(a.prepare_model(g), g) << "preparing twice must not wrap twice";
-    auto x = inputs().narrow(0, 4 * a.process_index(), 4);
-    for (int step = 0; step < 3; ++step) {
-      a.backward(d->forward(x).sum());
-      auto dg = a.gather(d->fc1->weight.grad().unsqueeze(0));
-      EXPECT_TRUE(torch::allclose(dg[0], dg[1]));
-      a.backward(g->forward(x).pow(2).sum());
-      auto gg = a.gather(g->fc1->weight.grad().unsqueeze(0));
-      EXPECT_TRUE(torch::allclose(gg[0], gg[1]));
-      g->zero_grad();
-      d->zero_grad();
+    auto net = a.prepare_model(make_net(0));
+    torch::optim::SGD opt(net->parameters(), torch::optim::SGDOptions(0.1));
+    for (int step = 0; step < 2; ++step) {
+      a.backward(net->forward(inputs().narrow(0, 4 * a.process_index(), 4)).sum());
+      EXPECT_TRUE(net->fc1->weight.grad().is_alias_of(net->fc2->weight.grad()));
+      opt.step();
+      opt.zero_grad();
+      if (net->fc1->weight.grad().defined())
+        EXPECT_EQ(net->fc1->weight.grad().abs().sum().item<double>(), 0.0);
     }
   });
 }
 
-TEST(Ddp, ModelsThatDifferAreRefused) {
+// Two backward passes in one synchronised step add up: the result is the average of the sums.
+// A backward on a loss that does not reach the model leaves no_sync working (the engine is
+// not armed by it).
+TEST(DdpEngines, EveryBackwardPassStandsAlone) {
+  run_ranks(2, [](acc::Accelerator& a) {
+    auto net = a.prepare_model(make_net(0));
+    auto x = inputs().narrow(0, 4 * a.process_index(), 4);
+    {
+      auto guard = a.no_sync(net);
+      a.backward(net->forward(x).sum());
+      a.backward(net->forward(x).pow(2).sum());
+    }
+    const auto local = a.gather(net->fc1->weight.grad().unsqueeze(0));
+    net->zero_grad(true);
+    a.backward(net->forward(x).sum());
+    a.backward(net->forward(x).pow(2).sum());
+    EXPECT_TRUE(torch::allclose(net->fc1->weight.grad(), (local[0] + local[1]) / 2, 1e-6, 1e-6));
+
+    auto other = torch::ones({3}, torch::requires_grad());
+    a.backward((other * 2).sum());  // reaches no prepared model
+    net->zero_grad(true);
+    {
+      auto guard = a.no_sync(net);
+      a.backward(net->forward(x).sum());
+    }
+    const auto after = a.gather(net->fc1->weight.grad().unsqueeze(0));
+    EXPECT_FALSE(torch::equal(after[0], after[1])) << "synchronised inside no_sync";
+  });
+}
+
+TEST(DdpPrepare, ModelsThatDifferAreRefused) {
   const auto store = acc::testing::make_store();
   std::vector<std::string> errors(2);
   acc::testing::spawn_threads(2, [&](int rank) {

@@ -1,11 +1,16 @@
 // accelerate/ddp.h: distributed data parallel for a user's own torch::nn::Module.
 //
-// `DistributedDataParallel` attaches c10d's DDP engine (`c10d::Reducer`, the one PyTorch's
-// DDP uses: gradient buckets of 25 MB, the first of 1 MB, all-reduced while backward is still
-// running) to a module the user keeps calling directly (`model->forward(x)`, any signature).
-// Because there is no forward wrapper to hook, the engine is told about each backward pass
-// through `before_backward(loss)`, which `Accelerator::backward` calls. Gradients come out
-// averaged over the processes, as with PyTorch's DDP.
+// `DistributedDataParallel` attaches a gradient synchronisation engine to a module the user
+// keeps calling directly (`model->forward(x)`, any signature). Gradients come out averaged
+// over the processes, with the values of PyTorch's DDP. Two engines (`engine` option):
+//   DdpEngine::Buckets (default): accelerate-cpp's own. Gradients are gathered in flat buckets
+//     (25 MiB, the first 1 MiB, as PyTorch's DDP), each all-reduced through c10d as soon as
+//     its gradients are ready while backward goes on; with gradient_as_bucket_view (default
+//     here) each .grad is a view into its bucket and nothing is copied. Every backward that
+//     reaches the parameters synchronises unless no_sync is on, whatever started it.
+//   DdpEngine::Reducer: c10d's DDP engine (`c10d::Reducer`, the one PyTorch's DDP uses). It
+//     is armed for each backward pass through `before_backward(loss)`, which
+//     `Accelerator::backward` calls.
 //
 // Example (what Accelerator::prepare and backward do for you):
 //   accelerate::DistributedDataParallel ddp(model, state,
@@ -27,14 +32,26 @@ class Module;
 
 namespace accelerate {
 
+/// Which engine synchronises gradients.
+enum class DdpEngine {
+  /// accelerate-cpp's bucketed engine over c10d collectives (default).
+  Buckets,
+  /// c10d's Reducer, as PyTorch's DistributedDataParallel (kept for comparison).
+  Reducer,
+};
+
 /// Options of the DDP engine, as PyTorch's DistributedDataParallel arguments.
 struct DistributedDataParallelOptions {
+  /// The gradient synchronisation engine (default DdpEngine::Buckets).
+  ACCELERATE_ARG(DdpEngine, engine) = DdpEngine::Buckets;
   /// Size of a gradient bucket in MiB (default 25).
   ACCELERATE_ARG(double, bucket_cap_mb) = 25.0;
   /// Traverse the autograd graph at each backward to find parameters that got no gradient.
   ACCELERATE_ARG(bool, find_unused_parameters) = false;
-  /// Make each parameter's .grad a view into its bucket (saves one copy and memory).
-  ACCELERATE_ARG(bool, gradient_as_bucket_view) = false;
+  /// Make each parameter's .grad a view into its bucket (saves a copy in and out, and the
+  /// memory of one set of gradients). Default true, where PyTorch's default is false: the
+  /// values are the same.
+  ACCELERATE_ARG(bool, gradient_as_bucket_view) = true;
   /// The set of used parameters and the graph never change (lets the engine optimise).
   ACCELERATE_ARG(bool, static_graph) = false;
   /// Copy buffers (e.g. BatchNorm running statistics) from process 0 at every synchronised
@@ -55,8 +72,9 @@ class DistributedDataParallel {
   DistributedDataParallel(const DistributedDataParallel&) = delete;
   DistributedDataParallel& operator=(const DistributedDataParallel&) = delete;
 
-  /// To be called before `loss.backward()`: when gradient synchronisation is on, arms the
-  /// engine so that this backward all-reduces the gradients (and refreshes the buffers).
+  /// To be called before `loss.backward()`: when gradient synchronisation is on and the loss
+  /// reaches the module, refreshes the buffers from process 0 and, with DdpEngine::Reducer,
+  /// arms the engine so that this backward all-reduces the gradients.
   void before_backward(const at::Tensor& loss);
   /// Turns gradient synchronisation on or off for the following backward passes (no_sync).
   void set_require_backward_grad_sync(bool value) { require_backward_grad_sync_ = value; }
@@ -68,7 +86,7 @@ class DistributedDataParallel {
   const std::shared_ptr<torch::nn::Module>& module() const { return module_; }
 
  private:
-  struct Engine;  // the c10d::Reducer and what it needs; null with one process
+  struct Engine;  // the engine and what it needs; null with one process
   std::shared_ptr<torch::nn::Module> module_;
   std::unique_ptr<Engine> engine_;
   bool require_backward_grad_sync_ = true;

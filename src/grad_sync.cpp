@@ -1,0 +1,289 @@
+#include "grad_sync.h"
+
+#include <ATen/ATen.h>
+#include <ATen/ScalarOps.h>
+#include <c10/util/strides.h>
+#include <torch/csrc/autograd/engine.h>
+#include <torch/csrc/autograd/function.h>
+#include <torch/csrc/autograd/utils/lambda_post_hook.h>
+#include <torch/csrc/autograd/variable.h>
+#include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
+#include <torch/csrc/distributed/c10d/reducer.hpp>
+
+#include <algorithm>
+#include <utility>
+
+#include "accelerate/errors.h"
+
+namespace accelerate::detail {
+namespace {
+
+// `param`'s slice of `flat`, laid out as the parameter (the layout AccumulateGrad gives
+// gradients), as c10d's Reducer lays out its bucket views. It shares the bucket's storage but
+// is not an autograd view of it, so that an optimizer's zero_grad may detach_() it (LibTorch
+// 1.13's Optimizer::zero_grad does, which fails on the Reducer's views).
+at::Tensor bucket_view(const at::Tensor& flat, const at::Tensor& param, int64_t offset) {
+  at::Tensor view = at::empty({0}, flat.options());
+  if (param.is_non_overlapping_and_dense())
+    view.set_(flat.storage(), flat.storage_offset() + offset, param.sizes(), param.strides());
+  else
+    view.set_(flat.storage(), flat.storage_offset() + offset, param.sizes(),
+              c10::contiguous_strides(param.sizes()));
+  return view;
+}
+
+std::string names_of(const std::vector<std::string>& names, const std::vector<size_t>& which) {
+  std::string out;
+  const size_t shown = std::min<size_t>(which.size(), 10);
+  for (size_t k = 0; k < shown; ++k) out += (k ? ", " : "") + names[which[k]];
+  if (which.size() > shown) out += " and " + std::to_string(which.size() - shown) + " more";
+  return out;
+}
+
+}  // namespace
+
+BucketedGradSync::BucketedGradSync(std::vector<at::Tensor> params, std::vector<std::string> names,
+                                   c10::intrusive_ptr<c10d::ProcessGroup> group,
+                                   GradSyncOptions options, std::function<bool()> sync,
+                                   std::string where)
+    : params_(std::move(params)),
+      names_(std::move(names)),
+      group_(std::move(group)),
+      options_(options),
+      sync_(std::move(sync)),
+      where_(std::move(where)),
+      world_(group_->getSize()) {
+  // PyTorch DDP's first assignment: buckets by size over the parameters in order, then
+  // reversed, since gradients become ready roughly from the last parameter to the first.
+  std::vector<std::vector<size_t>> assignment;
+  std::vector<size_t> limits;
+  std::tie(assignment, limits) = c10d::compute_bucket_assignment_by_size(
+      params_, {options_.first_bucket_bytes, options_.bucket_bytes},
+      std::vector<bool>(params_.size(), false));
+  std::reverse(assignment.begin(), assignment.end());
+  build_buckets(assignment);
+  ready_.assign(params_.size(), 0);
+  used_ = at::zeros({static_cast<int64_t>(params_.size())}, at::kInt);
+
+  for (size_t i = 0; i < params_.size(); ++i) {
+    auto accumulator = torch::autograd::impl::grad_accumulator(params_[i]);
+    hook_keys_.push_back(
+        accumulator->add_post_hook(std::make_unique<torch::autograd::utils::LambdaPostHook>(
+            [this, i](const torch::autograd::variable_list& outputs,
+                      const torch::autograd::variable_list& /*inputs*/) {
+              on_gradient(i);
+              return outputs;
+            })));
+    // Kept alive here: a parameter holds its accumulator only weakly, and a new one would not
+    // carry the hook.
+    accumulators_.push_back(std::move(accumulator));
+  }
+}
+
+BucketedGradSync::~BucketedGradSync() {
+  for (size_t i = 0; i < accumulators_.size(); ++i) accumulators_[i]->del_post_hook(hook_keys_[i]);
+}
+
+std::vector<int64_t> BucketedGradSync::bucket_sizes() const {
+  std::vector<int64_t> sizes;
+  for (const auto& b : buckets_) sizes.push_back(b.flat.numel());
+  return sizes;
+}
+
+void BucketedGradSync::build_buckets(const std::vector<std::vector<size_t>>& assignment) {
+  at::NoGradGuard no_grad;
+  std::vector<Bucket> buckets;
+  locators_.assign(params_.size(), Locator{});
+  for (const auto& indices : assignment) {
+    Bucket b;
+    int64_t total = 0;
+    for (size_t i : indices) total += params_[i].numel();
+    const at::Tensor& first = params_[indices.front()];
+    b.flat = at::zeros({total}, first.options().requires_grad(false));
+    int64_t offset = 0;
+    for (size_t i : indices) {
+      locators_[i] = Locator{buckets.size(), b.params.size()};
+      b.params.push_back(i);
+      b.views.push_back(bucket_view(b.flat, params_[i], offset));
+      offset += params_[i].numel();
+      // With gradient_as_bucket_view a gradient that exists (set before prepare, or living in
+      // the buckets being replaced) moves into its new slice.
+      at::Tensor& grad = params_[i].mutable_grad();
+      if (options_.gradient_as_bucket_view && grad.defined() && !grad.is_sparse()) {
+        b.views.back().copy_(grad);
+        grad = b.views.back();
+      }
+    }
+    b.pending = b.params.size();
+    buckets.push_back(std::move(b));
+  }
+  buckets_ = std::move(buckets);
+}
+
+void BucketedGradSync::on_gradient(size_t index) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (options_.find_unused_parameters || options_.static_graph) {
+    // Used since the last synchronisation (no_sync passes included), as c10d's Reducer counts.
+    if (params_[index].grad().defined()) used_.data_ptr<int>()[index] = 1;
+  }
+  if (!in_pass_) {
+    if (!sync_()) return;  // no_sync: the gradient stays where AccumulateGrad put it
+    in_pass_ = true;
+    sync_pass_ = true;
+    if (!rebuilt_buckets_.empty()) {
+      // The buckets in arrival order, built where c10d's Reducer builds them: before the
+      // second synchronising pass accumulates (gradients already there move into them).
+      build_buckets(rebuilt_buckets_);
+      rebuilt_buckets_.clear();
+    }
+    torch::autograd::Engine::get_default_engine().queue_callback([this] { finish_pass(); });
+  }
+  if (!sync_pass_) return;
+  if (!rebuilt_) arrival_.push_back(static_cast<int64_t>(index));
+  mark_ready(index);
+}
+
+void BucketedGradSync::mark_ready(size_t index) {
+  if (ready_[index]) {
+    throw InvalidArgument("accelerate: backward: " + where_ + ": parameter " + names_[index] +
+                          " received its gradient twice in one backward pass (a reentrant "
+                          "backward, such as reentrant activation checkpointing); the gradient "
+                          "synchronisation handles one gradient per parameter per pass");
+  }
+  ready_[index] = 1;
+  const Locator loc = locators_[index];
+  Bucket& b = buckets_[loc.bucket];
+  at::Tensor& view = b.views[loc.position];
+  at::Tensor& grad = params_[index].mutable_grad();
+  at::NoGradGuard no_grad;
+  if (grad.defined()) {
+    if (grad.is_sparse())
+      throw InvalidArgument("accelerate: backward: " + where_ + ": parameter " + names_[index] +
+                            " has a sparse gradient, which the gradient synchronisation does not "
+                            "support (use DdpEngine::Reducer)");
+    if (grad.is_alias_of(view)) {
+      b.deferred.push_back(loc.position);  // divided in place with the whole bucket
+    } else {
+      // Scaled by 1 / world while copied in, as c10d's Reducer does.
+      at::mul_out(view, grad.detach(), at::native::wrapped_scalar_tensor(1.0 / world_));
+      if (options_.gradient_as_bucket_view) grad = view;
+    }
+  } else {
+    view.zero_();
+  }
+  if (--b.pending == 0) launch_ready_buckets();
+}
+
+void BucketedGradSync::launch_ready_buckets() {
+  // Buckets go out in index order on every process, so that the collectives pair up.
+  while (next_launch_ < buckets_.size() && buckets_[next_launch_].pending == 0) {
+    Bucket& b = buckets_[next_launch_++];
+    if (!b.deferred.empty()) {
+      at::NoGradGuard no_grad;
+      if (b.deferred.size() == b.views.size())
+        b.flat.div_(world_);
+      else
+        for (size_t pos : b.deferred) b.views[pos].div_(world_);
+    }
+    std::vector<at::Tensor> tensors{b.flat};
+    b.work = group_->allreduce(tensors);
+  }
+}
+
+void BucketedGradSync::reset_pass() {
+  in_pass_ = false;
+  sync_pass_ = false;
+  std::fill(ready_.begin(), ready_.end(), 0);
+  next_launch_ = 0;
+  for (auto& b : buckets_) {
+    b.pending = b.params.size();
+    b.deferred.clear();
+    b.work.reset();
+  }
+}
+
+void BucketedGradSync::finish_pass() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  struct Reset {
+    BucketedGradSync* self;
+    ~Reset() { self->reset_pass(); }
+  } reset{this};
+
+  // Parameters no gradient reached in this pass still take part (with the gradient they have,
+  // or zeros), so that every process runs the same collectives; it is an error below unless
+  // unused parameters are allowed.
+  std::vector<size_t> missing;
+  for (size_t i = 0; i < params_.size(); ++i)
+    if (!ready_[i]) missing.push_back(i);
+  for (size_t i : missing) mark_ready(i);
+
+  const bool track_used = options_.find_unused_parameters || options_.static_graph;
+  at::Tensor used;
+  c10::intrusive_ptr<c10d::Work> used_work;
+  if (track_used) {
+    std::vector<at::Tensor> tensors{used_.to(params_.front().device())};
+    used_work = group_->allreduce(tensors);
+    used = tensors[0];
+  }
+  for (auto& b : buckets_) b.work->wait();
+  std::vector<char> globally_used(params_.size(), 1);
+  if (track_used) {
+    used_work->wait();
+    const at::Tensor counts = used.to(at::kCPU);
+    for (size_t i = 0; i < params_.size(); ++i) globally_used[i] = counts.data_ptr<int>()[i] != 0;
+    used_.zero_();
+  }
+
+  at::NoGradGuard no_grad;
+  for (auto& b : buckets_) {
+    for (size_t pos = 0; pos < b.params.size(); ++pos) {
+      const size_t i = b.params[pos];
+      if (!globally_used[i]) continue;  // no process produced a gradient: left as it was
+      at::Tensor& grad = params_[i].mutable_grad();
+      if (options_.gradient_as_bucket_view) {
+        if (!grad.defined()) grad = b.views[pos];
+      } else if (grad.defined()) {
+        grad.copy_(b.views[pos]);
+      } else {
+        grad = b.views[pos].clone();
+      }
+    }
+  }
+
+  if (!rebuilt_ && (options_.static_graph || !options_.find_unused_parameters))
+    agree_on_arrival_order();
+  rebuilt_ = true;
+  arrival_.clear();
+
+  if (!missing.empty() && !track_used) {
+    throw InvalidArgument(
+        "accelerate: backward: " + where_ + ": " + std::to_string(missing.size()) +
+        " trained parameter(s) got no gradient in this backward pass: " +
+        names_of(names_, missing) +
+        ". If the model does not use every parameter in every step, set "
+        "DistributedDataParallelOptions().find_unused_parameters(true); if those parameters are "
+        "not to be trained, set requires_grad(false) before prepare");
+  }
+}
+
+void BucketedGradSync::agree_on_arrival_order() {
+  // The order of process 0 for everyone, so that all processes build the same buckets.
+  std::vector<int64_t> order = arrival_;
+  std::vector<char> seen(params_.size(), 0);
+  for (int64_t i : order) seen[static_cast<size_t>(i)] = 1;
+  for (size_t i = 0; i < params_.size(); ++i)
+    if (!seen[i]) order.push_back(static_cast<int64_t>(i));
+  std::vector<at::Tensor> tensors{at::tensor(order, at::kLong).to(params_.front().device())};
+  group_->broadcast(tensors)->wait();
+  const at::Tensor agreed = tensors[0].to(at::kCPU);
+  order.assign(agreed.data_ptr<int64_t>(), agreed.data_ptr<int64_t>() + agreed.numel());
+
+  std::vector<at::Tensor> in_order;
+  for (int64_t i : order) in_order.push_back(params_[static_cast<size_t>(i)]);
+  std::vector<size_t> limits;
+  std::tie(rebuilt_buckets_, limits) = c10d::compute_bucket_assignment_by_size(
+      in_order, {options_.first_bucket_bytes, options_.bucket_bytes},
+      std::vector<bool>(params_.size(), false), order);
+}
+
+}  // namespace accelerate::detail

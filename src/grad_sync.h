@@ -1,0 +1,113 @@
+// Internal: accelerate-cpp's own gradient synchronisation engine (DdpEngine::Buckets).
+//
+// The parameters' gradients are gathered into flat buckets, one contiguous tensor each (per
+// dtype and device, 1 MiB for the first, bucket_cap_mb for the others, in the reverse order of
+// the parameters: the order gradients become ready). A post-hook on each parameter's gradient
+// accumulator marks it ready; a bucket whose parameters are all ready is all-reduced at once,
+// asynchronously, through c10d's ProcessGroup::allreduce (Gloo or NCCL), while backward goes
+// on; the end of backward waits only for what is still in flight. With
+// gradient_as_bucket_view, each parameter's .grad *is* its slice of the bucket, so
+// accumulation writes straight into the bucket and nothing is copied.
+//
+// Values are PyTorch DDP's, bit for bit: each gradient is scaled by 1 / world (multiplied while
+// copied in, or divided in place when it already lives in the bucket, as c10d's Reducer does),
+// buckets are the same (c10d::compute_bucket_assignment_by_size, rebuilt once in the order the
+// gradients arrived), and the same all-reduce sums them.
+//
+// Unlike c10d's Reducer the engine is not "armed" before a backward: each backward pass that
+// reaches the parameters synchronises when `sync()` says so at its first gradient, and leaves
+// no state behind, whatever loss it came from.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <c10/util/intrusive_ptr.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+namespace c10d {
+class ProcessGroup;
+class Work;
+}  // namespace c10d
+namespace torch::autograd {
+struct Node;
+}
+
+namespace accelerate::detail {
+
+struct GradSyncOptions {
+  size_t first_bucket_bytes = 1024 * 1024;
+  size_t bucket_bytes = 25 * 1024 * 1024;
+  bool find_unused_parameters = false;
+  bool gradient_as_bucket_view = false;
+  bool static_graph = false;
+};
+
+class BucketedGradSync {
+ public:
+  /// `params`: the trained parameters (requires_grad), `names[i]` naming params[i] in errors.
+  /// `sync` tells, at the first gradient of a backward pass, whether that pass synchronises.
+  /// `where` prefixes error messages ("rank 1 of 2").
+  BucketedGradSync(std::vector<at::Tensor> params, std::vector<std::string> names,
+                   c10::intrusive_ptr<c10d::ProcessGroup> group, GradSyncOptions options,
+                   std::function<bool()> sync, std::string where);
+  ~BucketedGradSync();
+  BucketedGradSync(const BucketedGradSync&) = delete;
+  BucketedGradSync& operator=(const BucketedGradSync&) = delete;
+
+  /// Number of buckets and their sizes in elements (for tests and benchmarks).
+  std::vector<int64_t> bucket_sizes() const;
+
+ private:
+  struct Bucket {
+    at::Tensor flat;                // contiguous, 1-D
+    std::vector<size_t> params;     // indices into params_
+    std::vector<at::Tensor> views;  // views[k]: params[k]'s slice of flat, shaped as the param
+    size_t pending = 0;             // parameters not ready yet in this pass
+    std::vector<size_t> deferred;   // positions whose gradient already lives in the bucket
+    c10::intrusive_ptr<c10d::Work> work;
+  };
+  struct Locator {
+    size_t bucket = 0;
+    size_t position = 0;
+  };
+
+  void build_buckets(const std::vector<std::vector<size_t>>& assignment);
+  void on_gradient(size_t index);  // autograd post-hook of params_[index]'s accumulator
+  void mark_ready(size_t index);   // copies / scales into the bucket; launches if full
+  void launch_ready_buckets();
+  void finish_pass();             // queued at the end of a synchronising backward
+  void agree_on_arrival_order();  // fills rebuilt_buckets_ (one broadcast)
+  void reset_pass();
+
+  std::vector<at::Tensor> params_;
+  std::vector<std::string> names_;
+  c10::intrusive_ptr<c10d::ProcessGroup> group_;
+  const GradSyncOptions options_;
+  const std::function<bool()> sync_;
+  const std::string where_;
+  const int world_;
+
+  std::vector<std::shared_ptr<torch::autograd::Node>> accumulators_;
+  std::vector<uintptr_t> hook_keys_;
+  std::vector<Bucket> buckets_;
+  std::vector<Locator> locators_;
+
+  std::mutex mutex_;
+  // State of the backward pass in progress (reset by finish_pass).
+  bool in_pass_ = false;
+  bool sync_pass_ = false;
+  std::vector<char> ready_;  // per parameter, this pass
+  size_t next_launch_ = 0;
+  std::vector<int64_t> arrival_;  // order of the first synchronising pass, for the rebuild
+  bool rebuilt_ = false;
+  std::vector<std::vector<size_t>> rebuilt_buckets_;  // built at the next synchronising pass
+  at::Tensor used_;  // find_unused: 1 where a gradient was produced since the last sync
+};
+
+}  // namespace accelerate::detail
