@@ -4,13 +4,17 @@
 //
 //   accelerate-cpp launch --num_processes 2 bench_allreduce [--params 4096 --size 1024 --reps 20]
 //
-// The model has `params` parameters of `size` float32 each (default 4096 x 4 KiB = 16 MiB).
+// The model has `params` parameters of `size` float32 each (default 4096 x 4 KiB = 16 MiB), or
+// the sizes of --sizes 16384,256,... (e.g. the MLP of bench_mlp).
 // Each repetition measures, in a rotating order and after a barrier each:
-//   sync    accelerator.backward(loss)             backward + bucketed all-reduce (Reducer)
+//   sync    accelerator.backward(loss)             backward + bucketed all-reduce
 //   nosync  the same under accelerator.no_sync(m)  backward alone
 //   flat    pg->allreduce({flat buffer})->wait()   the collective alone
-// With --engine reducer, `sync` uses a c10d::Reducer built here by hand on the same process
-// group (the model is not prepared): what the library adds on top of the Reducer.
+// --engine buckets (default): the library's own engine (DdpEngine::Buckets);
+// --engine reducer: the library with DdpEngine::Reducer (c10d's Reducer);
+// --engine c10d: a c10d::Reducer built here by hand on the same process group (the model is
+//   not prepared): what the library adds on top of the Reducer.
+// --copy: gradient_as_bucket_view(false) (default true).
 // DDP bandwidth = bytes / (sync - nosync); flat bandwidth = bytes / flat (medians).
 #include <accelerate/accelerate.h>
 #include <torch/torch.h>
@@ -21,6 +25,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -33,9 +38,9 @@ namespace acc = accelerate;
 namespace {
 
 struct ManyParams : torch::nn::Module {
-  ManyParams(int64_t count, int64_t size) {
-    for (int64_t i = 0; i < count; ++i)
-      params_.push_back(register_parameter("p" + std::to_string(i), torch::randn({size})));
+  explicit ManyParams(const std::vector<int64_t>& sizes) {
+    for (size_t i = 0; i < sizes.size(); ++i)
+      params_.push_back(register_parameter("p" + std::to_string(i), torch::randn({sizes[i]})));
   }
   at::Tensor forward() {
     std::vector<at::Tensor> parts;
@@ -50,25 +55,37 @@ struct ManyParams : torch::nn::Module {
 
 int main(int argc, char** argv) {
   bench::Args args(argc, argv);
-  const int64_t count = args.num("params", 4096), size = args.num("size", 1024);
+  int64_t count = args.num("params", 4096);
+  const int64_t size = args.num("size", 1024);
+  std::vector<int64_t> sizes(static_cast<size_t>(count), size);
+  if (!args.str("sizes", "").empty()) {
+    sizes.clear();
+    std::stringstream list(args.str("sizes", ""));
+    for (std::string item; std::getline(list, item, ',');) sizes.push_back(std::stoll(item));
+    count = static_cast<int64_t>(sizes.size());
+  }
+  int64_t total = 0;
+  for (int64_t n : sizes) total += n;
   const int reps = static_cast<int>(args.num("reps", 20));
   const double bucket_mb = args.real("bucket_cap_mb", 25.0);
-  const bool bucket_view = args.flag("gradient_as_bucket_view");
+  const bool bucket_view = !args.flag("copy");
+  const std::string engine = args.str("engine", "buckets");
   const int only = static_cast<int>(args.num("only", -1));  // profile one variant: 0, 1 or 2
 
   acc::Accelerator accelerator(acc::AcceleratorOptions().ddp_options(
-      acc::DistributedDataParallelOptions().bucket_cap_mb(bucket_mb).gradient_as_bucket_view(
-          bucket_view)));
+      acc::DistributedDataParallelOptions()
+          .bucket_cap_mb(bucket_mb)
+          .gradient_as_bucket_view(bucket_view)
+          .engine(engine == "reducer" ? acc::DdpEngine::Reducer : acc::DdpEngine::Buckets)));
   if (accelerator.num_processes() < 2) {
     std::fprintf(stderr, "bench_allreduce: run with 2 processes under accelerate-cpp launch\n");
     return 2;
   }
   torch::manual_seed(0);
-  auto model = std::make_shared<ManyParams>(count, size);
-  const std::string engine = args.str("engine", "accel");
+  auto model = std::make_shared<ManyParams>(sizes);
   std::unique_ptr<c10d::Reducer> reducer;
   std::shared_ptr<ManyParams> prepared = model;
-  if (engine == "accel") {
+  if (engine != "c10d") {
     prepared = std::get<0>(accelerator.prepare(model));  // the same pointer as `model`
   } else {
     auto params = model->parameters();
@@ -81,8 +98,8 @@ int main(int argc, char** argv) {
         bucket_view);
   }
   auto* pg = accelerator.state().process_group();
-  const double bytes = static_cast<double>(count * size) * 4.0;
-  at::Tensor flat = torch::ones({count * size});
+  const double bytes = static_cast<double>(total) * 4.0;
+  at::Tensor flat = torch::ones({total});
 
   auto barrier = [&] { accelerator.wait_for_everyone(); };
   std::vector<double> t_sync, t_nosync, t_flat;

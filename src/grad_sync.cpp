@@ -100,18 +100,21 @@ void BucketedGradSync::build_buckets(const std::vector<std::vector<size_t>>& ass
     for (size_t i : indices) total += params_[i].numel();
     const at::Tensor& first = params_[indices.front()];
     b.flat = at::zeros({total}, first.options().requires_grad(false));
+    if (!options_.gradient_as_bucket_view) b.grads = at::zeros_like(b.flat);
     int64_t offset = 0;
     for (size_t i : indices) {
       locators_[i] = Locator{buckets.size(), b.params.size()};
       b.params.push_back(i);
       b.views.push_back(bucket_view(b.flat, params_[i], offset));
+      b.homes.push_back(b.grads.defined() ? bucket_view(b.grads, params_[i], offset)
+                                          : b.views.back());
       offset += params_[i].numel();
-      // With gradient_as_bucket_view a gradient that exists (set before prepare, or living in
-      // the buckets being replaced) moves into its new slice.
+      // A gradient that exists (set before prepare, or living in the buckets being replaced)
+      // moves to its new home, as c10d's Reducer moves it into its bucket view.
       at::Tensor& grad = params_[i].mutable_grad();
-      if (options_.gradient_as_bucket_view && grad.defined() && !grad.is_sparse()) {
-        b.views.back().copy_(grad);
-        grad = b.views.back();
+      if (grad.defined() && !grad.is_sparse()) {
+        b.homes.back().copy_(grad);
+        grad = b.homes.back();
       }
     }
     b.pending = b.params.size();
@@ -151,42 +154,95 @@ void BucketedGradSync::mark_ready(size_t index) {
                           "synchronisation handles one gradient per parameter per pass");
   }
   ready_[index] = 1;
-  const Locator loc = locators_[index];
-  Bucket& b = buckets_[loc.bucket];
-  at::Tensor& view = b.views[loc.position];
-  at::Tensor& grad = params_[index].mutable_grad();
+  if (--buckets_[locators_[index].bucket].pending == 0) launch_ready_buckets();
+}
+
+void BucketedGradSync::fill(Bucket& b) {
   at::NoGradGuard no_grad;
-  if (grad.defined()) {
+  const auto scale = at::native::wrapped_scalar_tensor(1.0 / world_);
+  // How each gradient stands: at home (accumulated where the engine put it), elsewhere (a new
+  // tensor, e.g. after zero_grad to none) or undefined.
+  size_t at_home = 0, elsewhere = 0;
+  bool contiguous = true;
+  for (size_t k = 0; k < b.params.size(); ++k) {
+    const at::Tensor& grad = params_[b.params[k]].grad();
+    if (!grad.defined()) continue;
     if (grad.is_sparse())
-      throw InvalidArgument("accelerate: backward: " + where_ + ": parameter " + names_[index] +
-                            " has a sparse gradient, which the gradient synchronisation does not "
-                            "support (use DdpEngine::Reducer)");
-    if (grad.is_alias_of(view)) {
-      b.deferred.push_back(loc.position);  // divided in place with the whole bucket
+      throw InvalidArgument("accelerate: backward: " + where_ + ": parameter " +
+                            names_[b.params[k]] +
+                            " has a sparse gradient, which DdpEngine::Buckets does not support "
+                            "(use DdpEngine::Reducer)");
+    if (grad.is_alias_of(b.homes[k]) && grad.data_ptr() == b.homes[k].data_ptr()) {
+      ++at_home;
     } else {
-      // Scaled by 1 / world while copied in, as c10d's Reducer does.
-      at::mul_out(view, grad.detach(), at::native::wrapped_scalar_tensor(1.0 / world_));
-      if (options_.gradient_as_bucket_view) grad = view;
+      ++elsewhere;
+      contiguous = contiguous && grad.is_contiguous() && b.views[k].is_contiguous();
     }
-  } else {
-    view.zero_();
   }
-  if (--b.pending == 0) launch_ready_buckets();
+  const size_t n = b.params.size();
+  // The values are c10d's Reducer's: a gradient in its bucket view is divided by the world
+  // size in place, any other is multiplied by 1 / world while copied in. Whole-bucket kernels
+  // where every gradient stands alike: one or two kernels instead of one per parameter.
+  if (at_home == n && options_.gradient_as_bucket_view) {
+    b.flat.div_(world_);
+  } else if (at_home == n) {
+    at::mul_out(b.flat, b.grads, scale);
+  } else if (elsewhere == n && contiguous) {
+    std::vector<at::Tensor> flat_grads;
+    flat_grads.reserve(n);
+    for (size_t i : b.params) flat_grads.push_back(params_[i].grad().view({-1}));
+    at::cat_out(b.flat, flat_grads);
+    b.flat.mul_(scale);
+  } else {
+    for (size_t k = 0; k < n; ++k) {
+      const at::Tensor& grad = params_[b.params[k]].grad();
+      if (!grad.defined())
+        b.views[k].zero_();
+      else if (options_.gradient_as_bucket_view && grad.is_alias_of(b.views[k]))
+        b.views[k].div_(world_);
+      else
+        at::mul_out(b.views[k], grad.detach(), scale);
+    }
+  }
+  if (options_.gradient_as_bucket_view) {
+    // Gradients that were elsewhere now live in the bucket.
+    for (size_t k = 0; k < n; ++k) {
+      at::Tensor& grad = params_[b.params[k]].mutable_grad();
+      if (grad.defined() && grad.data_ptr() != b.views[k].data_ptr()) grad = b.views[k];
+    }
+  }
 }
 
 void BucketedGradSync::launch_ready_buckets() {
   // Buckets go out in index order on every process, so that the collectives pair up.
   while (next_launch_ < buckets_.size() && buckets_[next_launch_].pending == 0) {
     Bucket& b = buckets_[next_launch_++];
-    if (!b.deferred.empty()) {
-      at::NoGradGuard no_grad;
-      if (b.deferred.size() == b.views.size())
-        b.flat.div_(world_);
-      else
-        for (size_t pos : b.deferred) b.views[pos].div_(world_);
-    }
+    fill(b);
     std::vector<at::Tensor> tensors{b.flat};
     b.work = group_->allreduce(tensors);
+  }
+}
+
+void BucketedGradSync::hand_back(Bucket& b, const std::vector<char>& globally_used) {
+  at::NoGradGuard no_grad;
+  const size_t n = b.params.size();
+  bool all_used = true;
+  for (size_t i : b.params) all_used = all_used && globally_used[i];
+  // Without bucket views the averaged gradients go to their homes in one copy when every
+  // parameter takes them (a parameter no process used keeps its gradient untouched).
+  if (b.grads.defined() && all_used) b.grads.copy_(b.flat);
+  for (size_t k = 0; k < n; ++k) {
+    const size_t i = b.params[k];
+    if (!globally_used[i]) continue;
+    at::Tensor& grad = params_[i].mutable_grad();
+    if (!b.grads.defined()) {
+      if (!grad.defined()) grad = b.views[k];
+    } else if (!all_used) {
+      b.homes[k].copy_(b.views[k]);
+      grad = b.homes[k];
+    } else {
+      grad = b.homes[k];
+    }
   }
 }
 
@@ -197,7 +253,6 @@ void BucketedGradSync::reset_pass() {
   next_launch_ = 0;
   for (auto& b : buckets_) {
     b.pending = b.params.size();
-    b.deferred.clear();
     b.work.reset();
   }
 }
@@ -234,21 +289,7 @@ void BucketedGradSync::finish_pass() {
     used_.zero_();
   }
 
-  at::NoGradGuard no_grad;
-  for (auto& b : buckets_) {
-    for (size_t pos = 0; pos < b.params.size(); ++pos) {
-      const size_t i = b.params[pos];
-      if (!globally_used[i]) continue;  // no process produced a gradient: left as it was
-      at::Tensor& grad = params_[i].mutable_grad();
-      if (options_.gradient_as_bucket_view) {
-        if (!grad.defined()) grad = b.views[pos];
-      } else if (grad.defined()) {
-        grad.copy_(b.views[pos]);
-      } else {
-        grad = b.views[pos].clone();
-      }
-    }
-  }
+  for (auto& b : buckets_) hand_back(b, globally_used);
 
   if (!rebuilt_ && (options_.static_graph || !options_.find_unused_parameters))
     agree_on_arrival_order();

@@ -65,11 +65,13 @@ class BucketedGradSync {
 
  private:
   struct Bucket {
-    at::Tensor flat;                // contiguous, 1-D
+    at::Tensor flat;                // what is all-reduced: contiguous, 1-D
+    at::Tensor grads;               // gradient_as_bucket_view(false): the gradients' storage
     std::vector<size_t> params;     // indices into params_
     std::vector<at::Tensor> views;  // views[k]: params[k]'s slice of flat, shaped as the param
+    std::vector<at::Tensor> homes;  // where params[k]'s .grad lives: views[k], or its slice of
+                                    // `grads` without bucket views
     size_t pending = 0;             // parameters not ready yet in this pass
-    std::vector<size_t> deferred;   // positions whose gradient already lives in the bucket
     c10::intrusive_ptr<c10d::Work> work;
   };
   struct Locator {
@@ -81,6 +83,8 @@ class BucketedGradSync {
   void on_gradient(size_t index);  // autograd post-hook of params_[index]'s accumulator
   void mark_ready(size_t index);   // copies / scales into the bucket; launches if full
   void launch_ready_buckets();
+  void fill(Bucket& b);  // the gradients, scaled by 1 / world, into b.flat
+  void hand_back(Bucket& b, const std::vector<char>& globally_used);
   void finish_pass();             // queued at the end of a synchronising backward
   void agree_on_arrival_order();  // fills rebuilt_buckets_ (one broadcast)
   void reset_pass();
