@@ -2,7 +2,8 @@
 // initial weights, data order and optimizer. Rank 0 writes the final parameters, one value a
 // line, to argv[1].
 //
-// Usage: accelerate-cpp launch --num_processes N ddp_parity OUT [per_process_batch]
+// Usage: accelerate-cpp launch --num_processes N ddp_parity OUT [per_process_batch [engine]]
+// (engine: buckets, the default, or reducer)
 #include <accelerate/accelerate.h>
 #include <torch/torch.h>
 
@@ -48,7 +49,10 @@ int main(int argc, char** argv) {
     return 2;
   }
   const int64_t batch = argc > 2 ? std::stoll(argv[2]) : 8;
-  acc::Accelerator accelerator;
+  const bool reducer = argc > 3 && std::string(argv[3]) == "reducer";
+  acc::Accelerator accelerator(
+      acc::AcceleratorOptions().ddp_options(acc::DistributedDataParallelOptions().engine(
+          reducer ? acc::DdpEngine::Reducer : acc::DdpEngine::Buckets)));
   auto model = std::make_shared<Net>();
   auto optimizer = std::make_shared<torch::optim::SGD>(
       model->parameters(), torch::optim::SGDOptions(0.05).momentum(0.9));

@@ -136,11 +136,12 @@ std::vector<double> read_values(const std::string& path) {
 }  // namespace
 
 // The same job with PyTorch's own DDP in Python (ACCELERATE_TEST_PYTHON's torch, gloo, same initial
-// weights and data order) ends with the same parameters within 1e-5.
+// weights and data order) ends with the same parameters, bit for bit, with either engine and 1
+// to 3 processes (3: the 1/3 scaling and Gloo's ring order matter).
 TEST(PythonParity, SameParametersAsPyTorchDdp) {
-  for (int n : {1, 2}) {
+  for (int n : {1, 2, 3}) {
     const TempDir dir;
-    const std::string cpp_out = dir.path("cpp"), py_out = dir.path("py");
+    const std::string py_out = dir.path("py");
     auto launcher = [&](std::vector<std::string> program) {
       std::vector<std::string> argv = {
           LAUNCHER, "launch", "--num_processes", std::to_string(n), "--num_cpu_threads_per_process",
@@ -148,18 +149,23 @@ TEST(PythonParity, SameParametersAsPyTorchDdp) {
       argv.insert(argv.end(), program.begin(), program.end());
       return argv;
     };
-    const Outcome cpp = run(launcher({DDP_PARITY, cpp_out}));
-    ASSERT_EQ(cpp.code(), 0) << cpp.out;
     const Outcome py = run(launcher({ACCELERATE_TEST_PYTHON, DDP_PARITY_PY, py_out}));
     ASSERT_EQ(py.code(), 0) << py.out;
-    const auto a = read_values(cpp_out), b = read_values(py_out);
-    ASSERT_EQ(a.size(), 3u * 16 + 16 + 16 + 1) << "C++ output of " << n << " processes";
-    ASSERT_EQ(b.size(), a.size()) << "Python output of " << n << " processes";
-    double worst = 0;
-    for (size_t i = 0; i < a.size(); ++i) worst = std::max(worst, std::abs(a[i] - b[i]));
-    EXPECT_LE(worst, 1e-5) << n << " processes";
-    // The job must have moved the weights away from their start.
-    EXPECT_GT(std::abs(a[0] - 0.0), 1e-3);
+    const auto b = read_values(py_out);
+    for (const std::string engine : {"buckets", "reducer"}) {
+      if (n == 1 && engine == "reducer") continue;  // no engine with one process
+      const std::string cpp_out = dir.path("cpp-" + engine);
+      const Outcome cpp = run(launcher({DDP_PARITY, cpp_out, "8", engine}));
+      ASSERT_EQ(cpp.code(), 0) << cpp.out;
+      const auto a = read_values(cpp_out);
+      ASSERT_EQ(a.size(), 3u * 16 + 16 + 16 + 1) << "C++ output of " << n << " processes";
+      ASSERT_EQ(b.size(), a.size()) << "Python output of " << n << " processes";
+      double worst = 0;
+      for (size_t i = 0; i < a.size(); ++i) worst = std::max(worst, std::abs(a[i] - b[i]));
+      EXPECT_EQ(worst, 0.0) << n << " processes, engine " << engine;
+      // The job must have moved the weights away from their start.
+      EXPECT_GT(std::abs(a[0] - 0.0), 1e-3);
+    }
   }
 }
 
