@@ -654,6 +654,105 @@ TEST(TensorDataset, InvalidTensorsNameTheShapes) {
   EXPECT_THROW(data.get_items({-1}), acc::InvalidArgument);
 }
 
+// ---- Device prefetch ------------------------------------------------------------------
+
+// A prepared loader whose device is not the CPU loads the next batch before handing the
+// current one over (Accelerate's DataLoaderShard). The meta device stands in for a GPU
+// here: tensors moved there keep their shapes and lose their values.
+TEST(ShardedLoader, DevicePrefetchLoadsOneBatchAheadOffTheCpuOnly) {
+  for (int workers : {0, 2}) {
+    for (bool on_cpu : {true, false}) {
+      Indexed data(18);
+      acc::DataLoader<Indexed> loader(data,
+                                      acc::DataLoaderOptions().batch_size(4).num_workers(workers));
+      auto state = std::make_shared<acc::GradientState>();
+      auto s = sharding(1, 0).gradient_state(state);
+      s.device(on_cpu ? c10::Device(c10::kCPU) : c10::Device(c10::kMeta));
+      auto shard = loader.shard(s);
+      std::vector<int64_t> sizes;
+      int64_t i = 0;
+      for (auto it = shard->begin(); it != shard->end(); ++it, ++i) {
+        if (workers == 0) {
+          // Batches 0..i loaded, and batch i + 1 too off the CPU (none after the last).
+          const int64_t loaded = std::min<int64_t>(18, 4 * (i + (on_cpu ? 1 : 2)));
+          EXPECT_EQ(data.calls->load(), loaded) << "batch " << i << ", cpu " << on_cpu;
+        }
+        EXPECT_EQ(it->data.device().type(), on_cpu ? c10::kCPU : c10::kMeta);
+        EXPECT_EQ(it->target.device().type(), on_cpu ? c10::kCPU : c10::kMeta);
+        EXPECT_EQ(state->end_of_dataloader(), i == 4) << "batch " << i;
+        EXPECT_EQ(shard->batches_yielded(), i + 1);
+        sizes.push_back(it->data.size(0));
+      }
+      EXPECT_EQ(sizes, (std::vector<int64_t>{4, 4, 4, 4, 2}));
+      EXPECT_EQ(data.calls->load(), 18);
+      EXPECT_FALSE(state->in_dataloader());
+      EXPECT_EQ(shard->epoch(), 1);
+      // An abandoned pass drops the batch loaded ahead and ends as before.
+      for (auto& batch : *shard) {
+        (void)batch;
+        break;
+      }
+      EXPECT_FALSE(state->in_dataloader());
+      EXPECT_EQ(shard->epoch(), 1);
+      EXPECT_EQ(shard->batches_yielded(), 1);
+    }
+  }
+}
+
+TEST(ShardedLoader, DevicePrefetchErrorSurfacesWhenTheLoopReachesIt) {
+  for (int workers : {0, 2}) {
+    acc::DataLoader<Indexed> loader(Indexed(20, 13),
+                                    acc::DataLoaderOptions().batch_size(4).num_workers(workers));
+    auto state = std::make_shared<acc::GradientState>();
+    auto shard = loader.shard(sharding(1, 0).gradient_state(state).device(c10::kMeta));
+    int seen = 0;
+    try {
+      for (auto& batch : *shard) {
+        (void)batch;
+        ++seen;
+        EXPECT_TRUE(state->in_dataloader());
+      }
+      FAIL() << "expected an error";
+    } catch (const std::runtime_error& e) {
+      std::string what = e.what();
+      EXPECT_EQ(what, acc::detail::get_failed_message(13));
+      try {
+        std::rethrow_if_nested(e);
+        FAIL() << "expected the original error nested";
+      } catch (const std::runtime_error& inner) {
+        EXPECT_STREQ(inner.what(), "disk on fire");
+      }
+    }
+    EXPECT_EQ(seen, 3) << workers << " workers";  // batch 3 ([12, 16)) fails
+    EXPECT_FALSE(state->in_dataloader());
+    EXPECT_EQ(shard->epoch(), 0);
+    EXPECT_EQ(shard->batches_yielded(), 3);
+    // The bad batch skipped, the rest loads.
+    int rest = 0;
+    auto skipped = shard->skip_first_batches(4);
+    for (auto& batch : *skipped) {
+      EXPECT_EQ(batch.data.sizes().vec(), (std::vector<int64_t>{4, 1}));
+      ++rest;
+    }
+    EXPECT_EQ(rest, 1);
+  }
+  // A get_items error the same way.
+  acc::DataLoader<Batched> batched(Batched(12, 6), acc::DataLoaderOptions().batch_size(4));
+  auto shard = batched.shard(sharding(1, 0).device(c10::kMeta));
+  int seen = 0;
+  try {
+    for (auto& batch : *shard) {
+      (void)batch;
+      ++seen;
+    }
+    FAIL() << "expected an error";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("dataset.get_items([4, 5, 6, 7])"), std::string::npos)
+        << e.what();
+  }
+  EXPECT_EQ(seen, 1);
+}
+
 TEST(DataLoader, EarlyBreakWithWorkersDoesNotHang) {
   Indexed data(2000);
   auto calls = data.calls;

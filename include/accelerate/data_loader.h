@@ -110,7 +110,9 @@ struct ShardingOptions {
   /// Wrap around to the start so that every process gets the same number of full batches
   /// (default true).
   ACCELERATE_ARG(bool, even_batches) = true;
-  /// Where a prepared loader moves every batch (default CPU).
+  /// Where a prepared loader moves every batch (default CPU). Off the CPU, the loader loads
+  /// batch i + 1 and queues its copy (non-blocking with `pin_memory`) before yielding batch
+  /// i, as Accelerate's `DataLoaderShard`; what loading it throws is thrown on reaching it.
   ACCELERATE_ARG(c10::Device, device) = c10::kCPU;
   /// Told when a prepared loader's pass begins, reaches its last batch and ends (default
   /// null: nobody).
