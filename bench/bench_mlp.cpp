@@ -8,7 +8,8 @@
 //                         per-sample get/stack): the fastest loop a user could write, for reference
 //   --mode accel          accelerate-cpp: Accelerator, prepare, accumulate, backward, opt/sched
 //   step
-//   --mode accel-batched  the same with a data set that fetches whole batches (get_items)
+//   --mode accel-batched  the same with accelerate::TensorDataset, which fetches whole batches
+//                         (get_items: one index_select per batch)
 //   --mode c10d-reducer   hand-written data parallelism: TCPStore + ProcessGroupGloo +
 //   c10d::Reducer
 //                         (what PyTorch's DDP does), DistributedRandomSampler
@@ -285,7 +286,7 @@ int main(int argc, char** argv) {
   if (mode == "plain") return run_plain(c, false);
   if (mode == "plain-index") return run_plain(c, true);
   if (mode == "accel") return run_accel<bench::Synthetic>(c);
-  if (mode == "accel-batched") return run_accel<bench::SyntheticBatched>(c);
+  if (mode == "accel-batched") return run_accel<acc::TensorDataset>(c);
   if (mode == "c10d-reducer") return run_c10d(c, true);
   if (mode == "c10d-allreduce") return run_c10d(c, false);
   std::fprintf(stderr, "unknown --mode %s\n", mode.c_str());

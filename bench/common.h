@@ -6,6 +6,8 @@
 // - Synthetic: the MLP job's data set (8,192 samples of 64 features, one target), identical
 //   in every program and in bench/python/mlp.py (generated from a fixed formula, no RNG
 //   shared between C++ and Python is needed: only its size and shape matter for speed).
+//   Per sample (`get` and a stack); bench_mlp's `accel-batched` mode loads the same tensors
+//   through the library's `accelerate::TensorDataset` (one index_select per batch).
 // - Mlp: 64-256-256-1 with ReLU.
 // - env_int / env_str: the torchrun variables for the hand-written c10d loops.
 #pragma once
@@ -92,16 +94,6 @@ struct Synthetic : torch::data::datasets::Dataset<Synthetic> {
   }
   c10::optional<size_t> size() const override { return static_cast<size_t>(x.size(0)); }
   at::Tensor x, y;
-};
-
-/// The same data set with a batched fetch (accelerate-cpp's get_items, PyTorch's __getitems__):
-/// one index_select per batch instead of one slice per sample and a stack.
-struct SyntheticBatched : Synthetic {
-  using Synthetic::Synthetic;
-  torch::data::Example<> get_items(const std::vector<int64_t>& indices) {
-    const auto i = torch::tensor(indices);
-    return {x.index_select(0, i), y.index_select(0, i)};
-  }
 };
 
 /// 64-256-256-1 with ReLU.

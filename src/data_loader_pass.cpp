@@ -10,6 +10,12 @@
 // ones, which is exactly an abandoned pass. What is left here is the bounded, ordered window:
 // a job is queued only when the consumer is fewer than `window` batches behind it, and results
 // wait in a map until the consumer asks for them in order.
+//
+// Device prefetch (Accelerate's DataLoaderShard): a prepared loader whose device is not the CPU
+// loads batch i + 1 and queues its copy to the device (non-blocking from page-locked memory)
+// before handing batch i over, so that the copy overlaps the training step on batch i. What
+// loading batch i + 1 throws is kept and thrown when the loop advances to it. On the CPU
+// nothing is loaded ahead in the loop's thread.
 #include <c10/core/thread_pool.h>
 
 #include <algorithm>
@@ -17,6 +23,7 @@
 #include <exception>
 #include <map>
 #include <mutex>
+#include <utility>
 
 #include "accelerate/data_loader.h"
 #include "compat.h"
@@ -88,6 +95,10 @@ class Prefetcher {
   std::unique_ptr<c10::ThreadPool> pool_;  // last: joined before the state its jobs use dies
 };
 
+// Whether a prepared loader moving batches to `device` loads the next batch ahead: everywhere
+// but on the CPU, where there is no copy to overlap.
+bool prefetches_to(c10::Device device) { return !device.is_cpu(); }
+
 }  // namespace
 
 // Only the consumer's thread touches this object; the workers see the Prefetcher and the
@@ -101,7 +112,8 @@ class DataLoaderBase::ActivePass final : public detail::Pass {
         first_(plan.first),
         pin_(owner->options().pin_memory() && compat::cuda_available()),
         move_(owner->prepared() && maker_.to_device),
-        device_(owner->sharding().device()) {}
+        device_(owner->sharding().device()),
+        prefetch_(move_ && prefetches_to(device_)) {}
 
   ~ActivePass() override { detach(); }
 
@@ -112,6 +124,7 @@ class DataLoaderBase::ActivePass final : public detail::Pass {
     if (loader_ && !done_) loader_->end_pass(false);
     done_ = true;
     current_.reset();
+    next_ = {};
     loader_ = nullptr;
   }
 
@@ -141,23 +154,53 @@ class DataLoaderBase::ActivePass final : public detail::Pass {
   }
 
  private:
+  // A batch loaded ahead (device prefetch): the batch, or what loading it threw.
+  struct Ahead {
+    bool loaded = false;
+    std::shared_ptr<void> batch;
+    std::exception_ptr error;
+  };
+
   // Makes batch `cur_` the current one; on failure the pass ends and the error propagates.
+  // With device prefetch, then loads batch `cur_ + 1` and queues its copy to the device.
   void produce() {
     try {
-      std::shared_ptr<void> batch =
-          prefetcher_ ? prefetcher_->take(cur_) : maker_.load(batches_[cur_], pin_);
-      if (move_) maker_.to_device(batch.get(), device_, pin_);
+      std::shared_ptr<void> batch;
+      if (next_.loaded) {
+        Ahead ahead = std::exchange(next_, Ahead{});
+        if (ahead.error) std::rethrow_exception(ahead.error);
+        batch = std::move(ahead.batch);
+      } else {
+        batch = fetch(cur_);
+      }
       current_ = std::move(batch);
       loader_->on_yield(first_ + static_cast<int64_t>(cur_), cur_ + 1 == batches_.size());
     } catch (...) {
       detach();
       throw;
     }
+    if (prefetch_ && cur_ + 1 < batches_.size()) {
+      next_.loaded = true;
+      try {
+        next_.batch = fetch(cur_ + 1);
+      } catch (...) {
+        next_.error = std::current_exception();  // thrown when the loop advances to it
+      }
+    }
+  }
+
+  // Loads batch `i` (from the workers when there are some) and moves it to the device.
+  std::shared_ptr<void> fetch(size_t i) {
+    std::shared_ptr<void> batch =
+        prefetcher_ ? prefetcher_->take(i) : maker_.load(batches_[i], pin_);
+    if (move_) maker_.to_device(batch.get(), device_, pin_);
+    return batch;
   }
 
   void finish() {
     prefetcher_.reset();
     current_.reset();
+    next_ = {};
     if (loader_ && !done_) loader_->end_pass(true);
     done_ = true;
   }
@@ -169,9 +212,11 @@ class DataLoaderBase::ActivePass final : public detail::Pass {
   const bool pin_;
   const bool move_;
   const c10::Device device_;
+  const bool prefetch_;  // load the next batch ahead and queue its copy to the device
   size_t cur_ = 0;
   bool done_ = false;
   std::shared_ptr<void> current_;
+  Ahead next_;                              // batch cur_ + 1 when prefetch_ loaded it
   std::unique_ptr<Prefetcher> prefetcher_;  // null without workers
 };
 

@@ -6,12 +6,15 @@
 #include <gtest/gtest.h>
 #include <torch/data/datasets/base.h>
 #include <torch/data/datasets/mnist.h>
+#include <torch/data/datasets/tensor.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
+#include <limits>
 #include <numeric>
 #include <set>
 #include <string>
@@ -495,6 +498,259 @@ TEST(DataLoader, GetItemsErrorNamesTheIndices) {
       EXPECT_STREQ(inner.what(), "bad batch");
     }
   }
+}
+
+// ---- TensorDataset ------------------------------------------------------------------
+
+namespace {
+
+// True when `a` and `b` have the same dtype, shape and bytes (NaNs and -0.0 included).
+bool same_bits(const at::Tensor& a, const at::Tensor& b) {
+  if (a.scalar_type() != b.scalar_type() || a.sizes() != b.sizes()) return false;
+  const at::Tensor ca = a.contiguous(), cb = b.contiguous();
+  return std::memcmp(ca.data_ptr(), cb.data_ptr(), ca.nbytes()) == 0;
+}
+
+bool same_bits(const torch::data::Example<>& a, const torch::data::Example<>& b) {
+  return same_bits(a.data, b.data) && same_bits(a.target, b.target);
+}
+
+// The per-sample equivalent of a TensorDataset: get() only, collated by the loader.
+struct PerSample : torch::data::datasets::Dataset<PerSample> {
+  PerSample(at::Tensor x_, at::Tensor y_) : x(std::move(x_)), y(std::move(y_)) {}
+  torch::data::Example<> get(size_t i) override {
+    return {x[static_cast<int64_t>(i)], y[static_cast<int64_t>(i)]};
+  }
+  c10::optional<size_t> size() const override { return static_cast<size_t>(x.size(0)); }
+  at::Tensor x, y;
+};
+
+// 22 samples: data [22, 2, 3] float with a NaN and a -0.0, target [22] long.
+std::pair<at::Tensor, at::Tensor> tensor_data() {
+  at::Tensor x = torch::randn({22, 2, 3}, torch::TensorOptions().dtype(at::kFloat));
+  x[5][1][2] = std::numeric_limits<float>::quiet_NaN();
+  x[7][0][0] = -0.0f;
+  return {x, torch::arange(22, at::kLong) * 10};
+}
+
+}  // namespace
+
+TEST(TensorDataset, GetAndGetItemsAreCollatedGets) {
+  auto [x, y] = tensor_data();
+  acc::TensorDataset data(x, y);
+  EXPECT_EQ(data.size().value(), 22u);
+  EXPECT_TRUE(data.data().is_same(x));  // shared, not copied
+  EXPECT_TRUE(data.target().is_same(y));
+  auto e = data.get(7);
+  EXPECT_TRUE(same_bits(e.data, x[7]));
+  EXPECT_TRUE(same_bits(e.target, y[7]));
+  const std::vector<int64_t> idx = {21, 5, 0, 7, 5};
+  std::vector<torch::data::Example<>> examples;
+  for (auto i : idx) examples.push_back(data.get(static_cast<size_t>(i)));
+  auto collated = acc::Collate<torch::data::Example<>>::collate(examples);
+  auto batch = data.get_items(idx);
+  EXPECT_EQ(batch.data.sizes().vec(), (std::vector<int64_t>{5, 2, 3}));
+  EXPECT_EQ(batch.target.sizes().vec(), (std::vector<int64_t>{5}));
+  EXPECT_TRUE(same_bits(batch, collated));
+  // One-dimensional and non-contiguous tensors, other dtypes.
+  at::Tensor t = torch::arange(24, at::kDouble).reshape({4, 6}).t();  // [6, 4], strided
+  at::Tensor flags = torch::tensor({true, false, true, true, false, false});
+  acc::TensorDataset strided(t, flags);
+  std::vector<torch::data::Example<>> parts = {strided.get(4), strided.get(1)};
+  EXPECT_TRUE(
+      same_bits(strided.get_items({4, 1}), acc::Collate<torch::data::Example<>>::collate(parts)));
+}
+
+TEST(TensorDataset, LoaderBatchesEqualPerSampleOnesBitForBit) {
+  auto [x, y] = tensor_data();
+  for (bool shuffle : {false, true})
+    for (int workers : {0, 2}) {
+      const auto options =
+          acc::DataLoaderOptions().batch_size(4).shuffle(shuffle).seed(9).num_workers(workers);
+      acc::DataLoader<acc::TensorDataset> fast(acc::TensorDataset(x, y), options);
+      acc::DataLoader<PerSample> slow(PerSample(x, y), options);
+      auto compare = [&](acc::DataLoader<acc::TensorDataset>& a, acc::DataLoader<PerSample>& b,
+                         const std::string& what) {
+        for (int epoch = 0; epoch < 2; ++epoch) {
+          std::vector<torch::data::Example<>> got, expected;
+          for (auto& batch : a) got.push_back(batch);
+          for (auto& batch : b) expected.push_back(batch);
+          ASSERT_EQ(got.size(), expected.size()) << what;
+          ASSERT_FALSE(got.empty()) << what;
+          for (size_t i = 0; i < got.size(); ++i)
+            EXPECT_TRUE(same_bits(got[i], expected[i]))
+                << what << ", epoch " << epoch << ", batch " << i << ", shuffle " << shuffle << ", "
+                << workers << " workers";
+        }
+      };
+      compare(fast, slow, "unprepared");
+      // The last batch is partial: 22 = 5 * 4 + 2.
+      std::vector<int64_t> sizes;
+      acc::DataLoader<acc::TensorDataset> copy = fast;  // its own epoch: fast's stays slow's
+      for (auto& batch : copy) sizes.push_back(batch.data.size(0));
+      EXPECT_EQ(sizes, (std::vector<int64_t>{4, 4, 4, 4, 4, 2}));
+      // Prepared, as prepare does it (shared seed, CPU device): one process, then both
+      // processes of two, with even batches (padded), uneven ones (the last partial) and
+      // split batches.
+      std::vector<std::pair<std::string, acc::ShardingOptions>> cases = {
+          {"1 process", sharding(1, 0).seed(1234)}};
+      for (int p = 0; p < 2; ++p) {
+        const std::string process = "process " + std::to_string(p) + " of 2";
+        cases.push_back({process, sharding(2, p).seed(1234)});
+        cases.push_back({process + ", uneven", sharding(2, p).seed(1234).even_batches(false)});
+        cases.push_back({process + ", split", sharding(2, p).seed(1234).split_batches(true)});
+      }
+      for (auto& [name, s] : cases) {
+        auto a = fast.shard(s);
+        auto b = slow.shard(s);
+        compare(*a, *b, name);
+      }
+      std::vector<int64_t> uneven;
+      auto p1 = fast.shard(sharding(2, 1).even_batches(false));
+      for (auto& batch : *p1) uneven.push_back(batch.data.size(0));
+      EXPECT_EQ(uneven, (std::vector<int64_t>{4, 4, 2}));
+    }
+}
+
+// One tensor: LibTorch's own TensorDataset (Example<Tensor, NoTarget>), as the header says.
+TEST(TensorDataset, OneTensorThroughLibTorchsTensorDataset) {
+  at::Tensor x = torch::arange(10, at::kFloat).reshape({5, 2});
+  acc::DataLoader<torch::data::datasets::TensorDataset> loader(
+      torch::data::datasets::TensorDataset(x), acc::DataLoaderOptions().batch_size(2));
+  std::vector<at::Tensor> batches;
+  for (auto& batch : loader) batches.push_back(batch.data);
+  ASSERT_EQ(batches.size(), 3u);
+  EXPECT_TRUE(same_bits(at::cat(batches), x));
+}
+
+TEST(TensorDataset, InvalidTensorsNameTheShapes) {
+  auto expect_error = [](const at::Tensor& x, const at::Tensor& y,
+                         const std::vector<std::string>& words) {
+    try {
+      acc::TensorDataset data(x, y);
+      ADD_FAILURE() << "expected accelerate::InvalidArgument";
+    } catch (const acc::InvalidArgument& e) {
+      const std::string what = e.what();
+      EXPECT_EQ(what.rfind("accelerate: TensorDataset: ", 0), 0u) << what;
+      for (const auto& w : words) EXPECT_NE(what.find(w), std::string::npos) << what;
+    }
+  };
+  expect_error(torch::zeros({10, 3}), torch::zeros({9}), {"[10, ...]", "[10, 3]", "got [9]"});
+  expect_error(torch::zeros({2, 5}), torch::zeros({5, 2}), {"[2, ...]", "[2, 5]", "got [5, 2]"});
+  expect_error(at::Tensor(), torch::zeros({3}), {"data", "undefined"});
+  expect_error(torch::zeros({3}), at::Tensor(), {"target", "undefined"});
+  expect_error(torch::tensor(1.0), torch::zeros({1}), {"data", "at least 1 dimension"});
+  expect_error(torch::zeros({1}), torch::tensor(1), {"target", "at least 1 dimension"});
+
+  acc::TensorDataset data(torch::zeros({4, 2}), torch::zeros({4}));
+  EXPECT_THROW(data.get(4), acc::InvalidArgument);
+  try {
+    data.get_items({0, 4});
+    ADD_FAILURE() << "expected accelerate::InvalidArgument";
+  } catch (const acc::InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find("index 4 is not in [0, 4)"), std::string::npos)
+        << e.what();
+  }
+  EXPECT_THROW(data.get_items({-1}), acc::InvalidArgument);
+}
+
+// ---- Device prefetch ------------------------------------------------------------------
+
+// A prepared loader whose device is not the CPU loads the next batch before handing the
+// current one over (Accelerate's DataLoaderShard). The meta device stands in for a GPU
+// here: tensors moved there keep their shapes and lose their values.
+TEST(ShardedLoader, DevicePrefetchLoadsOneBatchAheadOffTheCpuOnly) {
+  for (int workers : {0, 2}) {
+    for (bool on_cpu : {true, false}) {
+      Indexed data(18);
+      acc::DataLoader<Indexed> loader(data,
+                                      acc::DataLoaderOptions().batch_size(4).num_workers(workers));
+      auto state = std::make_shared<acc::GradientState>();
+      auto s = sharding(1, 0).gradient_state(state);
+      s.device(on_cpu ? c10::Device(c10::kCPU) : c10::Device(c10::kMeta));
+      auto shard = loader.shard(s);
+      std::vector<int64_t> sizes;
+      int64_t i = 0;
+      for (auto it = shard->begin(); it != shard->end(); ++it, ++i) {
+        if (workers == 0) {
+          // Batches 0..i loaded, and batch i + 1 too off the CPU (none after the last).
+          const int64_t loaded = std::min<int64_t>(18, 4 * (i + (on_cpu ? 1 : 2)));
+          EXPECT_EQ(data.calls->load(), loaded) << "batch " << i << ", cpu " << on_cpu;
+        }
+        EXPECT_EQ(it->data.device().type(), on_cpu ? c10::kCPU : c10::kMeta);
+        EXPECT_EQ(it->target.device().type(), on_cpu ? c10::kCPU : c10::kMeta);
+        EXPECT_EQ(state->end_of_dataloader(), i == 4) << "batch " << i;
+        EXPECT_EQ(shard->batches_yielded(), i + 1);
+        sizes.push_back(it->data.size(0));
+      }
+      EXPECT_EQ(sizes, (std::vector<int64_t>{4, 4, 4, 4, 2}));
+      EXPECT_EQ(data.calls->load(), 18);
+      EXPECT_FALSE(state->in_dataloader());
+      EXPECT_EQ(shard->epoch(), 1);
+      // An abandoned pass drops the batch loaded ahead and ends as before.
+      for (auto& batch : *shard) {
+        (void)batch;
+        break;
+      }
+      EXPECT_FALSE(state->in_dataloader());
+      EXPECT_EQ(shard->epoch(), 1);
+      EXPECT_EQ(shard->batches_yielded(), 1);
+    }
+  }
+}
+
+TEST(ShardedLoader, DevicePrefetchErrorSurfacesWhenTheLoopReachesIt) {
+  for (int workers : {0, 2}) {
+    acc::DataLoader<Indexed> loader(Indexed(20, 13),
+                                    acc::DataLoaderOptions().batch_size(4).num_workers(workers));
+    auto state = std::make_shared<acc::GradientState>();
+    auto shard = loader.shard(sharding(1, 0).gradient_state(state).device(c10::kMeta));
+    int seen = 0;
+    try {
+      for (auto& batch : *shard) {
+        (void)batch;
+        ++seen;
+        EXPECT_TRUE(state->in_dataloader());
+      }
+      FAIL() << "expected an error";
+    } catch (const std::runtime_error& e) {
+      std::string what = e.what();
+      EXPECT_EQ(what, acc::detail::get_failed_message(13));
+      try {
+        std::rethrow_if_nested(e);
+        FAIL() << "expected the original error nested";
+      } catch (const std::runtime_error& inner) {
+        EXPECT_STREQ(inner.what(), "disk on fire");
+      }
+    }
+    EXPECT_EQ(seen, 3) << workers << " workers";  // batch 3 ([12, 16)) fails
+    EXPECT_FALSE(state->in_dataloader());
+    EXPECT_EQ(shard->epoch(), 0);
+    EXPECT_EQ(shard->batches_yielded(), 3);
+    // The bad batch skipped, the rest loads.
+    int rest = 0;
+    auto skipped = shard->skip_first_batches(4);
+    for (auto& batch : *skipped) {
+      EXPECT_EQ(batch.data.sizes().vec(), (std::vector<int64_t>{4, 1}));
+      ++rest;
+    }
+    EXPECT_EQ(rest, 1);
+  }
+  // A get_items error the same way.
+  acc::DataLoader<Batched> batched(Batched(12, 6), acc::DataLoaderOptions().batch_size(4));
+  auto shard = batched.shard(sharding(1, 0).device(c10::kMeta));
+  int seen = 0;
+  try {
+    for (auto& batch : *shard) {
+      (void)batch;
+      ++seen;
+    }
+    FAIL() << "expected an error";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("dataset.get_items([4, 5, 6, 7])"), std::string::npos)
+        << e.what();
+  }
+  EXPECT_EQ(seen, 1);
 }
 
 TEST(DataLoader, EarlyBreakWithWorkersDoesNotHang) {

@@ -198,6 +198,58 @@ TEST(Gpu, PinnedMemoryNonBlockingCopies) {
   EXPECT_EQ(start, 64);
 }
 
+// Device prefetch: a prepared loader on CUDA loads batch i + 1 and queues its copy before
+// handing batch i over. Its batches, from a TensorDataset and from a per-sample data set, with
+// and without workers, sharded or not, equal the CPU loader's, and the end of the loader is
+// seen at the last batch.
+TEST(Gpu, PreparedLoaderPrefetchesPinnedBatchesToTheDevice) {
+  REQUIRE_CUDA();
+  Rows rows;
+  const c10::Device cuda(torch::kCUDA, 0);
+  for (int workers : {0, 2})
+    for (int processes : {1, 2}) {
+      const auto options = acc::DataLoaderOptions()
+                               .batch_size(12)
+                               .shuffle(true)
+                               .seed(5)
+                               .pin_memory(true)
+                               .num_workers(workers);
+      acc::DataLoader<acc::TensorDataset> fast(acc::TensorDataset(rows.x, rows.y), options);
+      acc::DataLoader<Rows> slow(rows, options);
+      const auto sharding = acc::ShardingOptions()
+                                .num_processes(processes)
+                                .process_index(processes - 1)
+                                .even_batches(false);
+      std::vector<torch::data::Example<>> expected;
+      auto on_cpu = slow.shard(sharding);
+      for (auto& batch : *on_cpu) expected.push_back(batch);
+      ASSERT_EQ(expected.back().data.size(0), 4);  // 64 = 5 * 12 + 4: the last batch partial
+      auto state = std::make_shared<acc::GradientState>();
+      auto on_device = sharding;
+      on_device.device(cuda).gradient_state(state);
+      auto check = [&](auto& shard) {
+        std::vector<torch::data::Example<>> got;
+        for (auto& batch : *shard) {
+          ASSERT_TRUE(batch.data.is_cuda());
+          ASSERT_TRUE(batch.target.is_cuda());
+          EXPECT_EQ(state->end_of_dataloader(), got.size() + 1 == expected.size());
+          got.push_back({batch.data.cpu(), batch.target.cpu()});
+        }
+        EXPECT_FALSE(state->in_dataloader());
+        ASSERT_EQ(got.size(), expected.size());
+        for (size_t i = 0; i < got.size(); ++i) {
+          EXPECT_TRUE(got[i].data.equal(expected[i].data))
+              << "batch " << i << ", " << workers << " workers, " << processes << " processes";
+          EXPECT_TRUE(got[i].target.equal(expected[i].target)) << "batch " << i;
+        }
+      };
+      auto fast_on_device = fast.shard(on_device);
+      auto slow_on_device = slow.shard(on_device);
+      check(fast_on_device);
+      check(slow_on_device);
+    }
+}
+
 TEST(Gpu, NcclGroup) {
   REQUIRE_CUDA();
   const int n = torch::cuda::device_count() >= 2 ? 2 : 1;

@@ -36,16 +36,16 @@
 // Batched fetch (PyTorch's `__getitems__`): a data set that can make a whole batch at once
 // defines `Batch get_items(const std::vector<int64_t>& indices)`, returning what collation
 // would have made; the loader then calls it once per batch instead of get(i) per sample and
-// collate. For tensors in memory that is one index_select instead of 64 slices and a stack:
-//   torch::data::Example<> get_items(const std::vector<int64_t>& idx) {
-//     auto i = torch::tensor(idx);
-//     return {x.index_select(0, i), y.index_select(0, i)};
-//   }
+// collate. For tensors in memory that is one index_select instead of 64 slices and a stack,
+// which is what `TensorDataset` (PyTorch's `torch.utils.data.TensorDataset`) does:
+//   accelerate::DataLoader<accelerate::TensorDataset> loader(accelerate::TensorDataset(x, y),
+//       accelerate::DataLoaderOptions().batch_size(64).shuffle(true));
 #pragma once
 
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/stack.h>
 #include <c10/core/Device.h>
+#include <torch/data/datasets/base.h>
 #include <torch/data/example.h>
 #include "accelerate/errors.h"
 
@@ -110,7 +110,9 @@ struct ShardingOptions {
   /// Wrap around to the start so that every process gets the same number of full batches
   /// (default true).
   ACCELERATE_ARG(bool, even_batches) = true;
-  /// Where a prepared loader moves every batch (default CPU).
+  /// Where a prepared loader moves every batch (default CPU). Off the CPU, the loader loads
+  /// batch i + 1 and queues its copy (non-blocking with `pin_memory`) before yielding batch
+  /// i, as Accelerate's `DataLoaderShard`; what loading it throws is thrown on reaching it.
   ACCELERATE_ARG(c10::Device, device) = c10::kCPU;
   /// Told when a prepared loader's pass begins, reaches its last batch and ends (default
   /// null: nobody).
@@ -563,5 +565,43 @@ std::shared_ptr<DataLoader<Dataset>> skip_first_batches(
   if (!loader) throw InvalidArgument("accelerate: skip_first_batches: null data loader");
   return loader->skip_first_batches(n);
 }
+
+/// A map-style data set over two tensors in memory, as PyTorch's
+/// `torch.utils.data.TensorDataset(x, y)`: sample i is `{x[i], y[i]}`. The fast default for
+/// data that fits in memory: the loader fetches each batch with `get_items`, one
+/// `index_select` per tensor, instead of one slice per sample and a stack. The tensors are
+/// shared, not copied (a copy of the data set shares them too); they may live on any device.
+/// For a data set of one tensor, LibTorch's `torch::data::datasets::TensorDataset` yields
+/// `Example<at::Tensor, NoTarget>`, which the loader collates.
+///
+/// Example:
+///   auto x = torch::randn({1000, 64}), y = torch::randn({1000, 1});
+///   accelerate::DataLoader<accelerate::TensorDataset> loader(accelerate::TensorDataset(x, y),
+///       accelerate::DataLoaderOptions().batch_size(64).shuffle(true));
+///   for (auto& batch : loader) {}  // batch.data: [64, 64], batch.target: [64, 1]
+class TensorDataset : public torch::data::datasets::Dataset<TensorDataset> {
+ public:
+  /// Samples `{data[i], target[i]}`. Throws accelerate::InvalidArgument when a tensor is
+  /// undefined or has no dimension, or when their sizes in dimension 0 differ.
+  TensorDataset(at::Tensor data, at::Tensor target);
+
+  /// `{data[index], target[index]}`; accelerate::InvalidArgument when `index >= size()`.
+  torch::data::Example<> get(size_t index) override;
+  /// The batch of the samples `indices`, data and target each stacked on a new first
+  /// dimension: exactly what collating their `get` would give, made with one `index_select`
+  /// per tensor. accelerate::InvalidArgument when an index is not in [0, size()).
+  torch::data::Example<> get_items(const std::vector<int64_t>& indices) const;
+  /// The number of samples, `data.size(0)`.
+  c10::optional<size_t> size() const override;
+
+  /// The data tensor (samples on dimension 0).
+  const at::Tensor& data() const { return data_; }
+  /// The target tensor (samples on dimension 0).
+  const at::Tensor& target() const { return target_; }
+
+ private:
+  at::Tensor data_;
+  at::Tensor target_;
+};
 
 }  // namespace accelerate
