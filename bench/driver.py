@@ -455,22 +455,46 @@ class Runner:
         prog = os.path.join(self.bin, "bench_allreduce")
         self.wait_quiet("allreduce")
         reps = "10" if self.args.quick else "20"
-        for params, size, what, extra in (
-                (4096, 1024, "4096 params x 4 KiB", []),
-                (4096, 1024, "4096 params x 4 KiB, hand-made c10d::Reducer (no accelerate)",
-                 ["--engine", "reducer"]),
-                (4096, 1024, "4096 params x 4 KiB, gradient_as_bucket_view",
-                 ["--gradient_as_bucket_view"]),
-                (16, 262144, "16 params x 1 MiB", [])):
-            run = self.run(self.launch(2, [prog, "--params", str(params), "--size", str(size),
-                                           "--reps", reps] + extra, 1))
+        mlp = ["--sizes", "16384,256,65536,256,256,1"]
+        cases = (
+            ("4096 params x 4 KiB", ["--params", "4096", "--size", "1024"], True),
+            ("4096 params x 4 KiB, gradient_as_bucket_view(false)",
+             ["--params", "4096", "--size", "1024", "--copy"], True),
+            ("4096 params x 4 KiB, DdpEngine::Reducer",
+             ["--params", "4096", "--size", "1024", "--engine", "reducer"], False),
+            ("4096 params x 4 KiB, DdpEngine::Reducer, gradient_as_bucket_view(false)",
+             ["--params", "4096", "--size", "1024", "--engine", "reducer", "--copy"], False),
+            ("4096 params x 4 KiB, hand-made c10d::Reducer (no accelerate)",
+             ["--params", "4096", "--size", "1024", "--engine", "c10d", "--copy"], False),
+            ("16 params x 1 MiB", ["--params", "16", "--size", "262144"], True),
+            ("16 params x 1 MiB, gradient_as_bucket_view(false)",
+             ["--params", "16", "--size", "262144", "--copy"], True),
+            ("16 params x 1 MiB, DdpEngine::Reducer",
+             ["--params", "16", "--size", "262144", "--engine", "reducer"], False),
+            ("the MLP's 6 parameters", mlp + ["--reps", "200"], True),
+            ("the MLP's 6 parameters, DdpEngine::Reducer", mlp + ["--reps", "200", "--engine",
+                                                                  "reducer"], False))
+        for what, extra, target in cases:
+            cmd = [prog, "--reps", reps] + extra
+            run = self.run(self.launch(2, cmd, 1))
             r = run["results"][0]
             self.raw[f"allreduce-{what}"] = r
-            self.row("allreduce", f"gradient sync, {what} = {r['bytes'] / 2**20:.0f} MiB, 2 "
+            self.row("allreduce", f"gradient sync, {what} = {r['bytes'] / 2**20:.2f} MiB, 2 "
                      "processes: GB/s flat allreduce vs DDP", r["flat_GBps"], r["ddp_GBps"],
-                     r["ratio"], None,
-                     f"sync {r['sync_s'] * 1e3:.1f} ms, backward alone {r['nosync_s'] * 1e3:.1f} "
-                     f"ms, flat {r['flat_s'] * 1e3:.1f} ms")
+                     r["ratio"], 0.8 if target else None,
+                     f"sync {r['sync_s'] * 1e3:.2f} ms, backward alone {r['nosync_s'] * 1e3:.2f} "
+                     f"ms, flat {r['flat_s'] * 1e3:.2f} ms")
+        lat = os.path.join(self.bin, "bench_gloo_latency")
+        for what, extra in (("idle", []), ("after 1 ms of compute", ["--compute-us", "1000"]),
+                            ("after 1 ms of sleep", ["--compute-us", "1000", "--sleep"]),
+                            ("after 1 ms of compute, polling", ["--compute-us", "1000",
+                                                                "--poll"])):
+            run = self.run(self.launch(2, [lat] + extra, 1))
+            r = run["results"][0]
+            self.row("allreduce", f"  (info) one Gloo all-reduce of 328 KB, {what}: median vs "
+                     "90th percentile (us)", r["median_us"], r["p90_us"],
+                     r["p90_us"] / max(1.0, r["median_us"]), None,
+                     f"10th percentile {r['p10_us']:.0f} us; rank {r['rank']}")
 
     # ---------------------------------------------------------------------------------------
     def blas(self):
