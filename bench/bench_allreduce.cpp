@@ -86,7 +86,7 @@ int main(int argc, char** argv) {
   std::unique_ptr<c10d::Reducer> reducer;
   std::shared_ptr<ManyParams> prepared = model;
   if (engine != "c10d") {
-    prepared = std::get<0>(accelerator.prepare(model));  // the same pointer as `model`
+    prepared = accelerator.prepare(model);  // the same pointer as `model`
   } else {
     auto params = model->parameters();
     std::unordered_map<size_t, std::string> names;

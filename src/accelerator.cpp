@@ -30,20 +30,25 @@ StateOptions AcceleratorOptions::state_options() const {
 
 namespace {
 
-GradientAccumulationPlugin resolve_plugin(const AcceleratorOptions& options) {
+// The code's plugin or steps, else ACCELERATE_GRADIENT_ACCUMULATION_STEPS, else 1 (Accelerate's
+// order).
+GradientAccumulationPlugin resolve_plugin(const AcceleratorOptions& options,
+                                          const LaunchInfo& info) {
   if (options.gradient_accumulation_plugin() && options.gradient_accumulation_steps())
     throw InvalidArgument(
         "accelerate: pass either gradient_accumulation_steps or gradient_accumulation_plugin, "
         "not both");
   if (options.gradient_accumulation_plugin()) return *options.gradient_accumulation_plugin();
-  return GradientAccumulationPlugin().num_steps(options.gradient_accumulation_steps().value_or(1));
+  return GradientAccumulationPlugin().num_steps(
+      options.gradient_accumulation_steps().value_or(info.gradient_accumulation_steps.value_or(1)));
 }
 
 }  // namespace
 
 Accelerator::Accelerator(const AcceleratorOptions& options)
     : state_(options.state_options()),
-      gradient_state_(std::make_shared<GradientState>(resolve_plugin(options))),
+      gradient_state_(
+          std::make_shared<GradientState>(resolve_plugin(options, state_.launch_info()))),
       options_(options),
       iteration_(options.project_config().iteration()) {
   if (state_.mixed_precision() == MixedPrecision::FP16) {
@@ -244,20 +249,21 @@ void Accelerator::do_sync() {
   }
 }
 
-void Accelerator::backward(const at::Tensor& loss) {
+void Accelerator::backward(const at::Tensor& loss, const BackwardOptions& options) {
   const int steps = gradient_state_->num_steps();
   at::Tensor scaled = steps > 1 ? loss / steps : loss;
   // Each engine looks at the loss itself (only the models it reaches are synchronised).
   if (num_processes() > 1)
     for (auto& [module, engine] : models_) engine->before_backward(scaled);
   if (scaler_) scaled = scaler_->scale(scaled);
+  const auto run = [&] { scaled.backward({}, options.retain_graph(), options.create_graph()); };
   if (num_processes() == 1 || models_.empty()) {
-    scaled.backward();
+    run();
     return;
   }
   state_.collective_trace()->enter("backward", /*counted=*/false);
   try {
-    scaled.backward();
+    run();
   } catch (const InvalidArgument&) {
     throw;  // the engine's own verdict (e.g. a parameter without gradient), already clear
   } catch (const std::exception& e) {

@@ -13,6 +13,13 @@ GradientState::GradientState(GradientAccumulationPlugin plugin) : plugin_(plugin
                           std::to_string(plugin_.num_steps()));
 }
 
+void GradientState::set_num_steps(int steps) {
+  if (steps < 1)
+    throw InvalidArgument("accelerate: gradient accumulation steps must be >= 1, got " +
+                          std::to_string(steps));
+  plugin_.num_steps(steps);
+}
+
 void GradientState::loader_begin(const void* loader, int64_t remainder) {
   loader_finish(loader);  // a pass restarted before it ended
   active_.push_back({loader, remainder, false});

@@ -436,7 +436,7 @@ at::Tensor split_between_processes(const State& state, const at::Tensor& tensor,
   if (state.num_processes() == 1 || tensor.dim() == 0 || tensor.size(0) == 0) return tensor;
   const int64_t n = tensor.size(0);
   auto [start, end] = split_range(n, state.process_index(), state.num_processes());
-  at::Tensor share = start >= n ? tensor.narrow(0, n - 1, 1) : tensor.narrow(0, start, end - start);
+  at::Tensor share = tensor.narrow(0, start, end - start);  // empty past the end
   if (!apply_padding) return share;
   const int64_t longest = n / state.num_processes() + (n % state.num_processes() ? 1 : 0);
   if (share.size(0) == longest) return share;

@@ -14,6 +14,8 @@
 #include <cstdlib>
 #include <exception>
 #include <iostream>
+#include <map>
+#include <mutex>
 #include <sstream>
 #include <stdexcept>
 #include <thread>
@@ -33,7 +35,25 @@ struct State::Comm {
   bool given_store = false;               // StateOptions::store: it outlives us, no server
   c10::intrusive_ptr<c10d::ProcessGroup> group;
   std::unique_ptr<detail::CollectiveTrace> trace;  // stopped before the group and the store
+  std::string key;                                 // in the process's registry ("" if not)
 };
+
+namespace {
+
+// The connections of this process to its jobs, by store address, rank and size: a second
+// State of the same job shares the first one's (as Accelerate shares its AcceleratorState),
+// since process 0 cannot open a second store server on the same port. Held while a State
+// joins or leaves, so that a new State never joins while the previous one is tearing down.
+std::mutex& registry_mutex() {
+  static std::mutex m;
+  return m;
+}
+std::map<std::string, std::weak_ptr<void>>& registry() {  // State::Comm is State's own
+  static std::map<std::string, std::weak_ptr<void>> r;
+  return r;
+}
+
+}  // namespace
 
 namespace {
 
@@ -236,6 +256,8 @@ LaunchInfo resolve_launch_info(const Environment& env) {
   if (const std::string* cpu = find(env, "ACCELERATE_USE_CPU"))
     info.use_cpu = parse_bool("ACCELERATE_USE_CPU", *cpu);
   if (find(env, "OMP_NUM_THREADS")) info.omp_num_threads = parse_int(env, "OMP_NUM_THREADS", 1);
+  if (find(env, "ACCELERATE_GRADIENT_ACCUMULATION_STEPS"))
+    info.gradient_accumulation_steps = parse_int(env, "ACCELERATE_GRADIENT_ACCUMULATION_STEPS", 1);
   if (const std::string* dir = find(env, "ACCELERATE_STATUS_DIR")) info.status_dir = *dir;
   if (const std::string* level = find(env, "ACCELERATE_LOG_LEVEL")) info.log_level = *level;
   if (const std::string* timeout = find(env, "ACCELERATE_TIMEOUT")) {
@@ -272,7 +294,23 @@ State::State(const StateOptions& options) {
   if (info_.world_size == 1) return;
 
   distributed_type_ = cuda ? DistributedType::MULTI_GPU : DistributedType::MULTI_CPU;
-  comm_ = std::make_unique<Comm>();
+  std::unique_lock<std::mutex> registered(registry_mutex(), std::defer_lock);
+  std::string key;
+  if (!options.store()) {
+    key = info_.master_addr + ":" + std::to_string(info_.master_port) + "/" +
+          std::to_string(info_.rank) + "/" + std::to_string(info_.world_size);
+    registered.lock();
+    auto it = registry().find(key);
+    if (it != registry().end()) {
+      if (auto existing = it->second.lock()) {
+        // This job's connection, already open in this process.
+        comm_ = std::static_pointer_cast<Comm>(existing);
+        return;
+      }
+    }
+  }
+  comm_ = std::make_shared<Comm>();
+  comm_->key = key;
   const auto join_start = std::chrono::steady_clock::now();
   try {
     if (options.store()) {
@@ -295,6 +333,7 @@ State::State(const StateOptions& options) {
         comm_->store, info_.rank, info_.world_size,
         info_.status_dir.empty() ? std::string()
                                  : info_.status_dir + "/rank_" + std::to_string(info_.rank));
+    if (!key.empty()) registry()[key] = comm_;
   } catch (const std::exception& e) {
     comm_.reset();
     // Say how long it really took: a port in use or a refused connection fails at once.
@@ -317,6 +356,12 @@ State::State(const StateOptions& options) {
 
 State::~State() {
   if (!comm_) return;
+  std::unique_lock<std::mutex> registered(registry_mutex(), std::defer_lock);
+  if (!comm_->key.empty()) {
+    registered.lock();
+    if (comm_.use_count() > 1) return;  // another State of this process still uses it
+    registry().erase(comm_->key);
+  }
   // Note [teardown order]: destroying a Gloo group while a peer is still reading from it
   // resets the peer's connection, and destroying the store's server while a client still
   // talks to it aborts that client. So: meet at a barrier (unless an exception is unwinding:
@@ -340,11 +385,18 @@ State::~State() {
   try {
     const std::string key = "accelerate/teardown";
     comm_->store->add(key, 1);
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
     if (info_.rank == 0 && !unwinding && !comm_->given_store) {
-      const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
       while (comm_->store->add(key, 0) < info_.world_size &&
              std::chrono::steady_clock::now() < deadline)
         std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    } else if (!unwinding && !comm_->given_store) {
+      // Leave once process 0's server is gone (the next call fails): a State made right after
+      // this one must not reach the old server, which would drop it mid-join.
+      while (std::chrono::steady_clock::now() < deadline) {
+        comm_->store->add(key, 0);
+        std::this_thread::sleep_for(std::chrono::milliseconds(2));
+      }
     }
   } catch (const std::exception&) {
     // The server is gone (process 0 ended first): nothing left to coordinate.

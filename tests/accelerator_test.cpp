@@ -41,6 +41,22 @@ TEST_P(ProcessControl, PrintOncePerJob) {
   EXPECT_EQ(::testing::internal::GetCapturedStdout(), "epoch 3 loss 0.5\n");
 }
 
+// Accelerate prints once per machine: 4 processes on 2 machines print twice.
+TEST(ProcessControlMachines, PrintOncePerMachine) {
+  const auto store = acc::testing::make_store();
+  ::testing::internal::CaptureStdout();
+  acc::testing::spawn_threads(4, [&](int rank) {
+    auto env = acc::testing::rank_environment(rank, 4);
+    env["LOCAL_RANK"] = std::to_string(rank % 2);
+    env["LOCAL_WORLD_SIZE"] = "2";
+    acc::Accelerator a(acc::testing::rank_options(rank, 4, store).environment(env));
+    a.print("machine", rank / 2);
+    a.wait_for_everyone();
+  });
+  const std::string out = ::testing::internal::GetCapturedStdout();
+  EXPECT_TRUE(out == "machine 0\nmachine 1\n" || out == "machine 1\nmachine 0\n") << out;
+}
+
 TEST_P(ProcessControl, OnProcessRunsOnlyThere) {
   const int n = GetParam();
   std::atomic<int> main{0}, local_main{0}, last{0}, index1{0}, local0{0};
@@ -118,3 +134,47 @@ TEST_P(ProcessControl, Trigger) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Ranks, ProcessControl, ::testing::Values(1, 2, 3));
+
+// ACCELERATE_GRADIENT_ACCUMULATION_STEPS is used when the code passes no steps (Accelerate);
+// the steps can be changed later.
+TEST(GradientAccumulationSteps, FromTheEnvironmentAndChangeable) {
+  auto with_env = [](const std::string& value) {
+    return acc::AcceleratorOptions().environment(
+        {{"ACCELERATE_GRADIENT_ACCUMULATION_STEPS", value}});
+  };
+  EXPECT_EQ(acc::Accelerator(with_env("3")).gradient_accumulation_steps(), 3);
+  EXPECT_EQ(
+      acc::Accelerator(with_env("3").gradient_accumulation_steps(2)).gradient_accumulation_steps(),
+      2);
+  EXPECT_EQ(
+      acc::Accelerator(acc::AcceleratorOptions().environment({})).gradient_accumulation_steps(), 1);
+  for (const char* bad : {"0", "two", "-1"}) {
+    try {
+      acc::Accelerator a(with_env(bad));
+      ADD_FAILURE() << "accepted ACCELERATE_GRADIENT_ACCUMULATION_STEPS=" << bad;
+    } catch (const acc::InvalidArgument& e) {
+      EXPECT_NE(std::string(e.what()).find("ACCELERATE_GRADIENT_ACCUMULATION_STEPS"),
+                std::string::npos)
+          << e.what();
+    }
+  }
+  acc::Accelerator a(acc::AcceleratorOptions().environment({}));
+  a.set_gradient_accumulation_steps(4);
+  EXPECT_EQ(a.gradient_accumulation_steps(), 4);
+  // The loss is divided by the new number of steps.
+  auto p = torch::ones({1}, torch::requires_grad());
+  a.backward((p * 8).sum());
+  EXPECT_EQ(p.grad().item<float>(), 2.0f);
+  EXPECT_THROW(a.set_gradient_accumulation_steps(0), acc::InvalidArgument);
+}
+
+// backward(loss, BackwardOptions().retain_graph(true)) keeps the graph for a second pass.
+TEST(Backward, RetainGraph) {
+  acc::Accelerator a(acc::AcceleratorOptions().environment({}));
+  auto p = torch::full({2}, 3.0, torch::requires_grad());
+  auto loss = (p * p).sum();
+  a.backward(loss, acc::BackwardOptions().retain_graph(true));
+  a.backward(loss);
+  EXPECT_TRUE(torch::equal(p.grad(), torch::full({2}, 12.0)));
+  EXPECT_THROW(a.backward(loss), std::exception) << "the graph was freed by the second pass";
+}

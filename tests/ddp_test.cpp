@@ -405,8 +405,6 @@ TEST(DdpEngines, TheOptimizersZeroGradWorksOnBucketViews) {
 }
 
 // Two backward passes in one synchronised step add up: the result is the average of the sums.
-// A backward on a loss that does not reach the model leaves no_sync working (the engine is
-// not armed by it).
 TEST(DdpEngines, EveryBackwardPassStandsAlone) {
   run_ranks(2, [](acc::Accelerator& a) {
     auto net = a.prepare_model(make_net(0));
@@ -421,17 +419,34 @@ TEST(DdpEngines, EveryBackwardPassStandsAlone) {
     a.backward(net->forward(x).sum());
     a.backward(net->forward(x).pow(2).sum());
     EXPECT_TRUE(torch::allclose(net->fc1->weight.grad(), (local[0] + local[1]) / 2, 1e-6, 1e-6));
-
-    auto other = torch::ones({3}, torch::requires_grad());
-    a.backward((other * 2).sum());  // reaches no prepared model
-    net->zero_grad(true);
-    {
-      auto guard = a.no_sync(net);
-      a.backward(net->forward(x).sum());
-    }
-    const auto after = a.gather(net->fc1->weight.grad().unsqueeze(0));
-    EXPECT_FALSE(torch::equal(after[0], after[1])) << "synchronised inside no_sync";
   });
+}
+
+// Accelerate's test_distributed_sync: a backward on a loss that reaches no prepared model
+// leaves no_sync working afterwards, with either engine (c10d's Reducer is armed only for a
+// loss that reaches its model).
+TEST(DdpEngines, ALossThatReachesNoModelLeavesNoSyncWorking) {
+  for (auto engine : {acc::DdpEngine::Buckets, acc::DdpEngine::Reducer}) {
+    run_ranks(
+        2,
+        [](acc::Accelerator& a) {
+          auto net = a.prepare_model(make_net(0));
+          auto x = inputs().narrow(0, 4 * a.process_index(), 4);
+          auto other = torch::ones({3}, torch::requires_grad());
+          a.backward((other * 2).sum());  // reaches no prepared model
+          {
+            auto guard = a.no_sync(net);
+            a.backward(net->forward(x).sum());
+          }
+          const auto after = a.gather(net->fc1->weight.grad().unsqueeze(0));
+          EXPECT_FALSE(torch::equal(after[0], after[1])) << "synchronised inside no_sync";
+          a.backward(net->forward(x).sum());  // synchronised again
+          const auto synced = a.gather(net->fc1->weight.grad().unsqueeze(0));
+          EXPECT_TRUE(torch::equal(synced[0], synced[1]));
+        },
+        acc::AcceleratorOptions().ddp_options(
+            acc::DistributedDataParallelOptions().engine(engine)));
+  }
 }
 
 TEST(DdpPrepare, ModelsThatDifferAreRefused) {

@@ -235,14 +235,37 @@ TEST(SplitBetweenProcesses, SeventeenItemsOverFourProcesses) {
   EXPECT_EQ(tensor_sizes, (std::vector<int64_t>{5, 4, 4, 4}));
 }
 
+// Accelerate 1.15's rules: a process past the end gets nothing; padding repeats the input's
+// last item (not the share's).
 TEST(SplitBetweenProcesses, FewerItemsThanProcesses) {
-  std::vector<std::vector<int>> shares(3);
+  std::vector<std::vector<int>> shares(3), padded(3);
+  std::vector<at::Tensor> rows(3), padded_rows(3);
   run_ranks(3, [&](acc::Accelerator& a) {
-    shares[a.process_index()] = a.split_between_processes(std::vector<int>{7, 8});
+    const int r = a.process_index();
+    shares[r] = a.split_between_processes(std::vector<int>{7, 8});
+    padded[r] = a.split_between_processes(std::vector<int>{7, 8}, true);
+    rows[r] = a.split_between_processes(at::tensor({7, 8}));
+    padded_rows[r] = a.split_between_processes(at::tensor({7, 8}), true);
   });
   EXPECT_EQ(shares[0], std::vector<int>{7});
   EXPECT_EQ(shares[1], std::vector<int>{8});
-  EXPECT_EQ(shares[2], std::vector<int>{8});  // past the end: the last item, as Accelerate
+  EXPECT_EQ(shares[2], std::vector<int>{});
+  EXPECT_EQ(padded[2], std::vector<int>{8});
+  EXPECT_EQ(rows[2].size(0), 0);
+  EXPECT_TRUE(torch::equal(padded_rows[2], at::tensor({8})));
+}
+
+TEST(SplitBetweenProcesses, PaddingRepeatsTheInputsLastItem) {
+  std::vector<std::vector<int>> padded(3);
+  std::vector<at::Tensor> rows(3);
+  run_ranks(3, [&](acc::Accelerator& a) {
+    padded[a.process_index()] = a.split_between_processes(std::vector<int>{0, 1, 2, 3}, true);
+    rows[a.process_index()] = a.split_between_processes(at::tensor({0, 1, 2, 3}), true);
+  });
+  EXPECT_EQ(padded[0], (std::vector<int>{0, 1}));
+  EXPECT_EQ(padded[1], (std::vector<int>{2, 3}));  // Accelerate: [2, 3], not [2, 2]
+  EXPECT_EQ(padded[2], (std::vector<int>{3, 3}));
+  EXPECT_TRUE(torch::equal(rows[1], at::tensor({2, 3})));
 }
 
 // ---- mismatched collectives: the same clear error on every rank, never a wrong value ----

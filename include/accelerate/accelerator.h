@@ -69,6 +69,15 @@ struct ProjectConfiguration {
   ACCELERATE_ARG(int, iteration) = 0;
 };
 
+/// Options of `Accelerator::backward`, as the keyword arguments Accelerate passes on to
+/// `loss.backward()`.
+struct BackwardOptions {
+  /// Keep the graph for another backward pass through it (default false).
+  ACCELERATE_ARG(bool, retain_graph) = false;
+  /// Build the graph of the derivative, for higher-order gradients (default false).
+  ACCELERATE_ARG(bool, create_graph) = false;
+};
+
 /// Options of an `Accelerator` (Accelerate's constructor arguments), with chained setters
 /// (see options.h). Unset values come from the environment the launcher set, then from
 /// Accelerate's defaults.
@@ -226,11 +235,12 @@ class Accelerator {
   const State& state() const { return state_; }
 
   // ---- process control ----
-  /// Prints its arguments, separated by spaces and ended by a newline, on the main process
-  /// only (Python's `print`, once per job). Example: accelerator.print("epoch", 3, loss);
+  /// Prints its arguments, separated by spaces and ended by a newline, on the local main
+  /// process only: once per machine, as Accelerate's `print`. Example:
+  /// accelerator.print("epoch", 3, loss);
   template <typename... Args>
   void print(const Args&... args) const {
-    if (!is_main_process()) return;
+    if (!is_local_main_process()) return;
     std::ostringstream os;
     const char* sep = "";
     ((os << sep << args, sep = " "), ...);
@@ -306,9 +316,11 @@ class Accelerator {
   /// prepared objects in the same order: models as the same pointer, optimizers as
   /// std::shared_ptr<AcceleratedOptimizer>, schedulers as
   /// std::shared_ptr<AcceleratedScheduler>, loaders as a std::shared_ptr to the sharded loader.
+  /// With one object it returns that prepared object itself, as Accelerate.
   ///
   /// Example:
   ///   auto [m, opt, dl, sched] = accelerator.prepare(model, optimizer, loader, scheduler);
+  ///   auto dl2 = accelerator.prepare(eval_loader);
   template <typename... Objects>
   auto prepare(Objects&&... objects) {
     static_assert(sizeof...(Objects) > 0, "prepare needs at least one object");
@@ -316,11 +328,15 @@ class Accelerator {
     // attach to the prepared optimizers. Braced initialisation keeps left-to-right order.
     auto first = std::tuple<decltype(prepare_first(std::forward<Objects>(objects)))...>{
         prepare_first(std::forward<Objects>(objects))...};
-    return std::apply(
-        [this](auto&... items) {
-          return std::tuple<decltype(prepare_second(items))...>{prepare_second(items)...};
-        },
-        first);
+    if constexpr (sizeof...(Objects) == 1) {
+      return prepare_second(std::get<0>(first));
+    } else {
+      return std::apply(
+          [this](auto&... items) {
+            return std::tuple<decltype(prepare_second(items))...>{prepare_second(items)...};
+          },
+          first);
+    }
   }
 
   /// Prepares an optimizer: its state moves to device(); step() and zero_grad() act only
@@ -372,9 +388,10 @@ class Accelerator {
     return model;
   }
 
-  /// `loss.backward()`, with the loss divided by the accumulation steps and the DDP engines
-  /// of the prepared models that the loss reaches armed to all-reduce the gradients.
-  void backward(const at::Tensor& loss);
+  /// `loss.backward()`, with the loss divided by the accumulation steps (and scaled under
+  /// fp16); the gradients of the prepared models it reaches are averaged over the processes
+  /// unless no_sync / accumulate says otherwise.
+  void backward(const at::Tensor& loss, const BackwardOptions& options = BackwardOptions());
 
   /// Guard of one accumulation micro-step (Python's `with accelerator.accumulate(model):`):
   /// decides sync_gradients() (every num_steps micro-steps and at the end of the data
@@ -395,6 +412,9 @@ class Accelerator {
   bool sync_gradients() const { return gradient_state_->sync_gradients(); }
   /// Number of gradient accumulation steps.
   int gradient_accumulation_steps() const { return gradient_state_->num_steps(); }
+  /// Changes the number of gradient accumulation steps from the next micro-step on
+  /// (Accelerate's `accelerator.gradient_accumulation_steps = n`); InvalidArgument when < 1.
+  void set_gradient_accumulation_steps(int steps) { gradient_state_->set_num_steps(steps); }
   /// The shared step state (used by prepared objects).
   const std::shared_ptr<GradientState>& gradient_state() const { return gradient_state_; }
   /// Micro-steps counted by `accumulate` (Accelerate's `accelerator.step`).

@@ -41,6 +41,9 @@ class GradientState {
   const GradientAccumulationPlugin& plugin() const { return plugin_; }
   /// Number of accumulation steps.
   int num_steps() const { return plugin_.num_steps(); }
+  /// Changes the number of accumulation steps (Accelerate's
+  /// `accelerator.gradient_accumulation_steps = n`); InvalidArgument when `steps` < 1.
+  void set_num_steps(int steps);
   /// True when this step synchronises gradients and the optimizer really steps.
   bool sync_gradients() const { return sync_gradients_; }
   /// Set by the `accumulate` guard (and by tests).
@@ -67,7 +70,7 @@ class GradientState {
     int64_t remainder;
     bool end;
   };
-  const GradientAccumulationPlugin plugin_;
+  GradientAccumulationPlugin plugin_;
   bool sync_gradients_ = true;
   std::vector<Active> active_;
 };

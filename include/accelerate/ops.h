@@ -102,23 +102,20 @@ T broadcast_object(const State& state, const T& object, int from_process = 0) {
   return from_object_bytes<T>(broadcast_bytes(state, mine, from_process), "broadcast_object");
 }
 
-/// This process's contiguous share of `items` (17 items over 4 processes: 5, 4, 4, 4). With
-/// `apply_padding` every share has the length of the longest, padded with the last item.
-/// With one process, all of `items`.
+/// This process's contiguous share of `items` (17 items over 4 processes: 5, 4, 4, 4; with
+/// fewer items than processes the last processes get none), as Accelerate's
+/// `split_between_processes`. With `apply_padding` every share has the length of the longest,
+/// padded with the last item of `items`. With one process, all of `items`.
 template <typename T>
 std::vector<T> split_between_processes(const State& state, const std::vector<T>& items,
                                        bool apply_padding = false) {
   if (state.num_processes() == 1 || items.empty()) return items;
   const auto n = static_cast<int64_t>(items.size());
   auto [start, end] = split_range(n, state.process_index(), state.num_processes());
-  std::vector<T> share;
-  if (start >= n)
-    share.push_back(items.back());
-  else
-    share.assign(items.begin() + start, items.begin() + end);
+  std::vector<T> share(items.begin() + start, items.begin() + end);  // empty past the end
   if (apply_padding) {
     const int64_t longest = n / state.num_processes() + (n % state.num_processes() ? 1 : 0);
-    while (static_cast<int64_t>(share.size()) < longest) share.push_back(share.back());
+    share.resize(static_cast<size_t>(longest), items.back());  // the input's last item
   }
   return share;
 }

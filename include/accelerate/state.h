@@ -66,6 +66,9 @@ struct LaunchInfo {
   std::optional<MixedPrecision> mixed_precision;  ///< from ACCELERATE_MIXED_PRECISION
   std::optional<bool> use_cpu;                    ///< from ACCELERATE_USE_CPU
   std::optional<int> omp_num_threads;             ///< from OMP_NUM_THREADS
+  /// From ACCELERATE_GRADIENT_ACCUMULATION_STEPS (>= 1): used when the code passes neither
+  /// `gradient_accumulation_steps` nor a plugin, as Accelerate.
+  std::optional<int> gradient_accumulation_steps;
   /// From ACCELERATE_TIMEOUT (seconds; `accelerate-cpp launch --timeout`, config key timeout).
   std::optional<std::chrono::milliseconds> timeout;
   /// From ACCELERATE_STATUS_DIR (set by `accelerate-cpp launch`): where each process keeps a
@@ -187,7 +190,7 @@ class State {
   std::chrono::milliseconds timeout_;
   std::shared_ptr<detail::LoggerRegistry> loggers_;  // get_logger(name, state)
   struct Comm;                                       // store + process group; defined in state.cpp
-  std::unique_ptr<Comm> comm_;                       // null with one process
+  std::shared_ptr<Comm> comm_;  // null with one process; shared by the States of a process
 };
 
 }  // namespace accelerate

@@ -36,7 +36,8 @@ bool should_reduce_batch_size(const std::exception& error);
 
 /// Wraps `fn(batch_size, args...)`: the returned callable calls it with `starting_batch_size`
 /// and, each time it throws an out-of-memory error (should_reduce_batch_size), clears the
-/// device cache and calls it again with half the batch size. Other exceptions pass through.
+/// device cache and calls it again with 90% of the batch size (rounded down, as Accelerate:
+/// 128, 115, 103, ...). Other exceptions pass through.
 /// The batch size that worked is kept for later calls of the same callable. Throws
 /// std::runtime_error when the batch size reaches zero. Each process searches on its own: with
 /// several processes make `fn` fail on all of them alike (e.g. reduce a failure flag).
@@ -57,7 +58,7 @@ auto find_executable_batch_size(F fn, int64_t starting_batch_size = 128) {
       } catch (const std::exception& e) {
         if (!should_reduce_batch_size(e)) throw;
         clear_device_cache();
-        batch_size /= 2;
+        batch_size = static_cast<int64_t>(static_cast<double>(batch_size) * 0.9);
       }
     }
   };

@@ -5,7 +5,12 @@
 // With --stuck-rank R, rank R never comes to the second collective (it sleeps), so that the
 // others time out (ACCELERATE_TIMEOUT) and say where every rank is.
 //
+// With --many-accelerators, the program creates Accelerators as Python programs do: a second
+// while the first lives (they share the process group, as Accelerate's shared state), then new
+// ones right after the previous ones are gone, each checked with a collective.
+//
 // Usage: dist_check [--order-file F] [--fail-rank R --exit-code C] [--stuck-rank R] [--quick]
+//                   [--many-accelerators]
 #include <accelerate/accelerate.h>
 
 #include <ATen/ATen.h>
@@ -49,7 +54,7 @@ int main(int argc, char** argv) {
 int run(int argc, char** argv) {
   std::string order_file;
   int fail_rank = -1, exit_code = 0, stuck_rank = -1;
-  bool quick = false;
+  bool quick = false, many = false;
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
     if (arg == "--order-file" && i + 1 < argc)
@@ -62,6 +67,8 @@ int run(int argc, char** argv) {
       stuck_rank = std::atoi(argv[++i]);
     else if (arg == "--quick")
       quick = true;
+    else if (arg == "--many-accelerators")
+      many = true;
     else {
       std::cerr << "dist_check: unknown argument " << arg << "\n";
       return 2;
@@ -69,6 +76,28 @@ int run(int argc, char** argv) {
   }
   acc::AcceleratorOptions options;
   if (!std::getenv("ACCELERATE_TIMEOUT")) options.timeout(std::chrono::seconds(60));
+  if (many) {
+    auto sum_is_right = [](const acc::Accelerator& x, const char* what) {
+      const int n = x.num_processes();
+      const double sum = x.reduce(at::full({1}, x.process_index() + 1.0), "sum").item<double>();
+      if (sum == n * (n + 1) / 2.0) return true;
+      std::cerr << "dist_check: rank " << x.process_index() << ": " << what << ": sum " << sum
+                << std::endl;
+      return false;
+    };
+    bool ok = true;
+    {
+      acc::Accelerator first(options);
+      ok = sum_is_right(first, "first") && ok;
+      acc::Accelerator second(options);  // while the first lives
+      ok = sum_is_right(second, "second") && sum_is_right(first, "first again") && ok;
+    }
+    for (int k = 0; k < 3; ++k) {  // each right after the previous one is gone
+      acc::Accelerator next(options);
+      ok = sum_is_right(next, "a later one") && ok;
+    }
+    return ok ? 0 : 1;
+  }
   acc::Accelerator a(options);
   const int n = a.num_processes(), r = a.process_index();
 

@@ -135,6 +135,15 @@ std::vector<double> read_values(const std::string& path) {
 }
 }  // namespace
 
+// Accelerators made one after the other, and two at once, in every process (as Python programs
+// and Accelerate's tests do), with 2 and 3 processes.
+TEST(ManyAccelerators, OneAfterTheOtherAndTwoAtOnce) {
+  for (int n : {2, 3}) {
+    const Outcome r = run(launch(n, DIST_CHECK, {"--many-accelerators"}));
+    EXPECT_EQ(r.code(), 0) << n << " processes: " << r.out;
+  }
+}
+
 // The same job with PyTorch's own DDP in Python (ACCELERATE_TEST_PYTHON's torch, gloo, same initial
 // weights and data order) ends with the same parameters, bit for bit, with either engine and 1
 // to 3 processes (3: the 1/3 scaling and Gloo's ring order matter).

@@ -69,7 +69,7 @@ void test_data_loader(acc::Accelerator& a) {
   const int64_t samples = 37;  // not a multiple of the batch or the number of processes
   acc::DataLoader<Indices> loader(Indices(samples),
                                   acc::DataLoaderOptions().batch_size(4).shuffle(true).seed(5));
-  auto [dl] = a.prepare(loader);
+  auto dl = a.prepare(loader);
   std::vector<float> seen;
   for (auto& batch : *dl) {
     auto ids = a.gather_for_metrics(batch.data.flatten());
