@@ -6,13 +6,16 @@
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
+#include <torch/csrc/autograd/function.h>
 #include <torch/nn/utils/clip_grad.h>
 
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
+#include <iostream>
 #include <sstream>
+#include <unordered_set>
 
 #include "json_file.h"
 
@@ -249,7 +252,40 @@ void Accelerator::do_sync() {
   }
 }
 
+namespace {
+
+// True when some operation of `loss`'s graph produced a tensor of `dtype`.
+bool graph_has_dtype(const at::Tensor& loss, at::ScalarType dtype) {
+  const caffe2::TypeMeta meta = c10::scalarTypeToTypeMeta(dtype);
+  std::vector<torch::autograd::Node*> stack{loss.grad_fn().get()};
+  std::unordered_set<torch::autograd::Node*> seen;
+  while (!stack.empty()) {
+    torch::autograd::Node* node = stack.back();
+    stack.pop_back();
+    if (!node || !seen.insert(node).second) continue;
+    for (uint32_t i = 0; i < node->num_inputs(); ++i)
+      if (node->input_metadata(i).dtype() == meta) return true;
+    for (const auto& edge : node->next_edges()) stack.push_back(edge.function.get());
+  }
+  return false;
+}
+
+}  // namespace
+
 void Accelerator::backward(const at::Tensor& loss, const BackwardOptions& options) {
+  const MixedPrecision precision = mixed_precision();
+  if (!autocast_checked_ && precision != MixedPrecision::NO && loss.grad_fn()) {
+    autocast_checked_ = true;
+    const auto low = precision == MixedPrecision::BF16 ? at::kBFloat16 : at::kHalf;
+    if (!graph_has_dtype(loss, low) && is_local_main_process())
+      std::cerr << "accelerate: warning: backward: mixed_precision is '"
+                << (precision == MixedPrecision::BF16 ? "bf16" : "fp16")
+                << "' but no operation of this loss ran in " << c10::toString(low)
+                << ": the forward pass ran in full precision. The model is not wrapped, so run "
+                   "it inside the autocast guard: { auto amp = accelerator.autocast(); loss = "
+                   "loss_fn(model->forward(x), y); }"
+                << std::endl;
+  }
   const int steps = gradient_state_->num_steps();
   at::Tensor scaled = steps > 1 ? loss / steps : loss;
   // Each engine looks at the loss itself (only the models it reaches are synchronised).

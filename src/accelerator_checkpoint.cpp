@@ -115,8 +115,11 @@ static fs::path automatic_checkpoints(const ProjectConfiguration& project, const
 
 void Accelerator::save_state(const std::string& output_dir) {
   const ProjectConfiguration& project = options_.project_config();
+  // As Accelerate: with automatic naming the folder is always the next checkpoint_N (a given
+  // folder is ignored), and every save advances the iteration.
+  const bool automatic = output_dir.empty() || project.automatic_checkpoint_naming();
   fs::path target = output_dir;
-  if (target.empty()) {
+  if (automatic) {
     target =
         automatic_checkpoints(project, "save_state") / ("checkpoint_" + std::to_string(iteration_));
     if (fs::exists(target))
@@ -179,7 +182,7 @@ void Accelerator::save_state(const std::string& output_dir) {
       detail::sync_folder(target.parent_path().empty() ? "." : target.parent_path().string(),
                           "save_state");
       fs::remove_all(previous);
-      if (output_dir.empty() && project.total_limit() > 0) {
+      if (automatic && project.total_limit() > 0) {
         auto all = numbered_checkpoints(target.parent_path());
         for (size_t i = 0; i + project.total_limit() < all.size(); ++i)
           fs::remove_all(all[i].second);
@@ -192,7 +195,7 @@ void Accelerator::save_state(const std::string& output_dir) {
   // Also the final barrier: every process learns whether process 0 could finish.
   if (num_processes() > 1) rename_failure = broadcast_object(rename_failure);
   if (!rename_failure.empty()) throw FileError(rename_failure);
-  if (output_dir.empty()) ++iteration_;
+  ++iteration_;
 }
 
 void Accelerator::save_main_process_files(const fs::path& tmp, int iteration) {

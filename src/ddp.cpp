@@ -10,6 +10,7 @@
 #include <torch/csrc/distributed/c10d/reducer.hpp>
 
 #include <algorithm>
+#include <cstdlib>
 #include <sstream>
 #include <stdexcept>
 #include <unordered_map>
@@ -121,6 +122,8 @@ DistributedDataParallel::DistributedDataParallel(std::shared_ptr<torch::nn::Modu
     sync_options.find_unused_parameters = options.find_unused_parameters();
     sync_options.gradient_as_bucket_view = options.gradient_as_bucket_view();
     sync_options.static_graph = options.static_graph();
+    if (const char* spin = std::getenv("ACCELERATE_EXP_SPIN_US"))  // experiment, not kept
+      sync_options.spin = std::chrono::microseconds(std::atoi(spin));
     e.buckets = std::make_unique<detail::BucketedGradSync>(
         trained, std::move(names), e.group, sync_options,
         [this] { return require_backward_grad_sync_; }, state.describe());

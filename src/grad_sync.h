@@ -21,22 +21,22 @@
 
 #include <ATen/core/Tensor.h>
 #include <c10/util/intrusive_ptr.h>
+#include <torch/csrc/autograd/variable.h>
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace c10d {
 class ProcessGroup;
 class Work;
 }  // namespace c10d
-namespace torch::autograd {
-struct Node;
-}
 
 namespace accelerate::detail {
 
@@ -46,6 +46,8 @@ struct GradSyncOptions {
   bool find_unused_parameters = false;
   bool gradient_as_bucket_view = false;
   bool static_graph = false;
+  /// How long the end of backward polls a CPU all-reduce before blocking on it (0: block).
+  std::chrono::microseconds spin{0};
 };
 
 class BucketedGradSync {
@@ -97,7 +99,11 @@ class BucketedGradSync {
   const std::string where_;
   const int world_;
 
-  std::vector<std::shared_ptr<torch::autograd::Node>> accumulators_;
+  // A parameter's gradient accumulator: std::shared_ptr<Node> in LibTorch 1.13,
+  // c10::intrusive_ptr<Node> in 2.x.
+  using Accumulator =
+      decltype(torch::autograd::impl::grad_accumulator(std::declval<const at::Tensor&>()));
+  std::vector<Accumulator> accumulators_;
   std::vector<uintptr_t> hook_keys_;
   std::vector<Bucket> buckets_;
   std::vector<Locator> locators_;

@@ -94,6 +94,15 @@ TEST(ProjectConfiguration, SavingIntoAnExistingCheckpointIsAnError) {
   EXPECT_TRUE(fs::exists(project / "checkpoints" / "checkpoint_1" / "accelerator_state.json"));
   EXPECT_THROW(acc::Accelerator(acc::AcceleratorOptions().environment({})).save_state(),
                std::invalid_argument);
+  // As Accelerate: with automatic naming a given folder is ignored, and every save_state
+  // advances the iteration.
+  b.save_state((temp.path() / "elsewhere").string());
+  EXPECT_FALSE(fs::exists(temp.path() / "elsewhere"));
+  EXPECT_TRUE(fs::exists(project / "checkpoints" / "checkpoint_2" / "accelerator_state.json"));
+  EXPECT_EQ(b.project_configuration().iteration(), 3);
+  acc::Accelerator c(acc::AcceleratorOptions().environment({}));
+  c.save_state((temp.path() / "plain").string());
+  EXPECT_EQ(c.project_configuration().iteration(), 1);
 }
 
 // Model, optimizer state, scheduler, loader position and registered objects come back (the

@@ -77,6 +77,34 @@ TEST(Autocast, AcceleratorFollowsMixedPrecision) {
   EXPECT_EQ(no.scaler(), nullptr);
 }
 
+// The model is not wrapped, so a forward pass outside accelerator.autocast() runs in float32:
+// the first backward says so, once; a loss computed under autocast is not warned about.
+TEST(Autocast, WarnsOnceWhenTheLossRanInFullPrecision) {
+  auto x = torch::randn({2, 8});
+  auto net = std::make_shared<Net>();
+  {
+    acc::Accelerator a(acc::AcceleratorOptions().cpu(true).environment({}).mixed_precision("bf16"));
+    ::testing::internal::CaptureStderr();
+    a.backward(net->forward(x).sum());
+    a.backward(net->forward(x).sum());
+    const std::string err = ::testing::internal::GetCapturedStderr();
+    EXPECT_NE(err.find("mixed_precision is 'bf16' but no operation of this loss ran in BFloat16"),
+              std::string::npos)
+        << err;
+    EXPECT_NE(err.find("accelerator.autocast()"), std::string::npos) << err;
+    EXPECT_EQ(err.find("warning"), err.rfind("warning")) << "warned more than once: " << err;
+  }
+  acc::Accelerator b(acc::AcceleratorOptions().cpu(true).environment({}).mixed_precision("bf16"));
+  ::testing::internal::CaptureStderr();
+  at::Tensor loss;
+  {
+    auto amp = b.autocast();
+    loss = net->forward(x).to(at::kFloat).sum();
+  }
+  b.backward(loss);
+  EXPECT_EQ(::testing::internal::GetCapturedStderr(), "");
+}
+
 TEST(Autocast, Fp16NeedsCuda) {
   if (torch::cuda::is_available()) GTEST_SKIP() << "CUDA present: fp16 is allowed";
   const std::string m = message_of(

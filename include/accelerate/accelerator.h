@@ -58,7 +58,8 @@ namespace accelerate {
 struct ProjectConfiguration {
   /// Folder of the project; automatic checkpoints go to project_dir/checkpoints.
   ACCELERATE_ARG(std::string, project_dir);
-  /// save_state() with no folder writes project_dir/checkpoints/checkpoint_N (N: iteration).
+  /// save_state() writes project_dir/checkpoints/checkpoint_N (N: iteration), also when given
+  /// a folder (as Accelerate, which then ignores the folder).
   ACCELERATE_ARG(bool, automatic_checkpoint_naming) = false;
   /// Keep at most this many automatic checkpoints, removing the oldest (0: keep all).
   ACCELERATE_ARG(int, total_limit) = 0;
@@ -390,7 +391,9 @@ class Accelerator {
 
   /// `loss.backward()`, with the loss divided by the accumulation steps (and scaled under
   /// fp16); the gradients of the prepared models it reaches are averaged over the processes
-  /// unless no_sync / accumulate says otherwise.
+  /// unless no_sync / accumulate says otherwise. Under mixed precision, the first backward
+  /// warns (once, on stderr) when no part of the loss was computed in the low precision: the
+  /// model cannot be wrapped, so its forward must run inside `accelerator.autocast()`.
   void backward(const at::Tensor& loss, const BackwardOptions& options = BackwardOptions());
 
   /// Guard of one accumulation micro-step (Python's `with accelerator.accumulate(model):`):
@@ -471,8 +474,9 @@ class Accelerator {
   /// Saves everything needed to resume exactly: every prepared model, optimizer and
   /// scheduler, the RNG states of every process, each prepared data loader's position, the
   /// step counter and the registered objects. Written to a temporary folder that is renamed
-  /// into place, so a crash during a save leaves the previous checkpoint loadable. With no
-  /// folder, uses automatic naming (ProjectConfiguration). A collective.
+  /// into place, so a crash during a save leaves the previous checkpoint loadable. With
+  /// automatic naming (ProjectConfiguration) or no folder, writes the next checkpoint_N, as
+  /// Accelerate. Every save advances the project's iteration. A collective.
   void save_state(const std::string& output_dir = "");
   /// Restores what save_state wrote; with no folder, the newest automatic checkpoint. Prepared
   /// data loaders then continue from the saved position. Throws std::runtime_error naming
@@ -682,6 +686,7 @@ class Accelerator {
   std::shared_ptr<GradientState> gradient_state_;
   const AcceleratorOptions options_;    // as given; what changes while training is below
   int iteration_;                       // of the next automatic checkpoint (save_state)
+  bool autocast_checked_ = false;       // the first backward under bf16/fp16 was looked at
   std::shared_ptr<GradScaler> scaler_;  // fp16 only
   std::vector<std::shared_ptr<GeneralTracker>> trackers_;  // main process, after init_trackers
   bool trigger_ = false;
