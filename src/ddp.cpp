@@ -10,7 +10,6 @@
 #include <torch/csrc/distributed/c10d/reducer.hpp>
 
 #include <algorithm>
-#include <cstdlib>
 #include <sstream>
 #include <stdexcept>
 #include <unordered_map>
@@ -61,6 +60,10 @@ DistributedDataParallel::DistributedDataParallel(std::shared_ptr<torch::nn::Modu
         "accelerate: DistributedDataParallelOptions.bucket_cap_mb must be "
         "positive, got " +
         std::to_string(options.bucket_cap_mb()));
+  if (options.spin_wait_us() < 0)
+    throw InvalidArgument(
+        "accelerate: DistributedDataParallelOptions.spin_wait_us must be >= 0, got " +
+        std::to_string(options.spin_wait_us()));
   engine_ = std::make_unique<Engine>();
   Engine& e = *engine_;
   e.state = &state;
@@ -122,8 +125,7 @@ DistributedDataParallel::DistributedDataParallel(std::shared_ptr<torch::nn::Modu
     sync_options.find_unused_parameters = options.find_unused_parameters();
     sync_options.gradient_as_bucket_view = options.gradient_as_bucket_view();
     sync_options.static_graph = options.static_graph();
-    if (const char* spin = std::getenv("ACCELERATE_EXP_SPIN_US"))  // experiment, not kept
-      sync_options.spin = std::chrono::microseconds(std::atoi(spin));
+    sync_options.spin = std::chrono::microseconds(options.spin_wait_us());
     e.buckets = std::make_unique<detail::BucketedGradSync>(
         trained, std::move(names), e.group, sync_options,
         [this] { return require_backward_grad_sync_; }, state.describe());

@@ -294,6 +294,12 @@ TEST(DdpEngines, BucketsGiveTheReducersValuesBitForBit) {
         const auto buckets = train_shuffled(
             3, acc::AcceleratorOptions().ddp_options(ddp.engine(acc::DdpEngine::Buckets)), false,
             set_to_none);
+        const auto blocking =
+            train_shuffled(3,
+                           acc::AcceleratorOptions().ddp_options(
+                               ddp.engine(acc::DdpEngine::Buckets).spin_wait_us(0)),
+                           false, set_to_none);
+        expect_identical(blocking, reducer, "blocking wait (spin_wait_us 0)");
         expect_identical(buckets, reducer,
                          std::string(view ? "bucket view" : "copy") +
                              (set_to_none ? ", zero_grad to none" : ", zero_grad in place") +
@@ -447,6 +453,19 @@ TEST(DdpEngines, ALossThatReachesNoModelLeavesNoSyncWorking) {
         acc::AcceleratorOptions().ddp_options(
             acc::DistributedDataParallelOptions().engine(engine)));
   }
+}
+
+TEST(DdpPrepare, BadOptionsAreRefused) {
+  run_ranks(2, [](acc::Accelerator& a) {
+    EXPECT_THROW(
+        acc::DistributedDataParallel(make_net(0), a.state(),
+                                     acc::DistributedDataParallelOptions().spin_wait_us(-1)),
+        acc::InvalidArgument);
+    EXPECT_THROW(
+        acc::DistributedDataParallel(make_net(0), a.state(),
+                                     acc::DistributedDataParallelOptions().bucket_cap_mb(0)),
+        acc::InvalidArgument);
+  });
 }
 
 TEST(DdpPrepare, ModelsThatDifferAreRefused) {

@@ -54,6 +54,11 @@ struct DistributedDataParallelOptions {
   ACCELERATE_ARG(bool, gradient_as_bucket_view) = true;
   /// The set of used parameters and the graph never change (lets the engine optimise).
   ACCELERATE_ARG(bool, static_graph) = false;
+  /// DdpEngine::Buckets on the CPU: how long the end of backward polls the Gloo all-reduces
+  /// (yielding the core) before it blocks on them, in microseconds (default 10,000; 0 blocks
+  /// at once). Polling keeps the core awake: on few cores, being woken from a blocked wait
+  /// often costs more than a small all-reduce itself (bench/RESULTS.md).
+  ACCELERATE_ARG(int64_t, spin_wait_us) = 10000;
   /// Copy buffers (e.g. BatchNorm running statistics) from process 0 at every synchronised
   /// step (default true).
   ACCELERATE_ARG(bool, broadcast_buffers) = true;
