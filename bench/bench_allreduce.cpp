@@ -15,7 +15,9 @@
 // --engine c10d: a c10d::Reducer built here by hand on the same process group (the model is
 //   not prepared): what the library adds on top of the Reducer.
 // --copy: gradient_as_bucket_view(false) (default true).
-// DDP bandwidth = bytes / (sync - nosync); flat bandwidth = bytes / flat (medians).
+// DDP bandwidth = bytes / (sync - nosync); flat bandwidth = bytes / flat (medians); ratio =
+// flat / (sync - nosync), and ratio_vs_slowest = flat / (sync - the slower process's nosync),
+// per repetition (medians).
 #include <accelerate/accelerate.h>
 #include <torch/torch.h>
 
@@ -139,20 +141,32 @@ int main(int argc, char** argv) {
   for (int r = 0; r < reps; ++r)
     for (int k = 0; k < 3; ++k) run((r + k) % 3, true);
 
-  std::vector<double> ratios;  // per repetition: DDP bandwidth / flat bandwidth
-  for (size_t i = 0; i < t_flat.size(); ++i)
+  // The backward alone of the slower process, repetition by repetition: a synchronised
+  // backward cannot end before it, so sync - slowest is the synchronisation's own cost (the
+  // flat all-reduce starts after a barrier, with no such difference in it).
+  const at::Tensor all_nosync =
+      accelerator.gather(torch::tensor(t_nosync, torch::kDouble).unsqueeze(0));
+  const at::Tensor slowest = std::get<0>(all_nosync.max(0)).contiguous();
+  std::vector<double> t_slowest(slowest.data_ptr<double>(),
+                                slowest.data_ptr<double>() + slowest.numel());
+  std::vector<double> ratios, skew_free;  // per repetition: flat time / sync time
+  for (size_t i = 0; i < t_flat.size(); ++i) {
     ratios.push_back(t_flat[i] / std::max(1e-9, t_sync[i] - t_nosync[i]));
+    skew_free.push_back(t_flat[i] / std::max(1e-9, t_sync[i] - t_slowest[i]));
+  }
   const double sync = bench::median(t_sync), nosync = bench::median(t_nosync),
-               flat_s = bench::median(t_flat);
+               flat_s = bench::median(t_flat), nosync_slowest = bench::median(t_slowest);
   if (accelerator.is_main_process()) {
     std::printf(
         "RESULT {\"bench\": \"allreduce\", \"params\": %lld, \"size\": %lld, \"bytes\": %.0f, "
         "\"engine\": \"%s\", \"gradient_as_bucket_view\": %s, "
         "\"reps\": %d, \"sync_s\": %.6f, \"nosync_s\": %.6f, \"flat_s\": %.6f, "
-        "\"ddp_GBps\": %.4f, \"flat_GBps\": %.4f, \"ratio\": %.3f}\n",
+        "\"ddp_GBps\": %.4f, \"flat_GBps\": %.4f, \"ratio\": %.3f, "
+        "\"nosync_slowest_s\": %.6f, \"ratio_vs_slowest\": %.3f}\n",
         static_cast<long long>(count), static_cast<long long>(size), bytes, engine.c_str(),
         bucket_view ? "true" : "false", reps, sync, nosync, flat_s,
-        bytes / std::max(1e-9, sync - nosync) / 1e9, bytes / flat_s / 1e9, bench::median(ratios));
+        bytes / std::max(1e-9, sync - nosync) / 1e9, bytes / flat_s / 1e9, bench::median(ratios),
+        nosync_slowest, bench::median(skew_free));
     std::fflush(stdout);
   }
   return 0;
