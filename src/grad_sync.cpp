@@ -243,9 +243,15 @@ void BucketedGradSync::hand_back(Bucket& b, const std::vector<char>& globally_us
   const size_t n = b.params.size();
   bool all_used = true;
   for (size_t i : b.params) all_used = all_used && globally_used[i];
-  // Without bucket views the averaged gradients go to their homes in one copy when every
-  // parameter takes them (a parameter no process used keeps its gradient untouched).
-  if (b.grads.defined() && all_used) b.grads.copy_(b.flat);
+  // Without bucket views, when every parameter takes the averaged gradients (a parameter no
+  // process used keeps its gradient untouched), the two buffers trade places instead of
+  // copying: the all-reduced buffer becomes the gradients' home and the old home is what the
+  // next synchronisation fills and all-reduces. The gradients never share storage with the
+  // buffer being all-reduced, and no copy back is made.
+  if (b.grads.defined() && all_used) {
+    std::swap(b.flat, b.grads);
+    std::swap(b.views, b.homes);
+  }
   for (size_t k = 0; k < n; ++k) {
     const size_t i = b.params[k];
     if (!globally_used[i]) continue;

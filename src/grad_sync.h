@@ -69,6 +69,7 @@ class BucketedGradSync {
   struct Bucket {
     at::Tensor flat;                // what is all-reduced: contiguous, 1-D
     at::Tensor grads;               // gradient_as_bucket_view(false): the gradients' storage
+                                    // (trades places with `flat` after each all-reduce)
     std::vector<size_t> params;     // indices into params_
     std::vector<at::Tensor> views;  // views[k]: params[k]'s slice of flat, shaped as the param
     std::vector<at::Tensor> homes;  // where params[k]'s .grad lives: views[k], or its slice of
