@@ -20,17 +20,17 @@ void GradientState::set_num_steps(int steps) {
   plugin_.num_steps(steps);
 }
 
-void GradientState::loader_begin(const void* loader, int64_t remainder) {
+void GradientState::loader_begin(const DataLoaderBase* loader, int64_t remainder) {
   loader_finish(loader);  // a pass restarted before it ended
   active_.push_back({loader, remainder, false});
 }
 
-void GradientState::loader_at_end(const void* loader) {
+void GradientState::loader_at_end(const DataLoaderBase* loader) {
   for (auto& a : active_)
     if (a.loader == loader) a.end = true;
 }
 
-void GradientState::loader_finish(const void* loader) {
+void GradientState::loader_finish(const DataLoaderBase* loader) {
   active_.erase(std::remove_if(active_.begin(), active_.end(),
                                [&](const Active& a) { return a.loader == loader; }),
                 active_.end());

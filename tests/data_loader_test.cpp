@@ -876,17 +876,20 @@ TEST(ShardedLoader, GradientStateSeesTheEnd) {
     s.gradient_state(state);
     auto shard = loader.shard(s);
     EXPECT_FALSE(state->in_dataloader());
+    EXPECT_EQ(state->active_dataloader(), nullptr);
     for (int epoch = 0; epoch < 2; ++epoch) {
       int64_t i = 0;
       for (auto& batch : *shard) {
         (void)batch;
         EXPECT_TRUE(state->in_dataloader());
+        EXPECT_EQ(state->active_dataloader(), shard.get());
         EXPECT_EQ(state->end_of_dataloader(), i == shard->size() - 1) << "batch " << i;
         EXPECT_EQ(state->remainder(), 18);  // 82 % (16 * 2)
         ++i;
       }
       EXPECT_EQ(i, 3);
       EXPECT_FALSE(state->in_dataloader());
+      EXPECT_EQ(state->active_dataloader(), nullptr);
       EXPECT_FALSE(state->end_of_dataloader());
     }
     // An abandoned pass is removed too.

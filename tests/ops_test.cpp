@@ -255,6 +255,26 @@ TEST(SplitBetweenProcesses, FewerItemsThanProcesses) {
   EXPECT_TRUE(torch::equal(padded_rows[2], at::tensor({8})));
 }
 
+// A map is split value by value, as Accelerate splits a dict.
+TEST(SplitBetweenProcesses, MapsAreSplitValueByValue) {
+  std::vector<std::map<std::string, std::vector<int>>> lists(2);
+  std::vector<std::map<std::string, at::Tensor>> tensors(2);
+  run_ranks(2, [&](acc::Accelerator& a) {
+    const int r = a.process_index();
+    lists[r] = a.split_between_processes(
+        std::map<std::string, std::vector<int>>{{"a", {1, 2, 3}}, {"b", {4, 5}}}, true);
+    tensors[r] = a.split_between_processes(
+        std::map<std::string, at::Tensor>{{"x", at::arange(5)}, {"y", at::arange(2)}});
+  });
+  EXPECT_EQ(lists[0].at("a"), (std::vector<int>{1, 2}));
+  EXPECT_EQ(lists[1].at("a"), (std::vector<int>{3, 3}));
+  EXPECT_EQ(lists[0].at("b"), (std::vector<int>{4}));
+  EXPECT_EQ(lists[1].at("b"), (std::vector<int>{5}));
+  EXPECT_TRUE(torch::equal(tensors[0].at("x"), at::arange(3)));
+  EXPECT_TRUE(torch::equal(tensors[1].at("x"), at::arange(3, 5)));
+  EXPECT_TRUE(torch::equal(tensors[1].at("y"), at::arange(1, 2)));
+}
+
 TEST(SplitBetweenProcesses, PaddingRepeatsTheInputsLastItem) {
   std::vector<std::vector<int>> padded(3);
   std::vector<at::Tensor> rows(3);

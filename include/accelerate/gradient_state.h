@@ -19,6 +19,8 @@
 
 namespace accelerate {
 
+class DataLoaderBase;
+
 /// Accelerate's `GradientAccumulationPlugin`, with chained setters.
 struct GradientAccumulationPlugin {
   /// Number of micro-steps whose gradients are accumulated before an optimizer step (≥ 1).
@@ -51,6 +53,11 @@ class GradientState {
 
   /// True while a prepared data loader is being iterated.
   bool in_dataloader() const { return !active_.empty(); }
+  /// The innermost prepared data loader being iterated, or null (Accelerate's
+  /// `GradientState.active_dataloader`).
+  const DataLoaderBase* active_dataloader() const {
+    return active_.empty() ? nullptr : active_.back().loader;
+  }
   /// True when the innermost active data loader has yielded (is yielding) its last batch.
   bool end_of_dataloader() const { return !active_.empty() && active_.back().end; }
   /// Samples of the innermost active loader's last global batch that are real, i.e. the
@@ -58,15 +65,15 @@ class GradientState {
   int64_t remainder() const { return active_.empty() ? -1 : active_.back().remainder; }
 
   /// A prepared loader starts a pass (`remainder` as above).
-  void loader_begin(const void* loader, int64_t remainder);
+  void loader_begin(const DataLoaderBase* loader, int64_t remainder);
   /// The loader is about to yield its last batch of the pass.
-  void loader_at_end(const void* loader);
+  void loader_at_end(const DataLoaderBase* loader);
   /// The loader's pass is over (or was abandoned).
-  void loader_finish(const void* loader);
+  void loader_finish(const DataLoaderBase* loader);
 
  private:
   struct Active {
-    const void* loader;
+    const DataLoaderBase* loader;
     int64_t remainder;
     bool end;
   };

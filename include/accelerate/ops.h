@@ -14,6 +14,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <map>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -120,9 +121,32 @@ std::vector<T> split_between_processes(const State& state, const std::vector<T>&
   return share;
 }
 
+/// A map of lists split value by value (Accelerate's `split_between_processes` of a dict): this
+/// process's share of each list, under the same key.
+template <typename K, typename T>
+std::map<K, std::vector<T>> split_between_processes(const State& state,
+                                                    const std::map<K, std::vector<T>>& items,
+                                                    bool apply_padding = false) {
+  std::map<K, std::vector<T>> shares;
+  for (const auto& [key, values] : items)
+    shares.emplace(key, split_between_processes(state, values, apply_padding));
+  return shares;
+}
+
 /// This process's share of `tensor` along dim 0, with the same rules as for vectors (padding
 /// repeats the last row of `tensor`).
 at::Tensor split_between_processes(const State& state, const at::Tensor& tensor,
                                    bool apply_padding = false);
+
+/// A map of tensors split value by value along dim 0, as a map of lists.
+template <typename K>
+std::map<K, at::Tensor> split_between_processes(const State& state,
+                                                const std::map<K, at::Tensor>& items,
+                                                bool apply_padding = false) {
+  std::map<K, at::Tensor> shares;
+  for (const auto& [key, value] : items)
+    shares.emplace(key, split_between_processes(state, value, apply_padding));
+  return shares;
+}
 
 }  // namespace accelerate
