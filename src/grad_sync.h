@@ -5,9 +5,11 @@
 // the parameters: the order gradients become ready). A post-hook on each parameter's gradient
 // accumulator marks it ready; a bucket whose parameters are all ready is all-reduced at once,
 // asynchronously, through c10d's ProcessGroup::allreduce (Gloo or NCCL), while backward goes
-// on; the end of backward waits only for what is still in flight. With
-// gradient_as_bucket_view, each parameter's .grad *is* its slice of the bucket, so
-// accumulation writes straight into the bucket and nothing is copied.
+// on; the end of backward waits only for what is still in flight (polling Gloo's works for
+// up to `spin` before blocking). With gradient_as_bucket_view, each parameter's .grad *is* its
+// slice of the bucket, so accumulation writes straight into the bucket and nothing is copied;
+// without it the gradients live in a second buffer that trades places with the all-reduced one
+// after each synchronisation.
 //
 // Values are PyTorch DDP's, bit for bit: each gradient is scaled by 1 / world (multiplied while
 // copied in, or divided in place when it already lives in the bucket, as c10d's Reducer does),
