@@ -317,15 +317,34 @@ State::State(const StateOptions& options) {
       comm_->given_store = true;
       comm_->store = join_given_store(options.store(), info_.world_size, timeout_);
     } else {
-      if (info_.rank != 0 && !wait_for_listener(info_.master_addr, info_.master_port, timeout_))
-        throw std::runtime_error("nothing accepted connections there (is process 0 running?)");
       c10d::TCPStoreOptions store_options;
       store_options.port = static_cast<std::uint16_t>(info_.master_port);
       store_options.isServer = info_.rank == 0;
       store_options.numWorkers = static_cast<std::size_t>(info_.world_size);
       store_options.waitWorkers = true;
       store_options.timeout = timeout_;
-      comm_->store = c10::make_intrusive<c10d::TCPStore>(info_.master_addr, store_options);
+      const auto deadline = std::chrono::steady_clock::now() + timeout_;
+      while (true) {
+        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+            deadline - std::chrono::steady_clock::now());
+        if (info_.rank != 0 && !wait_for_listener(info_.master_addr, info_.master_port, left))
+          throw std::runtime_error("nothing accepted connections there (is process 0 running?)");
+        try {
+          comm_->store = c10::make_intrusive<c10d::TCPStore>(info_.master_addr, store_options);
+          if (info_.rank != 0) comm_->store->add("accelerate/joined", 1);  // a round trip
+          break;
+        } catch (const std::exception& e) {
+          // The server of this job's previous State on process 0 (an Accelerator made right
+          // after another) can still accept a connection while it closes, then drop it: try
+          // again until the new one answers.
+          const std::string what = message_of(e);
+          const bool dropped = what.find("reset by peer") != std::string::npos ||
+                               what.find("Broken pipe") != std::string::npos;
+          if (info_.rank == 0 || !dropped || std::chrono::steady_clock::now() >= deadline) throw;
+          comm_->store.reset();
+          std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        }
+      }
     }
     comm_->group = compat::make_process_group(comm_->store, info_.rank, info_.world_size, timeout_,
                                               cuda ? compat::Backend::NCCL : compat::Backend::GLOO);
