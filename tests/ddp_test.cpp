@@ -309,6 +309,40 @@ TEST(DdpEngines, BucketsGiveTheReducersValuesBitForBit) {
   }
 }
 
+// Under bf16 autocast (CPU) the engine gives the Reducer's gradients bit for bit. (bf16
+// parameters cannot be prepared over Gloo in LibTorch 1.13: its broadcast refuses the dtype.)
+TEST(DdpEngines, MixedPrecisionMatchesTheReducer) {
+  std::vector<std::vector<at::Tensor>> results;
+  for (auto engine : {acc::DdpEngine::Buckets, acc::DdpEngine::Reducer}) {
+    std::vector<at::Tensor> grads;
+    run_ranks(
+        2,
+        [&](acc::Accelerator& a) {
+          auto net = a.prepare_model(std::make_shared<Shuffled>(false));
+          auto x = inputs().narrow(0, 4 * a.process_index(), 4);
+          at::Tensor loss;
+          {
+            auto amp = a.autocast();
+            const at::Tensor out = net->forward(x);
+            EXPECT_EQ(out.scalar_type(), at::kBFloat16) << "the forward ran under autocast";
+            loss = out.to(at::kFloat).pow(2).sum();
+          }
+          a.backward(loss);
+          if (a.is_main_process())
+            for (auto& p : net->parameters()) grads.push_back(p.grad().clone());
+        },
+        acc::AcceleratorOptions().mixed_precision("bf16").ddp_options(
+            acc::DistributedDataParallelOptions().engine(engine)));
+    results.push_back(grads);
+  }
+  ASSERT_EQ(results[0].size(), results[1].size());
+  for (size_t i = 0; i < results[0].size(); ++i) {
+    EXPECT_EQ(results[0][i].scalar_type(), results[1][i].scalar_type());
+    EXPECT_TRUE(torch::equal(results[0][i], results[1][i])) << "parameter " << i;
+  }
+  EXPECT_EQ(results[0][0].scalar_type(), at::kFloat);  // fp32 parameters, fp32 gradients
+}
+
 // find_unused_parameters: a layer no process uses keeps no gradient; one used by rank 0 only is
 // averaged with rank 1's zeros; the values are the Reducer's.
 TEST(DdpEngines, FindUnusedParametersMatchesTheReducer) {
