@@ -76,11 +76,21 @@ TEST(TrainingLoop, GatherForMetricsReturnsEachSampleOnce) {
       auto loader = a.prepare_data_loader(
           acc::DataLoader<Indexed>(Indexed(82), acc::DataLoaderOptions().batch_size(16)));
       std::vector<at::Tensor> rows;
+      std::vector<std::string> names;  // objects, not tensors: through gather_object
       for (auto& batch : *loader) {
         auto [data, target] = a.gather_for_metrics(batch.data, batch.target);
         EXPECT_TRUE(torch::equal(data.select(1, 0).unsqueeze(1), target));
         rows.push_back(target);
+        std::vector<std::string> mine;
+        for (int64_t i = 0; i < batch.target.size(0); ++i)
+          mine.push_back("sample " + std::to_string(batch.target[i][0].item<int64_t>()));
+        const auto all = a.gather_for_metrics(mine);
+        ASSERT_EQ(static_cast<int64_t>(all.size()), target.size(0));
+        for (size_t i = 0; i < all.size(); ++i)
+          EXPECT_EQ(all[i], "sample " + std::to_string(target[i][0].item<int64_t>()));
+        names.insert(names.end(), all.begin(), all.end());
       }
+      EXPECT_EQ(names.size(), 82u);
       std::lock_guard<std::mutex> lock(m);
       results[a.process_index()] = torch::cat(rows).flatten();
     });

@@ -455,6 +455,20 @@ class Accelerator {
     else
       return std::make_tuple(gather_for_metrics_one(tensors)...);
   }
+  /// Gathers a list of objects for metrics (Accelerate's gather_for_metrics of non-tensor data,
+  /// e.g. decoded strings): this process's items concatenated over the processes (as
+  /// gather_object), with the items even_batches repeated on the last batch of a prepared
+  /// loader dropped. Example: auto labels = accelerator.gather_for_metrics(batch_labels);
+  template <typename T>
+  std::vector<T> gather_for_metrics(const std::vector<T>& items) const {
+    std::vector<T> all = gather_object(items);
+    if (gradient_state_->end_of_dataloader()) {
+      const int64_t remainder = gradient_state_->remainder();
+      if (remainder > 0 && remainder < static_cast<int64_t>(all.size()))
+        all.resize(static_cast<size_t>(remainder));
+    }
+    return all;
+  }
 
   // ---- saving and loading ----
   /// Saves the model's state dict (the keys Python's state_dict() would use) to `dir`:
