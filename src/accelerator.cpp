@@ -6,7 +6,6 @@
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
-#include <torch/csrc/autograd/function.h>
 #include <torch/nn/utils/clip_grad.h>
 
 #include <algorithm>
@@ -15,8 +14,8 @@
 #include <exception>
 #include <iostream>
 #include <sstream>
-#include <unordered_set>
 
+#include "autograd_graph.h"
 #include "json_file.h"
 
 namespace accelerate {
@@ -257,17 +256,11 @@ namespace {
 // True when some operation of `loss`'s graph produced a tensor of `dtype`.
 bool graph_has_dtype(const at::Tensor& loss, at::ScalarType dtype) {
   const caffe2::TypeMeta meta = c10::scalarTypeToTypeMeta(dtype);
-  std::vector<torch::autograd::Node*> stack{loss.grad_fn().get()};
-  std::unordered_set<torch::autograd::Node*> seen;
-  while (!stack.empty()) {
-    torch::autograd::Node* node = stack.back();
-    stack.pop_back();
-    if (!node || !seen.insert(node).second) continue;
-    for (uint32_t i = 0; i < node->num_inputs(); ++i)
-      if (node->input_metadata(i).dtype() == meta) return true;
-    for (const auto& edge : node->next_edges()) stack.push_back(edge.function.get());
-  }
-  return false;
+  return detail::any_graph_node(loss, [&](const torch::autograd::Node& node) {
+    for (uint32_t i = 0; i < node.num_inputs(); ++i)
+      if (node.input_metadata(i).dtype() == meta) return true;
+    return false;
+  });
 }
 
 }  // namespace

@@ -16,6 +16,7 @@
 #include <unordered_set>
 
 #include "accelerate/ops.h"
+#include "autograd_graph.h"
 #include "compat.h"
 #include "ddp_reducer.h"
 #include "errors.h"
@@ -165,17 +166,9 @@ void DistributedDataParallel::before_backward(const at::Tensor& loss) {
 }
 
 bool DistributedDataParallel::is_reached_by(const at::Tensor& loss) const {
-  if (!engine_ || engine_->accumulators.empty() || !loss.defined() || !loss.grad_fn()) return false;
-  std::vector<const torch::autograd::Node*> stack{loss.grad_fn().get()};
-  std::unordered_set<const torch::autograd::Node*> seen;
-  while (!stack.empty()) {
-    const torch::autograd::Node* node = stack.back();
-    stack.pop_back();
-    if (!node || !seen.insert(node).second) continue;
-    if (engine_->accumulators.count(node)) return true;
-    for (const auto& edge : node->next_edges()) stack.push_back(edge.function.get());
-  }
-  return false;
+  if (!engine_ || engine_->accumulators.empty()) return false;
+  return detail::any_graph_node(
+      loss, [&](const torch::autograd::Node& node) { return engine_->accumulators.count(&node); });
 }
 
 }  // namespace accelerate

@@ -99,12 +99,6 @@ BucketedGradSync::~BucketedGradSync() {
   for (size_t i = 0; i < accumulators_.size(); ++i) accumulators_[i]->del_post_hook(hook_keys_[i]);
 }
 
-std::vector<int64_t> BucketedGradSync::bucket_sizes() const {
-  std::vector<int64_t> sizes;
-  for (const auto& b : buckets_) sizes.push_back(b.flat.numel());
-  return sizes;
-}
-
 void BucketedGradSync::build_buckets(const std::vector<std::vector<size_t>>& assignment) {
   at::NoGradGuard no_grad;
   std::vector<Bucket> buckets;
@@ -147,7 +141,6 @@ void BucketedGradSync::on_gradient(size_t index) {
   if (!in_pass_) {
     if (!sync_()) return;  // no_sync: the gradient stays where AccumulateGrad put it
     in_pass_ = true;
-    sync_pass_ = true;
     if (!rebuilt_buckets_.empty()) {
       // The buckets in arrival order, built where c10d's Reducer builds them: before the
       // second synchronising pass accumulates (gradients already there move into them).
@@ -156,7 +149,6 @@ void BucketedGradSync::on_gradient(size_t index) {
     }
     torch::autograd::Engine::get_default_engine().queue_callback([this] { finish_pass(); });
   }
-  if (!sync_pass_) return;
   if (!rebuilt_) arrival_.push_back(static_cast<int64_t>(index));
   mark_ready(index);
 }
@@ -269,7 +261,6 @@ void BucketedGradSync::hand_back(Bucket& b, const std::vector<char>& globally_us
 
 void BucketedGradSync::reset_pass() {
   in_pass_ = false;
-  sync_pass_ = false;
   std::fill(ready_.begin(), ready_.end(), 0);
   next_launch_ = 0;
   for (auto& b : buckets_) {

@@ -64,9 +64,6 @@ class BucketedGradSync {
   BucketedGradSync(const BucketedGradSync&) = delete;
   BucketedGradSync& operator=(const BucketedGradSync&) = delete;
 
-  /// Number of buckets and their sizes in elements (for tests and benchmarks).
-  std::vector<int64_t> bucket_sizes() const;
-
  private:
   struct Bucket {
     at::Tensor flat;                // what is all-reduced: contiguous, 1-D
@@ -114,7 +111,6 @@ class BucketedGradSync {
   std::mutex mutex_;
   // State of the backward pass in progress (reset by finish_pass).
   bool in_pass_ = false;
-  bool sync_pass_ = false;
   std::vector<char> ready_;  // per parameter, this pass
   size_t next_launch_ = 0;
   std::vector<int64_t> arrival_;  // order of the first synchronising pass, for the rebuild
