@@ -55,7 +55,9 @@ class NumpyGenerator {
   }
 
   /// A double in [0, 1) from the top 53 bits.
-  double next_double() { return static_cast<double>(next_uint64() >> 11) * (1.0 / 9007199254740992.0); }
+  double next_double() {
+    return static_cast<double>(next_uint64() >> 11) * (1.0 / 9007199254740992.0);
+  }
 
   /// One standard normal draw (NumPy's ziggurat).
   double standard_normal() {
@@ -94,7 +96,7 @@ class NumpyGenerator {
   static constexpr uint32_t kInitB = 0x8b51f9dd, kMultB = 0x58f38ded;
   static constexpr uint32_t kMixL = 0xca01f9dd, kMixR = 0x4973f715;
   static constexpr double kR = 3.6541528853610087963519472518;  // where the tail starts
-  static constexpr double kV = 4.928673233974655e-3;  // area of each layer
+  static constexpr double kV = 4.928673233974655e-3;            // area of each layer
 
   // SeedSequence(seed).pool: the entropy [seed] hashed and mixed into four words.
   static std::array<uint32_t, 4> seed_sequence_pool(uint32_t seed) {

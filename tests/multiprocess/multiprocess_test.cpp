@@ -248,3 +248,45 @@ TEST(StuckJob, TimeoutAndLauncherSayWhereEveryRankIs) {
       << "the launcher must stop the sleeping rank:\n"
       << r.out;
 }
+
+// Ports of Accelerate 1.15's test scripts (accelerate/test_utils/scripts/test_ops.py,
+// test_sync.py, test_script.py), each a program run under the launcher; see the header comment
+// of each program for what is ported and what is skipped.
+class AccelerateScripts : public ::testing::TestWithParam<int> {};
+
+TEST_P(AccelerateScripts, TestOps) {
+  const Outcome r = run(launch(GetParam(), ACCELERATE_TEST_OPS));
+  ASSERT_EQ(r.code(), 0) << r.out;
+  for (const char* step :
+       {"testing gather", "testing broadcast", "testing reduce_max", "testing op_checker"})
+    EXPECT_NE(r.out.find(step), std::string::npos) << step << " did not run:\n" << r.out;
+}
+
+TEST_P(AccelerateScripts, TestSync) {
+  for (int n : {1, GetParam()}) {
+    if (n == 1 && GetParam() != 2) continue;  // the one-process run (no-op no_sync) once
+    const Outcome r = run(launch(n, ACCELERATE_TEST_SYNC));
+    ASSERT_EQ(r.code(), 0) << r.out;
+    EXPECT_NE(r.out.find(n == 1 ? "NOOP `no_sync`" : "with multiple forwards"), std::string::npos)
+        << r.out;
+    EXPECT_NE(r.out.find("with optimizer and scheduler, split_batches=False sync_each_batch=False"),
+              std::string::npos)
+        << r.out;
+  }
+}
+
+TEST_P(AccelerateScripts, TestScript) {
+  const TempDir dir;
+  const Outcome r = run(
+      launch(GetParam(), ACCELERATE_TEST_SCRIPT, {ACCELERATE_REFERENCE_JSON, dir.path().string()}));
+  ASSERT_EQ(r.code(), 0) << r.out;
+  // The four trainings reached Python Accelerate's model (the program checks the values).
+  size_t trained = 0;
+  for (size_t at = r.out.find("Python Accelerate)"); at != std::string::npos;
+       at = r.out.find("Python Accelerate)", at + 1))
+    ++trained;
+  EXPECT_EQ(trained, 4u) << r.out;
+  EXPECT_NE(r.out.find("Breakpoint trigger test"), std::string::npos) << r.out;
+}
+
+INSTANTIATE_TEST_SUITE_P(Processes, AccelerateScripts, ::testing::Values(2, 3));

@@ -134,7 +134,6 @@ def check(fixture_path):
             if mode == "num_processes":
                 continue
             (a, b), (fa, fb) = values, fresh["training"][n][mode]
-            _ = fa = fresh["training"][n][mode]
             exact = exact and (fa, fb) == (a, b)
             for name, want, got in (("a", a, fa), ("b", b, fb)):
                 if not math.isclose(got, want, rel_tol=RTOL, abs_tol=ATOL):
