@@ -53,4 +53,8 @@ if [[ " $* " == *" --torch2 "* ]]; then
     /usr/bin/python3 -m venv "$venv"
     "$venv/bin/python" -m pip install -q torch==2.13.0 numpy
   fi
+  # tests: the reference values of the data loader come from Accelerate itself.
+  if ! "$venv/bin/python" -c "import accelerate, sys; sys.exit(accelerate.__version__ != '1.15.0')" 2>/dev/null; then
+    "$venv/bin/python" -m pip install -q accelerate==1.15.0
+  fi
 fi
