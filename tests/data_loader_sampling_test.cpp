@@ -578,6 +578,6 @@ TEST(DispatchBatches, ShuffledMapStyleUsesProcess0sOrder) {
     for (auto i : flatten(shard)) seen.insert(i);
   for (int64_t i = 0; i < 20; ++i) EXPECT_GE(seen.count(i), 1u) << i;
   // Process 0's first batch is the first 3 samples of the seeded order.
-  EXPECT_EQ(got.shards[0][0], std::vector<int64_t>(acc::shuffled_indices(20, 7).begin(),
-                                                   acc::shuffled_indices(20, 7).begin() + 3));
+  const auto order = acc::shuffled_indices(20, 7);
+  EXPECT_EQ(got.shards[0][0], std::vector<int64_t>(order.begin(), order.begin() + 3));
 }

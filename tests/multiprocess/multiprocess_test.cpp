@@ -248,3 +248,10 @@ TEST(StuckJob, TimeoutAndLauncherSayWhereEveryRankIs) {
       << "the launcher must stop the sleeping rank:\n"
       << r.out;
 }
+
+// Accelerate's test_distributed_data_loop.py data-loader checks, 2 and 3 processes.
+TEST_P(RealProcesses, DataLoopChecks) {
+  const Outcome r = run(launch(GetParam(), DATA_LOOP_CHECK));
+  EXPECT_EQ(r.code(), 0) << r.out;
+  EXPECT_NE(r.out.find("data_loop_check: ok"), std::string::npos) << r.out;
+}
