@@ -53,7 +53,8 @@ if [[ " $* " == *" --torch2 "* ]]; then
     /usr/bin/python3 -m venv "$venv"
     "$venv/bin/python" -m pip install -q torch==2.13.0 numpy
   fi
-  # The peer of the ports of Accelerate's test scripts (tests/python/accelerate_reference.py).
+  # tests: the peer of the ports of Accelerate's test scripts and of the data loader's
+  # reference values (tests/python/accelerate_reference.py, data_loader_reference.py).
   if ! "$venv/bin/python" -c "import accelerate, sys; sys.exit(accelerate.__version__ != '1.15.0')" 2>/dev/null; then
     "$venv/bin/python" -m pip install -q accelerate==1.15.0
   fi

@@ -212,15 +212,34 @@ std::shared_ptr<AcceleratedScheduler> Accelerator::prepare_scheduler(
 }
 
 ShardingOptions Accelerator::sharding_options() {
-  return ShardingOptions()
-      .num_processes(num_processes())
+  ShardingOptions sharding;
+  if (options_.dispatch_batches()) sharding.dispatch_batches(*options_.dispatch_batches());
+  return sharding.num_processes(num_processes())
       .process_index(process_index())
       .split_batches(options_.split_batches())
       .even_batches(options_.even_batches())
       .device(device())
       .gradient_state(gradient_state_)
       // One shuffling seed for all processes: process 0's, unless the loader has its own.
-      .seed(broadcast_object(at::detail::getDefaultCPUGenerator().current_seed()));
+      .seed(broadcast_object(at::detail::getDefaultCPUGenerator().current_seed()))
+      // Dispatching loaders receive process 0's batches through this State.
+      .broadcast([state = &state_](at::Tensor t) { return accelerate::broadcast(*state, t, 0); })
+      .broadcast_bytes([state = &state_](const std::string& bytes) {
+        return accelerate::broadcast_bytes(*state, bytes, 0);
+      });
+}
+
+void Accelerator::synchronize_loader_generator(const DataLoaderBase& loader) {
+  if (!loader.options().generator() || num_processes() == 1) return;
+  at::Generator generator = *loader.options().generator();
+  at::Tensor state;
+  {
+    std::lock_guard<std::mutex> lock(generator.mutex());
+    state = generator.get_state();
+  }
+  state = accelerate::broadcast(state_, state, 0);
+  std::lock_guard<std::mutex> lock(generator.mutex());
+  generator.set_state(state);
 }
 
 DistributedDataParallel* Accelerator::engine_of(const torch::nn::Module* model) const {

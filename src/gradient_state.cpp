@@ -30,6 +30,11 @@ void GradientState::loader_at_end(const DataLoaderBase* loader) {
     if (a.loader == loader) a.end = true;
 }
 
+void GradientState::loader_remainder(const DataLoaderBase* loader, int64_t remainder) {
+  for (auto& a : active_)
+    if (a.loader == loader) a.remainder = remainder;
+}
+
 void GradientState::loader_finish(const DataLoaderBase* loader) {
   active_.erase(std::remove_if(active_.begin(), active_.end(),
                                [&](const Active& a) { return a.loader == loader; }),

@@ -121,6 +121,11 @@ struct AcceleratorOptions {
   /// Prepared data loaders wrap around so every process gets the same number of batches
   /// (default true).
   ACCELERATE_ARG(bool, even_batches) = true;
+  /// Accelerate's `dispatch_batches`: prepared loaders read their batches on process 0 and
+  /// send each process its slice (true), or every process reads its own (false). Unset (the
+  /// default): dispatch loaders over iterable data sets only. See
+  /// ShardingOptions::dispatch_batches.
+  ACCELERATE_ARG(std::optional<bool>, dispatch_batches);
   /// Prepared schedulers step only with the optimizer, num_processes times per call unless
   /// split_batches (default true, as Accelerate).
   ACCELERATE_ARG(bool, step_scheduler_with_optimizer) = true;
@@ -357,6 +362,7 @@ class Accelerator {
     if (!loader) throw InvalidArgument("accelerate: prepare: the data loader is a null pointer");
     if (loader->prepared()) return loader;  // already prepared
     auto prepared = loader->shard(sharding_options());
+    synchronize_loader_generator(*prepared);
     checkpoint_loader(prepared);
     return prepared;
   }
@@ -690,6 +696,8 @@ class Accelerator {
   // save_state's files written by process 0 into `folder` (accelerator_checkpoint.cpp).
   void save_main_process_files(const std::filesystem::path& folder, int iteration);
   ShardingOptions sharding_options();
+  // Gives the loader's shuffling generator, if any, process 0's state.
+  void synchronize_loader_generator(const DataLoaderBase& loader);
   void register_model(const std::shared_ptr<torch::nn::Module>& model);
   DistributedDataParallel* engine_of(const torch::nn::Module* model) const;
   void do_sync();

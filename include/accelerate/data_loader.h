@@ -42,7 +42,9 @@
 //       accelerate::DataLoaderOptions().batch_size(64).shuffle(true));
 #pragma once
 
+#include <ATen/core/Generator.h>
 #include <ATen/core/Tensor.h>
+#include <ATen/ops/cat.h>
 #include <ATen/ops/stack.h>
 #include <c10/core/Device.h>
 #include <torch/data/datasets/base.h>
@@ -54,6 +56,7 @@
 #include <exception>
 #include <functional>
 #include <iterator>
+#include <map>
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -66,6 +69,64 @@
 #include "accelerate/options.h"
 
 namespace accelerate {
+
+/// A custom order of sample indices per epoch: PyTorch's `sampler=` argument (a
+/// `torch.utils.data.Sampler` with `set_epoch`). The loader batches the indices it returns
+/// (batch_size, drop_last) and, once prepared, shards those batches as Accelerate's
+/// `BatchSamplerShard` does. Use it for weighted or subset sampling.
+///
+/// `indices(epoch)` must depend on the epoch only: a prepared loader calls it on every process
+/// and they must agree, and `size()`, `resume_from` and `skip_first_batches` call it again for
+/// the same epoch. Draw random orders from a generator seeded with a seed shared by all
+/// processes plus the epoch.
+///
+/// Example (a random half of the data set, a new half every epoch):
+///   struct RandomHalf : accelerate::Sampler {
+///     std::vector<int64_t> indices(int64_t epoch) override {
+///       auto all = accelerate::shuffled_indices(1000, 1234 + epoch);
+///       return {all.begin(), all.begin() + 500};
+///     }
+///   };
+///   accelerate::DataLoader<MyDataset> loader(MyDataset(), accelerate::DataLoaderOptions()
+///       .batch_size(32).sampler(std::make_shared<RandomHalf>()));
+class Sampler {
+ public:
+  virtual ~Sampler() = default;
+  /// The sample indices to visit in epoch `epoch`, in order (Python's `list(sampler)` after
+  /// `sampler.set_epoch(epoch)`). Indices may repeat and need not cover the data set; each
+  /// must be in [0, dataset size) (the loader throws accelerate::InvalidArgument otherwise).
+  virtual std::vector<int64_t> indices(int64_t epoch) = 0;
+};
+
+/// A custom list of batches per epoch: PyTorch's `batch_sampler=` argument (e.g. bucketing
+/// samples of similar length). A prepared loader shards these batches exactly as
+/// Accelerate's `BatchSamplerShard` shards a batch sampler, using its `batch_size()` and
+/// `drop_last()` (Python's `batch_sampler.batch_size` and `.drop_last`): without split_batches
+/// each process takes every num_processes-th batch and, with even_batches, the last round is
+/// completed from the first batches; split_batches cuts each batch of `batch_size()` samples
+/// into one slice per process (it needs a `batch_size()`). As with `Sampler`, `batches(epoch)`
+/// must depend on the epoch only.
+///
+/// Example (batches of samples of similar length):
+///   struct ByLength : accelerate::BatchSampler {
+///     std::vector<std::vector<int64_t>> batches(int64_t epoch) override {
+///       return {{0, 3, 5}, {1, 2}, {4, 6, 7, 8}};  // any lists of sample indices
+///     }
+///   };
+///   accelerate::DataLoader<MyDataset> loader(MyDataset(), accelerate::DataLoaderOptions()
+///       .batch_sampler(std::make_shared<ByLength>()));
+class BatchSampler {
+ public:
+  virtual ~BatchSampler() = default;
+  /// The batches (lists of sample indices, each in [0, dataset size)) of epoch `epoch`.
+  virtual std::vector<std::vector<int64_t>> batches(int64_t epoch) = 0;
+  /// The nominal batch size, or nullopt (the default) for batches of any length. Sharding
+  /// treats a batch shorter than this as incomplete, as Accelerate does.
+  virtual std::optional<int64_t> batch_size() const { return std::nullopt; }
+  /// True when the sampler drops its incomplete last batch (default false); a prepared
+  /// loader then drops an incomplete last round instead of completing it.
+  virtual bool drop_last() const { return false; }
+};
 
 /// Options of a `DataLoader` (PyTorch's `DataLoader` arguments), with chained setters.
 ///
@@ -89,6 +150,21 @@ struct DataLoaderOptions {
   /// Collate batches into page-locked memory when CUDA is available, so that the copy to
   /// the GPU is asynchronous (default false; nothing happens without CUDA).
   ACCELERATE_ARG(bool, pin_memory) = false;
+  /// The order of the samples per epoch (PyTorch's `sampler`; see `Sampler`). Not together
+  /// with `shuffle` (accelerate::InvalidArgument, as PyTorch).
+  ACCELERATE_ARG(std::shared_ptr<Sampler>, sampler);
+  /// The batches per epoch (PyTorch's `batch_sampler`; see `BatchSampler`). Not together with
+  /// `batch_size`, `shuffle`, `sampler` or `drop_last` (accelerate::InvalidArgument, as
+  /// PyTorch): the batch sampler's own `batch_size()` and `drop_last()` count.
+  ACCELERATE_ARG(std::shared_ptr<BatchSampler>, batch_sampler);
+  /// With `shuffle`, draw each pass's permutation from this generator, as PyTorch's
+  /// `DataLoader(shuffle=True, generator=g)`: pass k gets the k-th `torch.randperm(n,
+  /// generator=g)`, so the order depends on the generator's state, not on `seed` or
+  /// `set_epoch`. Copies of the loader share the generator. `Accelerator::prepare` gives every
+  /// process process 0's generator state (Accelerate's synchronized generator); restore its
+  /// state yourself to resume a shuffled epoch. Not together with `seed`, and only with
+  /// `shuffle` (accelerate::InvalidArgument).
+  ACCELERATE_ARG(std::optional<at::Generator>, generator);
 };
 
 /// How a loader's batches are distributed over processes: the arguments of Accelerate's
@@ -119,6 +195,21 @@ struct ShardingOptions {
   ACCELERATE_ARG(std::shared_ptr<GradientState>, gradient_state);
   /// Shuffling seed shared by all processes; overrides an unset `DataLoaderOptions::seed`.
   ACCELERATE_ARG(std::optional<uint64_t>, seed);
+  /// Accelerate's `dispatch_batches`: true, process 0 reads whole batches and sends each
+  /// process its slice (`DataLoaderDispatcher`); false, every process reads its own share
+  /// (`BatchSamplerShard`, or `IterableDatasetShard` for an iterable data set). Unset (the
+  /// default): dispatch iterable data sets and shard map-style ones, as Accelerate 1.15 does
+  /// with its batches placed on the device. Dispatching needs `broadcast` and
+  /// `broadcast_bytes` when there are several processes.
+  ACCELERATE_ARG(std::optional<bool>, dispatch_batches);
+  /// Dispatching: returns process 0's `tensor` on every process (a collective every process
+  /// calls in turn; other processes pass a tensor of the same shape, dtype and device), e.g.
+  /// `accelerate::broadcast(state, t, 0)`. `Accelerator::prepare` sets it (and the loader
+  /// must then not be iterated after the Accelerator is gone).
+  ACCELERATE_ARG(std::function<at::Tensor(at::Tensor)>, broadcast);
+  /// Dispatching: returns process 0's `bytes` on every process, e.g.
+  /// `accelerate::broadcast_bytes(state, bytes, 0)`; set by `Accelerator::prepare`.
+  ACCELERATE_ARG(std::function<std::string(const std::string&)>, broadcast_bytes);
 };
 
 /// Where a loader stands: `batches` of epoch `epoch` have been consumed.
@@ -151,6 +242,39 @@ std::vector<std::vector<int64_t>> shard_batches(const std::vector<int64_t>& orde
 int64_t shard_num_batches(int64_t dataset_size, const DataLoaderOptions& batching,
                           const ShardingOptions& sharding);
 
+/// The batches that process `sharding.process_index()` gets from `batches`, exactly as
+/// Accelerate's `BatchSamplerShard` over a batch sampler yielding `batches` whose `batch_size`
+/// is `batch_size` (nullopt: None, batches of any length) and whose `drop_last` is
+/// `drop_last`. With one process: `batches` unchanged. Throws accelerate::InvalidArgument for
+/// a bad process index, and for `split_batches` without a batch size or with one that is not
+/// a multiple of the number of processes.
+///
+/// Example:
+///   auto b = accelerate::shard_batch_sampler({{0, 1}, {2, 3}, {4, 5}}, 2, false,
+///       accelerate::ShardingOptions().num_processes(2).process_index(1));
+///   // b == {{2, 3}, {0, 1}}: the last round completed from the start
+std::vector<std::vector<int64_t>> shard_batch_sampler(
+    const std::vector<std::vector<int64_t>>& batches, std::optional<int64_t> batch_size,
+    bool drop_last, const ShardingOptions& sharding);
+
+/// The samples that process `sharding.process_index()` reads from a stream yielding
+/// `stream`, exactly as Accelerate's `IterableDatasetShard(stream, batch_size, drop_last,
+/// num_processes, process_index, split_batches)` with the batch size and drop_last of
+/// `batching`: of every buffer of batch_size × num_processes samples (batch_size with
+/// split_batches) it takes its slice; the last incomplete buffer is dropped with drop_last,
+/// else completed with the samples of the first buffer. With one process: `stream`, as
+/// Accelerate leaves the data set alone. Throws accelerate::InvalidArgument as shard_batches.
+///
+/// Example:
+///   std::vector<int64_t> stream(10);
+///   std::iota(stream.begin(), stream.end(), 0);
+///   auto mine = accelerate::shard_iterable(stream, accelerate::DataLoaderOptions().batch_size(2),
+///       accelerate::ShardingOptions().num_processes(2).process_index(1));
+///   // mine == {2, 3, 6, 7, 0, 1}
+std::vector<int64_t> shard_iterable(const std::vector<int64_t>& stream,
+                                    const DataLoaderOptions& batching,
+                                    const ShardingOptions& sharding);
+
 /// A random permutation of [0, n) equal to Python's
 /// `torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()`.
 std::vector<int64_t> shuffled_indices(int64_t n, uint64_t seed);
@@ -161,7 +285,11 @@ std::vector<int64_t> shuffled_indices(int64_t n, uint64_t seed);
 /// and optionally
 ///   `static Batch to_device(Batch batch, c10::Device device, bool non_blocking);`
 ///   `static Batch pin_memory(Batch batch);`
-/// (without them, batches of that type stay where `collate` put them). Provided for
+/// (without them, batches of that type stay where `collate` put them), and, for
+/// `dispatch_batches`, the batch as tensors whose first dimension indexes the samples:
+///   `static std::vector<at::Tensor> to_tensors(const Batch& batch);`
+///   `static Batch from_tensors(std::vector<at::Tensor> tensors);`
+/// Provided for
 /// `at::Tensor` (stacked), `torch::data::Example<>` (data and target stacked) and
 /// `torch::data::Example<at::Tensor, torch::data::example::NoTarget>`.
 ///
@@ -188,6 +316,10 @@ struct Collate<at::Tensor> {
   }
   /// Page-locks the batch.
   static at::Tensor pin_memory(at::Tensor batch) { return batch.pin_memory(); }
+  /// The batch as one tensor.
+  static std::vector<at::Tensor> to_tensors(const at::Tensor& batch) { return {batch}; }
+  /// The batch from its one tensor.
+  static at::Tensor from_tensors(std::vector<at::Tensor> tensors) { return tensors.at(0); }
 };
 
 /// `Example<>`s become one `Example<>` whose data and target are stacked.
@@ -214,6 +346,14 @@ struct Collate<torch::data::Example<at::Tensor, at::Tensor>> {
   static Batch pin_memory(Batch batch) {
     return {batch.data.pin_memory(), batch.target.pin_memory()};
   }
+  /// {data, target}.
+  static std::vector<at::Tensor> to_tensors(const Batch& batch) {
+    return {batch.data, batch.target};
+  }
+  /// The batch from {data, target}.
+  static Batch from_tensors(std::vector<at::Tensor> tensors) {
+    return {tensors.at(0), tensors.at(1)};
+  }
 };
 
 /// Examples without a target: their data is stacked.
@@ -234,6 +374,10 @@ struct Collate<torch::data::Example<at::Tensor, torch::data::example::NoTarget>>
   }
   /// Page-locks the data.
   static Batch pin_memory(Batch batch) { return Batch(batch.data.pin_memory()); }
+  /// {data}.
+  static std::vector<at::Tensor> to_tensors(const Batch& batch) { return {batch.data}; }
+  /// The batch from {data}.
+  static Batch from_tensors(std::vector<at::Tensor> tensors) { return Batch(tensors.at(0)); }
 };
 
 namespace detail {
@@ -278,14 +422,132 @@ int64_t dataset_length(Dataset& dataset) {
   }
 }
 
+template <typename D, typename = void>
+struct HasNext : std::false_type {};
+template <typename D>
+struct HasNext<
+    D, std::void_t<decltype(std::declval<D&>().next().has_value()),
+                   decltype(*std::declval<D&>().next()), decltype(std::declval<D&>().reset())>>
+    : std::true_type {};
+template <typename D, typename = void>
+struct HasGet : std::false_type {};
+template <typename D>
+struct HasGet<D, std::void_t<decltype(std::declval<D&>().get(size_t{}))>> : std::true_type {};
+template <typename D, typename = void>
+struct HasSetEpoch : std::false_type {};
+template <typename D>
+struct HasSetEpoch<D, std::void_t<decltype(std::declval<D&>().set_epoch(int64_t{}))>>
+    : std::true_type {};
+template <typename C, typename B, typename = void>
+struct HasTensors : std::false_type {};
+template <typename C, typename B>
+struct HasTensors<C, B,
+                  std::void_t<decltype(C::to_tensors(std::declval<const B&>())),
+                              decltype(C::from_tensors(std::declval<std::vector<at::Tensor>>()))>>
+    : std::true_type {};
+
+/// What a data set yields: `get(i)` of a map-style one, `*next()` of an iterable one.
+template <typename Dataset, typename = void>
+struct ExampleOf {
+  static_assert(HasGet<Dataset>::value || HasNext<Dataset>::value,
+                "accelerate: DataLoader: a data set needs `get(size_t)` and `size()` "
+                "(map-style) or `std::optional<Example> next()` and `void reset()` (iterable)");
+  using type = void;
+};
+template <typename Dataset>
+struct ExampleOf<Dataset, std::enable_if_t<HasGet<Dataset>::value>> {
+  using type = std::decay_t<decltype(std::declval<Dataset&>().get(size_t{}))>;
+};
+template <typename Dataset>
+struct ExampleOf<Dataset, std::enable_if_t<!HasGet<Dataset>::value && HasNext<Dataset>::value>> {
+  using type = std::decay_t<decltype(*std::declval<Dataset&>().next())>;
+};
+
+/// Batches one after the other (iterable data sets, dispatched loaders): each `next()` is this
+/// process's next batch (a loader's `BatchType`, type-erased), null at the end.
+class BatchSource {
+ public:
+  virtual ~BatchSource() = default;
+  /// The next batch, or null once there is none.
+  virtual std::shared_ptr<void> next() = 0;
+  /// Once `next()` returned null: the samples of the last global batch that are real when
+  /// it was completed with repeated samples, else -1 (what GradientState::remainder means).
+  virtual int64_t remainder() const { return -1; }
+};
+
+/// Cuts a stream of samples into batches: plain ones (`batch_size` each, the last one short
+/// unless `drop_last`), or, with `shard`, this process's batch of every buffer as Accelerate's
+/// `IterableDatasetShard` (see shard_iterable).
+template <typename T>
+class StreamBatcher {
+ public:
+  /// `pull` returns the next sample, nullopt at the end (then it is not called again).
+  StreamBatcher(std::function<std::optional<T>()> pull, const DataLoaderOptions& batching,
+                const ShardingOptions& sharding, bool shard)
+      : pull_(std::move(pull)), drop_last_(batching.drop_last()), shard_(shard) {
+    const int64_t B = batching.batch_size(), N = sharding.num_processes();
+    const bool split = sharding.split_batches();
+    real_ = !shard ? B : split ? B : B * N;
+    per_ = !shard ? B : split ? B / N : B;
+    start_ = !shard ? 0 : sharding.process_index() * per_;
+  }
+  /// This process's next batch, or nullopt at the end.
+  std::optional<std::vector<T>> next() {
+    if (done_) return std::nullopt;
+    std::vector<T> buffer;
+    buffer.reserve(static_cast<size_t>(real_));
+    while (static_cast<int64_t>(buffer.size()) < real_) {
+      std::optional<T> sample = pull_();
+      if (!sample) break;
+      buffer.push_back(std::move(*sample));
+    }
+    if (static_cast<int64_t>(buffer.size()) == real_) {
+      if (shard_ && first_.empty()) first_ = buffer;
+      return slice(std::move(buffer));
+    }
+    done_ = true;
+    if (buffer.empty() || drop_last_) return std::nullopt;
+    if (!shard_) return buffer;
+    remainder_ = static_cast<int64_t>(buffer.size());
+    const std::vector<T> first = first_.empty() ? buffer : first_;
+    while (static_cast<int64_t>(buffer.size()) < real_)
+      buffer.insert(buffer.end(), first.begin(), first.end());
+    return slice(std::move(buffer));
+  }
+  /// Real samples of the completed last buffer, or -1 when none was completed.
+  int64_t remainder() const { return remainder_; }
+
+ private:
+  std::vector<T> slice(std::vector<T> buffer) const {
+    if (start_ == 0 && per_ == static_cast<int64_t>(buffer.size())) return buffer;
+    return std::vector<T>(std::make_move_iterator(buffer.begin() + start_),
+                          std::make_move_iterator(buffer.begin() + start_ + per_));
+  }
+  std::function<std::optional<T>()> pull_;
+  bool drop_last_;
+  bool shard_;
+  int64_t real_ = 1, per_ = 1, start_ = 0;
+  bool done_ = false;
+  int64_t remainder_ = -1;
+  std::vector<T> first_;
+};
+
 /// What a pass needs from a typed loader. Batches travel type-erased: `void*` points to the
 /// loader's `BatchType`.
 struct BatchMaker {
   /// Loads and collates the samples `indices`, page-locked when `pin`; called from any thread.
+  /// Empty for an iterable data set.
   std::function<std::shared_ptr<void>(const std::vector<int64_t>& indices, bool pin)> load;
   /// Moves a batch to a device in place (non-blocking when pinned); empty when the batch
   /// type has no `Collate::to_device`.
   std::function<void(void* batch, c10::Device device, bool non_blocking)> to_device;
+  /// Iterable data sets: restarts the data set at epoch `epoch` and reads it as plain batches
+  /// (`shard` false) or as this process's IterableDatasetShard batches. Empty for map-style.
+  std::function<std::unique_ptr<BatchSource>(int64_t epoch, bool shard, bool pin)> stream;
+  /// The batch's tensors (`Collate::to_tensors`); empty when the batch type has none.
+  std::function<std::vector<at::Tensor>(const void* batch)> to_tensors;
+  /// A batch from its tensors (`Collate::from_tensors`); empty when the batch type has none.
+  std::function<std::shared_ptr<void>(std::vector<at::Tensor>)> from_tensors;
 };
 
 /// One pass over a loader's batches, as its iterators see it. The implementation, with the
@@ -318,8 +580,14 @@ class DataLoaderBase {
  public:
   virtual ~DataLoaderBase();
 
-  /// Number of samples in the data set.
+  /// Number of samples in the data set (accelerate::InvalidArgument for an iterable one).
   virtual int64_t dataset_size() const = 0;
+  /// True for a loader over an iterable data set (a stream, read with `next()`).
+  virtual bool iterable() const { return false; }
+  /// True when a pass of this loader is dispatched (Accelerate's `DataLoaderDispatcher`):
+  /// prepared, more than one process, and `dispatch_batches` true, or unset with an iterable
+  /// data set.
+  bool dispatches() const;
   /// The options given at construction.
   const DataLoaderOptions& options() const { return options_; }
   /// True for a loader returned by `shard()`.
@@ -329,7 +597,9 @@ class DataLoaderBase {
   /// Samples per step over all processes: batch_size × num_processes, or batch_size with
   /// split_batches (Accelerate's `total_batch_size`).
   int64_t total_batch_size() const;
-  /// Batches this process yields in a whole pass (skip_first_batches deducted).
+  /// Batches this process yields in a whole pass (skip_first_batches deducted). With a
+  /// sampler or batch sampler, asks it for the current epoch's list. An iterable data set has
+  /// no length: accelerate::InvalidArgument, as Python's `len()` raises.
   int64_t size() const;
   /// Batches skipped at the start of every pass (`skip_first_batches`).
   int64_t skipped_batches() const { return skip_first_; }
@@ -354,8 +624,12 @@ class DataLoaderBase {
   void load_state_dict(const std::map<std::string, int64_t>& state);
 
  protected:
-  /// Validates the options (batch_size ≥ 1, num_workers ≥ 0; std::invalid_argument).
+  /// Validates the options (batch_size ≥ 1, num_workers ≥ 0, the exclusive options of
+  /// PyTorch: sampler, batch_sampler, shuffle, generator; accelerate::InvalidArgument).
   explicit DataLoaderBase(DataLoaderOptions options);
+  /// Validates the options of a loader over an iterable data set (no shuffle, sampler, batch
+  /// sampler, generator or workers; accelerate::InvalidArgument).
+  void check_iterable_options() const;
   /// Copies the options and the position (a copy starts its own passes).
   DataLoaderBase(const DataLoaderBase&) = default;
   /// Copies the options and the position.
@@ -374,6 +648,7 @@ class DataLoaderBase {
 
  private:
   class ActivePass;  // src/data_loader_pass.cpp
+  class StreamPass;  // src/data_loader_pass.cpp
   struct PassPlan {
     std::vector<std::vector<int64_t>> batches;  // sample indices, skipped ones removed
     int64_t first = 0;                          // pass index of batches[0]
@@ -381,8 +656,18 @@ class DataLoaderBase {
   // Starts a pass: resolves its epoch, seed and skip, cuts its batches and tells the
   // gradient state.
   PassPlan begin_pass();
+  // The index batches of the current epoch: this process's share, or, with `plain`, the
+  // unsharded batches; `remainder` gets the real samples of the last global batch (or -1).
+  std::vector<std::vector<int64_t>> epoch_batches(bool plain, int64_t& remainder);
+  // Starts a pass read batch by batch (iterable data sets, dispatching): returns the batches
+  // to skip and tells the gradient state.
+  int64_t begin_stream_pass();
+  // The batch source of a stream pass.
+  std::unique_ptr<detail::BatchSource> stream_source(const detail::BatchMaker& maker);
   // Batch `index` (pass index) is about to be yielded; `last` when it is the pass's last.
   void on_yield(int64_t index, bool last);
+  // A stream pass found its end: the real samples of its last global batch (or -1).
+  void on_stream_end(int64_t remainder);
   // The pass ended: `complete` after its last batch (the epoch advances), else abandoned.
   void end_pass(bool complete);
 
@@ -398,7 +683,17 @@ class DataLoaderBase {
 };
 
 /// A data loader over a map-style data set (`get(size_t)` and `size()`, which may return a
-/// `size_t` or an optional, as `torch::data::datasets::Dataset`). Copies are cheap and share
+/// `size_t` or an optional, as `torch::data::datasets::Dataset`), or over an iterable one (a
+/// stream, PyTorch's `IterableDataset`): a class with
+///   `std::optional<Example> next();`  // the next sample, nullopt at the end of the data
+///   `void reset();`                   // start again from the beginning
+/// and optionally `void set_epoch(int64_t epoch);`. Every pass calls `set_epoch(epoch)` (when
+/// there is one), then `reset()`, then `next()` until nullopt, from the loop's thread. An
+/// iterable loader batches the samples in the order they come (no shuffle, sampler, batch
+/// sampler, generator or workers: accelerate::InvalidArgument), has no `size()`, and, once
+/// prepared, is dispatched from process 0 or sharded as Accelerate's `IterableDatasetShard`
+/// (see `ShardingOptions::dispatch_batches`). Its passes skip batches by reading them.
+/// Copies are cheap and share
 /// the data set; each copy keeps its own epoch and position. Iterate with
 /// `for (auto& batch : loader)`; one pass at a time per loader (starting a pass stops the
 /// previous one). The loader must outlive its iterators: keep a prepared loader's
@@ -410,13 +705,28 @@ class DataLoaderBase {
 ///       .batch_size(32).shuffle(true).seed(0));
 ///   for (int epoch = 0; epoch < 3; ++epoch)
 ///     for (auto& batch : loader) train_step(batch.data, batch.target);
+///
+/// Example (an iterable data set):
+///   struct Counter {
+///     int64_t i = 0;
+///     std::optional<at::Tensor> next() {
+///       if (i == 10) return std::nullopt;
+///       return torch::full({1}, double(i++));
+///     }
+///     void reset() { i = 0; }
+///   };
+///   accelerate::DataLoader<Counter> stream(Counter(),
+///   accelerate::DataLoaderOptions().batch_size(4)); for (auto& batch : stream) {}  // [4, 1], [4,
+///   1], [2, 1]
 template <typename Dataset>
 class DataLoader : public DataLoaderBase {
  public:
   /// The data set type.
   using DatasetType = Dataset;
-  /// What `Dataset::get` returns.
-  using ExampleType = std::decay_t<decltype(std::declval<Dataset&>().get(size_t{}))>;
+  /// True for an iterable data set (`next()` and `reset()`, no `get(size_t)`).
+  static constexpr bool kIterable = !detail::HasGet<Dataset>::value;
+  /// What `Dataset::get` returns, or `*Dataset::next()` for an iterable data set.
+  using ExampleType = typename detail::ExampleOf<Dataset>::type;
   /// How examples are collated.
   using CollateType = Collate<ExampleType>;
   /// What the loader yields.
@@ -432,6 +742,7 @@ class DataLoader : public DataLoaderBase {
                       DataLoaderOptions options = DataLoaderOptions())
       : DataLoaderBase(std::move(options)), dataset_(std::move(dataset)) {
     if (!dataset_) throw InvalidArgument("accelerate: DataLoader: null data set");
+    if constexpr (kIterable) check_iterable_options();
   }
   /// Copies share the data set, not the active pass.
   DataLoader(const DataLoader&) = default;
@@ -442,8 +753,16 @@ class DataLoader : public DataLoaderBase {
 
   /// The data set.
   const std::shared_ptr<Dataset>& dataset() const { return dataset_; }
-  /// Number of samples in the data set.
-  int64_t dataset_size() const override { return detail::dataset_length(*dataset_); }
+  /// Number of samples in the data set; accelerate::InvalidArgument for an iterable one.
+  int64_t dataset_size() const override {
+    if constexpr (kIterable) {
+      throw InvalidArgument("accelerate: DataLoader: an iterable data set has no size");
+    } else {
+      return detail::dataset_length(*dataset_);
+    }
+  }
+  /// True for an iterable data set.
+  bool iterable() const override { return kIterable; }
 
   /// A prepared copy for one process of `sharding.num_processes()` (what
   /// `Accelerator::prepare` returns): its own batches, on `sharding.device()`, reporting to
@@ -508,10 +827,27 @@ class DataLoader : public DataLoaderBase {
   // How this loader's batches are made, for the type-erased pass.
   detail::BatchMaker batch_maker() const {
     detail::BatchMaker maker;
-    maker.load = [dataset = dataset_](const std::vector<int64_t>& indices, bool pin) {
-      return std::static_pointer_cast<void>(
-          std::make_shared<BatchType>(load_batch(*dataset, indices, pin)));
-    };
+    if constexpr (kIterable) {
+      maker.stream = [dataset = dataset_, batching = options(), sharding = sharding()](
+                         int64_t epoch, bool shard, bool pin) {
+        return std::unique_ptr<detail::BatchSource>(
+            std::make_unique<StreamSource>(dataset, epoch, batching, sharding, shard, pin));
+      };
+    } else {
+      maker.load = [dataset = dataset_](const std::vector<int64_t>& indices, bool pin) {
+        return std::static_pointer_cast<void>(
+            std::make_shared<BatchType>(load_batch(*dataset, indices, pin)));
+      };
+    }
+    if constexpr (detail::HasTensors<CollateType, BatchType>::value) {
+      maker.to_tensors = [](const void* batch) {
+        return CollateType::to_tensors(*static_cast<const BatchType*>(batch));
+      };
+      maker.from_tensors = [](std::vector<at::Tensor> tensors) {
+        return std::static_pointer_cast<void>(
+            std::make_shared<BatchType>(CollateType::from_tensors(std::move(tensors))));
+      };
+    }
     if constexpr (detail::HasToDevice<CollateType, BatchType>::value) {
       maker.to_device = [](void* batch, c10::Device device, bool non_blocking) {
         auto& b = *static_cast<BatchType*>(batch);
@@ -520,6 +856,49 @@ class DataLoader : public DataLoaderBase {
     }
     return maker;
   }
+
+  // The batches of one pass over an iterable data set, read in the loop's thread.
+  class StreamSource : public detail::BatchSource {
+   public:
+    StreamSource(std::shared_ptr<Dataset> dataset, int64_t epoch, const DataLoaderOptions& batching,
+                 const ShardingOptions& sharding, bool shard, bool pin)
+        : dataset_(std::move(dataset)),
+          pin_(pin),
+          batcher_([this] { return pull(); }, batching, sharding, shard) {
+      if constexpr (detail::HasSetEpoch<Dataset>::value) dataset_->set_epoch(epoch);
+      dataset_->reset();
+    }
+    std::shared_ptr<void> next() override {
+      std::optional<std::vector<ExampleType>> examples = batcher_.next();
+      if (!examples) return nullptr;
+      auto batch = std::make_shared<BatchType>(CollateType::collate(std::move(*examples)));
+      if constexpr (detail::HasPinMemory<CollateType, BatchType>::value) {
+        if (pin_) *batch = CollateType::pin_memory(std::move(*batch));
+      }
+      return batch;
+    }
+    int64_t remainder() const override { return batcher_.remainder(); }
+
+   private:
+    std::optional<ExampleType> pull() {
+      std::optional<ExampleType> example;
+      try {
+        auto sample = dataset_->next();
+        if (!sample.has_value()) return std::nullopt;
+        example.emplace(std::move(*sample));
+      } catch (...) {
+        std::throw_with_nested(
+            std::runtime_error("accelerate: DataLoader: dataset.next() failed after " +
+                               std::to_string(read_) + " samples of this pass"));
+      }
+      ++read_;
+      return example;
+    }
+    std::shared_ptr<Dataset> dataset_;
+    bool pin_;
+    int64_t read_ = 0;
+    detail::StreamBatcher<ExampleType> batcher_;
+  };
 
   // Loads, collates and pins the samples `indices`; any thread.
   static BatchType load_batch(Dataset& dataset, const std::vector<int64_t>& indices, bool pin) {

@@ -70,6 +70,8 @@ class GradientState {
   void loader_at_end(const DataLoaderBase* loader);
   /// The loader's pass is over (or was abandoned).
   void loader_finish(const DataLoaderBase* loader);
+  /// The loader learned its remainder during the pass (a stream, found at its end).
+  void loader_remainder(const DataLoaderBase* loader, int64_t remainder);
 
  private:
   struct Active {

@@ -290,3 +290,10 @@ TEST_P(AccelerateScripts, TestScript) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Processes, AccelerateScripts, ::testing::Values(2, 3));
+
+// Accelerate's test_distributed_data_loop.py data-loader checks, 2 and 3 processes.
+TEST_P(RealProcesses, DataLoopChecks) {
+  const Outcome r = run(launch(GetParam(), DATA_LOOP_CHECK));
+  EXPECT_EQ(r.code(), 0) << r.out;
+  EXPECT_NE(r.out.find("data_loop_check: ok"), std::string::npos) << r.out;
+}
