@@ -725,7 +725,8 @@ class DataLoader : public DataLoaderBase {
   using DatasetType = Dataset;
   /// True for an iterable data set (`next()` and `reset()`, no `get(size_t)`).
   static constexpr bool kIterable = !detail::HasGet<Dataset>::value;
-  /// What `Dataset::get` returns, or `*Dataset::next()` for an iterable data set.
+  /// What `Dataset::get` returns; for an iterable data set, what the optional returned by
+  /// its `next()` holds.
   using ExampleType = typename detail::ExampleOf<Dataset>::type;
   /// How examples are collated.
   using CollateType = Collate<ExampleType>;
