@@ -43,7 +43,7 @@ class CompressHook : public c10d::CommHookInterface {
     auto reduced = group_->allreduce(tensors)->getFuture();
     at::Tensor buffer = bucket.getBufferRef();
     return reduced->then(
-        [buffer](c10::ivalue::Future& done) mutable {
+        [buffer](c10::ivalue::Future& done) {
           buffer.copy_(done.value().toTensorVector().at(0));
           return c10::IValue(buffer);
         },

@@ -178,24 +178,20 @@ TEST(PythonParity, SameParametersAsPyTorchDdp) {
   }
 }
 
-// DDP's communication hooks (fp16, bf16) and uneven inputs (join_uneven_inputs against PyTorch's
+// DDP's fp16 communication hook and uneven inputs (join_uneven_inputs against PyTorch's
 // `with ddp.join():`, rank r running out of data first; with find_unused_parameters too) give
-// PyTorch's parameters bit for bit, with 2 and 3 processes, the hooks with either engine.
+// PyTorch's parameters bit for bit, with 2 and 3 processes, the hook with either engine.
 TEST(PythonParity, CommHooksAndUnevenInputsMatchPyTorchDdp) {
   struct Case {
     std::string hook, join, find_unused;
     bool reducer;  // also with DdpEngine::Reducer (which cannot join)
   };
-  // Gloo all-reduces bfloat16 from LibTorch 2 on (the test below checks the refusal in 1.x).
-  const bool bf16 = std::string(ACCELERATE_TEST_TORCH_VERSION).rfind("1.", 0) != 0;
-  std::vector<Case> cases = {{"fp16", "0", "0", true},
-                             {"no", "1", "0", false},
-                             {"fp16", "1", "0", false},
-                             {"no", "1", "1", false}};
-  if (bf16) {
-    cases.push_back({"bf16", "0", "0", true});
-    cases.push_back({"bf16", "1", "1", false});
-  }
+  // No bf16 case: PyTorch's bf16_compress_hook refuses anything but CUDA with NCCL 2.10+ (the
+  // engines agree with each other in ddp_test.cpp).
+  const std::vector<Case> cases = {{"fp16", "0", "0", true},
+                                   {"no", "1", "0", false},
+                                   {"fp16", "1", "0", false},
+                                   {"no", "1", "1", false}};
   for (int n : {2, 3}) {
     for (const Case& c : cases) {
       const std::string what = std::to_string(n) + " processes, hook " + c.hook + ", join " +
