@@ -518,6 +518,16 @@ void DataLoaderBase::set_sharding(const ShardingOptions& sharding) {
   }
 }
 
+void DataLoaderBase::set_even_batches(bool even_batches) {
+  if (!prepared_)
+    throw InvalidArgument(
+        "accelerate: set_even_batches: the loader is not prepared (even_batches is part of "
+        "the sharding that prepare or shard gives)");
+  ShardingOptions sharding = sharding_;
+  sharding.even_batches(even_batches);
+  set_sharding(sharding);
+}
+
 void DataLoaderBase::set_skip_first(int64_t n) {
   if (n < 0)
     throw InvalidArgument("accelerate: skip_first_batches: negative count " + std::to_string(n));

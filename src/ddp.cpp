@@ -7,6 +7,7 @@
 #include <torch/csrc/autograd/variable.h>
 #include <torch/nn/module.h>
 #include <torch/csrc/distributed/c10d/comm.hpp>
+#include <torch/csrc/distributed/c10d/default_comm_hooks.hpp>
 #include <torch/csrc/distributed/c10d/reducer.hpp>
 
 #include <algorithm>
@@ -28,6 +29,56 @@ namespace {
 using detail::kBroadcastBucketBytes;
 using detail::message_of;
 
+// PyTorch's `_compress_hook` (default_hooks.py) for c10d's Reducer where LibTorch has no
+// built-in one (bfloat16): the bucket cast to `dtype`, divided by the world size, all-reduced,
+// and cast back into the bucket.
+class CompressHook : public c10d::CommHookInterface {
+ public:
+  CompressHook(c10::intrusive_ptr<c10d::ProcessGroup> group, at::ScalarType dtype)
+      : group_(std::move(group)), dtype_(dtype) {}
+
+  c10::intrusive_ptr<c10::ivalue::Future> runHook(c10d::GradBucket& bucket) override {
+    at::Tensor compressed = bucket.getBufferRef().to(dtype_).div_(group_->getSize());
+    std::vector<at::Tensor> tensors{compressed};
+    auto reduced = group_->allreduce(tensors)->getFuture();
+    at::Tensor buffer = bucket.getBufferRef();
+    return reduced->then(
+        [buffer](c10::ivalue::Future& done) {
+          buffer.copy_(done.value().toTensorVector().at(0));
+          return c10::IValue(buffer);
+        },
+        reduced->elementType());
+  }
+
+  // What runHook's future holds: the bucket. (Not CppCommHookInterface: its parseHookResult
+  // is not exported by every LibTorch.)
+  at::Tensor parseHookResult(const c10::IValue& result) override {
+    return result.isTensor() ? result.toTensor() : result.toTensorVector().at(0);
+  }
+
+ private:
+  c10::intrusive_ptr<c10d::ProcessGroup> group_;
+  at::ScalarType dtype_;
+};
+
+std::optional<at::ScalarType> compress_dtype(CommHook hook) {
+  switch (hook) {
+    case CommHook::FP16:
+      return at::kHalf;
+    case CommHook::BF16:
+      return at::kBFloat16;
+    case CommHook::NO:
+      break;
+  }
+  return std::nullopt;
+}
+
+const char* hook_name(CommHook hook) {
+  return hook == CommHook::FP16   ? "CommHook::FP16"
+         : hook == CommHook::BF16 ? "CommHook::BF16"
+                                  : "CommHook::NO";
+}
+
 }  // namespace
 
 struct DistributedDataParallel::Engine {
@@ -38,14 +89,56 @@ struct DistributedDataParallel::Engine {
   std::vector<at::Tensor> buffers;
   std::unordered_set<const torch::autograd::Node*> accumulators;
   DistributedDataParallelOptions options;
+  at::Device device = at::kCPU;  // of the parameters: where the join collectives run
+  // Join mode (active process): the pending all-reduce telling joined processes that this one
+  // still trains; waited for at the next pass start or at the end of the join.
+  c10::intrusive_ptr<c10d::Work> notify;
 
-  void broadcast(const std::vector<at::Tensor>& tensors, const char* what) const {
+  void broadcast(const std::vector<at::Tensor>& tensors, const char* what, int root = 0,
+                 const char* api = "prepare") const {
     if (tensors.empty()) return;
     try {
-      c10d::broadcast_coalesced(group, tensors, kBroadcastBucketBytes, 0);
+      c10d::broadcast_coalesced(group, tensors, kBroadcastBucketBytes, root);
     } catch (const std::exception& e) {
-      throw DistributedError("accelerate: prepare: " + state->describe() + ": broadcasting the " +
-                             what + " from process 0 failed: " + message_of(e));
+      throw DistributedError("accelerate: " + std::string(api) + ": " + state->describe() +
+                             ": broadcasting the " + what + " from process " +
+                             std::to_string(root) + " failed: " + message_of(e));
+    }
+  }
+
+  // All-reduces one value with `op` (PyTorch's join collectives: the number of processes still
+  // training, the common rank).
+  int64_t allreduce_scalar(int64_t value, c10d::ReduceOp::RedOpType op) const {
+    std::vector<at::Tensor> tensors{
+        at::full({1}, value, at::TensorOptions(at::kLong).device(device))};
+    c10d::AllreduceOptions opts;
+    opts.reduceOp = c10d::ReduceOp(op);
+    group->allreduce(tensors, opts)->wait();
+    return tensors[0].to(at::kCPU).item<int64_t>();
+  }
+
+  // PyTorch DDP's _find_common_rank: the highest rank among those that are candidates.
+  int common_rank(bool candidate) const {
+    const int64_t rank =
+        allreduce_scalar(candidate ? state->process_index() : -1, c10d::ReduceOp::MAX);
+    if (rank < 0)
+      throw DistributedError("accelerate: join_uneven_inputs: " + state->describe() +
+                             ": no process offered its model to the others");
+    return static_cast<int>(rank);
+  }
+
+  bool buffers_to_sync() const { return options.broadcast_buffers() && !buffers.empty(); }
+
+  // Join mode, a process still training, at the start of each synchronising backward pass: as
+  // PyTorch's DDP forward under Join, tell the joined processes (notify all-reduce of 1), then
+  // take the buffers from the highest process still training (rank 0 may have joined).
+  void join_pass_start() {
+    if (notify) notify->wait();
+    std::vector<at::Tensor> ones{at::ones({1}, at::TensorOptions(at::kLong).device(device))};
+    notify = group->allreduce(ones);
+    if (buffers_to_sync()) {
+      at::NoGradGuard no_grad;
+      broadcast(buffers, "buffers", common_rank(true), "backward");
     }
   }
 };
@@ -65,6 +158,16 @@ DistributedDataParallel::DistributedDataParallel(std::shared_ptr<torch::nn::Modu
     throw InvalidArgument(
         "accelerate: DistributedDataParallelOptions.spin_wait_us must be >= 0, got " +
         std::to_string(options.spin_wait_us()));
+  const auto compress = compress_dtype(options.comm_hook());
+  if (compress) {
+    for (const auto& item : module_->named_parameters(/*recurse=*/true))
+      if (item.value().requires_grad() && item.value().is_complex())
+        throw InvalidArgument("accelerate: prepare: DistributedDataParallelOptions.comm_hook(" +
+                              std::string(hook_name(options.comm_hook())) +
+                              ") cannot take parameter " + item.key() + " of complex dtype " +
+                              std::string(c10::toString(item.value().scalar_type())) +
+                              ": the cast would drop its imaginary part");
+  }
   engine_ = std::make_unique<Engine>();
   Engine& e = *engine_;
   e.state = &state;
@@ -110,6 +213,25 @@ DistributedDataParallel::DistributedDataParallel(std::shared_ptr<torch::nn::Modu
     e.broadcast(e.buffers, "buffers");
   }
   if (trained.empty()) return;  // nothing to synchronise (frozen or parameter-free model)
+  e.device = trained.front().device();
+
+  if (compress) {
+    if (*compress == at::kBFloat16) {
+      // Not every backend all-reduces bfloat16 (Gloo before LibTorch 2 does not); find out
+      // here, on every process alike, rather than in the first backward.
+      std::vector<at::Tensor> probe{
+          at::zeros({1}, at::TensorOptions(at::kBFloat16).device(e.device))};
+      try {
+        e.group->allreduce(probe)->wait();
+      } catch (const std::exception& ex) {
+        throw InvalidArgument("accelerate: prepare: " + state.describe() +
+                              ": DistributedDataParallelOptions.comm_hook(CommHook::BF16) needs "
+                              "a backend that all-reduces bfloat16, and " +
+                              e.group->getBackendName() + " here does not (" + message_of(ex) +
+                              "); use CommHook::FP16");
+      }
+    }
+  }
 
   const auto bucket_bytes = static_cast<size_t>(options.bucket_cap_mb() * 1024 * 1024);
   if (options.engine() == DdpEngine::Reducer) {
@@ -119,6 +241,10 @@ DistributedDataParallel::DistributedDataParallel(std::shared_ptr<torch::nn::Modu
                                          options.find_unused_parameters(),
                                          options.gradient_as_bucket_view());
     if (options.static_graph()) e.reducer->set_static_graph();
+    if (options.comm_hook() == CommHook::FP16)
+      e.reducer->register_builtin_comm_hook(c10d::BuiltinCommHookType::FP16_COMPRESS);
+    else if (compress)
+      e.reducer->register_comm_hook(std::make_unique<CompressHook>(e.group, *compress));
   } else {
     detail::GradSyncOptions sync_options;
     sync_options.first_bucket_bytes = static_cast<size_t>(c10d::kDefaultFirstBucketBytes);
@@ -127,6 +253,7 @@ DistributedDataParallel::DistributedDataParallel(std::shared_ptr<torch::nn::Modu
     sync_options.gradient_as_bucket_view = options.gradient_as_bucket_view();
     sync_options.static_graph = options.static_graph();
     sync_options.spin = std::chrono::microseconds(options.spin_wait_us());
+    sync_options.compress = compress;
     e.buckets = std::make_unique<detail::BucketedGradSync>(
         trained, std::move(names), e.group, sync_options,
         [this] { return require_backward_grad_sync_; }, state.describe());
@@ -144,6 +271,8 @@ void DistributedDataParallel::before_backward(const at::Tensor& loss) {
   // only for a loss that reaches the module: an armed Reducer that gets no gradient stays
   // armed and all-reduces in the next backward, no_sync or not.
   if (!e.reducer && (!e.options.broadcast_buffers() || e.buffers.empty())) return;
+  // In join mode the buckets engine takes the buffers itself at the start of the pass.
+  if (!e.reducer && joining_) return;
   if (!is_reached_by(loss)) return;
   if (e.reducer) {
     // PyTorch's DDP does this at the start of forward; there is no forward to hook here, and
@@ -162,6 +291,62 @@ void DistributedDataParallel::before_backward(const at::Tensor& loss) {
     // start of the next forward.
     at::NoGradGuard no_grad;
     e.broadcast(e.buffers, "buffers");
+  }
+}
+
+void DistributedDataParallel::begin_join() {
+  if (!engine_ || engine_->accumulators.empty() || joining_) return;
+  Engine& e = *engine_;
+  if (e.reducer)
+    throw InvalidArgument(
+        "accelerate: join_uneven_inputs: DdpEngine::Reducer cannot join uneven inputs (c10d's "
+        "Reducer has no join in C++); use DdpEngine::Buckets, the default, or even_batches");
+  e.buckets->set_pass_start([&e] { e.join_pass_start(); });
+  joining_ = true;
+}
+
+void DistributedDataParallel::abandon_join() {
+  if (!joining_) return;
+  joining_ = false;
+  engine_->buckets->set_pass_start(nullptr);
+  engine_->notify.reset();
+}
+
+void DistributedDataParallel::end_join() {
+  if (!joining_) return;
+  Engine& e = *engine_;
+  joining_ = false;
+  e.buckets->set_pass_start(nullptr);
+  try {
+    if (e.notify) e.notify->wait();
+    e.notify.reset();
+    // PyTorch's Join.__exit__: count the processes still training (they send 1 at each
+    // synchronising pass, this one 0); while there are any, shadow their pass.
+    bool last_to_join = true;
+    while (e.allreduce_scalar(0, c10d::ReduceOp::SUM) > 0) {
+      last_to_join = false;
+      if (e.buffers_to_sync()) {
+        at::NoGradGuard no_grad;
+        e.broadcast(e.buffers, "buffers", e.common_rank(false), "join_uneven_inputs");
+      }
+      e.buckets->shadow_pass();
+    }
+    // DDP's join post-hook: everyone takes the model of the last process to join.
+    const int root = e.common_rank(last_to_join);
+    at::NoGradGuard no_grad;
+    std::vector<at::Tensor> params;
+    for (const auto& p : module_->parameters(/*recurse=*/true)) params.push_back(p);
+    e.broadcast(params, "parameters", root, "join_uneven_inputs");
+    if (e.options.broadcast_buffers())
+      e.broadcast(e.buffers, "buffers", root, "join_uneven_inputs");
+  } catch (const InvalidArgument&) {
+    throw;
+  } catch (const DistributedError&) {
+    throw;
+  } catch (const std::exception& ex) {
+    throw DistributedError(
+        "accelerate: join_uneven_inputs: " + e.state->describe() +
+        ": waiting for the other processes to run out of data failed: " + message_of(ex));
   }
 }
 

@@ -140,6 +140,7 @@ void BucketedGradSync::on_gradient(size_t index) {
   }
   if (!in_pass_) {
     if (!sync_()) return;  // no_sync: the gradient stays where AccumulateGrad put it
+    if (pass_start_) pass_start_();
     in_pass_ = true;
     if (!rebuilt_buckets_.empty()) {
       // The buckets in arrival order, built where c10d's Reducer builds them: before the
@@ -188,27 +189,35 @@ void BucketedGradSync::fill(Bucket& b) {
   }
   const size_t n = b.params.size();
   // The values are c10d's Reducer's: a gradient in its bucket view is divided by the world
-  // size in place, any other is multiplied by 1 / world while copied in. Whole-bucket kernels
+  // size in place, any other is multiplied by 1 / world while copied in; with a compression
+  // hook, the hook divides, and gradients are copied in as they are. Whole-bucket kernels
   // where every gradient stands alike: one or two kernels instead of one per parameter.
+  const bool scale_here = !options_.compress;
   if (at_home == n && options_.gradient_as_bucket_view) {
-    b.flat.div_(world_);
+    if (scale_here) b.flat.div_(world_);
   } else if (at_home == n) {
-    at::mul_out(b.flat, b.grads, scale);
+    if (scale_here)
+      at::mul_out(b.flat, b.grads, scale);
+    else
+      b.flat.copy_(b.grads);
   } else if (elsewhere == n && contiguous) {
     std::vector<at::Tensor> flat_grads;
     flat_grads.reserve(n);
     for (size_t i : b.params) flat_grads.push_back(params_[i].grad().view({-1}));
     at::cat_out(b.flat, flat_grads);
-    b.flat.mul_(scale);
+    if (scale_here) b.flat.mul_(scale);
   } else {
     for (size_t k = 0; k < n; ++k) {
       const at::Tensor& grad = params_[b.params[k]].grad();
       if (!grad.defined())
         b.views[k].zero_();
-      else if (options_.gradient_as_bucket_view && grad.is_alias_of(b.views[k]))
-        b.views[k].div_(world_);
-      else
+      else if (options_.gradient_as_bucket_view && grad.is_alias_of(b.views[k])) {
+        if (scale_here) b.views[k].div_(world_);
+      } else if (scale_here) {
         at::mul_out(b.views[k], grad.detach(), scale);
+      } else {
+        b.views[k].copy_(grad.detach());
+      }
     }
   }
   if (options_.gradient_as_bucket_view) {
@@ -225,7 +234,10 @@ void BucketedGradSync::launch_ready_buckets() {
   while (next_launch_ < buckets_.size() && buckets_[next_launch_].pending == 0) {
     Bucket& b = buckets_[next_launch_++];
     fill(b);
-    std::vector<at::Tensor> tensors{b.flat};
+    // PyTorch's compress hooks: `buffer.to(dtype).div_(world_size)`, all-reduced; the result
+    // is cast back into the bucket once the all-reduce is done (finish_pass).
+    b.wire = options_.compress ? b.flat.to(*options_.compress).div_(world_) : b.flat;
+    std::vector<at::Tensor> tensors{b.wire};
     b.work = group_->allreduce(tensors);
   }
 }
@@ -266,6 +278,7 @@ void BucketedGradSync::reset_pass() {
   for (auto& b : buckets_) {
     b.pending = b.params.size();
     b.work.reset();
+    b.wire.reset();
   }
 }
 
@@ -292,7 +305,13 @@ void BucketedGradSync::finish_pass() {
     used_work = group_->allreduce(tensors);
     used = tensors[0];
   }
-  for (auto& b : buckets_) wait_for(*b.work, b.flat.is_cpu(), options_.spin);
+  for (auto& b : buckets_) {
+    wait_for(*b.work, b.flat.is_cpu(), options_.spin);
+    if (!b.wire.is_same(b.flat)) {
+      at::NoGradGuard no_grad;
+      b.flat.copy_(b.wire);
+    }
+  }
   std::vector<char> globally_used(params_.size(), 1);
   if (track_used) {
     used_work->wait();
@@ -317,6 +336,41 @@ void BucketedGradSync::finish_pass() {
         "DistributedDataParallelOptions().find_unused_parameters(true); if those parameters are "
         "not to be trained, set requires_grad(false) before prepare");
   }
+}
+
+void BucketedGradSync::set_pass_start(std::function<void()> fn) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  pass_start_ = std::move(fn);
+}
+
+void BucketedGradSync::shadow_pass() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  at::NoGradGuard no_grad;
+  if (!rebuilt_buckets_.empty()) {
+    build_buckets(rebuilt_buckets_);
+    rebuilt_buckets_.clear();
+  }
+  // finish_pass's collectives in its order: the buckets in index order (zeros, compressed
+  // when a hook compresses, as PyTorch's join hook runs the comm hook on zero buckets), the
+  // map of used parameters (this process's own, as PyTorch's), the agreement on the rebuilt
+  // buckets' order at the first synchronising pass.
+  std::vector<c10::intrusive_ptr<c10d::Work>> works;
+  for (const auto& b : buckets_) {
+    std::vector<at::Tensor> tensors{
+        at::zeros({b.flat.numel()},
+                  b.flat.options().dtype(options_.compress.value_or(b.flat.scalar_type())))};
+    works.push_back(group_->allreduce(tensors));
+  }
+  if (options_.find_unused_parameters || options_.static_graph) {
+    std::vector<at::Tensor> tensors{used_.to(params_.front().device(), /*non_blocking=*/false,
+                                             /*copy=*/true)};
+    works.push_back(group_->allreduce(tensors));
+  }
+  for (auto& work : works) work->wait();
+  if (!rebuilt_ && (options_.static_graph || !options_.find_unused_parameters))
+    agree_on_arrival_order();
+  rebuilt_ = true;
+  arrival_.clear();
 }
 
 void BucketedGradSync::agree_on_arrival_order() {

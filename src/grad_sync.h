@@ -16,6 +16,14 @@
 // buckets are the same (c10d::compute_bucket_assignment_by_size, rebuilt once in the order the
 // gradients arrived), and the same all-reduce sums them.
 //
+// With a compression hook (`compress`, PyTorch's fp16/bf16_compress_hook) the gradients are
+// copied into the bucket unscaled, and the bucket is cast to the compressed dtype, divided by
+// the world size there, all-reduced and cast back, as c10d's Reducer does with the hook.
+//
+// For uneven inputs (PyTorch's Join), `pass_start` runs at the start of each synchronising
+// pass before any of its collectives, and `shadow_pass()` runs a pass's collectives with zero
+// gradients on a process that has no data left.
+//
 // Unlike c10d's Reducer the engine is not "armed" before a backward: each backward pass that
 // reaches the parameters synchronises when `sync()` says so at its first gradient, and leaves
 // no state behind, whatever loss it came from.
@@ -31,6 +39,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -50,6 +59,8 @@ struct GradSyncOptions {
   bool static_graph = false;
   /// How long the end of backward polls a CPU all-reduce before blocking on it (0: block).
   std::chrono::microseconds spin{0};
+  /// The dtype of a compression hook (kHalf, kBFloat16); unset: plain all-reduce.
+  std::optional<at::ScalarType> compress;
 };
 
 class BucketedGradSync {
@@ -64,9 +75,17 @@ class BucketedGradSync {
   BucketedGradSync(const BucketedGradSync&) = delete;
   BucketedGradSync& operator=(const BucketedGradSync&) = delete;
 
+  /// Runs `fn` at the start of every synchronising pass, before its first collective (null:
+  /// nothing). What it throws leaves the pass unstarted.
+  void set_pass_start(std::function<void()> fn);
+  /// The collectives of one synchronising pass, in the same order, with zero gradients: what a
+  /// process without data runs to match the others' pass. Leaves the gradients alone.
+  void shadow_pass();
+
  private:
   struct Bucket {
     at::Tensor flat;                // what is all-reduced: contiguous, 1-D
+    at::Tensor wire;                // what is all-reduced: flat, or its compressed copy
     at::Tensor grads;               // gradient_as_bucket_view(false): the gradients' storage
                                     // (trades places with `flat` after each all-reduce)
     std::vector<size_t> params;     // indices into params_
@@ -98,6 +117,7 @@ class BucketedGradSync {
   const std::function<bool()> sync_;
   const std::string where_;
   const int world_;
+  std::function<void()> pass_start_;
 
   // A parameter's gradient accumulator: std::shared_ptr<Node> in LibTorch 1.13,
   // c10::intrusive_ptr<Node> in 2.x.

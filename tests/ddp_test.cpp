@@ -4,6 +4,8 @@
 #include <torch/nn/modules/linear.h>
 #include <torch/optim/sgd.h>
 
+#include <torch/version.h>
+
 #include <mutex>
 
 #include "test_util.h"
@@ -549,4 +551,303 @@ TEST(Accelerator, ClipGradNormReturnsTheTotalNorm) {
   EXPECT_NEAR(p.grad().norm().item<double>(), 1.0, 1e-5);
   a.clip_grad_value_({p}, 0.5);
   EXPECT_LE(p.grad().abs().max().item<double>(), 0.5);
+}
+
+// ---- communication hooks (DistributedDataParallelOptions::comm_hook) ----
+
+// With the fp16 hook both engines give the same parameters bit for bit (3 processes, one
+// bucket and several, bucket views or copies), and the hook changes them (it ran).
+TEST(DdpCommHook, Fp16GivesTheSameValuesWithBothEngines) {
+  for (bool view : {true, false}) {
+    for (double cap : {25.0, 0.0002}) {
+      auto ddp =
+          acc::DistributedDataParallelOptions().gradient_as_bucket_view(view).bucket_cap_mb(cap);
+      const std::string what =
+          std::string(view ? "bucket view" : "copy") + ", bucket_cap_mb " + std::to_string(cap);
+      const auto plain = train_shuffled(
+          3, acc::AcceleratorOptions().ddp_options(ddp.engine(acc::DdpEngine::Buckets)), false,
+          true);
+      ddp.comm_hook(acc::CommHook::FP16);
+      const auto reducer = train_shuffled(
+          3, acc::AcceleratorOptions().ddp_options(ddp.engine(acc::DdpEngine::Reducer)), false,
+          true);
+      const auto buckets = train_shuffled(
+          3, acc::AcceleratorOptions().ddp_options(ddp.engine(acc::DdpEngine::Buckets)), false,
+          false);
+      expect_identical(buckets, reducer, what);
+      bool differs = false;
+      for (size_t i = 0; i < plain.size(); ++i)
+        differs = differs || !torch::equal(plain[i], buckets[i]);
+      EXPECT_TRUE(differs) << what << ": the fp16 hook left every value as without it";
+    }
+  }
+}
+
+// bf16: the same where the backend all-reduces bfloat16 (Gloo from LibTorch 2); with LibTorch
+// 1.x's Gloo, prepare refuses it on every process with a message naming the hook.
+TEST(DdpCommHook, Bf16GivesTheSameValuesWithBothEnginesOrIsRefused) {
+  auto ddp = acc::DistributedDataParallelOptions().comm_hook(acc::CommHook::BF16);
+#if TORCH_VERSION_MAJOR >= 2
+  const auto reducer = train_shuffled(
+      3, acc::AcceleratorOptions().ddp_options(ddp.engine(acc::DdpEngine::Reducer)), false, true);
+  const auto buckets = train_shuffled(
+      3, acc::AcceleratorOptions().ddp_options(ddp.engine(acc::DdpEngine::Buckets)), false, true);
+  expect_identical(buckets, reducer, "bf16 hook");
+#else
+  for (auto kind : {acc::DdpEngine::Buckets, acc::DdpEngine::Reducer}) {
+    std::vector<std::string> errors(2);
+    run_ranks(2, [&](acc::Accelerator& a) {
+      try {
+        acc::DistributedDataParallel engine(make_net(0), a.state(), ddp.engine(kind));
+      } catch (const acc::InvalidArgument& e) {
+        errors[a.process_index()] = e.what();
+      }
+    });
+    for (int r = 0; r < 2; ++r)
+      EXPECT_NE(errors[r].find("comm_hook(CommHook::BF16) needs a backend that all-reduces "
+                               "bfloat16, and gloo here does not"),
+                std::string::npos)
+          << "rank " << r << ": " << errors[r];
+  }
+#endif
+}
+
+// A compressing hook would drop the imaginary part of complex gradients: refused at prepare.
+TEST(DdpCommHook, ComplexParametersAreRefused) {
+  struct Complex : torch::nn::Module {
+    Complex() { w = register_parameter("w", torch::zeros({2}, torch::kComplexFloat)); }
+    at::Tensor w;
+  };
+  run_ranks(2, [](acc::Accelerator& a) {
+    try {
+      acc::DistributedDataParallel engine(
+          std::make_shared<Complex>(), a.state(),
+          acc::DistributedDataParallelOptions().comm_hook(acc::CommHook::FP16));
+      ADD_FAILURE() << "a complex parameter was accepted with the fp16 hook";
+    } catch (const acc::InvalidArgument& e) {
+      EXPECT_NE(std::string(e.what()).find("parameter w of complex dtype"), std::string::npos)
+          << e.what();
+    }
+  });
+}
+
+// ---- join_uneven_inputs ----
+
+// Linear(1, 1) and a buffer that each forward raises by rank + 1 (as running statistics
+// would change differently on each process).
+struct Counting : torch::nn::Module {
+  explicit Counting(int rank) : rank(rank) {
+    fc = register_module("fc", torch::nn::Linear(1, 1));
+    count = register_buffer("count", torch::zeros({1}));
+    torch::NoGradGuard no_grad;
+    fc->weight.fill_(0.5);
+    fc->bias.fill_(-0.25);
+  }
+  at::Tensor forward(const at::Tensor& x) {
+    {
+      torch::NoGradGuard no_grad;
+      count.add_(rank + 1);
+    }
+    return fc(x);
+  }
+  int rank;
+  torch::nn::Linear fc{nullptr};
+  at::Tensor count;
+};
+
+// Accelerate's test_can_join_uneven_inputs, with the values PyTorch's Join gives: `samples`
+// samples x = 1, 2, ..., batch 1, even_batches off, so process r gets samples r, r + n, ...
+// and stops early; SGD on loss = sum(model(x)). In each step, the gradient is the sum over the
+// processes still training divided by n (the processes that ran out contribute zeros); on
+// leaving, every process takes the model and the buffers of the last one to leave; in each
+// synchronising step the buffers come from the highest process still training.
+TEST(JoinUnevenInputs, UnevenProcessesGetPyTorchsJoinValues) {
+  for (auto [n, samples] : {std::pair{2, 3}, std::pair{3, 7}, std::pair{3, 4}, std::pair{3, 6}}) {
+    const std::string what =
+        std::to_string(n) + " processes, " + std::to_string(samples) + " samples";
+    constexpr double lr = 0.1;
+    // Expected weight and bias, stepping as the processes still training do.
+    double w = 0.5, b = -0.25;
+    const int64_t steps = (samples + n - 1) / n;
+    for (int64_t s = 0; s < steps; ++s) {
+      double dw = 0, db = 0;
+      for (int r = 0; r < n; ++r) {
+        const int64_t i = r + s * n;
+        if (i < samples) dw += static_cast<double>(i + 1), db += 1;
+      }
+      w -= lr * dw / n;
+      b -= lr * db / n;
+    }
+    // The last process to leave: the highest one with the most batches.
+    const int last = static_cast<int>((samples - 1) % n);
+    std::vector<std::vector<int64_t>> batch_idxs(n);
+    std::vector<std::vector<at::Tensor>> params(n);
+    std::vector<double> counts(n);
+    std::vector<std::vector<double>> seen(n);  // rank's buffer after each of its backward passes
+    run_ranks(
+        n,
+        [&](acc::Accelerator& a) {
+          const int rank = a.process_index();
+          auto model = a.prepare_model(std::make_shared<Counting>(rank));
+          auto dl = a.prepare_data_loader(acc::DataLoader<acc::TensorDataset>(
+              acc::TensorDataset(torch::arange(1, samples + 1, torch::kFloat).reshape({-1, 1}),
+                                 torch::zeros({samples, 1})),
+              acc::DataLoaderOptions().batch_size(1)));
+          torch::optim::SGD opt(model->parameters(), torch::optim::SGDOptions(lr));
+          {
+            auto join = a.join_uneven_inputs({model});
+            int64_t idx = 0;
+            for (auto& batch : *dl) {
+              a.backward(model->forward(batch.data).sum());
+              seen[rank].push_back(model->count.item<double>());
+              opt.step();
+              model->zero_grad(false);
+              batch_idxs[rank].push_back(idx++);
+            }
+          }
+          params[rank] = snapshot(*model);
+          counts[rank] = model->count.item<double>();
+        },
+        acc::AcceleratorOptions().even_batches(false));
+    for (int r = 0; r < n; ++r) {
+      const int64_t mine = (samples - r + n - 1) / n;
+      ASSERT_EQ(static_cast<int64_t>(batch_idxs[r].size()), mine) << what << ", rank " << r;
+      EXPECT_NEAR(params[r][0].item<double>(), w, 1e-6) << what << ", rank " << r;
+      EXPECT_NEAR(params[r][1].item<double>(), b, 1e-6) << what << ", rank " << r;
+      expect_identical(params[r], params[last], what + ", rank " + std::to_string(r));
+      EXPECT_EQ(counts[r], counts[last]) << what << ", rank " << r;
+      // The buffer, the same everywhere after each synchronising step: each process adds
+      // rank + 1 in its forward, then all take the highest process's still training.
+      double count = 0;
+      for (size_t s = 0; s < seen[r].size(); ++s) {
+        int highest = 0;
+        for (int q = 0; q < n; ++q)
+          if (q + static_cast<int64_t>(s) * n < samples) highest = q;
+        count += highest + 1;
+        EXPECT_EQ(seen[r][s], count) << what << ", rank " << r << ", step " << s;
+      }
+    }
+    if (n == 2 && samples == 3) {  // Accelerate's own expectation
+      EXPECT_EQ(batch_idxs[0], (std::vector<int64_t>{0, 1}));
+      EXPECT_EQ(batch_idxs[1], (std::vector<int64_t>{0}));
+      // Step 0 takes rank 1's buffer (1 x 2), step 1 rank 0's (2 + 1).
+      EXPECT_EQ(seen[0], (std::vector<double>{2, 3}));
+    }
+  }
+}
+
+// Accelerate's test_join_can_override_even_batches: the override reaches every prepared loader
+// while the guard lives (its next pass has the batches of the new setting) and is undone after.
+TEST(JoinUnevenInputs, CanOverrideEvenBatches) {
+  run_ranks(2, [](acc::Accelerator& a) {
+    auto model = a.prepare_model(make_net(0));
+    auto make = [&] {
+      return a.prepare_data_loader(acc::DataLoader<acc::TensorDataset>(
+          acc::TensorDataset(torch::zeros({3, 4}), torch::zeros({3, 1})),
+          acc::DataLoaderOptions().batch_size(1)));
+    };
+    auto train_dl = make(), valid_dl = make();
+    const int64_t even_size = train_dl->size();
+    EXPECT_EQ(even_size, 2);
+    {
+      auto join = a.join_uneven_inputs({model}, /*even_batches=*/false);
+      EXPECT_FALSE(train_dl->sharding().even_batches());
+      EXPECT_FALSE(valid_dl->sharding().even_batches());
+      EXPECT_EQ(train_dl->size(), a.process_index() == 0 ? 2 : 1);
+    }
+    EXPECT_TRUE(train_dl->sharding().even_batches());
+    EXPECT_TRUE(valid_dl->sharding().even_batches());
+    EXPECT_EQ(train_dl->size(), even_size);
+  });
+}
+
+// Joining is on only when even_batches ends up false (Accelerate's enable_join): with
+// DdpEngine::Reducer, which cannot join, the guard is then refused, and the loaders keep
+// their setting; with even_batches true it does nothing.
+TEST(JoinUnevenInputs, ReducerIsRefusedWhenJoining) {
+  run_ranks(
+      2,
+      [](acc::Accelerator& a) {
+        auto model = a.prepare_model(make_net(0));
+        auto dl = a.prepare_data_loader(acc::DataLoader<acc::TensorDataset>(
+            acc::TensorDataset(torch::zeros({3, 4}), torch::zeros({3, 1})),
+            acc::DataLoaderOptions().batch_size(1)));
+        { auto join = a.join_uneven_inputs({model}); }  // even_batches true: nothing to join
+        try {
+          auto join = a.join_uneven_inputs({model}, /*even_batches=*/false);
+          ADD_FAILURE() << "the Reducer joined";
+        } catch (const acc::InvalidArgument& e) {
+          EXPECT_NE(std::string(e.what()).find("DdpEngine::Reducer cannot join"), std::string::npos)
+              << e.what();
+        }
+        EXPECT_TRUE(dl->sharding().even_batches());
+      },
+      acc::AcceleratorOptions().ddp_options(
+          acc::DistributedDataParallelOptions().engine(acc::DdpEngine::Reducer)));
+}
+
+TEST(JoinUnevenInputs, BadModelsAreRefused) {
+  run_ranks(2, [](acc::Accelerator& a) {
+    auto model = a.prepare_model(make_net(0));
+    auto other = a.prepare_model(make_net(1));
+    auto expect_refused = [&](const std::vector<std::shared_ptr<torch::nn::Module>>& models,
+                              const std::string& message) {
+      try {
+        auto join = a.join_uneven_inputs(models, false);
+        ADD_FAILURE() << "accepted; expected: " << message;
+      } catch (const acc::InvalidArgument& e) {
+        EXPECT_NE(std::string(e.what()).find(message), std::string::npos) << e.what();
+      }
+    };
+    expect_refused({}, "no model given");
+    expect_refused({nullptr}, "model 0 is a null pointer");
+    expect_refused({model, make_net(2)}, "model 1 was not prepared");
+    expect_refused({model, other}, "one model at a time");
+  });
+}
+
+// One process: nothing happens (no override, no join), as in Accelerate.
+TEST(JoinUnevenInputs, OneProcessIsANoOp) {
+  acc::Accelerator a(acc::AcceleratorOptions().environment({}));
+  auto model = a.prepare_model(make_net(0));
+  auto dl = a.prepare_data_loader(acc::DataLoader<acc::TensorDataset>(
+      acc::TensorDataset(torch::zeros({3, 4}), torch::zeros({3, 1})),
+      acc::DataLoaderOptions().batch_size(1)));
+  auto join = a.join_uneven_inputs({model}, false);
+  EXPECT_TRUE(dl->sharding().even_batches());
+  int batches = 0;
+  for (auto& batch : *dl) {
+    a.backward(torch::mse_loss(model->forward(batch.data), batch.target));
+    ++batches;
+  }
+  EXPECT_EQ(batches, 3);
+  join.join();
+  EXPECT_THROW(a.join_uneven_inputs({}), acc::InvalidArgument);
+}
+
+// An exception leaving the guard skips its collectives (nobody waits for the others) and leaves
+// join mode: the next steps synchronise as usual.
+TEST(JoinUnevenInputs, AnExceptionLeavesTheGuardWithoutCollectives) {
+  std::vector<std::vector<at::Tensor>> grads(2);
+  run_ranks(
+      2,
+      [&](acc::Accelerator& a) {
+        auto model = a.prepare_model(make_net(0));
+        try {
+          auto join = a.join_uneven_inputs({model});
+          a.backward(
+              torch::mse_loss(model->forward(inputs().narrow(0, 0, 4)), targets().narrow(0, 0, 4)));
+          throw std::runtime_error("stop");
+        } catch (const std::runtime_error&) {
+        }
+        a.wait_for_everyone();
+        model->zero_grad(false);
+        const int64_t start = 8 * a.process_index();
+        a.backward(torch::mse_loss(model->forward(inputs().narrow(0, start, 4)),
+                                   targets().narrow(0, start, 4)));
+        for (const auto& p : model->parameters())
+          grads[a.process_index()].push_back(p.grad().clone());
+      },
+      acc::AcceleratorOptions().even_batches(false));
+  expect_identical(grads[0], grads[1], "the step after the guard");
 }

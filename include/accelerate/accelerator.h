@@ -206,6 +206,35 @@ class [[nodiscard]] NoSyncGuard {
   std::vector<std::pair<DistributedDataParallel*, bool>> saved_;
 };
 
+/// RAII guard of `join_uneven_inputs(...)` (PyTorch's `Join` context manager with DDP):
+/// while it lives, processes may run different numbers of training steps. On leaving, a
+/// process that ran out of data shadows the synchronising steps of the others until all have
+/// left (a collective), then all take the model of the last one to leave, and the loaders'
+/// even_batches come back. Not copyable or movable. A failed collective in the destructor
+/// cannot be thrown: it is reported on stderr with the rank and ends the process with exit
+/// code 1; call `join()` to get the exception instead. While an exception leaves the scope,
+/// the guard only restores the loaders.
+class [[nodiscard]] JoinGuard {
+ public:
+  /// `engine`: the model's engine in join mode, or null (nothing to join); `loaders`: the
+  /// loaders and the even_batches to give them back.
+  JoinGuard(DistributedDataParallel* engine,
+            std::vector<std::pair<std::shared_ptr<DataLoaderBase>, bool>> loaders);
+  ~JoinGuard();
+  JoinGuard(const JoinGuard&) = delete;
+  JoinGuard& operator=(const JoinGuard&) = delete;
+
+  /// Leaves the guard here (what the destructor does, throwing DistributedError when a
+  /// collective fails); the destructor then does nothing.
+  void join();
+
+ private:
+  DistributedDataParallel* engine_;
+  std::vector<std::pair<std::shared_ptr<DataLoaderBase>, bool>> loaders_;
+  int exceptions_;
+  bool done_ = false;
+};
+
 /// The main entry point of accelerate-cpp, as `accelerate.Accelerator` in Python.
 /// Not copyable or movable: guards and prepared objects refer to it.
 class Accelerator {
@@ -364,6 +393,7 @@ class Accelerator {
     auto prepared = loader->shard(sharding_options());
     synchronize_loader_generator(*prepared);
     checkpoint_loader(prepared);
+    loaders_.push_back(prepared);
     return prepared;
   }
   /// Prepares a data loader given by value.
@@ -417,6 +447,30 @@ class Accelerator {
   NoSyncGuard no_sync(const Models&... models) {
     return NoSyncGuard({engine_of(models.get())...}, true);
   }
+  /// Guard under which processes may run different numbers of steps (Accelerate's
+  /// `join_uneven_inputs(joinables, even_batches=None)`, over PyTorch's `Join`). `models`: the
+  /// prepared model being trained (one model with a DDP engine; InvalidArgument for an empty
+  /// list, a null or unprepared model, or two models with engines). `even_batches`, when
+  /// given, replaces every prepared loader's even_batches while the guard lives. Joining is on
+  /// when the resulting even_batches (the override, else the Accelerator's) is false: each
+  /// synchronising backward then tells the processes that have run out of data, and these
+  /// shadow its collectives with zero gradients when they leave the guard, so nobody hangs and
+  /// gradients are divided by the full number of processes (PyTorch's
+  /// divide_by_initial_world_size). With even_batches true, or one process, it only restores
+  /// the loaders. Only gradient synchronisation is shadowed: other collectives in the loop
+  /// (gather, wait_for_everyone) must not run unevenly. DdpEngine::Reducer: InvalidArgument.
+  ///
+  /// Example:
+  ///   {
+  ///     auto join = accelerator.join_uneven_inputs({model}, /*even_batches=*/false);
+  ///     for (auto& batch : *loader) {
+  ///       accelerator.backward(loss_fn(model->forward(batch.data), batch.target));
+  ///       optimizer->step();
+  ///       optimizer->zero_grad();
+  ///     }
+  ///   }  // waits here for the processes with more batches
+  JoinGuard join_uneven_inputs(const std::vector<std::shared_ptr<torch::nn::Module>>& models,
+                               std::optional<bool> even_batches = std::nullopt);
   /// True when this step synchronises gradients and prepared optimizers really step.
   bool sync_gradients() const { return gradient_state_->sync_gradients(); }
   /// Number of gradient accumulation steps.
@@ -720,6 +774,7 @@ class Accelerator {
   std::vector<std::shared_ptr<AcceleratedScheduler>> schedulers_;
   std::vector<Checkpointed> checkpointed_;
   bool load_same_world_ = true;  // during load_state: saved by as many processes as now
+  std::vector<std::shared_ptr<DataLoaderBase>> loaders_;  // prepared, for join_uneven_inputs
 };
 
 }  // namespace accelerate

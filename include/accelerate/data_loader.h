@@ -594,6 +594,10 @@ class DataLoaderBase {
   bool prepared() const { return prepared_; }
   /// The sharding of a prepared loader (defaults otherwise).
   const ShardingOptions& sharding() const { return sharding_; }
+  /// Changes `even_batches` of a prepared loader from its next pass on (Accelerate's
+  /// `dl.batch_sampler.even_batches = value`, which `join_uneven_inputs` does); a pass under
+  /// way keeps its batches. InvalidArgument on a loader that was not prepared.
+  void set_even_batches(bool even_batches);
   /// Samples per step over all processes: batch_size × num_processes, or batch_size with
   /// split_batches (Accelerate's `total_batch_size`).
   int64_t total_batch_size() const;

@@ -40,6 +40,19 @@ enum class DdpEngine {
   Reducer,
 };
 
+/// A DDP communication hook: how each gradient bucket is all-reduced (Accelerate's
+/// `DDPCommunicationHookType`, PyTorch's `ddp_comm_hooks.default_hooks`).
+enum class CommHook {
+  /// Plain all-reduce in the gradients' own dtype (default).
+  NO,
+  /// `fp16_compress_hook`: each bucket is cast to float16, divided by the number of processes,
+  /// all-reduced in float16 and cast back into the bucket (half the bytes on the wire).
+  FP16,
+  /// `bf16_compress_hook`: the same in bfloat16. Needs a backend that all-reduces bfloat16
+  /// (NCCL, or Gloo from LibTorch 2: Debian's LibTorch 1.13 Gloo cannot, which prepare reports).
+  BF16,
+};
+
 /// Options of the DDP engine, as PyTorch's DistributedDataParallel arguments.
 struct DistributedDataParallelOptions {
   /// The gradient synchronisation engine (default DdpEngine::Buckets).
@@ -62,6 +75,15 @@ struct DistributedDataParallelOptions {
   /// Copy buffers (e.g. BatchNorm running statistics) from process 0 at every synchronised
   /// step (default true).
   ACCELERATE_ARG(bool, broadcast_buffers) = true;
+  /// Communication hook of the gradient all-reduce (Accelerate's
+  /// `DistributedDataParallelKwargs(comm_hook=...)`; default CommHook::NO). Both engines give
+  /// the values of PyTorch's DDP with the same hook registered. Not with complex parameters
+  /// (the cast would drop their imaginary part): prepare throws InvalidArgument.
+  ///
+  /// Example:
+  ///   acc::AcceleratorOptions().ddp_options(
+  ///       acc::DistributedDataParallelOptions().comm_hook(acc::CommHook::FP16));
+  ACCELERATE_ARG(CommHook, comm_hook) = CommHook::NO;
 };
 
 /// The DDP engine of one module. With one process it only keeps the module; all its verbs
@@ -90,11 +112,29 @@ class DistributedDataParallel {
   /// The module.
   const std::shared_ptr<torch::nn::Module>& module() const { return module_; }
 
+  // ---- uneven inputs (PyTorch's `Join` with DDP's join hook; see JoinGuard in accelerator.h)
+  /// Enters join mode: from now on, each synchronising backward first tells the processes
+  /// that have run out of data (an all-reduce of 1), then, with buffers to broadcast, takes
+  /// them from the highest process still training. No-op with one process or nothing to
+  /// synchronise. DdpEngine::Reducer: InvalidArgument (c10d's Reducer offers no join in C++).
+  void begin_join();
+  /// Leaves join mode on this process, which has run out of data: until every process has
+  /// left, shadows each synchronising step of the others (the same collectives, with zero
+  /// gradients, so gradients are divided by the initial number of processes); then copies
+  /// the parameters (and buffers) of the last process to leave to all. A collective: every
+  /// process must reach it. Throws DistributedError when a collective fails.
+  void end_join();
+  /// Leaves join mode without any collective (an exception is leaving the guard).
+  void abandon_join();
+  /// True between begin_join() and end_join() / abandon_join().
+  bool joining() const { return joining_; }
+
  private:
   struct Engine;  // the engine and what it needs; null with one process
   std::shared_ptr<torch::nn::Module> module_;
   std::unique_ptr<Engine> engine_;
   bool require_backward_grad_sync_ = true;
+  bool joining_ = false;
 };
 
 }  // namespace accelerate

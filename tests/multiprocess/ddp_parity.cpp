@@ -2,8 +2,11 @@
 // initial weights, data order and optimizer. Rank 0 writes the final parameters, one value a
 // line, to argv[1].
 //
-// Usage: accelerate-cpp launch --num_processes N ddp_parity OUT [per_process_batch [engine]]
-// (engine: buckets, the default, or reducer)
+// Usage: accelerate-cpp launch --num_processes N ddp_parity OUT [per_process_batch [engine
+//        [hook [join [find_unused]]]]]
+// (engine: buckets, the default, or reducer; hook: no, fp16 or bf16, DDP's communication hook;
+// join: 1 to train on uneven inputs under join_uneven_inputs, rank r taking at most
+// max(1, batches - 2r) of its batches each epoch; find_unused: 1 for find_unused_parameters)
 #include <accelerate/accelerate.h>
 #include <torch/torch.h>
 
@@ -50,21 +53,41 @@ int main(int argc, char** argv) {
   }
   const int64_t batch = argc > 2 ? std::stoll(argv[2]) : 8;
   const bool reducer = argc > 3 && std::string(argv[3]) == "reducer";
-  acc::Accelerator accelerator(
-      acc::AcceleratorOptions().ddp_options(acc::DistributedDataParallelOptions().engine(
-          reducer ? acc::DdpEngine::Reducer : acc::DdpEngine::Buckets)));
+  const std::string hook = argc > 4 ? argv[4] : "no";
+  const bool join = argc > 5 && std::string(argv[5]) == "1";
+  const bool find_unused = argc > 6 && std::string(argv[6]) == "1";
+  acc::Accelerator accelerator(acc::AcceleratorOptions().ddp_options(
+      acc::DistributedDataParallelOptions()
+          .engine(reducer ? acc::DdpEngine::Reducer : acc::DdpEngine::Buckets)
+          .comm_hook(hook == "fp16"   ? acc::CommHook::FP16
+                     : hook == "bf16" ? acc::CommHook::BF16
+                                      : acc::CommHook::NO)
+          .find_unused_parameters(find_unused)));
   auto model = std::make_shared<Net>();
   auto optimizer = std::make_shared<torch::optim::SGD>(
       model->parameters(), torch::optim::SGDOptions(0.05).momentum(0.9));
   acc::DataLoader<Data> loader(Data(),
                                acc::DataLoaderOptions().batch_size(batch).shuffle(true).seed(7));
   auto [m, opt, dl] = accelerator.prepare(model, optimizer, loader);
+  const int rank = accelerator.process_index();
   for (int epoch = 0; epoch < 3; ++epoch) {
-    for (auto& b : *dl) {
-      auto loss = torch::mse_loss(m->forward(b.data), b.target);
-      accelerator.backward(loss);
-      opt->step();
-      opt->zero_grad();
+    dl->set_epoch(epoch);  // a pass left early (join) does not advance it
+    auto run_epoch = [&] {
+      const int64_t limit = join ? std::max<int64_t>(1, dl->size() - 2 * rank) : dl->size();
+      int64_t done = 0;
+      for (auto& b : *dl) {
+        if (done++ == limit) break;
+        auto loss = torch::mse_loss(m->forward(b.data), b.target);
+        accelerator.backward(loss);
+        opt->step();
+        opt->zero_grad();
+      }
+    };
+    if (join) {
+      auto guard = accelerator.join_uneven_inputs({m}, /*even_batches=*/false);
+      run_epoch();
+    } else {
+      run_epoch();
     }
   }
   if (accelerator.is_main_process()) {

@@ -4,17 +4,25 @@ Run under a launcher that sets the torchrun environment (accelerate-cpp launch o
 Data order: each epoch e the indices are torch.randperm(n, generator seeded 7 + e), cut into
 batches of the per-process batch size, batch i going to rank i mod N (Accelerate's sharding).
 Rank 0 writes the final parameters, one value a line, to argv[1].
+Arguments as ddp_parity.cpp's: OUT [batch [engine (ignored) [hook [join [find_unused]]]]]: hook
+no/fp16/bf16 registers default_hooks.fp16/bf16_compress_hook (as Accelerate's comm_hook); join 1
+trains each epoch under `with ddp.join():`, rank r taking at most max(1, n - 2r) of its n batches.
 """
+import faulthandler
+import os
 import sys
 
 import torch
 import torch.distributed as dist
+from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 SAMPLES = 96
 
 
 def main():
+    # A hang (a bug on either side) prints where each rank is and ends the job.
+    faulthandler.dump_traceback_later(90, exit=True)
     out = sys.argv[1]
     batch = int(sys.argv[2]) if len(sys.argv) > 2 else 8
     torch.set_num_threads(1)
@@ -29,18 +37,29 @@ def main():
     with torch.no_grad():
         for k, p in enumerate(model.parameters()):
             p.copy_((torch.sin(torch.arange(p.numel(), dtype=torch.float32) + 10 * k) * 0.3).reshape(p.shape))
-    ddp = DDP(model)
+    hook = sys.argv[4] if len(sys.argv) > 4 else "no"
+    join = len(sys.argv) > 5 and sys.argv[5] == "1"
+    find_unused = len(sys.argv) > 6 and sys.argv[6] == "1"
+    ddp = DDP(model, find_unused_parameters=find_unused)
+    if hook == "fp16":
+        ddp.register_comm_hook(None, default_hooks.fp16_compress_hook)
+    elif hook == "bf16":
+        ddp.register_comm_hook(None, default_hooks.bf16_compress_hook)
     opt = torch.optim.SGD(ddp.parameters(), lr=0.05, momentum=0.9)
 
     for epoch in range(3):
         order = torch.randperm(SAMPLES, generator=torch.Generator().manual_seed(7 + epoch))
         batches = [order[i:i + batch] for i in range(0, SAMPLES, batch)]
-        for i in range(rank, len(batches), world):
-            idx = batches[i]
-            loss = torch.nn.functional.mse_loss(ddp(x[idx]), y[idx])
-            loss.backward()
-            opt.step()
-            opt.zero_grad()
+        mine = list(range(rank, len(batches), world))
+        if join:
+            mine = mine[:max(1, len(mine) - 2 * rank)]
+        with ddp.join(enable=join):
+            for i in mine:
+                idx = batches[i]
+                loss = torch.nn.functional.mse_loss(ddp(x[idx]), y[idx])
+                loss.backward()
+                opt.step()
+                opt.zero_grad()
 
     if rank == 0:
         with open(out, "w") as f:
@@ -48,7 +67,10 @@ def main():
                 for v in p.detach().flatten().tolist():
                     f.write(f"{v:.9g}\n")
     dist.barrier()
-    dist.destroy_process_group()
+    # PyTorch 1.13's DDP can hang in its destructor after Join or with a comm hook (seen with 3
+    # processes); the results are written and every rank is past the barrier: skip teardown.
+    sys.stdout.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":

@@ -178,6 +178,74 @@ TEST(PythonParity, SameParametersAsPyTorchDdp) {
   }
 }
 
+// DDP's fp16 communication hook and uneven inputs (join_uneven_inputs against PyTorch's
+// `with ddp.join():`, rank r running out of data first; with find_unused_parameters too) give
+// PyTorch's parameters bit for bit, with 2 and 3 processes, the hook with either engine.
+TEST(PythonParity, CommHooksAndUnevenInputsMatchPyTorchDdp) {
+  struct Case {
+    std::string hook, join, find_unused;
+    bool reducer;  // also with DdpEngine::Reducer (which cannot join)
+  };
+  // No bf16 case: PyTorch's bf16_compress_hook refuses anything but CUDA with NCCL 2.10+ (the
+  // engines agree with each other in ddp_test.cpp).
+  const std::vector<Case> cases = {{"fp16", "0", "0", true},
+                                   {"no", "1", "0", false},
+                                   {"fp16", "1", "0", false},
+                                   {"no", "1", "1", false}};
+  for (int n : {2, 3}) {
+    for (const Case& c : cases) {
+      const std::string what = std::to_string(n) + " processes, hook " + c.hook + ", join " +
+                               c.join + ", find_unused " + c.find_unused;
+      const TempDir dir;
+      auto launcher = [&](std::vector<std::string> program) {
+        std::vector<std::string> argv = {LAUNCHER,
+                                         "launch",
+                                         "--num_processes",
+                                         std::to_string(n),
+                                         "--num_cpu_threads_per_process",
+                                         "1"};
+        argv.insert(argv.end(), program.begin(), program.end());
+        return argv;
+      };
+      const std::string py_out = dir.path("py");
+      const Outcome py = run(launcher({ACCELERATE_TEST_PYTHON, DDP_PARITY_PY, py_out, "8", "-",
+                                       c.hook, c.join, c.find_unused}));
+      ASSERT_EQ(py.code(), 0) << what << ": " << py.out;
+      const auto b = read_values(py_out);
+      ASSERT_EQ(b.size(), 3u * 16 + 16 + 16 + 1) << what;
+      std::vector<std::string> engines = {"buckets"};
+      if (c.reducer) engines.push_back("reducer");
+      for (const std::string& engine : engines) {
+        const std::string cpp_out = dir.path("cpp-" + engine);
+        const Outcome cpp =
+            run(launcher({DDP_PARITY, cpp_out, "8", engine, c.hook, c.join, c.find_unused}));
+        ASSERT_EQ(cpp.code(), 0) << what << ", engine " << engine << ": " << cpp.out;
+        const auto a = read_values(cpp_out);
+        ASSERT_EQ(a.size(), b.size()) << what;
+        double worst = 0;
+        for (size_t i = 0; i < a.size(); ++i) worst = std::max(worst, std::abs(a[i] - b[i]));
+        EXPECT_EQ(worst, 0.0) << what << ", engine " << engine;
+        EXPECT_GT(std::abs(a[0] - 0.0), 1e-3) << what;
+      }
+    }
+  }
+}
+
+// Where Gloo cannot all-reduce bfloat16 (LibTorch 1.x), CommHook::BF16 is refused at prepare
+// with a message that names it, on every process, and the job ends instead of hanging.
+TEST(PythonParity, Bf16HookIsRefusedWhereTheBackendCannotAllReduceBf16) {
+  if (std::string(ACCELERATE_TEST_TORCH_VERSION).rfind("1.", 0) != 0)
+    GTEST_SKIP() << "LibTorch " << ACCELERATE_TEST_TORCH_VERSION << ": Gloo all-reduces bf16";
+  for (const std::string engine : {"buckets", "reducer"}) {
+    const TempDir dir;
+    const Outcome r = run(launch(2, DDP_PARITY, {dir.path("out"), "8", engine, "bf16"}));
+    EXPECT_NE(r.code(), 0) << r.out;
+    EXPECT_NE(r.out.find("comm_hook(CommHook::BF16) needs a backend that all-reduces bfloat16"),
+              std::string::npos)
+        << r.out;
+  }
+}
+
 // Train 3 epochs in one go; separately stop in the middle of epoch 2, save_state, and finish
 // in a new process after load_state: parameters, optimizer state, learning rate and the next
 // random draws are bit-identical, with 1 and 2 processes.
