@@ -243,6 +243,7 @@ void DataLoaderBase::detach_pass() {
 }
 
 DataLoaderBase::PassPlan DataLoaderBase::begin_pass() {
+  if (prepared_ && sharding_.on_pass_begin()) sharding_.on_pass_begin()();
   const int64_t n = dataset_size();
   std::vector<int64_t> order;
   if (options_.shuffle()) {

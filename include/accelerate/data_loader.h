@@ -119,6 +119,11 @@ struct ShardingOptions {
   ACCELERATE_ARG(std::shared_ptr<GradientState>, gradient_state);
   /// Shuffling seed shared by all processes; overrides an unset `DataLoaderOptions::seed`.
   ACCELERATE_ARG(std::optional<uint64_t>, seed);
+  /// Called by a prepared loader at the start of every pass, before its order is drawn
+  /// (default null: nothing). The Accelerator sets it to synchronise the random states of
+  /// AcceleratorOptions::rng_types, as Accelerate's `DataLoaderShard.__iter__` does; every
+  /// process must start its passes together then, since it is a collective.
+  ACCELERATE_ARG(std::function<void()>, on_pass_begin);
 };
 
 /// Where a loader stands: `batches` of epoch `epoch` have been consumed.
