@@ -27,6 +27,7 @@ StateOptions AcceleratorOptions::state_options() const {
   if (mixed_precision_) options.mixed_precision(*mixed_precision_);
   if (environment_) options.environment(*environment_);
   if (store_) options.store(store_);
+  if (backend_) options.backend(*backend_);
   return options;
 }
 
@@ -68,6 +69,8 @@ Accelerator::Accelerator(const AcceleratorOptions& options)
                           "ProjectConfiguration");
   for (const auto& tracker : options.custom_trackers())
     if (!tracker) throw InvalidArgument("accelerate: log_with: null tracker");
+  // "generator" is the loaders' shared shuffling seed here: nothing to check or send.
+  check_rng_types(state_, options.rng_types(), /*has_generator=*/true, "Accelerator: rng_types");
 }
 
 AcceleratorOptions& AcceleratorOptions::log_with(const std::string& names) {
@@ -211,7 +214,7 @@ std::shared_ptr<AcceleratedScheduler> Accelerator::prepare_scheduler(
   return prepared;
 }
 
-ShardingOptions Accelerator::sharding_options() {
+ShardingOptions Accelerator::sharding_options(const std::optional<at::Generator>& generator) {
   ShardingOptions sharding;
   if (options_.dispatch_batches()) sharding.dispatch_batches(*options_.dispatch_batches());
   return sharding.num_processes(num_processes())
@@ -226,20 +229,24 @@ ShardingOptions Accelerator::sharding_options() {
       .broadcast([state = &state_](at::Tensor t) { return accelerate::broadcast(*state, t, 0); })
       .broadcast_bytes([state = &state_](const std::string& bytes) {
         return accelerate::broadcast_bytes(*state, bytes, 0);
-      });
+      })
+      .on_pass_begin(rng_synchronizer(generator));
 }
 
-void Accelerator::synchronize_loader_generator(const DataLoaderBase& loader) {
-  if (!loader.options().generator() || num_processes() == 1) return;
-  at::Generator generator = *loader.options().generator();
-  at::Tensor state;
-  {
-    std::lock_guard<std::mutex> lock(generator.mutex());
-    state = generator.get_state();
-  }
-  state = accelerate::broadcast(state_, state, 0);
-  std::lock_guard<std::mutex> lock(generator.mutex());
-  generator.set_state(state);
+std::function<void()> Accelerator::rng_synchronizer(
+    const std::optional<at::Generator>& generator) const {
+  // "generator" is the loader's own generator: synchronised when it has one (Accelerate drops
+  // the type when the sampler has no generator).
+  std::vector<std::string> types;
+  for (const std::string& type : options_.rng_types())
+    if ((type != "generator" || generator) &&
+        std::find(types.begin(), types.end(), type) == types.end())
+      types.push_back(type);
+  if (types.empty() || num_processes() == 1) return nullptr;
+  // The loader must not outlive the Accelerator that prepared it (its batches, gradient state
+  // and collectives all belong to it).
+  const State* state = &state_;
+  return [state, types, generator] { synchronize_rng_states(*state, types, generator); };
 }
 
 DistributedDataParallel* Accelerator::engine_of(const torch::nn::Module* model) const {
@@ -448,6 +455,23 @@ MainProcessFirstGuard::~MainProcessFirstGuard() {
     std::fflush(stderr);
     std::_Exit(1);
   }
+}
+
+}  // namespace accelerate
+
+namespace accelerate {
+
+std::string Accelerator::profile_path(const std::string& path) const {
+  if (path.empty()) throw InvalidArgument("accelerate: profile: the trace file name is empty");
+  namespace fs = std::filesystem;
+  const std::string rank = std::to_string(process_index());
+  // A folder: Accelerate's output_trace_dir and its PROFILE_PATTERN_NAME, profile_<rank>.json.
+  if (path.back() == '/' || fs::is_directory(path))
+    return (fs::path(path) / ("profile_" + rank + ".json")).string();
+  if (num_processes() == 1) return path;
+  const fs::path file(path);
+  return (file.parent_path() / (file.stem().string() + "_" + rank + file.extension().string()))
+      .string();
 }
 
 }  // namespace accelerate

@@ -83,10 +83,59 @@ std::vector<std::pair<int64_t, fs::path>> numbered_checkpoints(const fs::path& d
 
 }  // namespace
 
+bool Accelerator::checkpoint_writer() const {
+  return is_main_process() ||
+         (options_.project_config().save_on_each_node() && is_local_main_process());
+}
+
+StateDict Accelerator::cpu_state_dict(const torch::nn::Module& model) {
+  StateDict dict = model_state_dict(model);
+  for (auto& entry : dict) entry.second = entry.second.detach().to(c10::kCPU);
+  return dict;
+}
+
+std::vector<std::shared_ptr<torch::nn::Module>> Accelerator::checkpointed_models() const {
+  std::vector<std::shared_ptr<torch::nn::Module>> models;
+  for (const Checkpointed& c : checkpointed_)
+    if (c.model) models.push_back(c.model);
+  return models;
+}
+
+HookHandle Accelerator::register_save_state_pre_hook(SaveStatePreHook hook) {
+  if (!hook) throw InvalidArgument("accelerate: register_save_state_pre_hook: empty hook");
+  const int64_t id = next_hook_id_++;
+  save_state_pre_hooks_->emplace(id, std::move(hook));
+  std::weak_ptr<std::map<int64_t, SaveStatePreHook>> hooks = save_state_pre_hooks_;
+  return HookHandle([hooks, id] {
+    if (auto h = hooks.lock()) h->erase(id);
+  });
+}
+
+HookHandle Accelerator::register_load_state_pre_hook(LoadStatePreHook hook) {
+  if (!hook) throw InvalidArgument("accelerate: register_load_state_pre_hook: empty hook");
+  const int64_t id = next_hook_id_++;
+  load_state_pre_hooks_->emplace(id, std::move(hook));
+  std::weak_ptr<std::map<int64_t, LoadStatePreHook>> hooks = load_state_pre_hooks_;
+  return HookHandle([hooks, id] {
+    if (auto h = hooks.lock()) h->erase(id);
+  });
+}
+
 void Accelerator::save_model_impl(const torch::nn::Module& model, const std::string& dir,
                                   const SaveModelOptions& options) {
   wait_for_everyone();
-  if (is_main_process()) save_model_files(model, dir, options);
+  if (!options_.project_config().save_on_each_node() || num_processes() == 1) {
+    if (is_main_process()) save_model_files(model, dir, options);
+  } else {
+    // Each machine's local main process writes, one after the other: machines that share the
+    // folder then rewrite the same files instead of writing them at the same time.
+    const std::vector<int> writers = gather_object(std::vector<int>{checkpoint_writer() ? 1 : 0});
+    for (int rank = 0; rank < num_processes(); ++rank) {
+      if (!writers[static_cast<size_t>(rank)]) continue;
+      if (rank == process_index()) save_model_files(model, dir, options);
+      wait_for_everyone();
+    }
+  }
   wait_for_everyone();
 }
 
@@ -96,7 +145,7 @@ void Accelerator::save(const at::Tensor& tensor, const std::string& path) const 
 
 void Accelerator::save(const std::map<std::string, at::Tensor>& tensors,
                        const std::string& path) const {
-  if (!is_main_process()) return;
+  if (!checkpoint_writer()) return;
   const bool safetensors = fs::path(path).extension() == ".safetensors";
   if (safetensors)
     save_safetensors(tensors, path);
@@ -128,11 +177,50 @@ void Accelerator::save_state(const std::string& output_dir) {
                             "); set ProjectConfiguration().iteration(n) to continue after it");
   }
   const fs::path tmp = target.string() + ".tmp";
-  if (is_main_process()) {
-    fs::remove_all(tmp);
-    fs::create_directories(tmp);
+  // The state dicts to write, given to the pre-hooks first (on every process, as Accelerate).
+  const auto models = checkpointed_models();
+  std::vector<StateDict> weights;
+  for (const auto& model : models) weights.push_back(cpu_state_dict(*model));
+  const auto save_hooks = *save_state_pre_hooks_;  // a copy: a hook may remove itself
+  for (const auto& [id, hook] : save_hooks) {
+    (void)id;
+    hook(models, weights, target.string());
+    if (weights.size() != models.size())
+      throw InvalidArgument("accelerate: save_state: a save_state pre-hook left " +
+                            std::to_string(weights.size()) + " state dicts for " +
+                            std::to_string(models.size()) +
+                            " models; it may change the dicts, not add or remove them");
   }
+  // Who writes: process 0, or with save_on_each_node the local main process of each machine.
+  // Note [save_on_each_node]: machines may still share the folder; then the writers agree
+  // that the lowest rank among those that see each other's marker owns the folder (writes the
+  // shared files and renames it into place), so one complete copy is written.
+  const bool each_node = options_.project_config().save_on_each_node() && num_processes() > 1;
+  const bool writer = checkpoint_writer();
+  if (writer) {
+    std::error_code ignored;
+    fs::remove_all(tmp, ignored);
+  }
+  if (each_node) wait_for_everyone();
+  if (writer) fs::create_directories(tmp);
   wait_for_everyone();
+  bool owner = is_main_process();
+  const std::string marker = ".writer_";
+  if (each_node) {
+    if (writer)
+      detail::write_file_synced((tmp / (marker + std::to_string(process_index()))).string(), "",
+                                "save_state");
+    wait_for_everyone();
+    if (writer) {
+      int lowest = process_index();
+      for (const auto& entry : fs::directory_iterator(tmp)) {
+        const std::string name = entry.path().filename().string();
+        if (name.rfind(marker, 0) == 0)
+          lowest = std::min(lowest, std::stoi(name.substr(marker.size())));
+      }
+      owner = lowest == process_index();
+    }
+  }
 
   // Note [save_state errors]: no write may end the process (a full disk, a read-only folder):
   // each process catches its own error, the processes then agree (one gather), and on any
@@ -146,7 +234,7 @@ void Accelerator::save_state(const std::string& output_dir) {
     const auto cuda = compat::cuda_rng_states();
     for (size_t i = 0; i < cuda.size(); ++i) rng.write("cuda_" + std::to_string(i), cuda[i]);
     write_archive(tmp / ("random_states_" + std::to_string(process_index()) + ".pt"), rng);
-    if (is_main_process()) save_main_process_files(tmp, iteration_);
+    if (owner) save_main_process_files(tmp, iteration_, weights);
   } catch (const std::exception& e) {
     failure = message_of(e);
   }
@@ -158,7 +246,7 @@ void Accelerator::save_state(const std::string& output_dir) {
       report += (report.empty() ? "" : "; ") + std::string("rank ") + std::to_string(r) + ": " +
                 failures[r];
   if (!report.empty()) {
-    if (is_main_process()) {
+    if (owner) {
       std::error_code ignored;
       fs::remove_all(tmp, ignored);
     }
@@ -169,8 +257,11 @@ void Accelerator::save_state(const std::string& output_dir) {
   }
 
   std::string rename_failure;
-  if (is_main_process()) {
+  if (owner) {
     try {
+      if (each_node)
+        for (const auto& entry : fs::directory_iterator(tmp))
+          if (entry.path().filename().string().rfind(marker, 0) == 0) fs::remove(entry.path());
       const fs::path previous = target.string() + ".previous";
       if (!fs::exists(target) && fs::exists(previous))
         fs::rename(previous, target);  // an earlier save died between its two renames
@@ -192,16 +283,26 @@ void Accelerator::save_state(const std::string& output_dir) {
           "accelerate: save_state: moving " + tmp.string() + " into place failed: " + e.what();
     }
   }
-  // Also the final barrier: every process learns whether process 0 could finish.
-  if (num_processes() > 1) rename_failure = broadcast_object(rename_failure);
+  // Also the final barrier: every process learns whether the owners could finish.
+  if (num_processes() > 1) {
+    std::string all;
+    for (const std::string& failure : gather_object(std::vector<std::string>{rename_failure}))
+      if (!failure.empty()) all += (all.empty() ? "" : "; ") + failure;
+    rename_failure = all;
+  }
   if (!rename_failure.empty()) throw FileError(rename_failure);
   ++iteration_;
 }
 
-void Accelerator::save_main_process_files(const fs::path& tmp, int iteration) {
+void Accelerator::save_main_process_files(const fs::path& tmp, int iteration,
+                                          const std::vector<StateDict>& weights) {
   nlohmann::json objects = nlohmann::json::array();
+  size_t model = 0;
   for (const Checkpointed& object : checkpointed_) {
-    object.save((tmp / object.file).string());
+    if (object.model)  // the state dict the pre-hooks saw
+      save_safetensors(as_map(weights.at(model++)), (tmp / object.file).string());
+    else
+      object.save((tmp / object.file).string());
     objects.push_back({{"kind", object.kind}, {"file", object.file}});
   }
   // Written last: its presence marks a complete folder.
@@ -218,7 +319,7 @@ void Accelerator::save_main_process_files(const fs::path& tmp, int iteration) {
 void Accelerator::add_checkpointed(const std::string& kind, const std::string& file,
                                    std::function<void(const std::string&)> save,
                                    std::function<void(const std::string&)> load) {
-  checkpointed_.push_back({kind, file, std::move(save), std::move(load)});
+  checkpointed_.push_back({kind, file, std::move(save), std::move(load), nullptr});
 }
 
 std::string Accelerator::next_file(const std::string& kind, const std::string& stem,
@@ -237,6 +338,7 @@ void Accelerator::checkpoint_module(const std::string& kind, const std::string& 
         save_safetensors(as_map(model_state_dict(*module)), path);
       },
       [module](const std::string& path) { load_checkpoint_in_model(*module, path); });
+  if (kind == "models") checkpointed_.back().model = module;
 }
 
 void Accelerator::checkpoint_custom(
@@ -340,7 +442,23 @@ void Accelerator::load_state(const std::string& input_dir) {
   const int64_t saved_step = detail::field<int64_t>(state, "step", state_path);
   const int saved_iteration = detail::field<int>(state, "iteration", state_path);
   load_same_world_ = saved_processes == num_processes();
-  for (const Checkpointed& object : checkpointed_) object.load((dir / object.file).string());
+  const auto prepared_models = checkpointed_models();
+  auto models = prepared_models;
+  const auto load_hooks = *load_state_pre_hooks_;  // a copy: a hook may remove itself
+  for (const auto& [id, hook] : load_hooks) {
+    (void)id;
+    hook(models, dir.string());
+    if (models.size() != prepared_models.size())
+      throw InvalidArgument("accelerate: load_state: a load_state pre-hook left " +
+                            std::to_string(models.size()) + " models of " +
+                            std::to_string(prepared_models.size()) +
+                            "; set an entry to nullptr to skip loading that model");
+  }
+  size_t model = 0;
+  for (const Checkpointed& object : checkpointed_) {
+    if (object.model && !models[model++]) continue;  // the hook loaded it
+    object.load((dir / object.file).string());
+  }
   if (!load_same_world_)
     print("accelerate: load_state: the checkpoint was written by", saved_processes,
           "processes, this job has", num_processes(),

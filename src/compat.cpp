@@ -111,8 +111,12 @@ c10::intrusive_ptr<c10d::ProcessGroup> make_process_group(
   // LibTorch 2.x: a ProcessGroup front with the backend registered for its device type.
   auto group = make_front(store, rank, size, backend == Backend::GLOO ? "gloo" : "nccl", timeout);
   if (backend == Backend::GLOO) {
-    group->setBackend(c10::DeviceType::CPU, c10d::ProcessGroup::BackendType::GLOO,
-                      make_gloo(store, rank, size, timeout));
+    auto gloo = make_gloo(store, rank, size, timeout);
+    group->setBackend(c10::DeviceType::CPU, c10d::ProcessGroup::BackendType::GLOO, gloo);
+    // Gloo also takes CUDA tensors (State's backend("gloo") on GPUs), as LibTorch's own
+    // init_process_group("gloo") registers it.
+    if (cuda_available())
+      group->setBackend(c10::DeviceType::CUDA, c10d::ProcessGroup::BackendType::GLOO, gloo);
     group->setDefaultBackend(c10d::ProcessGroup::BackendType::GLOO);
     return group;
   }
@@ -140,6 +144,14 @@ std::unique_ptr<c10d::Reducer> make_reducer(
 }
 
 bool cuda_available() { return torch::cuda::is_available(); }
+
+bool nccl_built() {
+#ifdef USE_C10D_NCCL
+  return true;
+#else
+  return false;
+#endif
+}
 
 void set_cuda_device(int index) {
 #ifdef USE_C10D_NCCL
@@ -224,5 +236,85 @@ bool autocast_supports(c10::DeviceType device_type, at::ScalarType dtype) {
   return dtype == at::kBFloat16;
 #endif
 }
+
+}  // namespace accelerate::compat
+
+// ---- the profiler (accelerate/profiler.h) ----
+// Kineto's API is the same in 1.13 and 2.x, except the event times (startUs / durationUs in
+// 1.13, startNs / durationNs in 2.x) and the type of deviceIndex.
+#include <torch/csrc/autograd/profiler_kineto.h>
+
+#include <cstdio>
+#include <fstream>
+
+namespace accelerate::compat {
+namespace {
+
+namespace prof = torch::autograd::profiler;
+namespace impl = torch::profiler::impl;
+
+template <typename E>
+auto event_start_ns(const E& e, int) -> decltype(static_cast<uint64_t>(e.startNs())) {
+  return static_cast<uint64_t>(e.startNs());
+}
+template <typename E>
+uint64_t event_start_ns(const E& e, long) {
+  return static_cast<uint64_t>(e.startUs()) * 1000;
+}
+template <typename E>
+auto event_duration_ns(const E& e, int) -> decltype(static_cast<uint64_t>(e.durationNs())) {
+  return static_cast<uint64_t>(e.durationNs());
+}
+template <typename E>
+uint64_t event_duration_ns(const E& e, long) {
+  return static_cast<uint64_t>(e.durationUs()) * 1000;
+}
+
+}  // namespace
+
+void enable_profiler(bool record_shapes, bool profile_memory, bool with_flops, bool cuda) {
+  impl::ProfilerConfig config(impl::ProfilerState::KINETO, record_shapes, profile_memory,
+                              /*with_stack=*/false, with_flops, /*with_modules=*/false);
+  std::set<impl::ActivityType> activities{impl::ActivityType::CPU};
+  if (cuda) activities.insert(impl::ActivityType::CUDA);
+  prof::prepareProfiler(config, activities);
+  prof::enableProfiler(config, activities);
+}
+
+std::vector<ProfiledEvent> disable_profiler(const std::string& trace_path, bool* saved) {
+  std::unique_ptr<prof::ProfilerResult> result = prof::disableProfiler();
+  *saved = false;
+  if (!trace_path.empty()) {
+    // Without Kineto, save() writes nothing (or throws): a file that exists and is not empty
+    // afterwards is Kineto's.
+    std::remove(trace_path.c_str());
+    try {
+      result->save(trace_path);
+      std::ifstream in(trace_path, std::ios::binary | std::ios::ate);
+      *saved = in && in.tellg() > 0;
+    } catch (const std::exception&) {
+      *saved = false;
+    }
+    if (!*saved) std::remove(trace_path.c_str());
+  }
+  std::vector<ProfiledEvent> events;
+  events.reserve(result->events().size());
+  for (const auto& e : result->events()) {
+    ProfiledEvent out;
+    out.name = e.name();
+    out.start_ns = event_start_ns(e, 0);
+    out.duration_ns = event_duration_ns(e, 0);
+    out.thread = e.startThreadId();
+    out.on_device = e.deviceType() != c10::DeviceType::CPU;
+    out.device_index = static_cast<int>(e.deviceIndex());
+    out.correlation = static_cast<int64_t>(e.correlationId());
+    if (e.hasShapes())
+      for (const auto& shape : e.shapes()) out.shapes.push_back(shape);
+    events.push_back(std::move(out));
+  }
+  return events;
+}
+
+bool profiler_enabled() { return impl::profilerEnabled(); }
 
 }  // namespace accelerate::compat

@@ -41,6 +41,9 @@ std::unique_ptr<c10d::Reducer> make_reducer(
 /// True when this LibTorch has CUDA and a device is visible.
 bool cuda_available();
 
+/// True when this LibTorch was built with the NCCL process group (USE_C10D_NCCL).
+bool nccl_built();
+
 /// Makes `index` the current CUDA device (no-op without CUDA).
 void set_cuda_device(int index);
 
@@ -61,5 +64,34 @@ at::ScalarType autocast_dtype(c10::DeviceType device_type);
 void set_autocast_dtype(c10::DeviceType device_type, at::ScalarType dtype);
 /// True when this LibTorch can autocast to `dtype` on `device_type`.
 bool autocast_supports(c10::DeviceType device_type, at::ScalarType dtype);
+
+}  // namespace accelerate::compat
+
+namespace accelerate::compat {
+
+/// One event of LibTorch's profiler, in the units and types of every version (1.13 reports
+/// microseconds, 2.x nanoseconds).
+struct ProfiledEvent {
+  std::string name;
+  uint64_t start_ns = 0;
+  uint64_t duration_ns = 0;
+  uint64_t thread = 0;
+  bool on_device = false;  // a CUDA kernel or copy rather than a CPU operator
+  int device_index = -1;
+  int64_t correlation = 0;
+  std::vector<std::vector<int64_t>> shapes;  // with record_shapes
+};
+
+/// Starts LibTorch's (Kineto) profiler on this thread and the threads that inherit its state
+/// (autograd's, at::launch's): CPU operators, and CUDA activity when `cuda`.
+void enable_profiler(bool record_shapes, bool profile_memory, bool with_flops, bool cuda);
+
+/// Stops it. When `trace_path` is not empty and this LibTorch has Kineto, Kineto writes its
+/// Chrome trace there (`saved` true); otherwise nothing is written (`saved` false, e.g.
+/// Debian's 1.13, built without Kineto). The events come back in both cases.
+std::vector<ProfiledEvent> disable_profiler(const std::string& trace_path, bool* saved);
+
+/// True while a profiler started by enable_profiler (or by anyone) is on in this thread.
+bool profiler_enabled();
 
 }  // namespace accelerate::compat

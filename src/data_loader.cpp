@@ -585,6 +585,7 @@ std::vector<std::vector<int64_t>> DataLoaderBase::epoch_batches(bool plain, int6
 }
 
 DataLoaderBase::PassPlan DataLoaderBase::begin_pass() {
+  if (prepared_ && sharding_.on_pass_begin()) sharding_.on_pass_begin()();
   PassPlan plan;
   int64_t remainder = -1;
   plan.batches = epoch_batches(false, remainder);
@@ -599,6 +600,7 @@ DataLoaderBase::PassPlan DataLoaderBase::begin_pass() {
 }
 
 int64_t DataLoaderBase::begin_stream_pass() {
+  if (prepared_ && sharding_.on_pass_begin()) sharding_.on_pass_begin()();
   const int64_t first = std::max(skip_first_, resume_skip_.value_or(0));
   resume_skip_.reset();
   batches_yielded_ = first;

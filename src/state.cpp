@@ -163,6 +163,28 @@ c10::intrusive_ptr<c10d::Store> join_given_store(const c10::intrusive_ptr<c10d::
   return mine;
 }
 
+// StateOptions::backend checked against what this process has: the name, else the default of
+// the device ("nccl" on CUDA, "gloo" elsewhere).
+std::string resolve_backend(const std::optional<std::string>& asked, bool cuda, bool use_cpu) {
+  if (!asked) return cuda ? "nccl" : "gloo";
+  const std::string name = lower(*asked);
+  if (name == "gloo") return name;
+  if (name == "nccl") {
+    if (!compat::nccl_built())
+      throw InvalidArgument(
+          "accelerate: State: backend \"nccl\" is not available: this LibTorch was built "
+          "without NCCL; use backend(\"gloo\")");
+    if (!cuda)
+      throw InvalidArgument(std::string("accelerate: State: backend \"nccl\" needs a CUDA device, "
+                                        "but this process runs on the CPU (") +
+                            (use_cpu ? "cpu was forced" : "no CUDA device is visible") +
+                            "); use backend(\"gloo\")");
+    return name;
+  }
+  throw InvalidArgument("accelerate: State: unknown backend \"" + *asked +
+                        "\"; accelerate-cpp has \"gloo\" and \"nccl\"");
+}
+
 }  // namespace
 
 std::string to_string(DistributedType type) {
@@ -289,9 +311,11 @@ State::State(const StateOptions& options) {
     device_ = c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(info_.local_rank));
     compat::set_cuda_device(info_.local_rank);
   }
+  const std::string backend = resolve_backend(options.backend(), cuda, use_cpu);
   if (options.set_num_threads() && !info_.omp_num_threads)
     at::set_num_threads(std::max(1, usable_cores() / info_.local_world_size));
   if (info_.world_size == 1) return;
+  backend_ = backend;
 
   distributed_type_ = cuda ? DistributedType::MULTI_GPU : DistributedType::MULTI_CPU;
   std::unique_lock<std::mutex> registered(registry_mutex(), std::defer_lock);
@@ -346,8 +370,9 @@ State::State(const StateOptions& options) {
         }
       }
     }
-    comm_->group = compat::make_process_group(comm_->store, info_.rank, info_.world_size, timeout_,
-                                              cuda ? compat::Backend::NCCL : compat::Backend::GLOO);
+    comm_->group = compat::make_process_group(
+        comm_->store, info_.rank, info_.world_size, timeout_,
+        backend_ == "nccl" ? compat::Backend::NCCL : compat::Backend::GLOO);
     comm_->trace = std::make_unique<detail::CollectiveTrace>(
         comm_->store, info_.rank, info_.world_size,
         info_.status_dir.empty() ? std::string()

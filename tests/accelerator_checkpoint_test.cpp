@@ -343,3 +343,200 @@ TEST(SaveState, AFailureOnOneRankIsAnErrorOnEveryRank) {
   EXPECT_FALSE(fs::exists(dir / "ckpt.tmp"));
   EXPECT_FALSE(fs::exists(dir / "ckpt"));
 }
+
+// ---- save_state / load_state pre-hooks, get_state_dict, save_on_each_node ----
+
+// The save hook sees the prepared models and the dicts about to be written (and its change is
+// what is written); the load hook sees the models and can take one out of load_state; a
+// removed hook is not called again.
+TEST(StateHooks, SaveHookEditsWhatIsWrittenAndLoadHookCanSkipAModel) {
+  const acc::testing::TempDir temp;
+  const std::string dir = (temp.path() / "hooked").string();
+  run_ranks(2, [&](acc::Accelerator& a) {
+    auto model = a.prepare_model(std::make_shared<Net>());
+    int saves = 0, loads = 0;
+    auto save_handle = a.register_save_state_pre_hook(
+        [&](const std::vector<std::shared_ptr<torch::nn::Module>>& models,
+            std::vector<acc::StateDict>& weights, const std::string& output_dir) {
+          ++saves;
+          EXPECT_EQ(output_dir, dir);
+          ASSERT_EQ(models.size(), 1u);
+          EXPECT_EQ(models[0].get(), model.get());
+          ASSERT_EQ(weights.size(), 1u);
+          ASSERT_EQ(weights[0].size(), 2u);
+          EXPECT_EQ(weights[0][0].first, "fc.weight");
+          weights[0].emplace_back("extra", at::full({2}, 7.0));
+        });
+    a.save_state(dir);
+    EXPECT_EQ(saves, 1);
+    const auto written = acc::load_safetensors(dir + "/model.safetensors");
+    ASSERT_EQ(written.count("extra"), 1u);
+    EXPECT_TRUE(written.at("extra").equal(at::full({2}, 7.0)));
+    EXPECT_TRUE(written.at("fc.bias").equal(model->fc->bias.detach()));
+
+    save_handle.remove();
+    save_handle.remove();  // twice: nothing
+    const std::string plain = dir + "_plain";
+    a.save_state(plain);
+    EXPECT_EQ(saves, 1);
+    EXPECT_EQ(acc::load_safetensors(plain + "/model.safetensors").count("extra"), 0u);
+
+    const at::Tensor saved_bias = model->fc->bias.detach().clone();
+    {
+      torch::NoGradGuard no_grad;
+      model->fc->bias.fill_(-3.0);
+    }
+    auto load_handle = a.register_load_state_pre_hook(
+        [&](std::vector<std::shared_ptr<torch::nn::Module>>& models, const std::string& input_dir) {
+          ++loads;
+          EXPECT_EQ(input_dir, plain);
+          ASSERT_EQ(models.size(), 1u);
+          EXPECT_EQ(models[0].get(), model.get());
+          models[0] = nullptr;  // "loaded by the hook"
+        });
+    a.load_state(plain);
+    EXPECT_EQ(loads, 1);
+    EXPECT_TRUE(model->fc->bias.detach().equal(at::full({2}, -3.0)));  // skipped
+    load_handle.remove();
+    a.load_state(plain);
+    EXPECT_EQ(loads, 1);
+    EXPECT_TRUE(model->fc->bias.detach().equal(saved_bias));  // loaded again
+  });
+}
+
+TEST(StateHooks, AHookThatDropsADictIsAClearError) {
+  const acc::testing::TempDir temp;
+  run_ranks(2, [&](acc::Accelerator& a) {
+    a.prepare_model(std::make_shared<Net>());
+    a.register_save_state_pre_hook([](const auto&, std::vector<acc::StateDict>& weights,
+                                      const std::string&) { weights.clear(); });
+    try {
+      a.save_state((temp.path() / "dropped").string());
+      ADD_FAILURE() << "no exception";
+    } catch (const acc::InvalidArgument& e) {
+      EXPECT_NE(std::string(e.what()).find("pre-hook left 0 state dicts for 1 models"),
+                std::string::npos)
+          << e.what();
+    }
+    EXPECT_THROW(a.register_load_state_pre_hook(nullptr), acc::InvalidArgument);
+  });
+}
+
+// get_state_dict: Python's keys, CPU tensors equal to the model's, the same dict save_model
+// writes.
+TEST(GetStateDict, PythonKeysOnTheCpuAsSaveModelWrites) {
+  const acc::testing::TempDir temp;
+  acc::Accelerator a(acc::AcceleratorOptions().cpu(true).environment(acc::Environment{}));
+  auto model = a.prepare_model(std::make_shared<Net>());
+  const acc::StateDict dict = a.get_state_dict(model);
+  ASSERT_EQ(dict.size(), 2u);
+  EXPECT_EQ(dict[0].first, "fc.weight");
+  EXPECT_EQ(dict[1].first, "fc.bias");
+  EXPECT_TRUE(dict[0].second.equal(model->fc->weight.detach()));
+  EXPECT_EQ(dict[0].second.device(), c10::Device(c10::kCPU));
+  EXPECT_FALSE(dict[0].second.requires_grad());
+  a.save_model(model, (temp.path() / "m").string());
+  const auto written = acc::load_safetensors((temp.path() / "m" / "model.safetensors").string());
+  ASSERT_EQ(written.size(), dict.size());
+  for (const auto& [name, tensor] : dict) EXPECT_TRUE(written.at(name).equal(tensor)) << name;
+  EXPECT_EQ(a.get_state_dict(model, /*unwrap=*/false).size(), dict.size());
+  std::shared_ptr<Net> none;
+  EXPECT_THROW(a.get_state_dict(none), acc::InvalidArgument);
+}
+
+namespace {
+
+// Rank `rank` of 4 on two faked machines of 2 processes each (LOCAL_RANK restarts at 2).
+acc::AcceleratorOptions two_machines(int rank, const c10::intrusive_ptr<c10d::Store>& store,
+                                     bool save_on_each_node, const fs::path& project) {
+  return acc::AcceleratorOptions()
+      .cpu(true)
+      .store(store)
+      .timeout(std::chrono::seconds(60))
+      .environment(acc::Environment{{"RANK", std::to_string(rank)},
+                                    {"WORLD_SIZE", "4"},
+                                    {"LOCAL_RANK", std::to_string(rank % 2)},
+                                    {"LOCAL_WORLD_SIZE", "2"},
+                                    {"OMP_NUM_THREADS", "1"}})
+      .project_config(acc::ProjectConfiguration()
+                          .project_dir(project.string())
+                          .save_on_each_node(save_on_each_node));
+}
+
+}  // namespace
+
+// Machines without a shared file system, faked by a folder per machine: with
+// save_on_each_node each machine's local main process writes the whole checkpoint (and its
+// processes' random states) into its own folder, which load_state then reads; without it only
+// process 0 writes. The same holds for save_model and save.
+TEST(SaveOnEachNode, EveryMachineWritesItsOwnCopy) {
+  const acc::testing::TempDir temp;
+  for (const bool each : {true, false}) {
+    const fs::path root = temp.path() / (each ? "each" : "main_only");
+    const auto store = acc::testing::make_store();
+    acc::testing::spawn_threads(4, [&](int rank) {
+      acc::Accelerator a(two_machines(rank, store, each, root));
+      auto counter = std::make_shared<Counter>();
+      a.register_for_checkpointing(counter);
+      auto model = a.prepare_model(std::make_shared<Net>());
+      const fs::path machine = root / ("machine_" + std::to_string(rank / 2));
+      counter->value = 42;
+      // Without save_on_each_node, machine 1's processes would find no folder for their random
+      // states: save_state needs the folder process 0 makes, i.e. a shared file system.
+      if (each) a.save_state((machine / "ckpt").string());
+      a.save_model(model, (machine / "model").string());
+      a.save(at::ones({2}),
+             (machine / ("tensor_" + std::to_string(rank) + ".safetensors")).string());
+      a.wait_for_everyone();
+      if (each) {
+        counter->value = 0;
+        a.load_state((machine / "ckpt").string());
+        EXPECT_EQ(counter->value, 42);
+      }
+    });
+    for (int m = 0; m < 2; ++m) {
+      const fs::path machine = root / ("machine_" + std::to_string(m));
+      const bool written = each || m == 0;
+      EXPECT_EQ(fs::exists(machine / "ckpt" / "accelerator_state.json"), each) << machine;
+      EXPECT_EQ(fs::exists(machine / "ckpt" / "model.safetensors"), each) << machine;
+      EXPECT_EQ(fs::exists(machine / "model" / "model.safetensors"), written) << machine;
+      // save: the local main process of the machine (rank 2m) writes; the others never.
+      EXPECT_EQ(fs::exists(machine / ("tensor_" + std::to_string(2 * m) + ".safetensors")), written)
+          << machine;
+      EXPECT_FALSE(fs::exists(machine / ("tensor_" + std::to_string(2 * m + 1) + ".safetensors")));
+      for (int r = 2 * m; r < 2 * m + 2 && each; ++r)
+        EXPECT_TRUE(fs::exists(machine / "ckpt" / ("random_states_" + std::to_string(r) + ".pt")));
+      EXPECT_FALSE(fs::exists(machine / "ckpt.tmp")) << machine;
+    }
+  }
+}
+
+// Machines that do share the folder, with save_on_each_node: still one complete checkpoint
+// (every rank's random states, no marker files left) that loads, saved twice in a row.
+TEST(SaveOnEachNode, ASharedFolderGetsOneCompleteCheckpoint) {
+  const acc::testing::TempDir temp;
+  const fs::path ckpt = temp.path() / "shared" / "ckpt";
+  const auto store = acc::testing::make_store();
+  acc::testing::spawn_threads(4, [&](int rank) {
+    acc::Accelerator a(two_machines(rank, store, true, temp.path() / "shared"));
+    auto counter = std::make_shared<Counter>();
+    a.register_for_checkpointing(counter);
+    for (int round = 0; round < 2; ++round) {
+      counter->value = 10 + round;
+      a.save_state(ckpt.string());
+      counter->value = -1;
+      a.load_state(ckpt.string());
+      EXPECT_EQ(counter->value, 10 + round);
+    }
+    a.save_model(a.prepare_model(std::make_shared<Net>()), (temp.path() / "shared_model").string());
+  });
+  std::vector<std::string> names;
+  for (const auto& entry : fs::directory_iterator(ckpt))
+    names.push_back(entry.path().filename().string());
+  std::sort(names.begin(), names.end());
+  EXPECT_EQ(names, (std::vector<std::string>{"accelerator_state.json", "custom_checkpoint_0.bin",
+                                             "random_states_0.pt", "random_states_1.pt",
+                                             "random_states_2.pt", "random_states_3.pt"}));
+  EXPECT_FALSE(fs::exists(ckpt.string() + ".tmp"));
+  EXPECT_TRUE(fs::exists(temp.path() / "shared_model" / "model.safetensors"));
+}

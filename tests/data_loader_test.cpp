@@ -1127,3 +1127,26 @@ TEST(FashionMnist, BadFilesNameTheFile) {
     expect_error("t10k-images-idx3-ubyte.gz", "truncated");
   }
 }
+
+// ShardingOptions::on_pass_begin: called once at the start of each pass of a sharded loader,
+// before any sample of the pass is loaded (what AcceleratorOptions::rng_types hangs on).
+TEST(ShardedLoader, OnPassBeginRunsOnceBeforeEachPass) {
+  Indexed data(10);
+  auto calls = data.calls;
+  acc::DataLoader<Indexed> loader(data, acc::DataLoaderOptions().batch_size(2));
+  std::vector<int64_t> loaded_at_begin;
+  auto shard =
+      loader.shard(sharding(2, 0).on_pass_begin([&] { loaded_at_begin.push_back(calls->load()); }));
+  for (int epoch = 0; epoch < 3; ++epoch) {
+    int64_t batches = 0;
+    for (auto& batch : *shard) {
+      (void)batch;
+      ++batches;
+      EXPECT_EQ(static_cast<int64_t>(loaded_at_begin.size()), epoch + 1);
+    }
+    EXPECT_EQ(batches, 3);
+  }
+  ASSERT_EQ(loaded_at_begin.size(), 3u);
+  for (size_t pass = 0; pass < 3; ++pass)
+    EXPECT_EQ(loaded_at_begin[pass], static_cast<int64_t>(pass) * 6) << pass;  // 3 batches of 2
+}

@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <thread>
 
@@ -153,6 +154,45 @@ TEST(State, TwoProcessesFormAGlooGroup) {
     EXPECT_NE(a.state().process_group(), nullptr);
     EXPECT_EQ(a.state().launch_info().launcher, "torchrun");
   });
+}
+
+// StateOptions::backend / AcceleratorOptions::backend: the default of the device, an explicit
+// choice, and a clear error for an unknown or unavailable one (before any connection).
+TEST(State, BackendDefaultsToGlooOnTheCpuAndCanBeChosen) {
+  acc::testing::run_ranks(2, [](acc::Accelerator& a) {
+    EXPECT_EQ(a.state().backend(), "gloo");
+    EXPECT_EQ(a.reduce(at::ones({2}), "sum").sum().item<double>(), 4.0);
+  });
+  acc::testing::run_ranks(
+      3,
+      [](acc::Accelerator& a) {
+        EXPECT_EQ(a.state().backend(), "gloo");
+        EXPECT_EQ(a.reduce(at::ones({1}), "sum").item<double>(), 3.0);
+      },
+      acc::AcceleratorOptions().backend("GLOO"));
+  acc::State one(acc::StateOptions().environment({}).cpu(true).backend("gloo"));
+  EXPECT_EQ(one.backend(), "");  // one process: no group
+}
+
+TEST(State, UnknownOrUnavailableBackendIsAClearError) {
+  expect_invalid([] { acc::State s(acc::StateOptions().environment({}).cpu(true).backend("mpi")); },
+                 {"unknown backend \"mpi\"", "gloo", "nccl"});
+  expect_invalid(
+      [] { acc::State s(acc::StateOptions().environment({}).cpu(true).backend("nccl")); },
+      {"backend \"nccl\"", "gloo"});
+  // Several processes: every rank throws before it meets the others (no hang on the store).
+  const auto store = acc::testing::make_store();
+  std::atomic<int> refused{0};
+  acc::testing::spawn_threads(2, [&](int rank) {
+    try {
+      acc::Accelerator a(
+          acc::testing::rank_options(rank, 2, store, acc::AcceleratorOptions().backend("nccl")));
+    } catch (const acc::InvalidArgument& e) {
+      EXPECT_NE(std::string(e.what()).find("nccl"), std::string::npos) << e.what();
+      ++refused;
+    }
+  });
+  EXPECT_EQ(refused.load(), 2);
 }
 
 // A rank whose peer never starts: a clear error after the configured timeout, not a hang

@@ -1,4 +1,5 @@
 // Utilities: find_executable_batch_size, free_memory, get_logger, ProgressBar, options.h.
+#include <ATen/CPUGeneratorImpl.h>
 #include <accelerate/accelerate.h>
 #include <gtest/gtest.h>
 #include <torch/torch.h>
@@ -305,4 +306,62 @@ TEST(Options, AcceleratorCountsCheckpointsWithoutChangingItsOptions) {
   EXPECT_EQ(accelerator.project_configuration().iteration(), 4);
   EXPECT_EQ(accelerator.project_configuration().project_dir(), dir.str());
   EXPECT_EQ(options.project_config().iteration(), 3);
+}
+
+// synchronize_rng_states over ranks as threads: each rank's own generator ("generator") gets
+// process 0's state; the default CPU generator is shared by the threads of one process, so
+// "cpu" is checked with real processes (multiprocess_test.cpp, RngAndProfile).
+TEST(SynchronizeRngStates, GeneratorsBecomeProcessZeros) {
+  for (int n : {2, 3}) {
+    acc::testing::run_ranks(n, [n](acc::Accelerator& a) {
+      at::Generator generator = at::detail::createCPUGenerator(1000 + a.process_index());
+      const at::Generator before = generator.clone();
+      const at::Tensor unsynced = a.gather(at::rand({1, 4}, generator));
+      for (int r = 1; r < n; ++r) EXPECT_FALSE(unsynced[r].equal(unsynced[0])) << r;
+      acc::synchronize_rng_states(a.state(), {"generator"}, generator);
+      const at::Tensor draw = at::rand({1, 4}, generator);
+      const at::Tensor synced = a.gather(draw);
+      for (int r = 1; r < n; ++r) EXPECT_TRUE(synced[r].equal(synced[0])) << r;
+      if (a.is_main_process()) {
+        // Process 0's state is the one everybody got: its draws went on from where they were.
+        at::Generator mine = before.clone();
+        at::rand({1, 4}, mine);
+        EXPECT_TRUE(draw.equal(at::rand({1, 4}, mine)));
+      }
+    });
+  }
+}
+
+TEST(SynchronizeRngStates, BadTypesAreClearErrors) {
+  auto expect_error = [](auto fn, const std::string& part) {
+    try {
+      fn();
+      ADD_FAILURE() << "no exception for " << part;
+    } catch (const acc::InvalidArgument& e) {
+      EXPECT_NE(std::string(e.what()).find(part), std::string::npos) << e.what();
+    }
+  };
+  acc::State one(acc::StateOptions().environment(acc::Environment{}).cpu(true));
+  expect_error(
+      [&] {
+        acc::synchronize_rng_states(one, {"cpu", "tpu"});
+      },
+      "unknown rng type \"tpu\"");
+  expect_error([&] { acc::synchronize_rng_states(one, {"generator"}); }, "needs a generator");
+  expect_error([&] { acc::synchronize_rng_states(one, {"cuda"}); }, "\"cuda\" needs a CUDA device");
+  acc::synchronize_rng_states(one);  // one process: nothing to do
+  acc::synchronize_rng_states(one, {"torch", "cpu"});
+  expect_error(
+      [] {
+        acc::Accelerator a(acc::AcceleratorOptions()
+                               .cpu(true)
+                               .environment(acc::Environment{})
+                               .rng_types({"cpu", "xla"}));
+      },
+      "rng_types: unknown rng type \"xla\"");
+  // Several processes: every rank refuses before anything is sent (no hang).
+  acc::testing::run_ranks(2, [&](acc::Accelerator& a) {
+    expect_error([&] { acc::synchronize_rng_states(a.state(), {"bogus"}); }, "bogus");
+    EXPECT_EQ(a.reduce(at::ones({1}), "sum").item<double>(), 2.0);  // still in step
+  });
 }

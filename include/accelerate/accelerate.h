@@ -22,6 +22,7 @@
 #include "accelerate/ops.h"
 #include "accelerate/optimizer.h"
 #include "accelerate/options.h"
+#include "accelerate/profiler.h"
 #include "accelerate/progress.h"
 #include "accelerate/safetensors.h"
 #include "accelerate/scheduler.h"

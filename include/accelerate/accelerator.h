@@ -42,6 +42,7 @@
 #include "accelerate/ops.h"
 #include "accelerate/optimizer.h"
 #include "accelerate/options.h"
+#include "accelerate/profiler.h"
 #include "accelerate/scheduler.h"
 #include "accelerate/state.h"
 #include "accelerate/tracking.h"
@@ -68,7 +69,42 @@ struct ProjectConfiguration {
   /// Number of the first automatic checkpoint; the Accelerator counts on from it (see
   /// Accelerator::project_configuration()).
   ACCELERATE_ARG(int, iteration) = 0;
+  /// Write checkpoints and models on every machine (for machines without a shared file
+  /// system): save_state, save_model and save write on each machine's local main process
+  /// instead of on process 0 only (default false). Where several machines do share the folder,
+  /// save_state and save_model still leave one complete copy.
+  ACCELERATE_ARG(bool, save_on_each_node) = false;
 };
+
+/// What `register_save_state_pre_hook` / `register_load_state_pre_hook` return (PyTorch's
+/// `RemovableHandle`): remove() takes the hook out; the hook stays while the handle is
+/// dropped without it. Removing twice, or after the Accelerator is gone, does nothing.
+class HookHandle {
+ public:
+  /// An empty handle: remove() does nothing.
+  HookHandle() = default;
+  /// Takes the hook out of its Accelerator.
+  void remove() {
+    if (remove_) std::exchange(remove_, nullptr)();
+  }
+
+ private:
+  friend class Accelerator;
+  explicit HookHandle(std::function<void()> remove) : remove_(std::move(remove)) {}
+  std::function<void()> remove_;
+};
+
+/// A save_state pre-hook: given the prepared models (in the order they were prepared), the
+/// state dicts about to be written for them (same order; the hook may change, add or drop
+/// entries, not add or drop dicts) and the checkpoint folder.
+using SaveStatePreHook =
+    std::function<void(const std::vector<std::shared_ptr<torch::nn::Module>>& models,
+                       std::vector<StateDict>& weights, const std::string& output_dir)>;
+/// A load_state pre-hook: given the prepared models (in the order they were prepared) and the
+/// checkpoint folder; setting an entry to nullptr tells load_state not to load that model
+/// (the hook loaded it itself).
+using LoadStatePreHook = std::function<void(std::vector<std::shared_ptr<torch::nn::Module>>& models,
+                                            const std::string& input_dir)>;
 
 /// Options of `Accelerator::backward`, as the keyword arguments Accelerate passes on to
 /// `loss.backward()`.
@@ -96,6 +132,11 @@ struct AcceleratorOptions {
   /// `InitProcessGroupKwargs(timeout=...)`); unset reads ACCELERATE_TIMEOUT (seconds, set by
   /// `accelerate-cpp launch --timeout` or the config key `timeout`), else 1800 s.
   ACCELERATE_ARG(std::optional<std::chrono::milliseconds>, timeout);
+  /// The process group's backend, "gloo" or "nccl" (Accelerate's
+  /// `InitProcessGroupKwargs(backend=...)`); unset: "nccl" on CUDA, else "gloo". An unknown or
+  /// unavailable one (nccl on the CPU) makes the Accelerator throw InvalidArgument naming it.
+  /// See StateOptions::backend.
+  ACCELERATE_ARG(std::optional<std::string>, backend);
   /// Resolve the launcher's variables from this map instead of the process environment:
   /// for tests that run ranks as threads, and for programs embedding the library.
   ACCELERATE_ARG(std::optional<Environment>, environment);
@@ -126,6 +167,20 @@ struct AcceleratorOptions {
   /// default): dispatch loaders over iterable data sets only. See
   /// ShardingOptions::dispatch_batches.
   ACCELERATE_ARG(std::optional<bool>, dispatch_batches);
+  /// Random states that prepared data loaders synchronise from process 0 at the start of every
+  /// pass (Accelerate's `rng_types`; see synchronize_rng_states in utils.h): "cpu" (or
+  /// "torch"), "cuda", "generator". Default: {"generator"}, as Accelerate: the loader's own
+  /// shuffling generator (`DataLoaderOptions::generator`), so that every process draws the
+  /// same order; nothing is sent for a loader without one (a seeded shuffle already uses a
+  /// seed all processes share, ShardingOptions::seed). Give "cpu" when the loop draws random
+  /// numbers that must agree across processes (e.g. data augmentation that must be the same
+  /// on all). An unknown type, or "cuda" without a CUDA device, makes the Accelerator throw
+  /// InvalidArgument naming it.
+  ///
+  /// Example:
+  ///   acc::Accelerator accelerator(acc::AcceleratorOptions().rng_types({"cpu"}));
+  ///   for (auto& batch : *loader) { /* torch::rand draws the same on every process */ }
+  ACCELERATE_ARG(std::vector<std::string>, rng_types) = {"generator"};
   /// Prepared schedulers step only with the optimizer, num_processes times per call unless
   /// split_batches (default true, as Accelerate).
   ACCELERATE_ARG(bool, step_scheduler_with_optimizer) = true;
@@ -390,8 +445,7 @@ class Accelerator {
       const std::shared_ptr<DataLoader<Dataset>>& loader) {
     if (!loader) throw InvalidArgument("accelerate: prepare: the data loader is a null pointer");
     if (loader->prepared()) return loader;  // already prepared
-    auto prepared = loader->shard(sharding_options());
-    synchronize_loader_generator(*prepared);
+    auto prepared = loader->shard(sharding_options(loader->options().generator()));
     checkpoint_loader(prepared);
     loaders_.push_back(prepared);
     return prepared;
@@ -573,11 +627,64 @@ class Accelerator {
                         });
     }
   }
+  /// Adds a hook that save_state calls on every process, in the order they were registered,
+  /// after the models' state dicts are taken and before anything is written (Accelerate's
+  /// `register_save_state_pre_hook`): e.g. to write a configuration beside the weights, or to
+  /// change what is written for a model. Returns a handle whose remove() takes it out.
+  ///
+  /// Example:
+  ///   auto handle = accelerator.register_save_state_pre_hook(
+  ///       [](const auto& models, std::vector<acc::StateDict>& weights, const std::string& dir) {
+  ///         write_config(dir + "/config.json");
+  ///       });
+  ///   accelerator.save_state("ckpt");
+  ///   handle.remove();
+  HookHandle register_save_state_pre_hook(SaveStatePreHook hook);
+  /// Adds a hook that load_state calls on every process, in the order they were registered,
+  /// once the checkpoint is found to match and before anything is loaded (Accelerate's
+  /// `register_load_state_pre_hook`). A model the hook sets to nullptr in the list is not
+  /// loaded by load_state. Returns a handle whose remove() takes it out.
+  HookHandle register_load_state_pre_hook(LoadStatePreHook hook);
+  /// The model's full state dict as save_model would write it: the keys Python's
+  /// `state_dict()` uses, every tensor on the CPU (Accelerate's `get_state_dict`). A model on
+  /// the CPU shares its storage with the returned tensors: clone before changing them.
+  /// `unwrap` is there for Accelerate's signature: a prepared model is not wrapped here, so
+  /// both give the same dict.
+  /// Example: auto weights = accelerator.get_state_dict(model);  // [0].first: "fc1.weight"
+  template <typename Model>
+  StateDict get_state_dict(const std::shared_ptr<Model>& model, bool unwrap = true) const {
+    (void)unwrap;
+    if (!model) throw InvalidArgument("accelerate: get_state_dict: the model is a null pointer");
+    return cpu_state_dict(*model);
+  }
+
   /// The project configuration given in the options, with the iteration of the next
   /// automatic checkpoint (which save_state and load_state advance).
   ProjectConfiguration project_configuration() const {
     return ProjectConfiguration(options_.project_config()).iteration(iteration_);
   }
+
+  // ---- profiling (see profiler.h) ----
+  /// Guard: records what this process runs while it lives (forward, backward, the gradient
+  /// all-reduce, the optimizer step; LibTorch's profiler) and then writes a Chrome trace, as
+  /// Accelerate's `with accelerator.profile():` with `ProfileKwargs(output_trace_dir=...)`.
+  /// The file: `path` with one process; with several, each process writes its own, the rank
+  /// before the extension ("trace.json" → trace_0.json, trace_1.json, ...). A `path` that is
+  /// a folder (it exists, or ends in '/') gets profile_<rank>.json inside, Accelerate's names.
+  /// When it ends, every process waits for the others. Throws InvalidArgument for an empty
+  /// path, a bad option, or while another profile runs on this thread.
+  ///
+  /// Example:
+  ///   {
+  ///     auto p = accelerator.profile("trace.json");
+  ///     accelerator.backward(loss_fn(model->forward(x), y));
+  ///     optimizer->step();
+  ///   }  // trace_<rank>.json written
+  Profile profile(const std::string& path, const ProfileOptions& options = ProfileOptions()) const {
+    return Profile(state_, profile_path(path), options);
+  }
+  /// The trace file profile(path) writes on this process.
+  std::string profile_path(const std::string& path) const;
 
   // ---- experiment tracking (main process only; see tracking.h) ----
   /// Starts the trackers of log_with(...) for the run `project_name` (a sub-folder of the
@@ -731,6 +838,7 @@ class Accelerator {
     std::string file;  // its file in the checkpoint folder
     std::function<void(const std::string& path)> save;
     std::function<void(const std::string& path)> load;
+    std::shared_ptr<torch::nn::Module> model;  // kind "models": the prepared model
   };
   void add_checkpointed(const std::string& kind, const std::string& file,
                         std::function<void(const std::string&)> save,
@@ -747,11 +855,18 @@ class Accelerator {
   void checkpoint_scaler();
   void save_model_impl(const torch::nn::Module& model, const std::string& dir,
                        const SaveModelOptions& options);
+  static StateDict cpu_state_dict(const torch::nn::Module& model);
+  // Writes checkpoints and models: process 0, or with save_on_each_node each local main.
+  bool checkpoint_writer() const;
+  // The prepared models, in the order they were prepared.
+  std::vector<std::shared_ptr<torch::nn::Module>> checkpointed_models() const;
   // save_state's files written by process 0 into `folder` (accelerator_checkpoint.cpp).
-  void save_main_process_files(const std::filesystem::path& folder, int iteration);
-  ShardingOptions sharding_options();
-  // Gives the loader's shuffling generator, if any, process 0's state.
-  void synchronize_loader_generator(const DataLoaderBase& loader);
+  void save_main_process_files(const std::filesystem::path& folder, int iteration,
+                               const std::vector<StateDict>& weights);
+  // The sharding of a prepared loader; `generator` is the loader's shuffling generator.
+  ShardingOptions sharding_options(const std::optional<at::Generator>& generator);
+  // What prepared loaders call at the start of a pass: synchronise options_.rng_types.
+  std::function<void()> rng_synchronizer(const std::optional<at::Generator>& generator) const;
   void register_model(const std::shared_ptr<torch::nn::Module>& model);
   DistributedDataParallel* engine_of(const torch::nn::Module* model) const;
   void do_sync();
@@ -775,6 +890,12 @@ class Accelerator {
   std::vector<Checkpointed> checkpointed_;
   bool load_same_world_ = true;  // during load_state: saved by as many processes as now
   std::vector<std::shared_ptr<DataLoaderBase>> loaders_;  // prepared, for join_uneven_inputs
+  // The pre-hooks of save_state / load_state by id (HookHandle removes through a weak_ptr).
+  std::shared_ptr<std::map<int64_t, SaveStatePreHook>> save_state_pre_hooks_ =
+      std::make_shared<std::map<int64_t, SaveStatePreHook>>();
+  std::shared_ptr<std::map<int64_t, LoadStatePreHook>> load_state_pre_hooks_ =
+      std::make_shared<std::map<int64_t, LoadStatePreHook>>();
+  int64_t next_hook_id_ = 0;
 };
 
 }  // namespace accelerate

@@ -160,8 +160,9 @@ struct DataLoaderOptions {
   /// With `shuffle`, draw each pass's permutation from this generator, as PyTorch's
   /// `DataLoader(shuffle=True, generator=g)`: pass k gets the k-th `torch.randperm(n,
   /// generator=g)`, so the order depends on the generator's state, not on `seed` or
-  /// `set_epoch`. Copies of the loader share the generator. `Accelerator::prepare` gives every
-  /// process process 0's generator state (Accelerate's synchronized generator); restore its
+  /// `set_epoch`. Copies of the loader share the generator. A prepared loader gives every
+  /// process process 0's generator state at the start of each pass (Accelerate's
+  /// synchronised generator, `AcceleratorOptions::rng_types` "generator"); restore its
   /// state yourself to resume a shuffled epoch. Not together with `seed`, and only with
   /// `shuffle` (accelerate::InvalidArgument).
   ACCELERATE_ARG(std::optional<at::Generator>, generator);
@@ -210,6 +211,11 @@ struct ShardingOptions {
   /// Dispatching: returns process 0's `bytes` on every process, e.g.
   /// `accelerate::broadcast_bytes(state, bytes, 0)`; set by `Accelerator::prepare`.
   ACCELERATE_ARG(std::function<std::string(const std::string&)>, broadcast_bytes);
+  /// Called by a prepared loader at the start of every pass, before its order is drawn
+  /// (default null: nothing). The Accelerator sets it to synchronise the random states of
+  /// AcceleratorOptions::rng_types, as Accelerate's `DataLoaderShard.__iter__` does; every
+  /// process must start its passes together then, since it is a collective.
+  ACCELERATE_ARG(std::function<void()>, on_pass_begin);
 };
 
 /// Where a loader stands: `batches` of epoch `epoch` have been consumed.

@@ -116,6 +116,15 @@ struct StateOptions {
   ///   accelerate::State state(accelerate::StateOptions().store(store).environment(
   ///       {{"RANK", "0"}, {"WORLD_SIZE", "2"}}));
   ACCELERATE_ARG(c10::intrusive_ptr<c10d::Store>, store);
+  /// The c10d backend of the process group (Accelerate's `InitProcessGroupKwargs(backend=...)`):
+  /// "gloo" or "nccl" (case-insensitive). Unset: "nccl" on CUDA devices, else "gloo". "nccl"
+  /// needs a CUDA device (not with cpu(true)) and a LibTorch built with NCCL; "gloo" also
+  /// works on CUDA devices. Anything else, or an unavailable backend, makes the State throw
+  /// accelerate::InvalidArgument naming it, also with one process (which has no group).
+  ///
+  /// Example:
+  ///   accelerate::State state(accelerate::StateOptions().backend("gloo"));
+  ACCELERATE_ARG(std::optional<std::string>, backend);
 };
 
 namespace detail {
@@ -162,6 +171,9 @@ class State {
   MixedPrecision mixed_precision() const { return mixed_precision_; }
   /// Timeout of collectives.
   std::chrono::milliseconds timeout() const { return timeout_; }
+  /// The backend of the process group: "gloo" or "nccl"; "" with one process (Accelerate's
+  /// `state.backend`, None there).
+  const std::string& backend() const { return backend_; }
   /// What the launcher said.
   const LaunchInfo& launch_info() const { return info_; }
   /// The c10d process group, or nullptr with one process.
@@ -188,6 +200,7 @@ class State {
   DistributedType distributed_type_ = DistributedType::NO;
   MixedPrecision mixed_precision_ = MixedPrecision::NO;
   std::chrono::milliseconds timeout_;
+  std::string backend_;                              // "" with one process
   std::shared_ptr<detail::LoggerRegistry> loggers_;  // get_logger(name, state)
   struct Comm;                                       // store + process group; defined in state.cpp
   std::shared_ptr<Comm> comm_;  // null with one process; shared by the States of a process

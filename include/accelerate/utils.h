@@ -9,13 +9,20 @@
 //     return run_training(batch_size);
 //   }, 128);
 //   train();
+//
+//   // The same random draws on every process from here on (process 0's states):
+//   accelerate::synchronize_rng_states(accelerator.state());
 #pragma once
+
+#include <ATen/core/Generator.h>
 
 #include <cstdint>
 #include <exception>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <utility>
+#include <vector>
 #include "accelerate/errors.h"
 
 namespace accelerate {
@@ -24,6 +31,34 @@ namespace accelerate {
 /// where CUDA is available, every CUDA device's (Accelerate's `set_seed`). Call it with the
 /// same seed on every process for identical initial weights.
 void set_seed(uint64_t seed);
+
+class State;
+
+/// Makes the random states of every process equal to process 0's (Accelerate's
+/// `synchronize_rng_states`): one broadcast per type, in the order given. The types are
+/// Accelerate's: "cpu" (also "torch", Accelerate's RNGType.TORCH: LibTorch's default CPU
+/// generator), "cuda" (the default generator of this process's CUDA device, state.device();
+/// needs one) and "generator" (`generator`, which must then be given). A collective: call it
+/// on every process with the same types. With one process it only checks its arguments. Throws
+/// accelerate::InvalidArgument naming an unknown type, "cuda" without a CUDA device, or
+/// "generator" without a generator, before anything is sent.
+///
+/// Example:
+///   at::Generator noise = at::detail::createCPUGenerator(1234 + accelerator.process_index());
+///   accelerate::synchronize_rng_states(accelerator.state(), {"cpu", "generator"}, noise);
+///   // torch::rand({3}) and torch::rand({3}, noise) now draw the same on every process
+void synchronize_rng_states(const State& state, const std::vector<std::string>& rng_types,
+                            std::optional<at::Generator> generator = std::nullopt);
+
+/// synchronize_rng_states(state, {"cpu"}), and "cuda" too when state.device() is a CUDA
+/// device.
+void synchronize_rng_states(const State& state);
+
+/// Checks `rng_types` as synchronize_rng_states does (names, "cuda" without a CUDA device on
+/// `state`, "generator" only when `has_generator`); throws accelerate::InvalidArgument naming
+/// `api` and the bad type.
+void check_rng_types(const State& state, const std::vector<std::string>& rng_types,
+                     bool has_generator, const std::string& api);
 
 /// Returns cached, unused device memory to the system (CUDA's caching allocator); no-op on
 /// the CPU. Accelerate's `clear_device_cache`.

@@ -365,3 +365,32 @@ TEST_P(RealProcesses, DataLoopChecks) {
   EXPECT_EQ(r.code(), 0) << r.out;
   EXPECT_NE(r.out.find("data_loop_check: ok"), std::string::npos) << r.out;
 }
+
+// synchronize_rng_states and rng_types with real processes (each its own default CPU
+// generator), and accelerator.profile around a DDP step: every process writes its own trace
+// with the forward, backward, all-reduce and optimizer step (rng_profile_check.cpp).
+class RngAndProfile : public ::testing::TestWithParam<int> {};
+
+TEST_P(RngAndProfile, RandomStatesBecomeEqual) {
+  const Outcome r = run(launch(GetParam(), RNG_PROFILE_CHECK, {"--rng"}));
+  ASSERT_EQ(r.code(), 0) << r.out;
+  EXPECT_NE(r.out.find("rng checks passed on " + std::to_string(GetParam()) + " processes"),
+            std::string::npos)
+      << r.out;
+}
+
+TEST_P(RngAndProfile, EachProcessWritesItsTrace) {
+  const int n = GetParam();
+  const TempDir dir;
+  const Outcome r = run(launch(n, RNG_PROFILE_CHECK, {"--profile", dir.path("traces")}));
+  ASSERT_EQ(r.code(), 0) << r.out;
+  for (int rank = 0; rank < n; ++rank) {
+    const std::string file = dir.path("traces") + "/trace_" + std::to_string(rank) + ".json";
+    EXPECT_TRUE(std::filesystem::exists(file)) << file;
+    EXPECT_NE(r.out.find("profile checks passed on rank " + std::to_string(rank)),
+              std::string::npos)
+        << r.out;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Processes, RngAndProfile, ::testing::Values(2, 3));
