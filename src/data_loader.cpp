@@ -21,24 +21,6 @@ void check_batch_size(const DataLoaderOptions& b) {
                           std::to_string(b.batch_size()));
 }
 
-void check(const DataLoaderOptions& b, const ShardingOptions& s) {
-  check_batch_size(b);
-  if (s.num_processes() < 1)
-    throw InvalidArgument("accelerate: DataLoader: num_processes must be >= 1, got " +
-                          std::to_string(s.num_processes()));
-  if (s.process_index() < 0 || s.process_index() >= s.num_processes())
-    throw InvalidArgument("accelerate: DataLoader: process_index " +
-                          std::to_string(s.process_index()) + " is not in [0, " +
-                          std::to_string(s.num_processes()) + ")");
-  if (s.split_batches() && b.batch_size() % s.num_processes() != 0)
-    throw InvalidArgument("accelerate: DataLoader: with split_batches, the batch size (" +
-                          std::to_string(b.batch_size()) +
-                          ") must be a round multiple of the number of processes (" +
-                          std::to_string(s.num_processes()) + ")");
-}
-
-int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
 void check_sharding(const ShardingOptions& s) {
   if (s.num_processes() < 1)
     throw InvalidArgument("accelerate: DataLoader: num_processes must be >= 1, got " +
@@ -48,6 +30,18 @@ void check_sharding(const ShardingOptions& s) {
                           std::to_string(s.process_index()) + " is not in [0, " +
                           std::to_string(s.num_processes()) + ")");
 }
+
+void check(const DataLoaderOptions& b, const ShardingOptions& s) {
+  check_batch_size(b);
+  check_sharding(s);
+  if (s.split_batches() && b.batch_size() % s.num_processes() != 0)
+    throw InvalidArgument("accelerate: DataLoader: with split_batches, the batch size (" +
+                          std::to_string(b.batch_size()) +
+                          ") must be a round multiple of the number of processes (" +
+                          std::to_string(s.num_processes()) + ")");
+}
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 void check_batch_sampler_split(std::optional<int64_t> batch_size, const ShardingOptions& s) {
   if (!s.split_batches() || s.num_processes() == 1) return;

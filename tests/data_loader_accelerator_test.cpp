@@ -8,32 +8,15 @@
 #include <numeric>
 #include <vector>
 
+#include "index_datasets.h"
 #include "test_util.h"
 
 namespace acc = accelerate;
 
 namespace {
 
-// The samples 0..n-1 as data [float(i)], target i.
-struct Stream {
-  explicit Stream(int64_t size) : n(size) {}
-  std::optional<torch::data::Example<>> next() {
-    if (i == n) return std::nullopt;
-    const int64_t v = i++;
-    return torch::data::Example<>{torch::full({1}, static_cast<float>(v)), torch::tensor(v)};
-  }
-  void reset() { i = 0; }
-  int64_t n, i = 0;
-};
-
-struct Indexed : torch::data::datasets::Dataset<Indexed> {
-  explicit Indexed(int64_t size) : n(size) {}
-  torch::data::Example<> get(size_t i) override {
-    return {torch::full({1}, static_cast<float>(i)), torch::tensor(static_cast<int64_t>(i))};
-  }
-  c10::optional<size_t> size() const override { return static_cast<size_t>(n); }
-  int64_t n;
-};
+using accelerate::testing::Indexed;
+using accelerate::testing::Stream;
 
 struct EveryOther : acc::Sampler {
   std::vector<int64_t> indices(int64_t epoch) override {

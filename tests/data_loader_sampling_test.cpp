@@ -16,11 +16,15 @@
 #include <set>
 #include <string>
 #include <vector>
+#include "index_datasets.h"
 
 namespace acc = accelerate;
 using json = nlohmann::json;
 
 namespace {
+
+using accelerate::testing::Indexed;
+using accelerate::testing::Stream;
 
 using Batches = std::vector<std::vector<int64_t>>;
 
@@ -54,16 +58,6 @@ std::vector<int64_t> flatten(const Batches& batches) {
   for (const auto& b : batches) out.insert(out.end(), b.begin(), b.end());
   return out;
 }
-
-// Map-style: sample i is data [float(i)], target i.
-struct Indexed : torch::data::datasets::Dataset<Indexed> {
-  explicit Indexed(int64_t size) : n(size) {}
-  torch::data::Example<> get(size_t i) override {
-    return {torch::full({1}, static_cast<float>(i)), torch::tensor(static_cast<int64_t>(i))};
-  }
-  c10::optional<size_t> size() const override { return static_cast<size_t>(n); }
-  int64_t n;
-};
 
 // Iterable: the samples 0..n-1 (data [float(i)], target i), in that order; records set_epoch
 // and reset; throws at sample `fail_at`.

@@ -11,32 +11,16 @@
 #include <numeric>
 #include <string>
 #include <vector>
+#include "../index_datasets.h"
 
 namespace acc = accelerate;
 
 namespace {
 
+using accelerate::testing::Indexed;
+using accelerate::testing::Stream;
+
 constexpr int64_t kElements = 22, kBatch = 4;
-
-struct Indexed : torch::data::datasets::Dataset<Indexed> {
-  explicit Indexed(int64_t size) : n(size) {}
-  torch::data::Example<> get(size_t i) override {
-    return {torch::full({1}, static_cast<float>(i)), torch::tensor(static_cast<int64_t>(i))};
-  }
-  c10::optional<size_t> size() const override { return static_cast<size_t>(n); }
-  int64_t n;
-};
-
-struct Stream {
-  explicit Stream(int64_t size) : n(size) {}
-  std::optional<torch::data::Example<>> next() {
-    if (i == n) return std::nullopt;
-    const int64_t v = i++;
-    return torch::data::Example<>{torch::full({1}, static_cast<float>(v)), torch::tensor(v)};
-  }
-  void reset() { i = 0; }
-  int64_t n, i = 0;
-};
 
 // BatchSampler(RandomSampler(dataset), batch_size=4, drop_last=False), seeded by the epoch.
 struct RandomBatches : acc::BatchSampler {
