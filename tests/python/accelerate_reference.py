@@ -140,7 +140,16 @@ def generate():
             # ACCELERATE_USE_CPU: `accelerate launch --cpu`; without it Accelerate on a machine without
             # a GPU runs N single-process jobs.
             env = dict(os.environ, OMP_NUM_THREADS="1", ACCELERATE_USE_CPU="true")
-            subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
+            # A worker now and then aborts in PyTorch's teardown ("terminate called without an
+            # active exception", 3 processes on a loaded machine, after its results are
+            # written or before): a run is retried twice before the failure counts.
+            for attempt in range(3):
+                done = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL)
+                if done.returncode == 0:
+                    break
+                print(f"{n} processes: worker exited with {done.returncode} (attempt {attempt + 1})",
+                      file=sys.stderr)
+            done.check_returncode()
             with open(part) as f:
                 part_values = json.load(f)
             training[str(n)] = part_values["training"]
