@@ -558,6 +558,7 @@ std::vector<std::vector<int64_t>> DataLoaderBase::epoch_batches(bool plain, int6
     at::empty({}, at::kLong).random_(generator);
     at::Tensor perm = at::randperm(n, generator, at::TensorOptions().dtype(at::kLong)).contiguous();
     order.assign(perm.data_ptr<int64_t>(), perm.data_ptr<int64_t>() + n);
+    generator_pass_ = true;
   } else if (options_.shuffle()) {
     uint64_t seed;
     if (options_.seed()) {
@@ -616,6 +617,13 @@ void DataLoaderBase::on_stream_end(int64_t remainder) {
 
 void DataLoaderBase::end_pass(bool complete) {
   if (prepared_ && sharding_.gradient_state()) sharding_.gradient_state()->loader_finish(this);
+  if (complete && generator_pass_) {
+    // PyTorch's RandomSampler, once its permutation is used up, still evaluates
+    // `torch.randperm(n, generator=generator).tolist()[:num_samples % n]`: a pass that runs to
+    // its end draws a second permutation it does not use, and the next pass starts after it.
+    at::randperm(dataset_size(), *options_.generator(), at::TensorOptions().dtype(at::kLong));
+  }
+  generator_pass_ = false;
   if (complete) {
     ++epoch_;
     batches_yielded_ = 0;

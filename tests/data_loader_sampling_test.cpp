@@ -291,10 +291,23 @@ TEST(PythonReference, GeneratorShufflesAsPyTorchsDataLoader) {
     at::Generator g = at::make_generator<at::CPUGeneratorImpl>(c.at("seed").get<uint64_t>());
     acc::DataLoader<Indexed> loader(
         Indexed(n), acc::DataLoaderOptions().batch_size(n).shuffle(true).generator(g));
+    // Whole passes: each also draws the permutation PyTorch's RandomSampler draws at its end.
     for (const auto& epoch : c.at("epochs")) {
       auto batches = pass(loader);
       ASSERT_EQ(batches.size(), 1u);
       EXPECT_EQ(batches[0], epoch.get<std::vector<int64_t>>()) << "n=" << n;
+    }
+    // Passes left after their first batch draw nothing more.
+    at::Generator h = at::make_generator<at::CPUGeneratorImpl>(c.at("seed").get<uint64_t>());
+    acc::DataLoader<Indexed> partial(
+        Indexed(n), acc::DataLoaderOptions().batch_size(n / 2 + 1).shuffle(true).generator(h));
+    for (const auto& first : c.at("first_batches")) {
+      std::vector<int64_t> got;
+      for (auto& batch : partial) {
+        got = indices(batch);
+        break;
+      }
+      EXPECT_EQ(got, first.get<std::vector<int64_t>>()) << "n=" << n << " (first batch only)";
     }
   }
 }

@@ -158,12 +158,13 @@ struct DataLoaderOptions {
   /// PyTorch): the batch sampler's own `batch_size()` and `drop_last()` count.
   ACCELERATE_ARG(std::shared_ptr<BatchSampler>, batch_sampler);
   /// With `shuffle`, draw each pass's permutation from this generator, as PyTorch's
-  /// `DataLoader(shuffle=True, generator=g)`: pass k gets the k-th `torch.randperm(n,
-  /// generator=g)`, so the order depends on the generator's state, not on `seed` or
-  /// `set_epoch`. Copies of the loader share the generator. A prepared loader gives every
-  /// process process 0's generator state at the start of each pass (Accelerate's
-  /// synchronised generator, `AcceleratorOptions::rng_types` "generator"); restore its
-  /// state yourself to resume a shuffled epoch. Not together with `seed`, and only with
+  /// `DataLoader(shuffle=True, generator=g)`: each pass draws the iterator's base seed (an
+  /// int64) and then `torch.randperm(n, generator=g)`, and a pass that runs to its end draws
+  /// one more, unused permutation, as PyTorch's RandomSampler does; the order thus depends on
+  /// the generator's state, not on `seed` or `set_epoch`. Copies of the loader share the generator.
+  /// A prepared loader gives every process process 0's generator state at the start of each pass
+  /// (Accelerate's synchronised generator, `AcceleratorOptions::rng_types` "generator"); restore
+  /// its state yourself to resume a shuffled epoch. Not together with `seed`, and only with
   /// `shuffle` (accelerate::InvalidArgument).
   ACCELERATE_ARG(std::optional<at::Generator>, generator);
 };
@@ -689,6 +690,9 @@ class DataLoaderBase {
   int64_t batches_yielded_ = 0;
   std::optional<int64_t> resume_skip_;
   std::optional<uint64_t> default_seed_;
+  // This pass drew its order from options_.generator(); a complete pass then draws once more
+  // (end_pass), as PyTorch's RandomSampler.
+  bool generator_pass_ = false;
   detail::PassLink active_;
 };
 

@@ -8,29 +8,39 @@
 // Ported: initialization (a second Accelerator while the first lives), process execution
 // (main_process_first's order in a shared file; on_main_process, on_local_main_process,
 // on_last_process, on_process run only where they should), split_between_processes of a list,
-// of a map of lists and a tensor (Python's nested dict), of a tensor, evenly; the data loader
-// preparation (sharded loaders gather back to the whole data set, with and without
-// split_batches, shuffled or not); the seedable sampler (same seed and set_epoch(0): the same
-// items; another data seed: other items); the training check (a model trained on N processes
-// ends where the single-process baseline does, within Accelerate's 1e-6, without and with
-// split_batches and under bf16 autocast; and where Python Accelerate ends, from the reference
-// file, whose RegressionDataset values must also equal ours bit for bit); the trigger.
+// of a map of lists and a tensor (Python's nested dict), of a tensor, evenly; rng_sync_check
+// (synchronize_rng_states of "torch", "cuda" with a CUDA device, and a generator: states made
+// different per process first, equal to process 0's after); the data loader preparation
+// (sharded loaders gather back to the whole data set, with and without split_batches,
+// shuffled or not) and central_dl_preparation_check (the same with dispatch_batches, where
+// only process 0 must read samples); custom_sampler_check (a prepared loader keeps a custom
+// BatchSampler: each process gets that sampler's batches as BatchSamplerShard shards them);
+// the seedable sampler (same seed and set_epoch(0): the same items; another data seed: other
+// items); the training check with use_seedable_sampler False (DataLoaderOptions::generator,
+// shared by the baseline and the prepared loaders, synchronised from process 0 at every pass)
+// and True (a model trained on N processes ends where the single-process baseline does,
+// within Accelerate's 1e-6, without and with split_batches and under bf16 autocast; and where
+// Python Accelerate ends, from the reference file, whose RegressionDataset values must also
+// equal ours bit for bit); the trigger.
+// Added: the loader's generator is re-synchronised at every pass (after each pass process i
+// draws i + 1 numbers from it; every pass must still give each process the batches Python
+// Accelerate gives, reference "generator_resync").
 // Differences in the port:
 // - split_batches with a batch that the processes cannot share evenly (8 over 3) must fail
-//   preparing the loader, as Accelerate's BatchSamplerShard raises ValueError; those checks
-//   then stop there.
-// - the training check uses Accelerate's seedable sampler (`use_seedable_sampler=True`: each
-//   epoch shuffles with seed + epoch), which is accelerate-cpp's only way of shuffling; the
-//   `use_seedable_sampler=False` run (a generator carried from epoch to epoch and synchronised
-//   from process 0) has no counterpart.
+//   preparing the loader, as Accelerate's prepare_data_loader raises ValueError (with and
+//   without dispatch_batches); those checks then stop there.
+// - custom_sampler_check: Python's CustomBatchSampler draws an unseeded np.random.permutation
+//   per process and only its class is checked; here the permutation is seeded with
+//   1234 + epoch (a BatchSampler must give every process the same batches) and the batches
+//   each process gets are checked.
+// - rng_sync_check: Python synchronises states that happen to be equal already; here each
+//   process seeds its own first, so that the check fails if nothing is sent.
 // Skipped: split_between_processes of a `datasets.Dataset` (no Hugging Face datasets in C++);
-// `dispatch_batches` (central_dl_preparation_check: not in accelerate-cpp);
 // check_seedable_sampler_in_batch_sampler_shard (checks a Python sampler class);
 // test_reinstantiated_state (`AcceleratorState._reset_state()`: no global state here); the
 // keep-fp32-wrapper check (unwrap_model(keep_fp32_wrapper): the model is never wrapped) and the
 // fp16 training check (accelerate-cpp's fp16 is CUDA-only; this program runs on CPU);
-// DeepSpeed / XLA / MPS / HPU special cases. Left for later (being built elsewhere):
-// rng_sync_check (synchronize_rng_states), custom_sampler_check (custom batch samplers).
+// DeepSpeed / XLA / MPS / HPU special cases.
 #include <accelerate/accelerate.h>
 
 #include <ATen/ATen.h>
@@ -147,6 +157,51 @@ void process_execution_check(acc::Accelerator& a, const std::string& work_dir) {
   }
 }
 
+// True when `t` (e.g. a generator's state) is the same on every process.
+bool same_on_every_process(acc::Accelerator& a, const at::Tensor& t) {
+  const std::vector<int64_t> mine = longs(t);
+  const std::vector<int64_t> all = a.gather_object(mine);
+  if (all.size() != mine.size() * static_cast<size_t>(a.num_processes())) return false;
+  for (size_t at = 0; at < all.size(); at += mine.size())
+    if (!std::equal(mine.begin(), mine.end(), all.begin() + static_cast<std::ptrdiff_t>(at)))
+      return false;
+  return true;
+}
+
+// rng_sync_check: synchronize_rng_states makes the CPU generator's state (Python's "torch"),
+// the CUDA device's (with a CUDA device) and a given generator's those of process 0. The states
+// are first made different on every process, so that the check fails if nothing was sent.
+void rng_sync_check(acc::Accelerator& a) {
+  const bool several = a.num_processes() > 1;
+  const int rank = a.process_index();
+  torch::manual_seed(1000 + rank);
+  at::Generator cpu = at::detail::getDefaultCPUGenerator();
+  (*check)(!several || !same_on_every_process(a, cpu.get_state()),
+           "rng: the CPU states were equal before synchronising");
+  const at::Tensor cpu_before = cpu.get_state();
+  acc::synchronize_rng_states(a.state(), {"torch"});
+  (*check)(same_on_every_process(a, cpu.get_state()), "RNG states improperly synchronized on CPU.");
+  (*check)(rank != 0 || at::equal(cpu.get_state(), cpu_before),
+           "rng: process 0's CPU state changed");
+  (*check)(same_on_every_process(a, torch::rand({4})), "rng: CPU draws differ after synchronising");
+  if (a.device().is_cuda()) {
+    at::Generator cuda = at::globalContext().defaultGenerator(a.device());
+    cuda.set_current_seed(2000 + rank);
+    acc::synchronize_rng_states(a.state(), {"cuda"});
+    (*check)(same_on_every_process(a, cuda.get_state()),
+             "RNG states improperly synchronized on GPU.");
+  }
+  at::Generator generator = at::detail::createCPUGenerator(3000 + rank);
+  (*check)(!several || !same_on_every_process(a, generator.get_state()),
+           "rng: the generators' states were equal before synchronising");
+  acc::synchronize_rng_states(a.state(), {"generator"}, generator);
+  (*check)(same_on_every_process(a, generator.get_state()),
+           "RNG states improperly synchronized in generator.");
+  (*check)(same_on_every_process(a, at::rand({4}, generator)),
+           "rng: the generator's draws differ after synchronising");
+  if (a.local_process_index() == 0) std::cout << "All rng are properly synched." << std::endl;
+}
+
 void split_between_processes_checks(acc::Accelerator& a) {
   const int n = a.num_processes();
   // A list.
@@ -206,16 +261,36 @@ void split_between_processes_checks(acc::Accelerator& a) {
   a.wait_for_everyone();
 }
 
-void dl_preparation_check() {
+// A map-style data set of 0, 1, ..., n - 1 (data and target) that counts the samples this
+// process reads, to tell dispatching (only process 0 reads) from sharding (every process reads).
+struct CountedRange : torch::data::datasets::Dataset<CountedRange> {
+  CountedRange(int64_t n, std::shared_ptr<int64_t> reads) : n_(n), reads_(std::move(reads)) {}
+  torch::data::Example<> get(size_t i) override {
+    ++*reads_;
+    const at::Tensor x = at::scalar_tensor(static_cast<int64_t>(i), at::kLong);
+    return {x, x};
+  }
+  c10::optional<size_t> size() const override { return static_cast<size_t>(n_); }
+
+ private:
+  int64_t n_;
+  std::shared_ptr<int64_t> reads_;
+};
+
+// dl_preparation_check (dispatch false) and central_dl_preparation_check (dispatch true): the
+// gathered batches of every process are the data set, in order unless shuffled, without and
+// with split_batches; with dispatch_batches only process 0 reads samples.
+void dl_preparation_check(bool dispatch) {
   for (bool split : {false, true}) {
-    acc::Accelerator a(acc::AcceleratorOptions().split_batches(split));
+    acc::Accelerator a(acc::AcceleratorOptions().split_batches(split).dispatch_batches(dispatch));
     const int64_t length = 32 * a.num_processes();
     for (bool shuffle : {false, true}) {
-      const std::string what = std::string("data loader split_batches=") + (split ? "1" : "0") +
+      const std::string what = std::string(dispatch ? "central " : "") +
+                               "data loader split_batches=" + (split ? "1" : "0") +
                                " shuffle=" + (shuffle ? "1" : "0");
-      acc::DataLoader<acc::TensorDataset> loader(
-          acc::TensorDataset(at::arange(length), at::arange(length)),
-          acc::DataLoaderOptions().batch_size(8).shuffle(shuffle));
+      auto reads = std::make_shared<int64_t>(0);
+      acc::DataLoader<CountedRange> loader(CountedRange(length, reads),
+                                           acc::DataLoaderOptions().batch_size(8).shuffle(shuffle));
       if (split && 8 % a.num_processes() != 0) {
         check->throws<std::invalid_argument>(
             [&] {
@@ -231,7 +306,86 @@ void dl_preparation_check() {
       std::vector<int64_t> result = longs(at::cat(parts));
       if (shuffle) std::sort(result.begin(), result.end());
       (*check)(result == iota(length), what + ": gathered batches are not the data set");
+      // Every process reads its share (32 samples); dispatching, process 0 reads them all.
+      const int64_t want = dispatch ? (a.is_main_process() ? length : 0) : 32;
+      (*check)(*reads == want, what + ": this process read " + std::to_string(*reads) +
+                                   " samples, not " + std::to_string(want));
     }
+  }
+}
+
+// custom_sampler_check: a prepared loader keeps a custom batch sampler (Python checks its
+// class): each process gets the batches of that sampler, sharded as Accelerate's
+// BatchSamplerShard shards them, in two passes (the sampler's epochs 0 and 1).
+struct ArraySplitBatchSampler : acc::BatchSampler {
+  ArraySplitBatchSampler(int64_t length, int64_t batch) : length_(length), batch_(batch) {}
+  // Test_script.py's CustomBatchSampler: np.array_split of a permutation into
+  // ceil(length / batch) batches (here a permutation seeded with 1234 + epoch, since every
+  // process must draw the same; Python's unseeded np.random.permutation is only type-checked).
+  std::vector<std::vector<int64_t>> batches(int64_t epoch) override {
+    const auto order = acc::shuffled_indices(length_, 1234 + static_cast<uint64_t>(epoch));
+    const int64_t count = (length_ + batch_ - 1) / batch_;
+    std::vector<std::vector<int64_t>> out;
+    int64_t at = 0;
+    for (int64_t i = 0; i < count; ++i) {
+      const int64_t size = length_ / count + (i < length_ % count ? 1 : 0);
+      out.emplace_back(order.begin() + at, order.begin() + at + size);
+      at += size;
+    }
+    return out;
+  }
+  std::optional<int64_t> batch_size() const override { return batch_; }
+
+ private:
+  int64_t length_, batch_;
+};
+
+void custom_sampler_check() {
+  acc::Accelerator a;
+  const int64_t length = 32 * a.num_processes();
+  auto sampler = std::make_shared<ArraySplitBatchSampler>(length, 8);
+  auto dl = a.prepare(acc::DataLoader<acc::TensorDataset>(
+      acc::TensorDataset(at::arange(length) * 10, at::arange(length)),
+      acc::DataLoaderOptions().batch_sampler(sampler)));
+  const auto sharding =
+      acc::ShardingOptions().num_processes(a.num_processes()).process_index(a.process_index());
+  for (int64_t epoch = 0; epoch < 2; ++epoch) {
+    const auto want = acc::shard_batch_sampler(sampler->batches(epoch), 8, false, sharding);
+    std::vector<std::vector<int64_t>> got;
+    std::vector<int64_t> seen;
+    for (auto& batch : *dl) {
+      got.push_back(longs(batch.target));
+      (*check)(at::equal(batch.data, batch.target * 10), "custom sampler: data and target apart");
+      for (int64_t i : got.back()) seen.push_back(i);
+    }
+    (*check)(got == want, "Custom sampler was changed after calling `prepare_data_loader` (epoch " +
+                              std::to_string(epoch) + ")");
+    auto all = a.gather_object(seen);
+    std::sort(all.begin(), all.end());
+    all.erase(std::unique(all.begin(), all.end()), all.end());
+    (*check)(all == iota(length), "custom sampler: the processes did not cover the data set");
+  }
+}
+
+// The prepared loader's generator is process 0's at the start of every pass: after each pass
+// process i draws i + 1 numbers from it, and yet every process gets the shards of one order,
+// the very batches Python Accelerate gives (reference "generator_resync").
+void generator_resync_check(const nlohmann::json& reference) {
+  acc::Accelerator a;
+  at::Generator g = at::detail::createCPUGenerator(7);
+  auto dl = a.prepare(acc::DataLoader<acc::TensorDataset>(
+      acc::TensorDataset(at::arange(20), at::arange(20)),
+      acc::DataLoaderOptions().batch_size(3).shuffle(true).generator(g)));
+  const auto& want = reference.at("generator_resync").at(std::to_string(a.num_processes()));
+  for (size_t pass = 0; pass < 3; ++pass) {
+    std::vector<std::vector<int64_t>> mine;
+    for (auto& batch : *dl) mine.push_back(longs(batch.data));
+    const auto expected = want.at(pass)
+                              .at(static_cast<size_t>(a.process_index()))
+                              .get<std::vector<std::vector<int64_t>>>();
+    (*check)(mine == expected, "generator resync: pass " + std::to_string(pass) +
+                                   " is not Python Accelerate's batches for this process");
+    at::rand({a.process_index() + 1}, g);  // each process moves its generator on differently
   }
 }
 
@@ -269,16 +423,25 @@ struct Trained {
   double a, b;
 };
 
-Trained train(acc::Accelerator& accelerator, int64_t length, int64_t batch_size, bool autocast) {
+// A shuffled loader: with the seedable sampler (generator unset) or, as Accelerate's
+// use_seedable_sampler=False, drawing its orders from `generator`.
+acc::DataLoaderOptions shuffled(int64_t batch_size, const std::optional<at::Generator>& generator) {
+  auto options = acc::DataLoaderOptions().batch_size(batch_size).shuffle(true);
+  if (generator) options.generator(*generator);
+  return options;
+}
+
+Trained train(acc::Accelerator& accelerator, int64_t length, int64_t batch_size, bool autocast,
+              std::optional<at::Generator> generator) {
   acc::set_seed(42);
   auto model = std::make_shared<RegressionModel>();
   auto optimizer =
       std::make_shared<torch::optim::SGD>(model->parameters(), torch::optim::SGDOptions(0.1));
   auto [dl, m, opt] =
-      accelerator.prepare(acc::DataLoader<RegressionDataset>(
-                              RegressionDataset(length, 42),
-                              acc::DataLoaderOptions().batch_size(batch_size).shuffle(true)),
+      accelerator.prepare(acc::DataLoader<RegressionDataset>(RegressionDataset(length, 42),
+                                                             shuffled(batch_size, generator)),
                           model, optimizer);
+  if (generator) generator->set_current_seed(42);  // Python: generator.manual_seed(42) here
   for (int epoch = 0; epoch < 3; ++epoch)
     for (auto& batch : *dl) {
       m->zero_grad();
@@ -298,8 +461,14 @@ Trained train(acc::Accelerator& accelerator, int64_t length, int64_t batch_size,
 
 bool close(double got, double want) { return std::abs(got - want) <= 1e-6 + 1e-6 * std::abs(want); }
 
-void training_check(const nlohmann::json& reference) {
+// training_check(use_seedable_sampler): `seedable` true, the loaders shuffle with the seedable
+// sampler; false, with one generator that the baseline and every prepared loader share,
+// re-seeded with 42 before each training, and that prepared loaders synchronise from process 0
+// at every pass (reference "training_generator").
+void training_check(const nlohmann::json& reference, bool seedable) {
   acc::Accelerator first;
+  std::optional<at::Generator> generator;
+  if (!seedable) generator = at::detail::createCPUGenerator(42);
   const int n = first.num_processes();
   const int64_t batch_size = 8, length = batch_size * 4 * n;
 
@@ -316,8 +485,7 @@ void training_check(const nlohmann::json& reference) {
   acc::set_seed(42);
   RegressionModel base;
   torch::optim::SGD sgd(base.parameters(), torch::optim::SGDOptions(0.1));
-  acc::DataLoader<RegressionDataset> baseline_dl(
-      data, acc::DataLoaderOptions().batch_size(batch_size * n).shuffle(true));
+  acc::DataLoader<RegressionDataset> baseline_dl(data, shuffled(batch_size * n, generator));
   for (int epoch = 0; epoch < 3; ++epoch)
     for (auto& batch : baseline_dl) {
       base.zero_grad();
@@ -332,34 +500,38 @@ void training_check(const nlohmann::json& reference) {
                    .item<double>() == 0,
            "the baseline differs between processes");
 
-  const auto& ref = reference.at("training").at(std::to_string(n));
+  const std::string key = seedable ? "training" : "training_generator";
+  const auto& ref = reference.at(key).at(std::to_string(n));
   auto compare = [&](const std::string& mode, const Trained& got) {
+    const std::string label = (seedable ? "" : "generator ") + mode;
     const auto want = ref.at(mode).get<std::vector<double>>();
     (*check)(close(got.a, baseline.a) && close(got.b, baseline.b),
-             mode + ": not the model of the single-process baseline");
+             label + ": not the model of the single-process baseline");
     (*check)(close(got.a, want[0]) && close(got.b, want[1]),
-             mode + ": a = " + std::to_string(got.a) + ", b = " + std::to_string(got.b) +
+             label + ": a = " + std::to_string(got.a) + ", b = " + std::to_string(got.b) +
                  "; Python Accelerate: " + std::to_string(want[0]) + ", " +
                  std::to_string(want[1]));
     std::ostringstream line;
     line.precision(9);
-    line << mode << ": a = " << got.a << ", b = " << got.b
-         << (got.a == want[0] && got.b == want[1] ? " (bit for bit as" : " (within 1e-6 of")
+    line << label << ": a = " << got.a << ", b = " << got.b
+         << (got.a == want[0] && got.b == want[1]             ? " (bit for bit as"
+             : close(got.a, want[0]) && close(got.b, want[1]) ? " (within 1e-6 of"
+                                                              : " (NOT within 1e-6 of")
          << " Python Accelerate)";
     first.print(line.str());
   };
   compare("baseline", baseline);
   {
     acc::Accelerator a;
-    compare("no_split", train(a, length, batch_size, false));
+    compare("no_split", train(a, length, batch_size, false, generator));
   }
   {
     acc::Accelerator a(acc::AcceleratorOptions().split_batches(true));
-    compare("split", train(a, length, batch_size * n, false));
+    compare("split", train(a, length, batch_size * n, false, generator));
   }
   {
     acc::Accelerator a(acc::AcceleratorOptions().mixed_precision("bf16"));
-    compare("bf16", train(a, length, batch_size, true));
+    compare("bf16", train(a, length, batch_size, true, generator));
   }
 }
 
@@ -391,11 +563,17 @@ int run(int argc, char** argv) {
   process_execution_check(a, argv[2]);
   say("Test split between processes");
   split_between_processes_checks(a);
+  say("Test random number generator synchronization");
+  rng_sync_check(a);
   say("DataLoader integration test");
-  dl_preparation_check();
+  dl_preparation_check(false);
+  dl_preparation_check(true);  // central_dl_preparation_check
+  custom_sampler_check();
   seedable_sampler_checks();
+  generator_resync_check(reference);
   say("Training integration test");
-  training_check(reference);
+  training_check(reference, false);
+  training_check(reference, true);
   say("Breakpoint trigger test");
   trigger_check();
   a.wait_for_everyone();

@@ -7,12 +7,13 @@
 // end), no_sync as a no-op with one process, no_sync with several, several forward passes
 // then several backward passes, gradient accumulation (split_batches × sync_each_batch; Python
 // runs these on multi-GPU only, they apply to CPU processes as well), and accumulation with an
-// optimizer and a LambdaLR scheduler (same learning rates, gradients in sync at each step).
+// optimizer and a LambdaLR scheduler (same learning rates, gradients in sync at each step),
+// both for every split_batches × dispatch_batches × sync_each_batch.
 // Differences in the port:
 // - multiple forwards: Accelerate ends with `trigger_sync_in_backward(model)` around the last
 //   backward; accelerate-cpp decides synchronisation at the backward pass, so the first
 //   backward passes run under `no_sync` and the last one without it (same checks).
-// Skipped: `dispatch_batches` (not in accelerate-cpp's data loader); XLA special cases;
+// Skipped: XLA special cases;
 // `GradientState._reset_state()` (no global state in accelerate-cpp: each Accelerator owns its
 // own).
 #include <accelerate/accelerate.h>
@@ -188,16 +189,18 @@ bool unsplittable(acc::Accelerator& a, bool split_batches) {
   return true;
 }
 
-void gradient_accumulation(bool split_batches, bool sync_each_batch) {
+void gradient_accumulation(bool split_batches, bool dispatch_batches, bool sync_each_batch) {
   acc::Accelerator a(
       acc::AcceleratorOptions()
           .split_batches(split_batches)
+          .dispatch_batches(dispatch_batches)
           .gradient_accumulation_plugin(
               acc::GradientAccumulationPlugin().num_steps(2).sync_each_batch(sync_each_batch)));
   if (unsplittable(a, split_batches)) return;
   Setup s = training_setup(a);
   const std::string where = std::string("accumulation split_batches=") +
                             (split_batches ? "1" : "0") +
+                            " dispatch_batches=" + (dispatch_batches ? "1" : "0") +
                             " sync_each_batch=" + (sync_each_batch ? "1" : "0") + " iteration ";
   const int length = static_cast<int>(s.loader->size());
   int iteration = 0;
@@ -215,10 +218,12 @@ void gradient_accumulation(bool split_batches, bool sync_each_batch) {
   (*check)(iteration == length, where + "the loader's length");
 }
 
-void accumulation_with_opt_and_scheduler(bool split_batches, bool sync_each_batch) {
+void accumulation_with_opt_and_scheduler(bool split_batches, bool dispatch_batches,
+                                         bool sync_each_batch) {
   acc::Accelerator a(
       acc::AcceleratorOptions()
           .split_batches(split_batches)
+          .dispatch_batches(dispatch_batches)
           .gradient_accumulation_plugin(
               acc::GradientAccumulationPlugin().num_steps(2).sync_each_batch(sync_each_batch)));
   if (unsplittable(a, split_batches)) return;
@@ -238,6 +243,7 @@ void accumulation_with_opt_and_scheduler(bool split_batches, bool sync_each_batc
                 Loader(RegressionDataset(80, 42), acc::DataLoaderOptions().batch_size(16)));
   const std::string where = std::string("optimizer and scheduler split_batches=") +
                             (split_batches ? "1" : "0") +
+                            " dispatch_batches=" + (dispatch_batches ? "1" : "0") +
                             " sync_each_batch=" + (sync_each_batch ? "1" : "0") + " iteration ";
   const int length = static_cast<int>(loader->size());
   int iteration = 0;
@@ -291,15 +297,16 @@ int run() {
     sync_multiple_fwd(a);
   }
   for (bool split : {true, false})
-    for (bool each : {true, false}) {
-      say(std::string("Test `accumulate` gradient accumulation, split_batches=") +
-          (split ? "True" : "False") + " sync_each_batch=" + (each ? "True" : "False"));
-      gradient_accumulation(split, each);
-      say(std::string("Test `accumulate` gradient accumulation with optimizer and scheduler, "
-                      "split_batches=") +
-          (split ? "True" : "False") + " sync_each_batch=" + (each ? "True" : "False"));
-      accumulation_with_opt_and_scheduler(split, each);
-    }
+    for (bool dispatch : {true, false})
+      for (bool each : {true, false}) {
+        const std::string flags = std::string("split_batches=") + (split ? "True" : "False") +
+                                  " dispatch_batches=" + (dispatch ? "True" : "False") +
+                                  " sync_each_batch=" + (each ? "True" : "False");
+        say("Test `accumulate` gradient accumulation, " + flags);
+        gradient_accumulation(split, dispatch, each);
+        say("Test `accumulate` gradient accumulation with optimizer and scheduler, " + flags);
+        accumulation_with_opt_and_scheduler(split, dispatch, each);
+      }
   a.wait_for_everyone();
   return checker.exit_code();
 }

@@ -337,9 +337,13 @@ TEST_P(AccelerateScripts, TestSync) {
     ASSERT_EQ(r.code(), 0) << r.out;
     EXPECT_NE(r.out.find(n == 1 ? "NOOP `no_sync`" : "with multiple forwards"), std::string::npos)
         << r.out;
-    EXPECT_NE(r.out.find("with optimizer and scheduler, split_batches=False sync_each_batch=False"),
-              std::string::npos)
-        << r.out;
+    for (const char* flags : {"split_batches=False dispatch_batches=False sync_each_batch=False",
+                              "split_batches=True dispatch_batches=True sync_each_batch=True",
+                              "split_batches=False dispatch_batches=True sync_each_batch=False"})
+      EXPECT_NE(r.out.find(std::string("with optimizer and scheduler, ") + flags),
+                std::string::npos)
+          << flags << " did not run:\n"
+          << r.out;
   }
 }
 
@@ -348,12 +352,15 @@ TEST_P(AccelerateScripts, TestScript) {
   const Outcome r = run(
       launch(GetParam(), ACCELERATE_TEST_SCRIPT, {ACCELERATE_REFERENCE_JSON, dir.path().string()}));
   ASSERT_EQ(r.code(), 0) << r.out;
-  // The four trainings reached Python Accelerate's model (the program checks the values).
+  // The eight trainings (generator and seedable sampler, four each) reached Python
+  // Accelerate's model (the program checks the values).
   size_t trained = 0;
   for (size_t at = r.out.find("Python Accelerate)"); at != std::string::npos;
        at = r.out.find("Python Accelerate)", at + 1))
     ++trained;
-  EXPECT_EQ(trained, 4u) << r.out;
+  EXPECT_EQ(trained, 8u) << r.out;
+  EXPECT_NE(r.out.find("generator no_split: a = "), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("All rng are properly synched."), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("Breakpoint trigger test"), std::string::npos) << r.out;
 }
 

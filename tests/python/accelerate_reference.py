@@ -9,7 +9,14 @@ accelerate_reference.json beside this file:
   the lengths the training check uses (32 N), as float32 values;
 - `training`: for N processes, the final `a`, `b` of `RegressionModel` after `training_check`'s
   three epochs with the seedable sampler: the single-process baseline (`baseline`), the
-  Accelerator without and with `split_batches`, and under bf16 mixed precision.
+  Accelerator without and with `split_batches`, and under bf16 mixed precision;
+- `training_generator`: the same with `use_seedable_sampler=False` (`training_check`'s other
+  run: `DataLoader(shuffle=True, generator=generator)`, the generator synchronised from
+  process 0 at every pass);
+- `generator_resync`: for N processes, the batches each process gets in three passes of a
+  prepared `DataLoader(range(20), batch_size=3, shuffle=True, generator=g)` (g seeded 7) when,
+  after each pass, process i draws i + 1 numbers from g (`torch.rand(i + 1, generator=g)`):
+  `[pass][process]` lists of batches.
 
 Usage:
   python accelerate_reference.py generate OUT.json   # writes the fixture
@@ -35,7 +42,7 @@ def worker(out_path):
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
     from accelerate.test_utils import RegressionDataset, RegressionModel
-    from accelerate.utils import DataLoaderConfiguration, set_seed
+    from accelerate.utils import DataLoaderConfiguration, gather_object, set_seed
     from accelerate.data_loader import SeedableRandomSampler
     from torch.utils.data import DataLoader
 
@@ -45,51 +52,74 @@ def worker(out_path):
     length = batch_size * 4 * n
     generator = torch.Generator()
 
-    def loader(train_set, size):
-        sampler = SeedableRandomSampler(generator=generator, data_source=train_set, num_samples=len(train_set))
-        return DataLoader(train_set, batch_size=size, sampler=sampler)
+    def training(seedable):
+        def loader(train_set, size):
+            if not seedable:  # generate_baseline_dataloader(use_seedable_sampler=False)
+                return DataLoader(train_set, batch_size=size, shuffle=True, generator=generator)
+            sampler = SeedableRandomSampler(generator=generator, data_source=train_set, num_samples=len(train_set))
+            return DataLoader(train_set, batch_size=size, sampler=sampler)
 
-    # mock_training: one process, batches of 8 N.
-    set_seed(42)
-    generator.manual_seed(42)
-    train_set = RegressionDataset(length=length, seed=42)
-    model = RegressionModel()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    baseline_dl = loader(train_set, batch_size * n)
-    for _ in range(3):
-        for batch in baseline_dl:
-            model.zero_grad()
-            loss = torch.nn.functional.mse_loss(model(batch["x"]), batch["y"])
-            loss.backward()
-            optimizer.step()
-    result = {"baseline": [model.a.item(), model.b.item()]}
-
-    def accelerated(name, size, **kwargs):
-        mixed = kwargs.pop("mixed_precision", None)
-        AcceleratorState._reset_state()
-        config = DataLoaderConfiguration(use_seedable_sampler=True, **kwargs)
-        accelerator = Accelerator(dataloader_config=config, mixed_precision=mixed)
-        model = RegressionModel()
-        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-        dl, model, optimizer = accelerator.prepare(loader(train_set, size), model, optimizer)
+        # mock_training: one process, batches of 8 N.
         set_seed(42)
         generator.manual_seed(42)
+        train_set = RegressionDataset(length=length, seed=42)
+        model = RegressionModel()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        baseline_dl = loader(train_set, batch_size * n)
         for _ in range(3):
-            for batch in dl:
+            for batch in baseline_dl:
                 model.zero_grad()
                 loss = torch.nn.functional.mse_loss(model(batch["x"]), batch["y"])
-                accelerator.backward(loss)
+                loss.backward()
                 optimizer.step()
-        model = accelerator.unwrap_model(model).cpu()
-        result[name] = [model.a.item(), model.b.item()]
+        result = {"baseline": [model.a.item(), model.b.item()]}
 
-    accelerated("no_split", batch_size)
-    accelerated("split", batch_size * n, split_batches=True)
-    accelerated("bf16", batch_size, mixed_precision="bf16")
+        def accelerated(name, size, **kwargs):
+            mixed = kwargs.pop("mixed_precision", None)
+            AcceleratorState._reset_state()
+            config = DataLoaderConfiguration(use_seedable_sampler=seedable, **kwargs)
+            accelerator = Accelerator(dataloader_config=config, mixed_precision=mixed)
+            model = RegressionModel()
+            optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+            dl, model, optimizer = accelerator.prepare(loader(train_set, size), model, optimizer)
+            set_seed(42)
+            generator.manual_seed(42)
+            for _ in range(3):
+                for batch in dl:
+                    model.zero_grad()
+                    loss = torch.nn.functional.mse_loss(model(batch["x"]), batch["y"])
+                    accelerator.backward(loss)
+                    optimizer.step()
+            model = accelerator.unwrap_model(model).cpu()
+            result[name] = [model.a.item(), model.b.item()]
+
+        accelerated("no_split", batch_size)
+        accelerated("split", batch_size * n, split_batches=True)
+        accelerated("bf16", batch_size, mixed_precision="bf16")
+        return result
+
+    def resync():
+        AcceleratorState._reset_state()
+        accelerator = Accelerator()
+        g = torch.Generator()
+        g.manual_seed(7)
+        dl = accelerator.prepare(DataLoader(list(range(20)), batch_size=3, shuffle=True, generator=g))
+        passes = []
+        for _ in range(3):
+            mine = [batch.tolist() for batch in dl]
+            passes.append(gather_object([mine]))
+            torch.rand(accelerator.process_index + 1, generator=g)  # each process advances it differently
+        return passes
+
+    result = training(True)
     result["num_processes"] = n
+    generator_result = training(False)
+    generator_result["num_processes"] = n
+    resync_result = resync()
     if state.process_index == 0:
         with open(out_path, "w") as f:
-            json.dump(result, f)
+            json.dump({"training": result, "training_generator": generator_result,
+                       "generator_resync": resync_result}, f)
     state.destroy_process_group()
 
 
@@ -101,7 +131,7 @@ def generate():
     for length in LENGTHS:
         ds = RegressionDataset(length=length, seed=42)
         data[str(length)] = {"x": [float(v) for v in ds.x], "y": [float(v) for v in ds.y]}
-    training = {}
+    training, training_generator, resync = {}, {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         for n in PROCESSES:
             part = os.path.join(tmp, f"part{n}.json")
@@ -110,13 +140,26 @@ def generate():
             # ACCELERATE_USE_CPU: `accelerate launch --cpu`; without it Accelerate on a machine without
             # a GPU runs N single-process jobs.
             env = dict(os.environ, OMP_NUM_THREADS="1", ACCELERATE_USE_CPU="true")
-            subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
+            # A worker now and then aborts in PyTorch's teardown ("terminate called without an
+            # active exception", 3 processes on a loaded machine, after its results are
+            # written or before): a run is retried twice before the failure counts.
+            for attempt in range(3):
+                done = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL)
+                if done.returncode == 0:
+                    break
+                print(f"{n} processes: worker exited with {done.returncode} (attempt {attempt + 1})",
+                      file=sys.stderr)
+            done.check_returncode()
             with open(part) as f:
-                training[str(n)] = json.load(f)
+                part_values = json.load(f)
+            training[str(n)] = part_values["training"]
+            training_generator[str(n)] = part_values["training_generator"]
+            resync[str(n)] = part_values["generator_resync"]
     import accelerate
     import torch
     return {"accelerate": accelerate.__version__, "torch": torch.__version__,
-            "regression_dataset": data, "training": training}
+            "regression_dataset": data, "training": training,
+            "training_generator": training_generator, "generator_resync": resync}
 
 
 def check(fixture_path):
@@ -129,15 +172,19 @@ def check(fixture_path):
             if fresh["regression_dataset"][length][key] != values[key]:
                 problems.append(f"RegressionDataset(length={length}, seed=42).{key} differs")
     exact = True
-    for n, modes in fixture["training"].items():
+    for n, modes, fresh_modes in [(n, m, fresh[key][n]) for key in ("training", "training_generator")
+                                  for n, m in fixture[key].items()]:
         for mode, values in modes.items():
             if mode == "num_processes":
                 continue
-            (a, b), (fa, fb) = values, fresh["training"][n][mode]
+            (a, b), (fa, fb) = values, fresh_modes[mode]
             exact = exact and (fa, fb) == (a, b)
             for name, want, got in (("a", a, fa), ("b", b, fb)):
                 if not math.isclose(got, want, rel_tol=RTOL, abs_tol=ATOL):
                     problems.append(f"{n} processes, {mode}: {name} = {got}, fixture {want}")
+    for n, passes in fixture["generator_resync"].items():
+        if fresh["generator_resync"][n] != passes:
+            problems.append(f"{n} processes: generator_resync batches differ")
     for p in problems:
         print(p)
     print(f"accelerate {fresh['accelerate']}, torch {fresh['torch']}: "

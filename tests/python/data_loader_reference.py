@@ -164,8 +164,13 @@ def generator_cases():
         g = torch.Generator()
         g.manual_seed(seed)
         dl = DataLoader(list(range(n)), batch_size=n, shuffle=True, generator=g)
-        epochs = [next(iter(dl)).tolist() for _ in range(3)]
-        cases.append(dict(n=n, seed=seed, epochs=epochs))
+        # Whole passes: one that runs to its end also draws RandomSampler's trailing randperm.
+        epochs = [[i for batch in dl for i in batch.tolist()] for _ in range(3)]
+        # Passes left after their first batch (of n // 2 + 1) draw no trailing randperm.
+        g.manual_seed(seed)
+        dl = DataLoader(list(range(n)), batch_size=n // 2 + 1, shuffle=True, generator=g)
+        first_batches = [next(iter(dl)).tolist() for _ in range(3)]
+        cases.append(dict(n=n, seed=seed, epochs=epochs, first_batches=first_batches))
     return cases
 
 
