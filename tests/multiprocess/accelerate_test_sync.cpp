@@ -189,13 +189,18 @@ bool unsplittable(acc::Accelerator& a, bool split_batches) {
   return true;
 }
 
+// Two accumulation steps, with the given loader and accumulation flags.
+acc::AcceleratorOptions accumulation_options(bool split_batches, bool dispatch_batches,
+                                             bool sync_each_batch) {
+  return acc::AcceleratorOptions()
+      .split_batches(split_batches)
+      .dispatch_batches(dispatch_batches)
+      .gradient_accumulation_plugin(
+          acc::GradientAccumulationPlugin().num_steps(2).sync_each_batch(sync_each_batch));
+}
+
 void gradient_accumulation(bool split_batches, bool dispatch_batches, bool sync_each_batch) {
-  acc::Accelerator a(
-      acc::AcceleratorOptions()
-          .split_batches(split_batches)
-          .dispatch_batches(dispatch_batches)
-          .gradient_accumulation_plugin(
-              acc::GradientAccumulationPlugin().num_steps(2).sync_each_batch(sync_each_batch)));
+  acc::Accelerator a(accumulation_options(split_batches, dispatch_batches, sync_each_batch));
   if (unsplittable(a, split_batches)) return;
   Setup s = training_setup(a);
   const std::string where = std::string("accumulation split_batches=") +
@@ -220,12 +225,7 @@ void gradient_accumulation(bool split_batches, bool dispatch_batches, bool sync_
 
 void accumulation_with_opt_and_scheduler(bool split_batches, bool dispatch_batches,
                                          bool sync_each_batch) {
-  acc::Accelerator a(
-      acc::AcceleratorOptions()
-          .split_batches(split_batches)
-          .dispatch_batches(dispatch_batches)
-          .gradient_accumulation_plugin(
-              acc::GradientAccumulationPlugin().num_steps(2).sync_each_batch(sync_each_batch)));
+  acc::Accelerator a(accumulation_options(split_batches, dispatch_batches, sync_each_batch));
   if (unsplittable(a, split_batches)) return;
   acc::set_seed(42);
   auto model = std::make_shared<RegressionModel>();
