@@ -69,7 +69,7 @@ Accelerator::Accelerator(const AcceleratorOptions& options)
                           "ProjectConfiguration");
   for (const auto& tracker : options.custom_trackers())
     if (!tracker) throw InvalidArgument("accelerate: log_with: null tracker");
-  // "generator" is the loaders' shared shuffling seed here: nothing to check or send.
+  // "generator" is each prepared loader's own generator, synchronised when it has one.
   check_rng_types(state_, options.rng_types(), /*has_generator=*/true, "Accelerator: rng_types");
 }
 
@@ -360,6 +360,25 @@ NoSyncGuard::~NoSyncGuard() {
   for (auto& [engine, value] : saved_) engine->set_require_backward_grad_sync(value);
 }
 
+namespace {
+
+// Gives each loader back the even_batches it had before join_uneven_inputs.
+void restore_even_batches(
+    const std::vector<std::pair<std::shared_ptr<DataLoaderBase>, bool>>& loaders) {
+  for (const auto& [loader, value] : loaders) loader->set_even_batches(value);
+}
+
+// What a guard's destructor does when its collective fails: destructors must not throw, and a
+// process that cannot reach its peers must not go on as if it had; the launcher (or the peers'
+// timeout) stops the others.
+[[noreturn]] void exit_from_destructor(const std::exception& e) {
+  std::fprintf(stderr, "%s\n", e.what());
+  std::fflush(stderr);
+  std::_Exit(1);
+}
+
+}  // namespace
+
 JoinGuard Accelerator::join_uneven_inputs(
     const std::vector<std::shared_ptr<torch::nn::Module>>& models,
     std::optional<bool> even_batches) {
@@ -396,7 +415,7 @@ JoinGuard Accelerator::join_uneven_inputs(
     try {
       engine->begin_join();
     } catch (...) {  // a refusal (DdpEngine::Reducer) leaves the loaders as they were
-      for (auto& [loader, value] : restore) loader->set_even_batches(value);
+      restore_even_batches(restore);
       throw;
     }
   }
@@ -412,9 +431,7 @@ void JoinGuard::join() {
   done_ = true;
   struct Restore {
     JoinGuard* self;
-    ~Restore() {
-      for (auto& [loader, value] : self->loaders_) loader->set_even_batches(value);
-    }
+    ~Restore() { restore_even_batches(self->loaders_); }
   } restore{this};
   if (engine_) engine_->end_join();
 }
@@ -425,15 +442,13 @@ JoinGuard::~JoinGuard() {
     // As PyTorch's Join.__exit__: an exception leaves the scope without the collectives.
     done_ = true;
     if (engine_) engine_->abandon_join();
-    for (auto& [loader, value] : loaders_) loader->set_even_batches(value);
+    restore_even_batches(loaders_);
     return;
   }
   try {
     join();
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "%s\n", e.what());
-    std::fflush(stderr);
-    std::_Exit(1);
+    exit_from_destructor(e);
   }
 }
 
@@ -451,15 +466,9 @@ MainProcessFirstGuard::~MainProcessFirstGuard() {
   try {
     state_.wait_for_everyone();
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "%s\n", e.what());
-    std::fflush(stderr);
-    std::_Exit(1);
+    exit_from_destructor(e);
   }
 }
-
-}  // namespace accelerate
-
-namespace accelerate {
 
 std::string Accelerator::profile_path(const std::string& path) const {
   if (path.empty()) throw InvalidArgument("accelerate: profile: the trace file name is empty");

@@ -101,24 +101,31 @@ std::vector<std::shared_ptr<torch::nn::Module>> Accelerator::checkpointed_models
   return models;
 }
 
+namespace {
+
+// Adds `hook` to `hooks` under `id`; returns what removes it (nothing once the Accelerator and
+// its hooks are gone).
+template <typename Hook>
+std::function<void()> add_hook(const std::shared_ptr<std::map<int64_t, Hook>>& hooks, Hook hook,
+                               int64_t id, const char* api) {
+  if (!hook) throw InvalidArgument(std::string("accelerate: ") + api + ": empty hook");
+  hooks->emplace(id, std::move(hook));
+  std::weak_ptr<std::map<int64_t, Hook>> weak = hooks;
+  return [weak, id] {
+    if (auto h = weak.lock()) h->erase(id);
+  };
+}
+
+}  // namespace
+
 HookHandle Accelerator::register_save_state_pre_hook(SaveStatePreHook hook) {
-  if (!hook) throw InvalidArgument("accelerate: register_save_state_pre_hook: empty hook");
-  const int64_t id = next_hook_id_++;
-  save_state_pre_hooks_->emplace(id, std::move(hook));
-  std::weak_ptr<std::map<int64_t, SaveStatePreHook>> hooks = save_state_pre_hooks_;
-  return HookHandle([hooks, id] {
-    if (auto h = hooks.lock()) h->erase(id);
-  });
+  return HookHandle(add_hook(save_state_pre_hooks_, std::move(hook), next_hook_id_++,
+                             "register_save_state_pre_hook"));
 }
 
 HookHandle Accelerator::register_load_state_pre_hook(LoadStatePreHook hook) {
-  if (!hook) throw InvalidArgument("accelerate: register_load_state_pre_hook: empty hook");
-  const int64_t id = next_hook_id_++;
-  load_state_pre_hooks_->emplace(id, std::move(hook));
-  std::weak_ptr<std::map<int64_t, LoadStatePreHook>> hooks = load_state_pre_hooks_;
-  return HookHandle([hooks, id] {
-    if (auto h = hooks.lock()) h->erase(id);
-  });
+  return HookHandle(add_hook(load_state_pre_hooks_, std::move(hook), next_hook_id_++,
+                             "register_load_state_pre_hook"));
 }
 
 void Accelerator::save_model_impl(const torch::nn::Module& model, const std::string& dir,
@@ -178,10 +185,13 @@ void Accelerator::save_state(const std::string& output_dir) {
   }
   const fs::path tmp = target.string() + ".tmp";
   // The state dicts to write, given to the pre-hooks first (on every process, as Accelerate).
+  // Without hooks, only the processes that write copy their models to the CPU.
+  const bool writer = checkpoint_writer();
+  const auto save_hooks = *save_state_pre_hooks_;  // a copy: a hook may remove itself
   const auto models = checkpointed_models();
   std::vector<StateDict> weights;
-  for (const auto& model : models) weights.push_back(cpu_state_dict(*model));
-  const auto save_hooks = *save_state_pre_hooks_;  // a copy: a hook may remove itself
+  if (writer || !save_hooks.empty())
+    for (const auto& model : models) weights.push_back(cpu_state_dict(*model));
   for (const auto& [id, hook] : save_hooks) {
     (void)id;
     hook(models, weights, target.string());
@@ -196,7 +206,6 @@ void Accelerator::save_state(const std::string& output_dir) {
   // that the lowest rank among those that see each other's marker owns the folder (writes the
   // shared files and renames it into place), so one complete copy is written.
   const bool each_node = options_.project_config().save_on_each_node() && num_processes() > 1;
-  const bool writer = checkpoint_writer();
   if (writer) {
     std::error_code ignored;
     fs::remove_all(tmp, ignored);

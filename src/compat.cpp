@@ -297,6 +297,7 @@ std::vector<ProfiledEvent> disable_profiler(const std::string& trace_path, bool*
     }
     if (!*saved) std::remove(trace_path.c_str());
   }
+  if (trace_path.empty() || *saved) return {};
   std::vector<ProfiledEvent> events;
   events.reserve(result->events().size());
   for (const auto& e : result->events()) {

@@ -88,7 +88,8 @@ void enable_profiler(bool record_shapes, bool profile_memory, bool with_flops, b
 
 /// Stops it. When `trace_path` is not empty and this LibTorch has Kineto, Kineto writes its
 /// Chrome trace there (`saved` true); otherwise nothing is written (`saved` false, e.g.
-/// Debian's 1.13, built without Kineto). The events come back in both cases.
+/// Debian's 1.13, built without Kineto). The events come back only when a trace was asked for
+/// and not saved: they are what the caller then writes the trace from.
 std::vector<ProfiledEvent> disable_profiler(const std::string& trace_path, bool* saved);
 
 /// True while a profiler started by enable_profiler (or by anyone) is on in this thread.

@@ -215,21 +215,19 @@ DistributedDataParallel::DistributedDataParallel(std::shared_ptr<torch::nn::Modu
   if (trained.empty()) return;  // nothing to synchronise (frozen or parameter-free model)
   e.device = trained.front().device();
 
-  if (compress) {
-    if (*compress == at::kBFloat16) {
-      // Not every backend all-reduces bfloat16 (Gloo before LibTorch 2 does not); find out
-      // here, on every process alike, rather than in the first backward.
-      std::vector<at::Tensor> probe{
-          at::zeros({1}, at::TensorOptions(at::kBFloat16).device(e.device))};
-      try {
-        e.group->allreduce(probe)->wait();
-      } catch (const std::exception& ex) {
-        throw InvalidArgument("accelerate: prepare: " + state.describe() +
-                              ": DistributedDataParallelOptions.comm_hook(CommHook::BF16) needs "
-                              "a backend that all-reduces bfloat16, and " +
-                              e.group->getBackendName() + " here does not (" + message_of(ex) +
-                              "); use CommHook::FP16");
-      }
+  if (compress == at::kBFloat16) {
+    // Not every backend all-reduces bfloat16 (Gloo before LibTorch 2 does not); find out
+    // here, on every process alike, rather than in the first backward.
+    std::vector<at::Tensor> probe{
+        at::zeros({1}, at::TensorOptions(at::kBFloat16).device(e.device))};
+    try {
+      e.group->allreduce(probe)->wait();
+    } catch (const std::exception& ex) {
+      throw InvalidArgument("accelerate: prepare: " + state.describe() +
+                            ": DistributedDataParallelOptions.comm_hook(CommHook::BF16) needs "
+                            "a backend that all-reduces bfloat16, and " +
+                            e.group->getBackendName() + " here does not (" + message_of(ex) +
+                            "); use CommHook::FP16");
     }
   }
 
@@ -270,9 +268,8 @@ void DistributedDataParallel::before_backward(const at::Tensor& loss) {
   // The buckets engine needs nothing here but the buffers; the Reducer must be armed, and
   // only for a loss that reaches the module: an armed Reducer that gets no gradient stays
   // armed and all-reduces in the next backward, no_sync or not.
-  if (!e.reducer && (!e.options.broadcast_buffers() || e.buffers.empty())) return;
   // In join mode the buckets engine takes the buffers itself at the start of the pass.
-  if (!e.reducer && joining_) return;
+  if (!e.reducer && (!e.buffers_to_sync() || joining_)) return;
   if (!is_reached_by(loss)) return;
   if (e.reducer) {
     // PyTorch's DDP does this at the start of forward; there is no forward to hook here, and

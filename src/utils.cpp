@@ -45,6 +45,18 @@ at::Tensor broadcast_rng_state(const State& state, const at::Tensor& state_tenso
   return travelling.to(c10::kCPU);
 }
 
+// Gives `generator` process 0's state.
+void synchronize_generator(const State& state, at::Generator generator) {
+  at::Tensor synced;
+  {
+    std::lock_guard<std::mutex> lock(generator.mutex());
+    synced = generator.get_state();
+  }
+  synced = broadcast_rng_state(state, synced);
+  std::lock_guard<std::mutex> lock(generator.mutex());
+  generator.set_state(synced);
+}
+
 }  // namespace
 
 void check_rng_types(const State& state, const std::vector<std::string>& rng_types,
@@ -70,18 +82,9 @@ void synchronize_rng_states(const State& state, const std::vector<std::string>& 
   if (state.num_processes() == 1) return;
   for (const std::string& name : rng_types) {
     switch (parse_rng_type(name, api)) {
-      case RngType::CPU: {
-        at::Generator cpu = at::detail::getDefaultCPUGenerator();
-        at::Tensor synced;
-        {
-          std::lock_guard<std::mutex> lock(cpu.mutex());
-          synced = cpu.get_state();
-        }
-        synced = broadcast_rng_state(state, synced);
-        std::lock_guard<std::mutex> lock(cpu.mutex());
-        cpu.set_state(synced);
+      case RngType::CPU:
+        synchronize_generator(state, at::detail::getDefaultCPUGenerator());
         break;
-      }
       case RngType::CUDA: {
         std::vector<at::Tensor> all = compat::cuda_rng_states();
         const auto index = static_cast<size_t>(state.device().index());
@@ -92,17 +95,9 @@ void synchronize_rng_states(const State& state, const std::vector<std::string>& 
         compat::set_cuda_rng_states(all);
         break;
       }
-      case RngType::GENERATOR: {
-        at::Tensor synced;
-        {
-          std::lock_guard<std::mutex> lock(generator->mutex());
-          synced = generator->get_state();
-        }
-        synced = broadcast_rng_state(state, synced);
-        std::lock_guard<std::mutex> lock(generator->mutex());
-        generator->set_state(synced);
+      case RngType::GENERATOR:
+        synchronize_generator(state, *generator);
         break;
-      }
     }
   }
 }
