@@ -4,6 +4,7 @@
 #include <ATen/Parallel.h>
 #include <netdb.h>
 #include <sched.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
@@ -112,6 +113,23 @@ std::string seconds(std::chrono::milliseconds d) {
   std::ostringstream os;
   os << static_cast<double>(d.count()) / 1000.0;
   return os.str();
+}
+
+/// Gloo sends with writev(), which raises SIGPIPE when the peer's end is closed (a process that
+/// died, or one that left after a timeout): with the default disposition the process would be
+/// killed by the signal, without a word, where Python (which ignores SIGPIPE from its start)
+/// gets Gloo's error. So unless the program chose its own disposition, SIGPIPE gets a handler
+/// that does nothing: the write then fails with EPIPE, which Gloo reports as an error. Not
+/// SIG_IGN, which programs started later would inherit; a handler is reset by exec().
+void quiet_sigpipe() {
+  struct sigaction current {};
+  if (sigaction(SIGPIPE, nullptr, &current) != 0) return;
+  if ((current.sa_flags & SA_SIGINFO) != 0 || current.sa_handler != SIG_DFL) return;
+  struct sigaction quiet {};
+  quiet.sa_handler = [](int) {};
+  quiet.sa_flags = SA_RESTART;
+  sigemptyset(&quiet.sa_mask);
+  sigaction(SIGPIPE, &quiet, nullptr);
 }
 
 bool wait_for_listener(const std::string& host, int port, std::chrono::milliseconds timeout) {
@@ -316,6 +334,7 @@ State::State(const StateOptions& options) {
     at::set_num_threads(std::max(1, usable_cores() / info_.local_world_size));
   if (info_.world_size == 1) return;
   backend_ = backend;
+  quiet_sigpipe();
 
   distributed_type_ = cuda ? DistributedType::MULTI_GPU : DistributedType::MULTI_CPU;
   std::unique_lock<std::mutex> registered(registry_mutex(), std::defer_lock);

@@ -4,10 +4,12 @@
 #include <ATen/Parallel.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <thread>
 
@@ -237,6 +239,58 @@ TEST(State, MissingPeerTimesOutWithAClearError) {
 }
 
 // One store serves one job after another: each job's keys are its own.
+namespace {
+
+/// SIGPIPE's disposition now; `set`, when given, replaces it.
+struct sigaction sigpipe_disposition(const struct sigaction* set = nullptr) {
+  struct sigaction previous {};
+  EXPECT_EQ(sigaction(SIGPIPE, set, &previous), 0);
+  return previous;
+}
+
+void own_sigpipe_handler(int) {}
+
+}  // namespace
+
+// Gloo writes with writev(): with SIGPIPE's default disposition, a peer that went away would
+// kill the process without a word (CI saw a timeout test die so). Once a process group exists,
+// a write to a closed pipe or socket is an EPIPE error; the disposition is a handler, not
+// SIG_IGN (which programs started later would inherit), and a program's own handler is kept.
+TEST(State, ABrokenPipeIsAnErrorNotADeath) {
+  struct sigaction default_disposition {};
+  default_disposition.sa_handler = SIG_DFL;
+  sigemptyset(&default_disposition.sa_mask);
+  const struct sigaction saved = sigpipe_disposition(&default_disposition);
+  acc::testing::run_ranks(2, [](acc::Accelerator& a) {
+    a.wait_for_everyone();
+    const struct sigaction now = sigpipe_disposition();
+    EXPECT_NE(now.sa_handler, SIG_DFL);
+    EXPECT_NE(now.sa_handler, SIG_IGN);
+    if (a.process_index() != 0) return;
+    int fds[2];
+    ASSERT_EQ(pipe(fds), 0);
+    close(fds[0]);
+    errno = 0;
+    // With the default disposition this write would end the test program.
+    EXPECT_EQ(write(fds[1], "x", 1), -1);
+    EXPECT_EQ(errno, EPIPE);
+    close(fds[1]);
+  });
+
+  struct sigaction own {};
+  own.sa_handler = own_sigpipe_handler;
+  sigemptyset(&own.sa_mask);
+  sigpipe_disposition(&own);
+  acc::testing::run_ranks(2, [](acc::Accelerator& a) { a.wait_for_everyone(); });
+  EXPECT_EQ(sigpipe_disposition().sa_handler, own_sigpipe_handler);
+
+  // One process: no group, no change.
+  sigpipe_disposition(&default_disposition);
+  { acc::State one(acc::StateOptions().environment({}).cpu(true)); }
+  EXPECT_EQ(sigpipe_disposition().sa_handler, SIG_DFL);
+  sigpipe_disposition(&saved);
+}
+
 TEST(State, AGivenStoreServesJobAfterJob) {
   const auto store = acc::testing::make_store();
   for (int job = 0; job < 3; ++job) {
