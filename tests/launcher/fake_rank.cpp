@@ -13,6 +13,15 @@
 //                         which connect to MASTER_ADDR:MASTER_PORT and exit 5 unless they receive
 //                         TOKEN (exit 6 if nothing happens within 20 s); rank 0 keeps listening
 //                         until it exits
+//   --take-ports P:DIR    (before --listen) a program other than the job's rank 0 that wants a
+//                         local port at the moment the job starts: on ranks other than 0, a
+//                         listen() on port 0 and a connect() to its own listener on 127.0.0.1:P,
+//                         printing "LISTEN0 <port>" and "CONNECT <local port>" ("none (why)" when
+//                         the system has no port to give), both kept open, then creating
+//                         DIR/taken, and waiting for DIR/listening; rank 0 waits (up to 20 s)
+//                         for DIR/taken, then listens on MASTER_PORT with SO_REUSEADDR as c10d's
+//                         TCPStore does (exit 4 if it cannot), prints "LISTENING <port>" and
+//                         creates DIR/listening
 //   --spawn-child DIR     start a child process (`sleep 300`) and write its pid to
 //                         DIR/rank<RANK>.child (atomically)
 //   --pid-dir DIR         write DIR/rank<RANK>.pid (atomically) once the above is done
@@ -26,6 +35,7 @@
 // written its pid file, so the tests know all pids and all ranks reached their steady state.
 #include <arpa/inet.h>
 #include <dirent.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
@@ -163,12 +173,89 @@ int rendezvous(const std::string& token, int rank) {
   return -1;
 }
 
+/// Rank 0's listening socket on MASTER_PORT, with SO_REUSEADDR as c10d's TCPStore sets it; exits
+/// 4 when it cannot listen.
+int listen_on_master_port() {
+  const int port = env_int("MASTER_PORT", 0);
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  const int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_ANY);
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 || listen(fd, 64) != 0) {
+    die(4, "rank 0 cannot listen on port " + std::to_string(port) + ": " + std::strerror(errno));
+  }
+  return fd;
+}
+
+/// The local port of `fd`, or "none (why)" when `ok` is false.
+std::string local_port(int fd, bool ok, int error) {
+  if (!ok) return std::string("none (") + std::strerror(error) + ")";
+  sockaddr_in addr{};
+  socklen_t length = sizeof addr;
+  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &length);
+  return std::to_string(ntohs(addr.sin_port));
+}
+
+/// --take-ports P:DIR (see the top of this file).
+void take_ports(const std::string& value, int rank) {
+  const size_t colon = value.find(':');
+  if (colon == std::string::npos) die(2, "--take-ports wants P:DIR");
+  const int listen_port = std::atoi(value.substr(0, colon).c_str());
+  const std::string taken = value.substr(colon + 1) + "/taken";
+  const std::string listening = value.substr(colon + 1) + "/listening";
+  const auto wait_for = [rank](const std::string& file) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (access(file.c_str(), F_OK) != 0) {
+      if (std::chrono::steady_clock::now() > deadline)
+        die(6, "rank " + std::to_string(rank) + ": nobody created " + file);
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+  };
+  if (rank == 0) {
+    wait_for(taken);
+    listen_on_master_port();  // kept open until exit
+    write_all(STDOUT_FILENO, "LISTENING " + std::to_string(env_int("MASTER_PORT", 0)) + "\n");
+    close(open(listening.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644));
+    return;
+  }
+  // A server on a port of the kernel's choice (as Gloo's listeners are).
+  sockaddr_in any{};
+  any.sin_family = AF_INET;
+  any.sin_addr.s_addr = htonl(INADDR_ANY);
+  const int server = socket(AF_INET, SOCK_STREAM, 0);
+  const bool listen_ok =
+      bind(server, reinterpret_cast<sockaddr*>(&any), sizeof any) == 0 && listen(server, 4) == 0;
+  const int listen_error = errno;
+  write_all(STDOUT_FILENO, "LISTEN0 " + local_port(server, listen_ok, listen_error) + "\n");
+
+  sockaddr_in target{};
+  target.sin_family = AF_INET;
+  target.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  target.sin_port = htons(static_cast<uint16_t>(listen_port));
+  // A connection, whose local port is the kernel's choice.
+  const int listener = socket(AF_INET, SOCK_STREAM, 0);
+  if (bind(listener, reinterpret_cast<sockaddr*>(&target), sizeof target) != 0 ||
+      listen(listener, 4) != 0) {
+    die(7,
+        "cannot listen on 127.0.0.1:" + std::to_string(listen_port) + ": " + std::strerror(errno));
+  }
+  const int client = socket(AF_INET, SOCK_STREAM, 0);
+  const bool connect_ok = connect(client, reinterpret_cast<sockaddr*>(&target), sizeof target) == 0;
+  const int connect_error = errno;
+  write_all(STDOUT_FILENO, "CONNECT " + local_port(client, connect_ok, connect_error) + "\n");
+  close(open(taken.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644));
+  wait_for(listening);  // the sockets stay open until rank 0 listened (or failed to)
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   bool ignore_sigterm = false, print_env = false, print_args = false;
   std::vector<std::string> prints, eprints, exits, signals, fail_attempts;
-  std::string pid_dir, partial, listen_token, child_dir;
+  std::string pid_dir, partial, listen_token, child_dir, take;
   int lines = 0;
   double sleep_seconds = 0;
   for (int i = 1; i < argc; ++i) {
@@ -188,6 +275,8 @@ int main(int argc, char** argv) {
       lines = std::atoi(argv[++i]);
     } else if (arg == "--listen" && has_value) {
       listen_token = argv[++i];
+    } else if (arg == "--take-ports" && has_value) {
+      take = argv[++i];
     } else if (arg == "--spawn-child" && has_value) {
       child_dir = argv[++i];
     } else if (arg == "--pid-dir" && has_value) {
@@ -234,6 +323,7 @@ int main(int argc, char** argv) {
     write_all(STDOUT_FILENO, line.substr(half));
   }
 
+  if (!take.empty()) take_ports(take, rank);
   const int listening = listen_token.empty() ? -1 : rendezvous(listen_token, rank);
   (void)listening;  // closed at exit
 

@@ -728,6 +728,45 @@ TEST(LauncherPorts, ConcurrentLaunchesGetDistinctPorts) {
   }
 }
 
+#if defined(__linux__)
+// Between the launcher's choice of a port and rank 0's listen, the kernel must not give the
+// port to another program: a server on port 0 (as Gloo's listeners are), which would keep rank
+// 0's store from listening there, or a connection's local port. In a namespace whose local port
+// range is that one port, rank 1 asks for a port both ways before rank 0 listens; the
+// launcher's bound socket leaves them none, and rank 0 then listens on it with SO_REUSEADDR,
+// as c10d's TCPStore does.
+TEST(LauncherPorts, NoOtherProgramTakesThePortBeforeRankZeroListens) {
+  constexpr int kPort = 40000;
+  TempDir results;
+  const pid_t runner = fork();
+  ASSERT_GE(runner, 0);
+  if (runner == 0) {
+    const std::string why = enter_port_range_namespace(kPort, kPort);
+    write_file(results.path() / "namespace", why);
+    if (why.empty()) {
+      Launcher job({"launch", "--num_processes", "2", "--main_process_port", "0", kFake,
+                    "--take-ports", "45000:" + results.str()});
+      const Outcome r = job.wait(60s);
+      write_file(results.path() / "code", std::to_string(r.timed_out ? -2 : r.code()));
+      write_file(results.path() / "out", r.out);
+      write_file(results.path() / "err", r.err);
+    }
+    _exit(0);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(runner, &status, 0), runner);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  const std::string why = read_file(results.path() / "namespace");
+  if (!why.empty()) GTEST_SKIP() << "no network namespace of our own: " << why;
+  const std::string out = read_file(results.path() / "out");
+  const std::string err = read_file(results.path() / "err");
+  EXPECT_EQ(read_file(results.path() / "code"), "0") << out << err;
+  EXPECT_TRUE(contains(out, "[rank 0] LISTENING " + std::to_string(kPort))) << out << err;
+  EXPECT_TRUE(contains(out, "[rank 1] LISTEN0 none")) << out << err;
+  EXPECT_TRUE(contains(out, "[rank 1] CONNECT none")) << out << err;
+}
+#endif
+
 // ---------------------------------------------------------------------------------------------
 
 /// ACCELERATE_TIMEOUT of every rank ("unset" when a rank did not have it).

@@ -297,7 +297,8 @@ int run_launch(LaunchOptions opts) {
 int launch_once(const LaunchOptions& opts, const std::string& executable, int attempt,
                 bool* interrupted) {
   // A port we pick is locked against other launchers on this host for the whole job (the
-  // supervisor's watchdog keeps the lock until the processes are gone, even if we are killed).
+  // supervisor's watchdog keeps the lock until the processes are gone, even if we are killed),
+  // and held against other programs by a bound socket that rank 0's store can listen beside.
   PortReservation reservation;
   int port = opts.main_process_port;
   if (port == 0) {

@@ -772,8 +772,11 @@ ExecutableLookup find_executable(const std::string& program) {
 
 namespace {
 
-/// Binds a TCP socket to port 0 on all IPv4 interfaces (IPv6 if that fails). Returns the socket,
-/// still bound so that the kernel hands the port to nobody else, and the port; -1 on failure.
+/// Binds a TCP socket with SO_REUSEADDR to port 0 on all IPv4 interfaces (IPv6 if that fails).
+/// Returns the socket, still bound so that the kernel hands the port to nobody else, and the
+/// port; -1 on failure. Bound but not listening, with SO_REUSEADDR, it leaves the port to a
+/// listener that sets SO_REUSEADDR too (c10d's TCPStore does), while bind() to port 0 and the
+/// local ports of connect() pass it over.
 int bind_free_port(int* port, std::string* why) {
   for (const int family : {AF_INET, AF_INET6}) {
     const int fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -781,6 +784,8 @@ int bind_free_port(int* port, std::string* why) {
       *why = std::string("socket(): ") + std::strerror(errno);
       continue;
     }
+    const int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     sockaddr_storage storage{};
     socklen_t length;
     if (family == AF_INET) {
@@ -859,12 +864,13 @@ LockResult lock_file(const std::string& path, int* fd, std::string* why) {
 
 }  // namespace
 
-PortReservation::PortReservation(int port, int lock_fd, std::string lock_path)
-    : port_(port), lock_fd_(lock_fd), lock_path_(std::move(lock_path)) {}
+PortReservation::PortReservation(int port, int lock_fd, std::string lock_path, int socket_fd)
+    : port_(port), lock_fd_(lock_fd), socket_fd_(socket_fd), lock_path_(std::move(lock_path)) {}
 
 PortReservation::PortReservation(PortReservation&& other) noexcept
     : port_(std::exchange(other.port_, 0)),
       lock_fd_(std::exchange(other.lock_fd_, -1)),
+      socket_fd_(std::exchange(other.socket_fd_, -1)),
       lock_path_(std::move(other.lock_path_)) {}
 
 PortReservation& PortReservation::operator=(PortReservation&& other) noexcept {
@@ -872,6 +878,7 @@ PortReservation& PortReservation::operator=(PortReservation&& other) noexcept {
     release();
     port_ = std::exchange(other.port_, 0);
     lock_fd_ = std::exchange(other.lock_fd_, -1);
+    socket_fd_ = std::exchange(other.socket_fd_, -1);
     lock_path_ = std::move(other.lock_path_);
   }
   return *this;
@@ -882,6 +889,7 @@ void PortReservation::release() {
     unlink(lock_path_.c_str());  // before unlocking, see lock_file(); fails for others' files
     close_fd(lock_fd_);
   }
+  if (socket_fd_ >= 0) close_fd(socket_fd_);
   port_ = 0;
   lock_path_.clear();
 }
@@ -916,20 +924,21 @@ PortReservation reserve_free_tcp_port(std::string* error, std::string* warning) 
       int fd = -1;
       const std::string path = folder + "/" + std::to_string(port) + ".lock";
       const LockResult result = lock_file(path, &fd, &lock_problem);
-      close(probe);  // the port stays free for the job's rank 0 to bind
-      if (result == LockResult::kLocked) return PortReservation(port, fd, path);
+      // The probe stays bound for the job (see bind_free_port): a program that is not an
+      // accelerate-cpp launcher (a connect()'s local port, a bind to port 0) cannot take the
+      // port before the job's rank 0 listens on it.
+      if (result == LockResult::kLocked) return PortReservation(port, fd, path, probe);
+      close(probe);
       if (result == LockResult::kTaken) {
         taken.insert(port);
         continue;  // another launcher's: try another port
       }
-    } else {
-      close(probe);
     }
     if (warning != nullptr) {
       *warning = "cannot lock ports (" + lock_problem +
                  "); a launcher starting at the same time could pick the same port";
     }
-    return PortReservation(port, -1, {});
+    return PortReservation(port, -1, {}, probe);
   }
   if (error != nullptr) {
     *error = why.empty() ? "every port tried is locked by another launcher in " + folder : why;

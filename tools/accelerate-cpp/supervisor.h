@@ -102,12 +102,14 @@ ExecutableLookup find_executable(const std::string& program);
 
 /// A TCP port reserved for one job against other accelerate-cpp launchers on this host: an
 /// exclusive flock() on <port_lock_folder()>/<port>.lock, held until release() or destruction
-/// (and, through fork(), by any process that inherited lock_fd()). Other programs are not kept
-/// off the port, but the kernel had just found it free.
+/// (and, through fork(), by any process that inherited lock_fd()). Against other programs, a
+/// socket bound to the port with SO_REUSEADDR (not listening) is held as long: the kernel gives
+/// the port to no bind() to port 0 and to no connect() as its local port, while the job's rank
+/// 0 can listen on it with SO_REUSEADDR (as c10d's TCPStore does).
 class PortReservation {
  public:
   PortReservation() = default;
-  PortReservation(int port, int lock_fd, std::string lock_path);
+  PortReservation(int port, int lock_fd, std::string lock_path, int socket_fd = -1);
   ~PortReservation() { release(); }
   PortReservation(PortReservation&& other) noexcept;
   PortReservation& operator=(PortReservation&& other) noexcept;
@@ -118,12 +120,13 @@ class PortReservation {
   int port() const { return port_; }
   /// The locked file's descriptor (close-on-exec); -1 when the port is not locked.
   int lock_fd() const { return lock_fd_; }
-  /// Removes the lock file and unlocks it.
+  /// Removes the lock file, unlocks it and closes the bound socket.
   void release();
 
  private:
   int port_ = 0;
   int lock_fd_ = -1;
+  int socket_fd_ = -1;  // bound to the port with SO_REUSEADDR, close-on-exec
   std::string lock_path_;
 };
 
@@ -133,7 +136,8 @@ std::string port_lock_folder();
 
 /// Finds a free TCP port no other accelerate-cpp launcher on this host holds: binds a socket to
 /// port 0 on all IPv4 interfaces (IPv6 if that fails), locks the port the kernel chose while the
-/// socket still holds it, and tries another one when the lock is taken. Returns port 0 with
+/// socket still holds it, and tries another one when the lock is taken. The socket stays bound
+/// in the reservation. Returns port 0 with
 /// `*error` set when no port can be found. When the lock folder cannot be used, returns an
 /// unlocked port and sets `*warning` (both pointers may be null).
 PortReservation reserve_free_tcp_port(std::string* error = nullptr, std::string* warning = nullptr);
