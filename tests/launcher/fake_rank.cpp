@@ -107,6 +107,23 @@ void write_pid_file(const std::string& path, pid_t pid) {
   std::exit(code);
 }
 
+/// Rank 0's listening socket on MASTER_PORT, with SO_REUSEADDR as c10d's TCPStore sets it; exits
+/// 4 when it cannot listen.
+int listen_on_master_port() {
+  const int port = env_int("MASTER_PORT", 0);
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  const int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_ANY);
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 || listen(fd, 64) != 0) {
+    die(4, "rank 0 cannot listen on port " + std::to_string(port) + ": " + std::strerror(errno));
+  }
+  return fd;
+}
+
 /// --listen: returns rank 0's listening socket (to keep open until exit), -1 on other ranks.
 int rendezvous(const std::string& token, int rank) {
   const int port = env_int("MASTER_PORT", 0);
@@ -119,16 +136,7 @@ int rendezvous(const std::string& token, int rank) {
   };
   const std::string where = "port " + std::to_string(port);
   if (rank == 0) {
-    const int fd = socket(AF_INET, SOCK_STREAM, 0);
-    const int one = 1;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);  // as c10d's TCPStore does
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_ANY);
-    addr.sin_port = htons(static_cast<uint16_t>(port));
-    if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 || listen(fd, 64) != 0) {
-      die(4, "rank 0 cannot listen on " + where + ": " + std::strerror(errno));
-    }
+    const int fd = listen_on_master_port();
     for (int peer = 1; peer < world; ++peer) {
       pollfd p{fd, POLLIN, 0};
       if (poll(&p, 1, ms_left()) <= 0) die(6, "rank 0: nobody connected to " + where);
@@ -171,23 +179,6 @@ int rendezvous(const std::string& token, int rank) {
                "', expected '" + token + "')");
   }
   return -1;
-}
-
-/// Rank 0's listening socket on MASTER_PORT, with SO_REUSEADDR as c10d's TCPStore sets it; exits
-/// 4 when it cannot listen.
-int listen_on_master_port() {
-  const int port = env_int("MASTER_PORT", 0);
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  const int one = 1;
-  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_ANY);
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 || listen(fd, 64) != 0) {
-    die(4, "rank 0 cannot listen on port " + std::to_string(port) + ": " + std::strerror(errno));
-  }
-  return fd;
 }
 
 /// The local port of `fd`, or "none (why)" when `ok` is false.
