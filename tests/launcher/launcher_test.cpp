@@ -30,6 +30,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <map>
 #include <memory>
@@ -729,24 +730,32 @@ TEST(LauncherPorts, ConcurrentLaunchesGetDistinctPorts) {
 }
 
 #if defined(__linux__)
-// Between the launcher's choice of a port and rank 0's listen, the kernel must not give the
-// port to another program: a server on port 0 (as Gloo's listeners are), which would keep rank
-// 0's store from listening there, or a connection's local port. In a namespace whose local port
-// range is that one port, rank 1 asks for a port both ways before rank 0 listens; the
-// launcher's bound socket leaves them none, and rank 0 then listens on it with SO_REUSEADDR,
-// as c10d's TCPStore does.
-TEST(LauncherPorts, NoOtherProgramTakesThePortBeforeRankZeroListens) {
-  constexpr int kPort = 40000;
+constexpr int kOnePort = 40000;
+
+/// What a launcher started in a namespace whose local port range is the one port kOnePort
+/// printed; `why` says why there was no such namespace ("" when there was); `code` is the
+/// launcher's exit code, or what went wrong around it.
+struct OnePortJob {
+  std::string why, code, out, err;
+};
+
+/// Runs `accelerate-cpp launch --num_processes 2 --main_process_port 0 FAKE ARGS` in a network
+/// namespace whose local port range is kOnePort (from a child process: a namespace cannot be
+/// left); `before` runs in the namespace first.
+OnePortJob launch_with_one_port(const std::vector<std::string>& args,
+                                const std::function<void()>& before = {}) {
   TempDir results;
   const pid_t runner = fork();
-  ASSERT_GE(runner, 0);
+  if (runner < 0) return {"", "fork(): " + std::string(std::strerror(errno)), "", ""};
   if (runner == 0) {
-    const std::string why = enter_port_range_namespace(kPort, kPort);
+    const std::string why = enter_port_range_namespace(kOnePort, kOnePort);
     write_file(results.path() / "namespace", why);
     if (why.empty()) {
-      Launcher job({"launch", "--num_processes", "2", "--main_process_port", "0", kFake,
-                    "--take-ports", "45000:" + results.str()});
-      const Outcome r = job.wait(60s);
+      if (before) before();
+      std::vector<std::string> argv = {"launch", "--num_processes", "2", "--main_process_port", "0",
+                                       kFake};
+      argv.insert(argv.end(), args.begin(), args.end());
+      const Outcome r = Launcher(argv).wait(60s);
       write_file(results.path() / "code", std::to_string(r.timed_out ? -2 : r.code()));
       write_file(results.path() / "out", r.out);
       write_file(results.path() / "err", r.err);
@@ -754,16 +763,46 @@ TEST(LauncherPorts, NoOtherProgramTakesThePortBeforeRankZeroListens) {
     _exit(0);
   }
   int status = 0;
-  ASSERT_EQ(waitpid(runner, &status, 0), runner);
-  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-  const std::string why = read_file(results.path() / "namespace");
-  if (!why.empty()) GTEST_SKIP() << "no network namespace of our own: " << why;
-  const std::string out = read_file(results.path() / "out");
-  const std::string err = read_file(results.path() / "err");
-  EXPECT_EQ(read_file(results.path() / "code"), "0") << out << err;
-  EXPECT_TRUE(contains(out, "[rank 0] LISTENING " + std::to_string(kPort))) << out << err;
-  EXPECT_TRUE(contains(out, "[rank 1] LISTEN0 none")) << out << err;
-  EXPECT_TRUE(contains(out, "[rank 1] CONNECT none")) << out << err;
+  waitpid(runner, &status, 0);
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) return {"", "the runner failed", "", ""};
+  return {read_file(results.path() / "namespace"), read_file(results.path() / "code"),
+          read_file(results.path() / "out"), read_file(results.path() / "err")};
+}
+
+// Between the launcher's choice of a port and rank 0's listen, the kernel must not give the
+// port to another program: a server on port 0 (as Gloo's listeners are), which would keep rank
+// 0's store from listening there, or a connection's local port. In a namespace whose local port
+// range is that one port, rank 1 asks for a port both ways before rank 0 listens; the
+// launcher's bound socket leaves them none, and rank 0 then listens on it with SO_REUSEADDR,
+// as c10d's TCPStore does.
+TEST(LauncherPorts, NoOtherProgramTakesThePortBeforeRankZeroListens) {
+  const TempDir dir;
+  const OnePortJob r = launch_with_one_port({"--take-ports", "45000:" + dir.str()});
+  if (!r.why.empty()) GTEST_SKIP() << "no network namespace of our own: " << r.why;
+  EXPECT_EQ(r.code, "0") << r.out << r.err;
+  EXPECT_TRUE(contains(r.out, "[rank 0] LISTENING " + std::to_string(kOnePort))) << r.out << r.err;
+  EXPECT_TRUE(contains(r.out, "[rank 1] LISTEN0 none")) << r.out << r.err;
+  EXPECT_TRUE(contains(r.out, "[rank 1] CONNECT none")) << r.out << r.err;
+}
+
+// When the port's lock file cannot be used (here a symbolic link, which the launcher does not
+// follow), the launcher says that other launchers could pick the same port, and still holds
+// the port against other programs.
+TEST(LauncherPorts, AnUnusableLockWarnsAndStillHoldsThePort) {
+  const TempDir dir;
+  const std::string lock = "/tmp/accelerate-cpp-ports/" + std::to_string(kOnePort) + ".lock";
+  const OnePortJob r = launch_with_one_port({"--take-ports", "45000:" + dir.str()}, [&] {
+    fs::create_directories("/tmp/accelerate-cpp-ports");
+    // Another launcher's job on the host may hold that port's lock for a moment.
+    for (int i = 0; i < 500 && symlink("/nonexistent", lock.c_str()) != 0; ++i) usleep(10000);
+  });
+  std::error_code ignored;
+  if (fs::is_symlink(fs::symlink_status(lock, ignored))) fs::remove(lock, ignored);
+  if (!r.why.empty()) GTEST_SKIP() << "no network namespace of our own: " << r.why;
+  EXPECT_EQ(r.code, "0") << r.out << r.err;
+  EXPECT_TRUE(contains(r.err, "warning: cannot lock ports (" + lock)) << r.err;
+  EXPECT_TRUE(contains(r.out, "[rank 0] LISTENING " + std::to_string(kOnePort))) << r.out << r.err;
+  EXPECT_TRUE(contains(r.out, "[rank 1] LISTEN0 none")) << r.out << r.err;
 }
 #endif
 

@@ -907,8 +907,10 @@ PortReservation reserve_free_tcp_port(std::string* error, std::string* warning) 
   const std::string folder = port_lock_folder();
   std::string lock_problem = prepare_lock_folder(folder);
   if (!lock_problem.empty()) lock_problem = folder + ": " + lock_problem;
-  // A port whose lock is taken belongs to a job whose rank 0 has not bound it yet; the kernel
-  // may offer it again until then (in a busy or narrow port range), so wait a little for it.
+  // A port whose lock is taken belongs to another launcher's job. Its bound socket keeps the
+  // kernel from offering the port again, but a launcher of an earlier version closed its socket
+  // at once, and then the kernel may offer the port until that job's rank 0 binds it (in a busy
+  // or narrow port range): so wait a little for another one.
   std::set<int> taken;
   constexpr int kAttempts = 256;
   for (int attempt = 0; attempt < kAttempts; ++attempt) {
@@ -928,8 +930,8 @@ PortReservation reserve_free_tcp_port(std::string* error, std::string* warning) 
       // accelerate-cpp launcher (a connect()'s local port, a bind to port 0) cannot take the
       // port before the job's rank 0 listens on it.
       if (result == LockResult::kLocked) return PortReservation(port, fd, path, probe);
-      close(probe);
       if (result == LockResult::kTaken) {
+        close(probe);
         taken.insert(port);
         continue;  // another launcher's: try another port
       }
