@@ -11,9 +11,11 @@
 #include <vector>
 
 #include "temp_dir.h"
+#include "test_ops_values.h"
 #include "test_util.h"
 
 namespace acc = accelerate;
+using acc::testing::create_tensor;
 using acc::testing::run_ranks;
 
 namespace {
@@ -27,12 +29,6 @@ std::vector<double> iota(int from, int to_inclusive) {
   std::vector<double> v;
   for (int i = from; i <= to_inclusive; ++i) v.push_back(i);
   return v;
-}
-
-// arange(N) + 1 + N * rank, as test_ops.py's create_tensor.
-at::Tensor create_tensor(const acc::Accelerator& a) {
-  const int n = a.num_processes();
-  return at::arange(n, at::kFloat) + 1 + n * a.process_index();
 }
 
 class Collectives : public ::testing::TestWithParam<int> {};
@@ -127,19 +123,12 @@ TEST_P(Collectives, Reduce) {
   run_ranks(GetParam(), [](acc::Accelerator& a) {
     const int n = a.num_processes();
     auto t = create_tensor(a);  // rank r: [1 + n r, ..., n + n r]
-    std::vector<double> sum, mean, max;
-    for (int i = 0; i < n; ++i) {
-      double s = 0;
-      for (int r = 0; r < n; ++r) s += i + 1 + n * r;
-      sum.push_back(s);
-      mean.push_back(s / n);
-      max.push_back(i + 1 + n * (n - 1));
-    }
-    EXPECT_EQ(values(a.reduce(t, "sum")), sum);
-    EXPECT_EQ(values(a.reduce(t, "mean")), mean);
-    EXPECT_EQ(values(a.reduce(t, "max")), max);
+    const auto expected = acc::testing::expected_reductions(n);
+    EXPECT_EQ(values(a.reduce(t, "sum")), expected.sum);
+    EXPECT_EQ(values(a.reduce(t, "mean")), expected.mean);
+    EXPECT_EQ(values(a.reduce(t, "max")), expected.max);
     EXPECT_EQ(values(a.reduce(t, acc::ReduceOp::SUM, 2.0)), [&] {
-      auto s = sum;
+      auto s = expected.sum;
       for (auto& v : s) v *= 2;
       return s;
     }());

@@ -19,8 +19,10 @@
 #include <vector>
 
 #include "script_check.h"
+#include "test_ops_values.h"
 
 namespace acc = accelerate;
+using accelerate::testing::create_tensor;
 using accelerate::testing::values_of;
 
 namespace {
@@ -29,11 +31,6 @@ std::vector<double> iota(int64_t from, int64_t to) {  // [from, to)
   std::vector<double> v;
   for (int64_t i = from; i < to; ++i) v.push_back(static_cast<double>(i));
   return v;
-}
-
-at::Tensor create_tensor(const acc::Accelerator& a) {
-  const int n = a.num_processes();
-  return (at::arange(n, at::kFloat) + 1.0 + n * a.process_index()).to(a.device());
 }
 
 int run() {
@@ -72,15 +69,7 @@ int run() {
     check(values_of(padded) == want, "pad_across_processes: values");
   }
 
-  // Element i of process r is i + 1 + n r.
-  std::vector<double> sum, mean, max;
-  for (int i = 0; i < n; ++i) {
-    double s = 0;
-    for (int r = 0; r < n; ++r) s += i + 1 + n * r;
-    sum.push_back(s);
-    mean.push_back(s / n);
-    max.push_back(i + 1 + n * (n - 1));
-  }
+  const auto [sum, mean, max] = acc::testing::expected_reductions(n);
   a.print("testing reduce_sum");
   check(at::allclose(a.reduce(create_tensor(a), "sum").cpu(), at::tensor(sum, at::kFloat)),
         "reduce sum");

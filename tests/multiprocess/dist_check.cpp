@@ -20,6 +20,9 @@
 #include <iostream>
 #include <string>
 #include <thread>
+#include <vector>
+
+#include "test_ops_values.h"
 
 namespace acc = accelerate;
 
@@ -122,18 +125,13 @@ int run(int argc, char** argv) {
     return 0;
   }
 
-  auto t = at::arange(n, at::kFloat) + 1 + n * r;
+  auto t = accelerate::testing::create_tensor(a).cpu();  // as before: on the CPU
   std::vector<double> expected;
   for (int i = 1; i <= n * n; ++i) expected.push_back(i);
   check(values(a.gather(t)) == expected, a, "gather");
   if (!quick) {
-    std::vector<double> sum;
-    for (int i = 0; i < n; ++i) {
-      double s = 0;
-      for (int k = 0; k < n; ++k) s += i + 1 + n * k;
-      sum.push_back(s);
-    }
-    check(values(a.reduce(t, "sum")) == sum, a, "reduce sum");
+    check(values(a.reduce(t, "sum")) == accelerate::testing::expected_reductions(n).sum, a,
+          "reduce sum");
     std::vector<double> first(expected.begin(), expected.begin() + n);
     check(values(a.broadcast(t.clone())) == first, a, "broadcast");
     auto padded = a.pad_across_processes(at::arange(r + 1, at::kFloat));
