@@ -14,8 +14,11 @@
 #include <exception>
 #include <iostream>
 #include <sstream>
+#include <unordered_set>
 
 #include "autograd_graph.h"
+#include "helpers.h"
+#include "warnings.h"
 #include "json_file.h"
 
 namespace accelerate {
@@ -292,6 +295,35 @@ bool graph_has_dtype(const at::Tensor& loss, at::ScalarType dtype) {
 
 }  // namespace
 
+void Accelerator::warn_if_unprepared_model(const at::Tensor& loss) {
+  // Parameters a prepared optimizer trains that no prepared model holds: their gradients are
+  // never all-reduced, so each process's copy drifts away from the others'.
+  std::unordered_set<const at::TensorImpl*> prepared;
+  for (const auto& [module, engine] : models_)
+    for (const auto& p : module->parameters()) prepared.insert(p.unsafeGetTensorImpl());
+  std::unordered_set<const torch::autograd::Node*> orphans;
+  std::vector<int64_t> shape;
+  for (const auto& opt : optimizer_order_)
+    for (const auto& group : opt->optimizer()->param_groups())
+      for (const auto& p : group.params())
+        if (p.requires_grad() && !prepared.count(p.unsafeGetTensorImpl())) {
+          orphans.insert(torch::autograd::impl::grad_accumulator(p).get());
+          if (shape.empty()) shape = p.sizes().vec();
+        }
+  if (orphans.empty() || !detail::any_graph_node(loss, [&](const torch::autograd::Node& node) {
+        return orphans.count(&node) != 0;
+      }))
+    return;
+  detail::warn_once(
+      "unprepared model",
+      "backward: the loss reaches parameters that a prepared optimizer trains but no prepared "
+      "model holds (the first of shape " +
+          detail::shape_string(shape) + "), in a job of " + std::to_string(num_processes()) +
+          " processes: their gradients are not averaged over the processes, so each process's "
+          "weights drift apart. Prepare the model that holds them: model = "
+          "accelerator.prepare(model)");
+}
+
 void Accelerator::backward(const at::Tensor& loss, const BackwardOptions& options) {
   const MixedPrecision precision = mixed_precision();
   if (!autocast_checked_ && precision != MixedPrecision::NO && loss.grad_fn()) {
@@ -305,6 +337,11 @@ void Accelerator::backward(const at::Tensor& loss, const BackwardOptions& option
                    "it inside the autocast guard: { auto amp = accelerator.autocast(); loss = "
                    "loss_fn(model->forward(x), y); }"
                 << std::endl;
+  }
+  // Looked for in the first backward passes only: a graph walk is not free.
+  if (num_processes() > 1 && unprepared_checks_ < 16) {
+    ++unprepared_checks_;
+    warn_if_unprepared_model(loss);
   }
   const int steps = gradient_state_->num_steps();
   at::Tensor scaled = steps > 1 ? loss / steps : loss;
@@ -320,6 +357,7 @@ void Accelerator::backward(const at::Tensor& loss, const BackwardOptions& option
   state_.collective_trace()->enter("backward", /*counted=*/false);
   try {
     run();
+    for (auto& [module, engine] : models_) engine->after_backward();
   } catch (const InvalidArgument&) {
     throw;  // the engine's own verdict (e.g. a parameter without gradient), already clear
   } catch (const std::exception& e) {

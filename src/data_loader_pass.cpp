@@ -30,6 +30,7 @@
 
 #include "accelerate/data_loader.h"
 #include "compat.h"
+#include "warnings.h"
 
 namespace accelerate {
 
@@ -498,6 +499,17 @@ class DataLoaderBase::ActivePass final : public detail::Pass {
 
 std::shared_ptr<detail::Pass> DataLoaderBase::start_pass(detail::BatchMaker maker) {
   detach_pass();
+  if (!prepared() && detail::job_processes() > 1) {
+    const std::string n = std::to_string(detail::job_processes());
+    detail::warn_once("unprepared data loader",
+                      "a data loader that was not prepared is iterated in a job of " + n +
+                          " processes: every process reads every batch, so each trains on the "
+                          "whole data set, and gather_for_metrics counts each sample " +
+                          n +
+                          " times. Prepare it: auto dl = accelerator.prepare(loader); then loop "
+                          "over *dl (ignore this where every process is meant to read "
+                          "everything)");
+  }
   if (iterable() || dispatches()) {
     auto pass = std::make_shared<StreamPass>(this, std::move(maker));
     active_.pass = pass;

@@ -93,6 +93,9 @@ struct DistributedDataParallel::Engine {
   // Join mode (active process): the pending all-reduce telling joined processes that this one
   // still trains; waited for at the next pass start or at the end of the join.
   c10::intrusive_ptr<c10d::Work> notify;
+  // DdpEngine::Reducer: before_backward armed the Reducer for the backward in progress, so
+  // after_backward refreshes the buffers.
+  bool reducer_armed = false;
 
   void broadcast(const std::vector<at::Tensor>& tensors, const char* what, int root = 0,
                  const char* api = "prepare") const {
@@ -129,17 +132,37 @@ struct DistributedDataParallel::Engine {
 
   bool buffers_to_sync() const { return options.broadcast_buffers() && !buffers.empty(); }
 
+  // The buffers of process `root` into every process's, as PyTorch's DDP does at the start of
+  // a forward that follows a synchronising one. Done at the end of the synchronising backward
+  // instead (there is no forward to hook): the next forward sees the same values. Through
+  // shallow copies that share the buffers' storage but not their version counters, so that a
+  // graph kept for another backward (retain_graph) still finds what it saved (BatchNorm saves
+  // running_mean / running_var), as nothing touches them between PyTorch's backward passes.
+  void sync_buffers(int root, const char* api) const {
+    std::vector<at::Tensor> storage;
+    storage.reserve(buffers.size());
+    for (const auto& b : buffers) storage.push_back(b.variable_data());
+    at::NoGradGuard no_grad;
+    broadcast(storage, "buffers", root, api);
+  }
+
   // Join mode, a process still training, at the start of each synchronising backward pass: as
-  // PyTorch's DDP forward under Join, tell the joined processes (notify all-reduce of 1), then
-  // take the buffers from the highest process still training (rank 0 may have joined).
+  // PyTorch's DDP forward under Join, tell the joined processes (notify all-reduce of 1).
   void join_pass_start() {
     if (notify) notify->wait();
     std::vector<at::Tensor> ones{at::ones({1}, at::TensorOptions(at::kLong).device(device))};
     notify = group->allreduce(ones);
-    if (buffers_to_sync()) {
-      at::NoGradGuard no_grad;
-      broadcast(buffers, "buffers", common_rank(true), "backward");
-    }
+  }
+
+  // The end of each synchronising pass (the buckets engine's pass_end, the Reducer's
+  // after_backward): the buffers from process 0, or under join from the highest process that
+  // trained this pass (a joined process runs the same collectives after its shadow pass).
+  void pass_end(bool joining) const {
+    if (!buffers_to_sync()) return;
+    if (joining)
+      sync_buffers(common_rank(true), "backward");
+    else
+      sync_buffers(0, "backward");
   }
 };
 
@@ -255,6 +278,7 @@ DistributedDataParallel::DistributedDataParallel(std::shared_ptr<torch::nn::Modu
     e.buckets = std::make_unique<detail::BucketedGradSync>(
         trained, std::move(names), e.group, sync_options,
         [this] { return require_backward_grad_sync_; }, state.describe());
+    if (e.buffers_to_sync()) e.buckets->set_pass_end([this] { engine_->pass_end(joining_); });
   }
   for (const auto& p : trained)
     e.accumulators.insert(torch::autograd::impl::grad_accumulator(p).get());
@@ -263,32 +287,31 @@ DistributedDataParallel::DistributedDataParallel(std::shared_ptr<torch::nn::Modu
 DistributedDataParallel::~DistributedDataParallel() = default;
 
 void DistributedDataParallel::before_backward(const at::Tensor& loss) {
-  if (!engine_ || engine_->accumulators.empty() || !require_backward_grad_sync_) return;
+  if (!engine_) return;
   Engine& e = *engine_;
-  // The buckets engine needs nothing here but the buffers; the Reducer must be armed, and
-  // only for a loss that reaches the module: an armed Reducer that gets no gradient stays
-  // armed and all-reduces in the next backward, no_sync or not.
-  // In join mode the buckets engine takes the buffers itself at the start of the pass.
-  if (!e.reducer && (!e.buffers_to_sync() || joining_)) return;
+  e.reducer_armed = false;
+  // Only the Reducer needs anything here: it must be armed, and only for a loss that reaches
+  // the module (an armed Reducer that gets no gradient stays armed and all-reduces in the
+  // next backward, no_sync or not). The buckets engine decides at the first gradient.
+  if (!e.reducer || e.accumulators.empty() || !require_backward_grad_sync_) return;
   if (!is_reached_by(loss)) return;
-  if (e.reducer) {
-    // PyTorch's DDP does this at the start of forward; there is no forward to hook here, and
-    // doing it before backward is equivalent: the buckets are rebuilt (once, in the order the
-    // gradients arrived during the first step, by a collective every process reaches here)
-    // before any hook of this pass fires.
-    e.reducer->rebuild_buckets();
-    e.reducer->prepare_for_forward();
-    if (e.options.find_unused_parameters() && !e.options.static_graph())
-      e.reducer->prepare_for_backward({loss});
-    else
-      e.reducer->prepare_for_backward({});
-  }
-  if (e.options.broadcast_buffers()) {
-    // Buffers after this step's forward, from process 0: what PyTorch's DDP copies at the
-    // start of the next forward.
-    at::NoGradGuard no_grad;
-    e.broadcast(e.buffers, "buffers");
-  }
+  // PyTorch's DDP does this at the start of forward; there is no forward to hook here, and
+  // doing it before backward is equivalent: the buckets are rebuilt (once, in the order the
+  // gradients arrived during the first step, by a collective every process reaches here)
+  // before any hook of this pass fires.
+  e.reducer->rebuild_buckets();
+  e.reducer->prepare_for_forward();
+  if (e.options.find_unused_parameters() && !e.options.static_graph())
+    e.reducer->prepare_for_backward({loss});
+  else
+    e.reducer->prepare_for_backward({});
+  e.reducer_armed = true;
+}
+
+void DistributedDataParallel::after_backward() {
+  if (!engine_ || !engine_->reducer_armed) return;
+  engine_->reducer_armed = false;
+  engine_->pass_end(/*joining=*/false);  // the Reducer cannot join
 }
 
 void DistributedDataParallel::begin_join() {
@@ -322,11 +345,9 @@ void DistributedDataParallel::end_join() {
     bool last_to_join = true;
     while (e.allreduce_scalar(0, c10d::ReduceOp::SUM) > 0) {
       last_to_join = false;
-      if (e.buffers_to_sync()) {
-        at::NoGradGuard no_grad;
-        e.broadcast(e.buffers, "buffers", e.common_rank(false), "join_uneven_inputs");
-      }
       e.buckets->shadow_pass();
+      // The pass end of the processes still training (Engine::pass_end).
+      if (e.buffers_to_sync()) e.sync_buffers(e.common_rank(false), "join_uneven_inputs");
     }
     // DDP's join post-hook: everyone takes the model of the last process to join.
     const int root = e.common_rank(last_to_join);
@@ -334,8 +355,7 @@ void DistributedDataParallel::end_join() {
     std::vector<at::Tensor> params;
     for (const auto& p : module_->parameters(/*recurse=*/true)) params.push_back(p);
     e.broadcast(params, "parameters", root, "join_uneven_inputs");
-    if (e.options.broadcast_buffers())
-      e.broadcast(e.buffers, "buffers", root, "join_uneven_inputs");
+    if (e.options.broadcast_buffers()) e.sync_buffers(root, "join_uneven_inputs");
   } catch (const InvalidArgument&) {
     throw;
   } catch (const DistributedError&) {

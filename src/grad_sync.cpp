@@ -326,6 +326,7 @@ void BucketedGradSync::finish_pass() {
     agree_on_arrival_order();
   rebuilt_ = true;
   arrival_.clear();
+  if (pass_end_) pass_end_();
 
   if (!missing.empty() && !track_used) {
     throw InvalidArgument(
@@ -341,6 +342,11 @@ void BucketedGradSync::finish_pass() {
 void BucketedGradSync::set_pass_start(std::function<void()> fn) {
   std::lock_guard<std::mutex> lock(mutex_);
   pass_start_ = std::move(fn);
+}
+
+void BucketedGradSync::set_pass_end(std::function<void()> fn) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  pass_end_ = std::move(fn);
 }
 
 void BucketedGradSync::shadow_pass() {

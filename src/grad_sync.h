@@ -20,6 +20,9 @@
 // copied into the bucket unscaled, and the bucket is cast to the compressed dtype, divided by
 // the world size there, all-reduced and cast back, as c10d's Reducer does with the hook.
 //
+// `pass_end` runs at the end of each synchronising pass, after its collectives (the DDP engine
+// refreshes the module's buffers from process 0 there: see ddp.cpp).
+//
 // For uneven inputs (PyTorch's Join), `pass_start` runs at the start of each synchronising
 // pass before any of its collectives, and `shadow_pass()` runs a pass's collectives with zero
 // gradients on a process that has no data left.
@@ -78,6 +81,10 @@ class BucketedGradSync {
   /// Runs `fn` at the start of every synchronising pass, before its first collective (null:
   /// nothing). What it throws leaves the pass unstarted.
   void set_pass_start(std::function<void()> fn);
+  /// Runs `fn` at the end of every synchronising pass, after its gradient collectives and
+  /// before the pass's own errors are thrown, on every process alike (null: nothing). Not run
+  /// by shadow_pass(): a process without data runs the matching collectives itself.
+  void set_pass_end(std::function<void()> fn);
   /// The collectives of one synchronising pass, in the same order, with zero gradients: what a
   /// process without data runs to match the others' pass. Leaves the gradients alone.
   void shadow_pass();
@@ -118,6 +125,7 @@ class BucketedGradSync {
   const std::string where_;
   const int world_;
   std::function<void()> pass_start_;
+  std::function<void()> pass_end_;
 
   // A parameter's gradient accumulator: std::shared_ptr<Node> in LibTorch 1.13,
   // c10::intrusive_ptr<Node> in 2.x.

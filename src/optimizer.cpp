@@ -18,6 +18,7 @@
 #include <utility>
 
 #include "errors.h"
+#include "warnings.h"
 
 namespace accelerate {
 namespace {
@@ -95,7 +96,11 @@ AcceleratedOptimizer::AcceleratedOptimizer(std::shared_ptr<torch::optim::Optimiz
 at::Tensor AcceleratedOptimizer::step(torch::optim::Optimizer::LossClosure closure) {
   // Named in a profile as PyTorch's Python optimizers name theirs ("Optimizer.step#SGD.step").
   RECORD_USER_SCOPE("Optimizer.step#AcceleratedOptimizer.step");
-  if (!gradient_state_->sync_gradients()) return {};
+  if (!gradient_state_->sync_gradients()) {
+    micro_step_without_step_ = true;
+    return {};
+  }
+  micro_step_without_step_ = false;
   if (scaler_ && scaler_->is_enabled()) {
     const bool stepped = scaler_->step(*optimizer_, closure);
     scaler_->update();
@@ -107,7 +112,25 @@ at::Tensor AcceleratedOptimizer::step(torch::optim::Optimizer::LossClosure closu
 }
 
 void AcceleratedOptimizer::zero_grad(bool set_to_none) {
-  if (!gradient_state_->sync_gradients()) return;
+  if (!gradient_state_->sync_gradients()) {
+    micro_step_without_step_ = true;
+    return;
+  }
+  if (std::exchange(micro_step_without_step_, false)) {
+    bool any = false;
+    for (const auto& group : optimizer_->param_groups())
+      for (const auto& param : group.params()) any = any || param.grad().defined();
+    // LibTorch's examples zero the gradients first in the loop: on the synchronising
+    // micro-step that clears what the earlier micro-steps accumulated (Python is silent).
+    if (any)
+      detail::warn_once(
+          "zero_grad during accumulation",
+          "zero_grad() cleared gradients that earlier accumulation micro-steps summed before "
+          "any optimizer step used them (gradient_accumulation_steps is " +
+              std::to_string(gradient_state_->num_steps()) +
+              "): only the last micro-step's gradients are trained on. Call zero_grad() after "
+              "step(), not at the start of the loop: backward(loss); step(); zero_grad();");
+  }
   // Done here rather than by Optimizer::zero_grad, whose signature and default changed
   // between LibTorch 1.13 (no argument, zeroes) and 2.x (set_to_none = true). The zeroing
   // path follows PyTorch's: detach a gradient that has a history, else drop requires_grad.

@@ -24,6 +24,7 @@
 #include "collective_trace.h"
 #include "compat.h"
 #include "errors.h"
+#include "warnings.h"
 
 extern char** environ;
 
@@ -332,6 +333,7 @@ State::State(const StateOptions& options) {
   const std::string backend = resolve_backend(options.backend(), cuda, use_cpu);
   if (options.set_num_threads() && !info_.omp_num_threads)
     at::set_num_threads(std::max(1, usable_cores() / info_.local_world_size));
+  detail::note_job(info_.world_size, info_.rank);
   if (info_.world_size == 1) return;
   backend_ = backend;
   quiet_sigpipe();

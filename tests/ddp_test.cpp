@@ -1,6 +1,8 @@
 // DDP through the Accelerator (prepare_model, backward, accumulate, no_sync), ranks as threads.
 #include <gtest/gtest.h>
 #include <torch/nn/functional/loss.h>
+#include <torch/nn/modules/batchnorm.h>
+#include <torch/nn/modules/conv.h>
 #include <torch/nn/modules/linear.h>
 #include <torch/optim/sgd.h>
 
@@ -159,6 +161,176 @@ TEST_P(Ddp, AccumulationMatchesTheLargerBatch) {
         options().gradient_accumulation_steps(4));
     expect_close(accumulated, reference, 1e-6, std::to_string(n) + " processes");
   }
+}
+
+// A model with buffers: BatchNorm2d after a convolution and BatchNorm1d after a linear layer
+// (running_mean, running_var, num_batches_tracked).
+struct BnNet : torch::nn::Module {
+  BnNet() {
+    conv = register_module("conv", torch::nn::Conv2d(torch::nn::Conv2dOptions(1, 3, 1)));
+    bn2 = register_module("bn2", torch::nn::BatchNorm2d(3));
+    fc1 = register_module("fc1", torch::nn::Linear(12, 8));
+    bn1 = register_module("bn1", torch::nn::BatchNorm1d(8));
+    fc2 = register_module("fc2", torch::nn::Linear(8, 1));
+  }
+  at::Tensor forward(const at::Tensor& x) {
+    auto h = torch::relu(bn2(conv(x.view({-1, 1, 2, 2})))).flatten(1);
+    return fc2(torch::tanh(bn1(fc1(h))));
+  }
+  torch::nn::Conv2d conv{nullptr};
+  torch::nn::BatchNorm2d bn2{nullptr};
+  torch::nn::Linear fc1{nullptr}, fc2{nullptr};
+  torch::nn::BatchNorm1d bn1{nullptr};
+};
+
+std::shared_ptr<BnNet> make_bn_net(int salt) {
+  auto net = std::make_shared<BnNet>();
+  torch::NoGradGuard no_grad;
+  int i = 0;
+  for (auto& p : net->parameters())
+    p.copy_(torch::sin(torch::arange(p.numel(), torch::kFloat) + 10.0 * i++ + 100.0 * salt)
+                .reshape(p.sizes()) *
+            0.5);
+  return net;
+}
+
+std::vector<at::Tensor> buffers_of(const torch::nn::Module& m) {
+  std::vector<at::Tensor> out;
+  for (const auto& b : m.buffers()) out.push_back(b.detach().clone().to(at::kDouble));
+  return out;
+}
+
+// What a BatchNorm model trained with PyTorch's DDP holds: n replicas, each forward preceded by
+// a copy of replica 0's buffers when the previous forward synchronised (DDP's
+// require_forward_param_sync), gradients averaged at each synchronising micro-step. Returns
+// replica 0's parameters and buffers, and what an evaluation forward through DDP gives after
+// training (it copies replica 0's buffers first).
+struct BnReference {
+  std::vector<at::Tensor> params, buffers;
+  at::Tensor eval;
+};
+BnReference bn_reference(int n, int steps, int accumulation) {
+  std::vector<std::shared_ptr<BnNet>> replicas;
+  std::vector<std::unique_ptr<torch::optim::SGD>> opts;
+  for (int r = 0; r < n; ++r) {
+    replicas.push_back(make_bn_net(0));
+    opts.push_back(std::make_unique<torch::optim::SGD>(replicas.back()->parameters(),
+                                                       torch::optim::SGDOptions(0.1)));
+  }
+  const int64_t micro = 8;
+  bool sync_before_forward = true;
+  int64_t offset = 0;
+  for (int s = 0; s < steps; ++s) {
+    for (int k = 0; k < accumulation; ++k) {
+      if (sync_before_forward) {
+        torch::NoGradGuard no_grad;
+        auto source = replicas[0]->buffers();
+        for (int r = 1; r < n; ++r) {
+          auto target = replicas[r]->buffers();
+          for (size_t i = 0; i < source.size(); ++i) target[i].copy_(source[i]);
+        }
+      }
+      const bool sync = k == accumulation - 1;
+      for (int r = 0; r < n; ++r) {
+        const int64_t start = (offset + (r * accumulation + k) * micro) % 64;
+        auto loss = torch::mse_loss(replicas[r]->forward(inputs().narrow(0, start, micro)),
+                                    targets().narrow(0, start, micro));
+        (accumulation > 1 ? loss / accumulation : loss).backward();
+      }
+      sync_before_forward = sync;
+    }
+    torch::NoGradGuard no_grad;
+    auto params0 = replicas[0]->parameters();
+    for (size_t i = 0; i < params0.size(); ++i) {
+      at::Tensor sum = at::zeros_like(params0[i]);
+      for (int r = 0; r < n; ++r) sum += replicas[r]->parameters()[i].grad() / n;
+      for (int r = 0; r < n; ++r) replicas[r]->parameters()[i].mutable_grad().copy_(sum);
+    }
+    for (int r = 0; r < n; ++r) {
+      opts[r]->step();
+      opts[r]->zero_grad();
+    }
+    offset += n * accumulation * micro;
+  }
+  BnReference out;
+  for (const auto& p : replicas[0]->parameters()) out.params.push_back(p.detach().clone());
+  out.buffers = buffers_of(*replicas[0]);
+  replicas[0]->eval();
+  torch::NoGradGuard no_grad;
+  out.eval = replicas[0]->forward(inputs().narrow(0, 0, 16));
+  return out;
+}
+
+// BatchNorm under DDP with default options, on 2 and 3 processes, with and without accumulation:
+// the first backward does not fail (the buffers are not changed under the graph that saved
+// them), and parameters, process 0's buffers and the evaluation output of every process equal
+// what PyTorch's DDP gives; every process ends with process 0's buffers.
+TEST_P(Ddp, BatchNormTrainsAsWithPyTorchsDdp) {
+  for (int n : {2, 3}) {
+    for (int accumulation : {1, 2}) {
+      const std::string what =
+          std::to_string(n) + " processes, accumulation " + std::to_string(accumulation);
+      const BnReference reference = bn_reference(n, 4, accumulation);
+      std::mutex m;
+      std::vector<std::vector<at::Tensor>> params(n), buffers(n);
+      std::vector<at::Tensor> evals(n);
+      run_ranks(
+          n,
+          [&](acc::Accelerator& a) {
+            auto net = a.prepare_model(make_bn_net(a.process_index()));
+            torch::optim::SGD opt(net->parameters(), torch::optim::SGDOptions(0.1));
+            const int64_t micro = 8;
+            int64_t offset = 0;
+            for (int s = 0; s < 4; ++s) {
+              for (int k = 0; k < accumulation; ++k) {
+                auto guard = a.accumulate(net);
+                const int64_t start =
+                    (offset + (a.process_index() * accumulation + k) * micro) % 64;
+                a.backward(torch::mse_loss(net->forward(inputs().narrow(0, start, micro)),
+                                           targets().narrow(0, start, micro)));
+              }
+              opt.step();
+              net->zero_grad(false);
+              offset += a.num_processes() * accumulation * micro;
+            }
+            net->eval();
+            torch::NoGradGuard no_grad;
+            auto eval = net->forward(inputs().narrow(0, 0, 16));
+            std::lock_guard<std::mutex> lock(m);
+            params[a.process_index()] = snapshot(*net);
+            buffers[a.process_index()] = buffers_of(*net);
+            evals[a.process_index()] = eval;
+          },
+          options().gradient_accumulation_steps(accumulation));
+      ASSERT_EQ(buffers[0].size(), 6u) << "BatchNorm2d and BatchNorm1d: mean, var, count";
+      for (int r = 0; r < n; ++r) {
+        const std::string rank = what + ", rank " + std::to_string(r);
+        expect_close(params[r], reference.params, 1e-5, rank);
+        expect_close(buffers[r], reference.buffers, 1e-5, rank + ", buffers");
+        EXPECT_LE((evals[r] - reference.eval).abs().max().item<double>(), 1e-5) << rank;
+      }
+      // The statistics moved: the test would not see a missed copy otherwise.
+      EXPECT_GT(reference.buffers[0].abs().max().item<double>(), 1e-3) << what;
+      EXPECT_EQ(reference.buffers[2].item<double>(), 4.0 * accumulation) << what;
+    }
+  }
+}
+
+// A backward with retain_graph, then a second backward through the same graph (BatchNorm saved
+// its running statistics for it): the buffer copy after the first does not break the second.
+TEST_P(Ddp, BatchNormRetainedGraphRunsTwice) {
+  run_ranks(
+      2,
+      [](acc::Accelerator& a) {
+        auto net = a.prepare_model(make_bn_net(0));
+        auto x = inputs().narrow(0, 8 * a.process_index(), 8);
+        auto loss = torch::mse_loss(net->forward(x), targets().narrow(0, 8 * a.process_index(), 8));
+        a.backward(loss, acc::BackwardOptions().retain_graph(true));
+        auto first = net->fc1->weight.grad().clone();
+        a.backward(loss);
+        EXPECT_LE((net->fc1->weight.grad() - 2 * first).abs().max().item<double>(), 1e-5);
+      },
+      options());
 }
 
 // Inside no_sync gradients stay local; the next synchronised backward averages the sums.
@@ -850,4 +1022,68 @@ TEST(JoinUnevenInputs, AnExceptionLeavesTheGuardWithoutCollectives) {
       },
       acc::AcceleratorOptions().even_batches(false));
   expect_identical(grads[0], grads[1], "the step after the guard");
+}
+
+namespace {
+size_t count_of(const std::string& text, const std::string& what) {
+  size_t n = 0;
+  for (auto at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
+  return n;
+}
+}  // namespace
+
+// In a job of several processes, iterating a data loader that was not prepared warns once per
+// job (process 0 only); a prepared one does not.
+TEST(JobWarnings, AnUnpreparedDataLoaderWarnsOnce) {
+  const std::string warning = "a data loader that was not prepared is iterated in a job of 2";
+  ::testing::internal::CaptureStderr();
+  run_ranks(2, [](acc::Accelerator& a) {
+    acc::DataLoader<acc::TensorDataset> loader(acc::TensorDataset(inputs(), targets()),
+                                               acc::DataLoaderOptions().batch_size(16));
+    auto dl = a.prepare(loader);
+    int64_t batches = 0;
+    for (auto& b : *dl) batches += b.data.size(0) > 0;
+    EXPECT_EQ(batches, 2);
+  });
+  EXPECT_EQ(::testing::internal::GetCapturedStderr().find(warning), std::string::npos);
+  ::testing::internal::CaptureStderr();
+  run_ranks(2, [](acc::Accelerator& a) {
+    acc::DataLoader<acc::TensorDataset> loader(acc::TensorDataset(inputs(), targets()),
+                                               acc::DataLoaderOptions().batch_size(16));
+    for (int pass = 0; pass < 2; ++pass) {
+      int64_t samples = 0;
+      for (auto& b : loader) samples += b.data.size(0);
+      EXPECT_EQ(samples, 64) << "an unprepared loader reads everything";
+    }
+  });
+  const std::string err = ::testing::internal::GetCapturedStderr();
+  EXPECT_EQ(count_of(err, warning), 1u) << err;
+  EXPECT_NE(err.find("accelerator.prepare(loader)"), std::string::npos) << err;
+}
+
+// A backward that reaches parameters a prepared optimizer trains but no prepared model holds
+// (their gradients are never averaged) warns once per job; backward passes through prepared
+// models do not.
+TEST(JobWarnings, ABackwardThroughAnUnpreparedModelWarnsOnce) {
+  const std::string warning = "no prepared model holds (the first of shape [8, 4])";
+  ::testing::internal::CaptureStderr();
+  run_ranks(2, [&](acc::Accelerator& a) {
+    auto prepared = a.prepare_model(make_net(0));
+    auto forgotten = make_net(1);
+    auto opt = a.prepare_optimizer(std::make_shared<torch::optim::SGD>(
+        forgotten->parameters(), torch::optim::SGDOptions(0.1)));
+    auto x = inputs().narrow(0, 0, 4), y = targets().narrow(0, 0, 4);
+    a.backward(torch::mse_loss(prepared->forward(x), y));
+    a.wait_for_everyone();
+    if (a.is_main_process())
+      EXPECT_EQ(count_of(::testing::internal::GetCapturedStderr(), warning), 0u);
+    a.wait_for_everyone();
+    if (a.is_main_process()) ::testing::internal::CaptureStderr();
+    a.wait_for_everyone();
+    for (int i = 0; i < 3; ++i) a.backward(torch::mse_loss(forgotten->forward(x), y));
+    a.wait_for_everyone();
+  });
+  const std::string err = ::testing::internal::GetCapturedStderr();
+  EXPECT_EQ(count_of(err, warning), 1u) << err;
+  EXPECT_NE(err.find("weights drift apart"), std::string::npos) << err;
 }

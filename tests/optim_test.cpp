@@ -646,3 +646,38 @@ TEST(HeaderExampleTest, Scheduler) {
   double lr = prepared.get_last_lr()[0];
   EXPECT_EQ(lr, 1.0);
 }
+
+// zero_grad first in the loop (LibTorch's examples) with accumulation: on the synchronising
+// micro-step it clears what the earlier micro-steps summed; that warns, once. The loop order
+// backward, step, zero_grad does not.
+TEST(AcceleratedOptimizerTest, ZeroGradClearingAccumulatedGradientsWarnsOnce) {
+  auto param = scalar_param(1.0);
+  auto sgd = std::make_shared<torch::optim::SGD>(std::vector<at::Tensor>{param},
+                                                 torch::optim::SGDOptions(0.1));
+  auto gs = std::make_shared<acc::GradientState>(acc::GradientAccumulationPlugin().num_steps(2));
+  acc::AcceleratedOptimizer opt(sgd, gs, torch::kCPU);
+  auto micro_step = [&](bool sync, bool zero_first) {
+    gs->set_sync_gradients(sync);
+    if (zero_first) opt.zero_grad();
+    (param * 2).backward();
+    opt.step();
+    if (!zero_first) opt.zero_grad();
+  };
+  const std::string warning = "zero_grad() cleared gradients that earlier accumulation";
+  ::testing::internal::CaptureStderr();
+  for (int i = 0; i < 3; ++i) {
+    micro_step(false, false);
+    micro_step(true, false);
+  }
+  EXPECT_EQ(::testing::internal::GetCapturedStderr().find(warning), std::string::npos);
+  ::testing::internal::CaptureStderr();
+  for (int i = 0; i < 3; ++i) {
+    micro_step(false, true);
+    micro_step(true, true);
+  }
+  const std::string err = ::testing::internal::GetCapturedStderr();
+  const auto first = err.find(warning);
+  EXPECT_NE(first, std::string::npos) << err;
+  EXPECT_EQ(err.find(warning, first + 1), std::string::npos) << "warned twice: " << err;
+  EXPECT_NE(err.find("gradient_accumulation_steps is 2"), std::string::npos) << err;
+}

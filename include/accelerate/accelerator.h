@@ -871,6 +871,9 @@ class Accelerator {
   DistributedDataParallel* engine_of(const torch::nn::Module* model) const;
   void do_sync();
   void release_prepared();
+  // Warns (once per job) when `loss` reaches parameters of a prepared optimizer that no
+  // prepared model holds (backward, with several processes).
+  void warn_if_unprepared_model(const at::Tensor& loss);
   at::Tensor gather_for_metrics_one(const at::Tensor& tensor) const;
 
   State state_;
@@ -878,6 +881,7 @@ class Accelerator {
   const AcceleratorOptions options_;    // as given; what changes while training is below
   int iteration_;                       // of the next automatic checkpoint (save_state)
   bool autocast_checked_ = false;       // the first backward under bf16/fp16 was looked at
+  int unprepared_checks_ = 0;           // backward passes looked at by warn_if_unprepared_model
   std::shared_ptr<GradScaler> scaler_;  // fp16 only
   std::vector<std::shared_ptr<GeneralTracker>> trackers_;  // main process, after init_trackers
   bool trigger_ = false;

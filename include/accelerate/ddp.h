@@ -9,14 +9,17 @@
 //     here) each .grad is a view into its bucket and nothing is copied. Every backward that
 //     reaches the parameters synchronises unless no_sync is on, whatever started it.
 //   DdpEngine::Reducer: c10d's DDP engine (`c10d::Reducer`, the one PyTorch's DDP uses). It
-//     is armed for each backward pass through `before_backward(loss)`, which
-//     `Accelerator::backward` calls.
+//     is armed for each backward pass through `before_backward(loss)`, and refreshes the
+//     buffers in `after_backward()`, which `Accelerator::backward` calls.
+// Buffers (BatchNorm's running statistics) are copied from process 0 at the end of each
+// synchronising backward: each forward then starts from process 0's buffers, as in PyTorch.
 //
 // Example (what Accelerator::prepare and backward do for you):
 //   accelerate::DistributedDataParallel ddp(model, state,
 //   accelerate::DistributedDataParallelOptions()); auto loss = model->forward(x).sum();
 //   ddp.before_backward(loss);
 //   loss.backward();              // gradients are now the average over all processes
+//   ddp.after_backward();
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -72,8 +75,11 @@ struct DistributedDataParallelOptions {
   /// at once). Polling keeps the core awake: on few cores, being woken from a blocked wait
   /// often costs more than a small all-reduce itself (bench/RESULTS.md).
   ACCELERATE_ARG(int64_t, spin_wait_us) = 10000;
-  /// Copy buffers (e.g. BatchNorm running statistics) from process 0 at every synchronised
-  /// step (default true).
+  /// Copy buffers (e.g. BatchNorm running statistics) from process 0 into every process at the
+  /// end of each synchronising backward pass (default true), so that each forward after it
+  /// starts from process 0's buffers, as PyTorch's DDP copies them at the start of the forward
+  /// that follows a synchronising one. The copy does not bump the buffers' version counters,
+  /// so a graph kept with retain_graph still runs its backward.
   ACCELERATE_ARG(bool, broadcast_buffers) = true;
   /// Communication hook of the gradient all-reduce (Accelerate's
   /// `DistributedDataParallelKwargs(comm_hook=...)`; default CommHook::NO). Both engines give
@@ -99,10 +105,14 @@ class DistributedDataParallel {
   DistributedDataParallel(const DistributedDataParallel&) = delete;
   DistributedDataParallel& operator=(const DistributedDataParallel&) = delete;
 
-  /// To be called before `loss.backward()`: when gradient synchronisation is on and the loss
-  /// reaches the module, refreshes the buffers from process 0 and, with DdpEngine::Reducer,
-  /// arms the engine so that this backward all-reduces the gradients.
+  /// To be called before `loss.backward()`: with DdpEngine::Reducer, when gradient
+  /// synchronisation is on and the loss reaches the module, arms the engine so that this
+  /// backward all-reduces the gradients. Nothing with DdpEngine::Buckets.
   void before_backward(const at::Tensor& loss);
+  /// To be called after `loss.backward()` returned: with DdpEngine::Reducer, when that
+  /// backward synchronised, copies process 0's buffers into every process (DdpEngine::Buckets
+  /// does it itself at the end of each synchronising backward).
+  void after_backward();
   /// Turns gradient synchronisation on or off for the following backward passes (no_sync).
   void set_require_backward_grad_sync(bool value) { require_backward_grad_sync_ = value; }
   /// Whether the next backward synchronises gradients.

@@ -52,7 +52,9 @@ class AcceleratedOptimizer {
   /// Clears the gradients of every parameter of every param group when
   /// `gradient_state()->sync_gradients()`; otherwise does nothing. With `set_to_none` a
   /// gradient becomes an undefined tensor; otherwise it is detached and filled with zeros in
-  /// place. Behaves the same on LibTorch 1.13 and 2.x.
+  /// place. Behaves the same on LibTorch 1.13 and 2.x. When it clears gradients that earlier
+  /// accumulation micro-steps summed and no step used (zero_grad called first in the loop, as
+  /// LibTorch's examples do), it warns once per job: call it after step().
   void zero_grad(bool set_to_none = true);
 
   /// True when the last `step()` was skipped by the gradient scaler because the gradients
@@ -98,6 +100,9 @@ class AcceleratedOptimizer {
   std::shared_ptr<GradScaler> scaler_;
   // Accelerate's `_is_overflow`: the scaler skipped the wrapped step (inf/NaN gradients).
   bool step_was_skipped_ = false;
+  // A micro-step of gradient accumulation passed (step or zero_grad did nothing) since the last
+  // real step: a real zero_grad now would clear gradients no step used (warned once).
+  bool micro_step_without_step_ = false;
 };
 
 }  // namespace accelerate

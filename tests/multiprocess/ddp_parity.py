@@ -4,10 +4,16 @@ Run under a launcher that sets the torchrun environment (accelerate-cpp launch o
 Data order: each epoch e the indices are torch.randperm(n, generator seeded 7 + e), cut into
 batches of the per-process batch size, batch i going to rank i mod N (Accelerate's sharding).
 Rank 0 writes the final parameters, one value a line, to argv[1].
-Arguments as ddp_parity.cpp's: OUT [batch [engine (ignored) [hook [join [find_unused]]]]]: hook
-no/fp16/bf16 registers default_hooks.fp16/bf16_compress_hook (as Accelerate's comm_hook); join 1
-trains each epoch under `with ddp.join():`, rank r taking at most max(1, n - 2r) of its n batches.
+Arguments as ddp_parity.cpp's: OUT [batch [engine (ignored) [hook [join [find_unused [model
+[accumulation]]]]]]]: hook no/fp16/bf16 registers default_hooks.fp16/bf16_compress_hook (as
+Accelerate's comm_hook); join 1 trains each epoch under `with ddp.join():`, rank r taking at most
+max(1, n - 2r) of its n batches; model bn is ddp_parity.cpp's BnNet (BatchNorm2d and BatchNorm1d):
+rank 0 writes its buffers after the parameters, and each rank r writes the evaluation output of
+the first 16 samples, through DDP, to OUT.r; accumulation k: the loss divided by k, gradients
+synchronised (outside no_sync) and the optimizer stepped every k-th batch, as Accelerate's
+accumulate.
 """
+import contextlib
 import faulthandler
 import os
 import sys
@@ -18,6 +24,25 @@ from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 SAMPLES = 96
+
+
+class BnNet(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 2, 1)
+        self.bn2 = torch.nn.BatchNorm2d(2)
+        self.fc1 = torch.nn.Linear(6, 16)
+        self.bn1 = torch.nn.BatchNorm1d(16)
+        self.fc2 = torch.nn.Linear(16, 1)
+
+    def forward(self, x):
+        h = torch.relu(self.bn2(self.conv(x.view(-1, 1, 1, 3)))).flatten(1)
+        return self.fc2(torch.tanh(self.bn1(self.fc1(h))))
+
+
+def write_values(f, tensor):
+    for v in tensor.detach().flatten().double().tolist():
+        f.write(f"{v:.9g}\n")
 
 
 def main():
@@ -33,7 +58,12 @@ def main():
     x = torch.stack([torch.sin(a), torch.cos(a), torch.sin(2 * a)], 1)
     y = (0.5 * x[:, 0] - 0.3 * x[:, 1] + 0.1).unsqueeze(1)
 
-    model = torch.nn.Sequential(torch.nn.Linear(3, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1))
+    model_name = sys.argv[7] if len(sys.argv) > 7 else "mlp"
+    accumulation = int(sys.argv[8]) if len(sys.argv) > 8 else 1
+    if model_name == "bn":
+        model = BnNet()
+    else:
+        model = torch.nn.Sequential(torch.nn.Linear(3, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1))
     with torch.no_grad():
         for k, p in enumerate(model.parameters()):
             p.copy_((torch.sin(torch.arange(p.numel(), dtype=torch.float32) + 10 * k) * 0.3).reshape(p.shape))
@@ -54,18 +84,29 @@ def main():
         if join:
             mine = mine[:max(1, len(mine) - 2 * rank)]
         with ddp.join(enable=join):
-            for i in mine:
+            for count, i in enumerate(mine):
                 idx = batches[i]
-                loss = torch.nn.functional.mse_loss(ddp(x[idx]), y[idx])
-                loss.backward()
-                opt.step()
-                opt.zero_grad()
+                sync = (count + 1) % accumulation == 0 or count + 1 == len(mine)
+                with contextlib.nullcontext() if sync else ddp.no_sync():
+                    loss = torch.nn.functional.mse_loss(ddp(x[idx]), y[idx])
+                    (loss / accumulation if accumulation > 1 else loss).backward()
+                if sync:
+                    opt.step()
+                    opt.zero_grad()
 
     if rank == 0:
         with open(out, "w") as f:
             for p in model.parameters():
-                for v in p.detach().flatten().tolist():
-                    f.write(f"{v:.9g}\n")
+                write_values(f, p)
+            if model_name == "bn":
+                for b in model.buffers():
+                    write_values(f, b)
+    if model_name == "bn":
+        ddp.eval()
+        with torch.no_grad():
+            output = ddp(x[:16])
+        with open(f"{out}.{rank}", "w") as f:
+            write_values(f, output)
     dist.barrier()
     # PyTorch 1.13's DDP can hang in its destructor after Join or with a comm hook (seen with 3
     # processes); the results are written and every rank is past the barrier: skip teardown.

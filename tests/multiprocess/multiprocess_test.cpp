@@ -231,6 +231,69 @@ TEST(PythonParity, CommHooksAndUnevenInputsMatchPyTorchDdp) {
   }
 }
 
+// A model with BatchNorm2d and BatchNorm1d under default options, with 2 and 3 processes, both
+// engines, with and without accumulation: the parameters, process 0's buffers and every
+// process's evaluation output equal those of PyTorch's DDP. Under join_uneven_inputs the
+// parameters do (training BatchNorm does not read its running statistics), and every process
+// ends with the same buffers; which process's statistics the others take while some have
+// joined differs from PyTorch's (README, "Gradient synchronisation").
+TEST(PythonParity, BatchNormMatchesPyTorchDdp) {
+  struct Case {
+    std::string engine, join, accumulation;
+  };
+  const std::vector<Case> cases = {{"buckets", "0", "1"},
+                                   {"reducer", "0", "1"},
+                                   {"buckets", "0", "2"},
+                                   {"reducer", "0", "2"},
+                                   {"buckets", "1", "1"}};
+  for (int n : {2, 3}) {
+    auto launcher = [&](std::vector<std::string> program) {
+      std::vector<std::string> argv = {
+          LAUNCHER, "launch", "--num_processes", std::to_string(n), "--num_cpu_threads_per_process",
+          "1"};
+      argv.insert(argv.end(), program.begin(), program.end());
+      return argv;
+    };
+    for (const Case& c : cases) {
+      const std::string what = std::to_string(n) + " processes, engine " + c.engine + ", join " +
+                               c.join + ", accumulation " + c.accumulation;
+      const TempDir dir;
+      const std::string py_out = dir.path("py"), cpp_out = dir.path("cpp");
+      const Outcome py = run(launcher({ACCELERATE_TEST_PYTHON, DDP_PARITY_PY, py_out, "8", "-",
+                                       "no", c.join, "0", "bn", c.accumulation}));
+      ASSERT_EQ(py.code(), 0) << what << ": " << py.out;
+      const Outcome cpp = run(launcher(
+          {DDP_PARITY, cpp_out, "8", c.engine, "no", c.join, "0", "bn", c.accumulation}));
+      ASSERT_EQ(cpp.code(), 0) << what << ": " << cpp.out;
+      const auto a = read_values(cpp_out), b = read_values(py_out);
+      // Parameters: conv 2 + 2, bn2 2 + 2, fc1 96 + 16, bn1 16 + 16, fc2 16 + 1; buffers: bn2
+      // 2 + 2 + 1, bn1 16 + 16 + 1.
+      const size_t params = 4 + 4 + 112 + 32 + 17, buffers = 5 + 33;
+      ASSERT_EQ(a.size(), params + buffers) << what;
+      ASSERT_EQ(b.size(), a.size()) << what;
+      const size_t compared = c.join == "1" ? params : a.size();
+      double worst = 0;
+      for (size_t i = 0; i < compared; ++i) worst = std::max(worst, std::abs(a[i] - b[i]));
+      EXPECT_LE(worst, 1e-6) << what;
+      EXPECT_GT(std::abs(a[params] - 0.0), 1e-3) << what << ": the running mean never moved";
+      const auto eval0 = read_values(cpp_out + ".0");
+      ASSERT_EQ(eval0.size(), 16u) << what;
+      for (int r = 0; r < n; ++r) {
+        const auto mine = read_values(cpp_out + "." + std::to_string(r));
+        const auto theirs = read_values(py_out + "." + std::to_string(r));
+        ASSERT_EQ(mine.size(), 16u) << what << ", rank " << r;
+        ASSERT_EQ(theirs.size(), 16u) << what << ", rank " << r;
+        for (size_t i = 0; i < mine.size(); ++i) {
+          if (c.join == "1")
+            EXPECT_EQ(mine[i], eval0[i]) << what << ", rank " << r << ": buffers differ";
+          else
+            EXPECT_NEAR(mine[i], theirs[i], 1e-6) << what << ", rank " << r;
+        }
+      }
+    }
+  }
+}
+
 // Where Gloo cannot all-reduce bfloat16 (LibTorch 1.x), CommHook::BF16 is refused at prepare
 // with a message that names it, on every process, and the job ends instead of hanging.
 TEST(PythonParity, Bf16HookIsRefusedWhereTheBackendCannotAllReduceBf16) {

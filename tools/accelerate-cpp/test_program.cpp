@@ -5,7 +5,9 @@
 //   - the data loader's sharding: every sample seen exactly once per epoch over all processes,
 //     and gather_for_metrics returns exactly the data set's size;
 //   - distributed data parallel: after one step of a prepared model on different data, the
-//     parameters are identical on every process and equal to the single-process result.
+//     parameters are identical on every process and equal to the single-process result;
+//   - a model with buffers (Conv2d + BatchNorm2d) trains with default options: after each
+//     step every process holds process 0's running statistics.
 // Exit code 0 and "Test is a success!" on the main process, or 1 with what failed.
 #include <accelerate/accelerate.h>
 #include <torch/torch.h>
@@ -118,6 +120,43 @@ void test_ddp(acc::Accelerator& a) {
   a.print("distributed data parallel: ok");
 }
 
+void test_batch_norm(acc::Accelerator& a) {
+  torch::manual_seed(2);
+  auto model = std::make_shared<torch::nn::SequentialImpl>(
+      torch::nn::Conv2d(torch::nn::Conv2dOptions(1, 4, 3)), torch::nn::BatchNorm2d(4),
+      torch::nn::ReLU(), torch::nn::Flatten(), torch::nn::Linear(4 * 4 * 4, 2));
+  auto reference = std::dynamic_pointer_cast<torch::nn::SequentialImpl>(model->clone());
+  auto sgd = std::make_shared<torch::optim::SGD>(model->parameters(), torch::optim::SGDOptions(0.1));
+  auto [m, opt] = a.prepare(model, sgd);
+  const int n = a.num_processes(), r = a.process_index();
+  auto batch_of = [](int process, int step) {
+    auto g = torch::arange(8 * 36, torch::kFloat).reshape({8, 1, 6, 6});
+    return torch::sin(g * (0.01 * (process + 1) + 0.1 * step));
+  };
+  for (int step = 0; step < 2; ++step) {
+    auto x = batch_of(r, step).to(a.device());
+    auto loss = m->forward(x).pow(2).mean();
+    a.backward(loss);
+    opt->step();
+    opt->zero_grad();
+    if (step == 0) {
+      // Process 0's statistics of its first batch, from a copy of the model before the step.
+      torch::NoGradGuard no_grad;
+      reference->forward(batch_of(0, 0));
+      auto expected = reference->named_buffers()["1.running_mean"];
+      auto mine = m->named_buffers()["1.running_mean"].cpu();
+      check(expected.abs().max().item<double>() > 1e-4, "batch norm: statistics did not move");
+      check((mine - expected).abs().max().item<double>() < 1e-5,
+            "batch norm: running_mean is not process 0's after the step");
+    }
+    torch::NoGradGuard no_grad;
+    auto all = a.gather(m->named_buffers()["1.running_var"].reshape({1, 4})).cpu();
+    check((all - all[0]).abs().max().item<double>() == 0,
+          "batch norm: running statistics differ between processes");
+  }
+  a.print("batch norm under data parallelism: ok (" + std::to_string(n) + " processes)");
+}
+
 }  // namespace
 
 int main() {
@@ -127,6 +166,7 @@ int main() {
     test_collectives(accelerator);
     test_data_loader(accelerator);
     test_ddp(accelerator);
+    test_batch_norm(accelerator);
     accelerator.wait_for_everyone();
     accelerator.print("Test is a success! You are ready for your distributed training!");
     return 0;
