@@ -194,6 +194,20 @@ struct AcceleratorOptions {
   ACCELERATE_ARG(ProjectConfiguration, project_config);
 
  public:
+  /// Threads LibTorch computes with in this process (at::set_num_threads), as `accelerate
+  /// launch --num_cpu_threads_per_process` would give it. Unset (the default): the Accelerator
+  /// leaves LibTorch's thread count alone (OMP_NUM_THREADS, which `accelerate-cpp launch` sets
+  /// for each process, else one thread per core). Throws accelerate::InvalidArgument naming
+  /// the value when `threads` < 1. See StateOptions::num_cpu_threads_per_process.
+  ///
+  /// Example:
+  ///   acc::Accelerator accelerator(acc::AcceleratorOptions().num_cpu_threads_per_process(4));
+  AcceleratorOptions& num_cpu_threads_per_process(int threads);
+  /// The number of threads given, if any.
+  const std::optional<int>& num_cpu_threads_per_process() const noexcept {
+    return num_cpu_threads_per_process_;
+  }
+
   /// Shortcut for project_config(ProjectConfiguration().project_dir(dir)).
   AcceleratorOptions& project_dir(std::string dir) {
     project_config_.project_dir(std::move(dir));
@@ -220,6 +234,7 @@ struct AcceleratorOptions {
   StateOptions state_options() const;
 
  private:
+  std::optional<int> num_cpu_threads_per_process_;
   std::vector<std::string> log_with_;
   std::vector<std::shared_ptr<GeneralTracker>> custom_trackers_;
 };
