@@ -87,8 +87,6 @@ class Environment {
     return env;
   }
 
-  bool contains(const std::string& name) const { return find(name) != entries_.end(); }
-
   void set(const std::string& name, const std::string& value) {
     auto it = find(name);
     if (it != entries_.end()) {
