@@ -31,7 +31,17 @@ StateOptions AcceleratorOptions::state_options() const {
   if (environment_) options.environment(*environment_);
   if (store_) options.store(store_);
   if (backend_) options.backend(*backend_);
+  if (num_cpu_threads_per_process_)
+    options.num_cpu_threads_per_process(*num_cpu_threads_per_process_);
   return options;
+}
+
+AcceleratorOptions& AcceleratorOptions::num_cpu_threads_per_process(int threads) {
+  if (threads < 1)
+    throw InvalidArgument("accelerate: AcceleratorOptions::num_cpu_threads_per_process: " +
+                          std::to_string(threads) + " is not a number of threads (>= 1)");
+  num_cpu_threads_per_process_ = threads;
+  return *this;
 }
 
 namespace {

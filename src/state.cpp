@@ -3,7 +3,6 @@
 
 #include <ATen/Parallel.h>
 #include <netdb.h>
-#include <sched.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -99,12 +98,6 @@ const char* first_set(const Environment& env, std::initializer_list<const char*>
   for (const char* n : names)
     if (find(env, n)) return n;
   return nullptr;
-}
-
-int usable_cores() {
-  cpu_set_t set;
-  if (sched_getaffinity(0, sizeof(set), &set) == 0) return std::max(1, CPU_COUNT(&set));
-  return std::max(1u, std::thread::hardware_concurrency());
 }
 
 // Waits until something accepts TCP connections at host:port, or the deadline passes.
@@ -317,6 +310,14 @@ LaunchInfo resolve_launch_info(const Environment& env) {
   return info;
 }
 
+StateOptions& StateOptions::num_cpu_threads_per_process(int threads) {
+  if (threads < 1)
+    throw InvalidArgument("accelerate: StateOptions::num_cpu_threads_per_process: " +
+                          std::to_string(threads) + " is not a number of threads (>= 1)");
+  num_cpu_threads_per_process_ = threads;
+  return *this;
+}
+
 State::State(const StateOptions& options) {
   info_ =
       resolve_launch_info(options.environment() ? *options.environment() : process_environment());
@@ -331,8 +332,10 @@ State::State(const StateOptions& options) {
     compat::set_cuda_device(info_.local_rank);
   }
   const std::string backend = resolve_backend(options.backend(), cuda, use_cpu);
-  if (options.set_num_threads() && !info_.omp_num_threads)
-    at::set_num_threads(std::max(1, usable_cores() / info_.local_world_size));
+  // Threads only when asked: a program started by a launcher got OMP_NUM_THREADS from it, and
+  // one started by hand keeps LibTorch's own choice, as with torchrun.
+  if (options.num_cpu_threads_per_process())
+    at::set_num_threads(*options.num_cpu_threads_per_process());
   detail::note_job(info_.world_size, info_.rank);
   if (info_.world_size == 1) return;
   backend_ = backend;

@@ -18,7 +18,10 @@
 
 namespace accelerate {
 
-void set_seed(uint64_t seed) {
+void set_seed(uint64_t seed, bool device_specific) {
+  // Accelerate adds PartialState().process_index, which it resolves from the environment too.
+  if (device_specific)
+    seed += static_cast<uint64_t>(resolve_launch_info(process_environment()).rank);
   torch::manual_seed(seed);  // also seeds every CUDA device where CUDA is available
   if (torch::cuda::is_available()) torch::cuda::manual_seed_all(seed);
 }

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <iomanip>
 #include <mutex>
 #include <thread>
 
@@ -39,6 +40,30 @@ TEST_P(ProcessControl, PrintOncePerJob) {
     a.wait_for_everyone();
   });
   EXPECT_EQ(::testing::internal::GetCapturedStdout(), "epoch 3 loss 0.5\n");
+}
+
+// Stream manipulators change how the arguments after them are written, without a space of
+// their own; a width set before an argument pads the argument, not the space before it.
+TEST(ProcessControlPrint, StreamManipulatorsAddNoSeparator) {
+  acc::Accelerator a(acc::AcceleratorOptions().cpu(true).environment(acc::Environment{}));
+  ::testing::internal::CaptureStdout();
+  a.print("loss", std::fixed, std::setprecision(4), 0.25, "lr", std::scientific,
+          std::setprecision(1), 0.001);
+  a.print("step", std::setw(5), 42, std::setfill('0'), std::setw(3), 7, "end");
+  a.print(std::hex, 255, std::dec, 255, std::boolalpha, true, std::noboolalpha, true);
+  a.print(std::setprecision(2));  // only a manipulator: an empty line
+  a.print("x", std::setw(4));     // a width left pending does not pad the newline
+  a.print(acc::format("epoch {} loss {:.4f}", 3, 0.25));
+  EXPECT_EQ(::testing::internal::GetCapturedStdout(),
+            "loss 0.2500 lr 1.0e-03\n"
+            "step    42 007 end\n"
+            "ff 255 true 1\n"
+            "\n"
+            "x\n"
+            "epoch 3 loss 0.2500\n");
+  // std::cout's own formatting is untouched.
+  EXPECT_EQ(std::cout.precision(), 6);
+  EXPECT_FALSE(std::cout.flags() & std::ios_base::fixed);
 }
 
 // Accelerate prints once per machine: 4 processes on 2 machines print twice.

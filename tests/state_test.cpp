@@ -302,28 +302,80 @@ TEST(State, AGivenStoreServesJobAfterJob) {
   EXPECT_EQ(store->add("accelerate/joined", 0), 6);
 }
 
-// Threads per process: cores ÷ local processes, unless OMP_NUM_THREADS says otherwise.
-TEST(State, ThreadsPerProcess) {
-  const int cores = static_cast<int>(std::thread::hardware_concurrency());
-  at::set_num_threads(1);
-  { acc::State one(acc::StateOptions().environment({})); }
-  EXPECT_EQ(at::get_num_threads(), std::max(1, cores));
-  at::set_num_threads(1);
-  { acc::State told(acc::StateOptions().environment({{"OMP_NUM_THREADS", "1"}})); }
-  EXPECT_EQ(at::get_num_threads(), 1) << "OMP_NUM_THREADS must be left to OpenMP";
-  // Two local processes share the cores.
-  std::vector<int> seen(2);
-  acc::testing::spawn_threads(2, [&](int rank) {
-    auto env = acc::testing::rank_environment(rank, 2);
-    env.erase("OMP_NUM_THREADS");
-    env["WORLD_SIZE"] = "1";  // one process per job, but two per machine
-    env["RANK"] = "0";
-    env["LOCAL_RANK"] = "0";
-    acc::State s(acc::StateOptions().environment(env));
-    seen[rank] = s.num_local_processes();
+// Threads: a State (and so an Accelerator) leaves LibTorch's thread count alone unless
+// num_cpu_threads_per_process is given; OMP_NUM_THREADS is the launcher's way to set it.
+class Threads : public ::testing::Test {
+ protected:
+  void TearDown() override { at::set_num_threads(initial_); }
+  const int initial_ = at::get_num_threads();
+};
+
+TEST_F(Threads, APlainStateOrAcceleratorLeavesTheThreadCountAlone) {
+  // Two counts, so that no number of cores can make "cores / local processes" look unchanged.
+  for (const int threads : {1, 3}) {
+    at::set_num_threads(threads);
+    { acc::State alone(acc::StateOptions().environment({})); }
+    EXPECT_EQ(at::get_num_threads(), threads) << "one process, no OMP_NUM_THREADS";
+    { acc::State told(acc::StateOptions().environment({{"OMP_NUM_THREADS", "2"}})); }
+    EXPECT_EQ(at::get_num_threads(), threads) << "OMP_NUM_THREADS is OpenMP's, read at start";
+    {
+      // One process of a job, but two on this machine (what "cores / 2" used to be set for).
+      acc::Accelerator accelerator(acc::AcceleratorOptions().cpu(true).environment(
+          {{"RANK", "0"}, {"WORLD_SIZE", "1"}, {"LOCAL_RANK", "0"}, {"LOCAL_WORLD_SIZE", "2"}}));
+      EXPECT_EQ(accelerator.state().num_local_processes(), 2);
+    }
+    EXPECT_EQ(at::get_num_threads(), threads) << "two local processes";
+  }
+  // Ranks as threads of one process, over a real process group.
+  at::set_num_threads(3);
+  acc::testing::run_ranks(2, [](acc::Accelerator& a) {
+    EXPECT_EQ(a.reduce(at::ones({1}), "sum").item<double>(), 2.0);
   });
-  EXPECT_EQ(seen[0], 2);
-  EXPECT_EQ(at::get_num_threads(), std::max(1, cores / 2));
+  EXPECT_EQ(at::get_num_threads(), 3);
+}
+
+TEST_F(Threads, TheOptionSetsTheThreadCount) {
+  at::set_num_threads(1);
+  {
+    acc::State state(acc::StateOptions().environment({}).num_cpu_threads_per_process(3));
+    EXPECT_EQ(at::get_num_threads(), 3);
+  }
+  EXPECT_EQ(at::get_num_threads(), 3) << "a setting, not a guard";
+  // The option wins over OMP_NUM_THREADS in the environment.
+  acc::Accelerator accelerator(acc::AcceleratorOptions()
+                                   .cpu(true)
+                                   .environment({{"OMP_NUM_THREADS", "5"}})
+                                   .num_cpu_threads_per_process(2));
+  EXPECT_EQ(at::get_num_threads(), 2);
+  EXPECT_EQ(accelerator.state().launch_info().omp_num_threads, 5);
+  EXPECT_EQ(acc::AcceleratorOptions()
+                .num_cpu_threads_per_process(2)
+                .state_options()
+                .num_cpu_threads_per_process(),
+            2);
+}
+
+TEST_F(Threads, LessThanOneThreadIsRefusedNamingTheValue) {
+  for (const int bad : {0, -2}) {
+    const std::string value = std::to_string(bad);
+    try {
+      acc::AcceleratorOptions().num_cpu_threads_per_process(bad);
+      ADD_FAILURE() << "AcceleratorOptions accepted " << bad;
+    } catch (const acc::InvalidArgument& e) {
+      EXPECT_NE(std::string(e.what()).find("num_cpu_threads_per_process: " + value + " is not"),
+                std::string::npos)
+          << e.what();
+    }
+    try {
+      acc::StateOptions().num_cpu_threads_per_process(bad);
+      ADD_FAILURE() << "StateOptions accepted " << bad;
+    } catch (const acc::InvalidArgument& e) {
+      EXPECT_NE(std::string(e.what()).find("num_cpu_threads_per_process: " + value + " is not"),
+                std::string::npos)
+          << e.what();
+    }
+  }
+  EXPECT_FALSE(acc::AcceleratorOptions().num_cpu_threads_per_process().has_value());
 }
 
 // A port already in use fails at once, and the message says so instead of blaming a timeout.

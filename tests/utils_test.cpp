@@ -1,10 +1,13 @@
-// Utilities: find_executable_batch_size, free_memory, get_logger, ProgressBar, options.h.
+// Utilities: find_executable_batch_size, free_memory, get_logger, ProgressBar, options.h,
+// set_seed.
 #include <ATen/CPUGeneratorImpl.h>
 #include <accelerate/accelerate.h>
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <sstream>
@@ -364,4 +367,91 @@ TEST(SynchronizeRngStates, BadTypesAreClearErrors) {
     expect_error([&] { acc::synchronize_rng_states(a.state(), {"bogus"}); }, "bogus");
     EXPECT_EQ(a.reduce(at::ones({1}), "sum").item<double>(), 2.0);  // still in step
   });
+}
+
+namespace {
+
+// Sets (or, with nullopt, removes) environment variables of this process for one scope, and
+// puts back what was there.
+class ScopedEnvironment {
+ public:
+  explicit ScopedEnvironment(const std::map<std::string, std::optional<std::string>>& changes) {
+    for (const auto& [name, value] : changes) {
+      const char* old = std::getenv(name.c_str());
+      saved_.emplace_back(name, old ? std::optional<std::string>(old) : std::nullopt);
+      if (value)
+        ::setenv(name.c_str(), value->c_str(), 1);
+      else
+        ::unsetenv(name.c_str());
+    }
+  }
+  ~ScopedEnvironment() {
+    for (const auto& [name, value] : saved_) {
+      if (value)
+        ::setenv(name.c_str(), value->c_str(), 1);
+      else
+        ::unsetenv(name.c_str());
+    }
+  }
+  ScopedEnvironment(const ScopedEnvironment&) = delete;
+  ScopedEnvironment& operator=(const ScopedEnvironment&) = delete;
+
+ private:
+  std::vector<std::pair<std::string, std::optional<std::string>>> saved_;
+};
+
+at::Tensor draws_after_manual_seed(uint64_t seed) {
+  torch::manual_seed(seed);
+  return torch::rand({6});
+}
+
+}  // namespace
+
+// set_seed(seed, device_specific): seed + the process index the launcher's environment gives
+// (the default CPU generator is the process's, so ranks as threads cannot show it; the real
+// processes of multiprocess_test.cpp, RngAndProfile, do).
+TEST(SetSeed, DeviceSpecificAddsTheProcessIndexFromTheEnvironment) {
+  const std::map<std::string, std::optional<std::string>> no_launcher = {
+      {"RANK", std::nullopt},
+      {"WORLD_SIZE", std::nullopt},
+      {"LOCAL_RANK", std::nullopt},
+      {"LOCAL_WORLD_SIZE", std::nullopt},
+      {"OMPI_COMM_WORLD_RANK", std::nullopt},
+      {"OMPI_COMM_WORLD_SIZE", std::nullopt},
+      {"SLURM_PROCID", std::nullopt},
+      {"SLURM_NTASKS", std::nullopt}};
+  {
+    ScopedEnvironment env(no_launcher);
+    acc::set_seed(41, /*device_specific=*/true);  // process 0: the seed itself
+    EXPECT_TRUE(torch::rand({6}).equal(draws_after_manual_seed(41)));
+  }
+  {
+    ScopedEnvironment env(no_launcher);
+    ScopedEnvironment rank3({{"RANK", "3"}, {"WORLD_SIZE", "4"}});
+    acc::set_seed(41, /*device_specific=*/true);
+    const at::Tensor specific = torch::rand({6});
+    EXPECT_TRUE(specific.equal(draws_after_manual_seed(44)));
+    EXPECT_FALSE(specific.equal(draws_after_manual_seed(41)));
+    acc::set_seed(41);  // not device specific: the same seed on every process
+    EXPECT_TRUE(torch::rand({6}).equal(draws_after_manual_seed(41)));
+    acc::set_seed(41, false);
+    EXPECT_TRUE(torch::rand({6}).equal(draws_after_manual_seed(41)));
+  }
+  {
+    ScopedEnvironment env(no_launcher);
+    ScopedEnvironment mpi({{"OMPI_COMM_WORLD_RANK", "1"}, {"OMPI_COMM_WORLD_SIZE", "2"}});
+    acc::set_seed(7, true);
+    EXPECT_TRUE(torch::rand({6}).equal(draws_after_manual_seed(8)));
+  }
+  {
+    ScopedEnvironment env(no_launcher);
+    ScopedEnvironment bad({{"RANK", "2"}, {"WORLD_SIZE", "2"}});
+    try {
+      acc::set_seed(7, true);
+      ADD_FAILURE() << "RANK=2 of WORLD_SIZE=2 was accepted";
+    } catch (const acc::InvalidArgument& e) {
+      EXPECT_NE(std::string(e.what()).find("RANK=2 must be below WORLD_SIZE=2"), std::string::npos)
+          << e.what();
+    }
+  }
 }

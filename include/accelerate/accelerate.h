@@ -15,6 +15,7 @@
 #include "accelerate/data_loader.h"
 #include "accelerate/ddp.h"
 #include "accelerate/errors.h"
+#include "accelerate/format.h"
 #include "accelerate/gradient_state.h"
 #include "accelerate/logging.h"
 #include "accelerate/mixed_precision.h"

@@ -24,6 +24,8 @@
 #include <chrono>
 #include <filesystem>
 #include <functional>
+#include <iomanip>
+#include <ios>
 #include <iostream>
 #include <map>
 #include <memory>
@@ -37,6 +39,7 @@
 #include "accelerate/checkpoint.h"
 #include "accelerate/data_loader.h"
 #include "accelerate/ddp.h"
+#include "accelerate/format.h"
 #include "accelerate/gradient_state.h"
 #include "accelerate/mixed_precision.h"
 #include "accelerate/ops.h"
@@ -194,6 +197,20 @@ struct AcceleratorOptions {
   ACCELERATE_ARG(ProjectConfiguration, project_config);
 
  public:
+  /// Threads LibTorch computes with in this process (at::set_num_threads), as `accelerate
+  /// launch --num_cpu_threads_per_process` would give it. Unset (the default): the Accelerator
+  /// leaves LibTorch's thread count alone (OMP_NUM_THREADS, which `accelerate-cpp launch` sets
+  /// for each process, else one thread per core). Throws accelerate::InvalidArgument naming
+  /// the value when `threads` < 1. See StateOptions::num_cpu_threads_per_process.
+  ///
+  /// Example:
+  ///   acc::Accelerator accelerator(acc::AcceleratorOptions().num_cpu_threads_per_process(4));
+  AcceleratorOptions& num_cpu_threads_per_process(int threads);
+  /// The number of threads given, if any.
+  const std::optional<int>& num_cpu_threads_per_process() const noexcept {
+    return num_cpu_threads_per_process_;
+  }
+
   /// Shortcut for project_config(ProjectConfiguration().project_dir(dir)).
   AcceleratorOptions& project_dir(std::string dir) {
     project_config_.project_dir(std::move(dir));
@@ -220,11 +237,28 @@ struct AcceleratorOptions {
   StateOptions state_options() const;
 
  private:
+  std::optional<int> num_cpu_threads_per_process_;
   std::vector<std::string> log_with_;
   std::vector<std::shared_ptr<GeneralTracker>> custom_trackers_;
 };
 
 class Accelerator;
+
+namespace detail {
+/// True for what `stream << x` uses to change how a stream formats rather than to write: the
+/// ios_base manipulators (std::fixed, std::hex, std::boolalpha, ...), ostream manipulators
+/// given as function pointers, and what std::setprecision, std::setw, std::setfill,
+/// std::setbase, std::setiosflags and std::resetiosflags return.
+template <typename T>
+inline constexpr bool is_stream_manipulator_v =
+    std::is_same_v<T, std::ios_base& (*)(std::ios_base&)> ||
+    std::is_same_v<T, std::ostream& (*)(std::ostream&)> ||
+    std::is_same_v<T, decltype(std::setprecision(0))> ||
+    std::is_same_v<T, decltype(std::setw(0))> || std::is_same_v<T, decltype(std::setfill(' '))> ||
+    std::is_same_v<T, decltype(std::setbase(10))> ||
+    std::is_same_v<T, decltype(std::setiosflags(std::ios_base::fmtflags{}))> ||
+    std::is_same_v<T, decltype(std::resetiosflags(std::ios_base::fmtflags{}))>;
+}  // namespace detail
 
 /// RAII guard of `main_process_first()` / `local_main_process_first()`: the main process
 /// runs the guarded block first, the others wait for it, then run theirs. Not copyable or
@@ -326,15 +360,28 @@ class Accelerator {
 
   // ---- process control ----
   /// Prints its arguments, separated by spaces and ended by a newline, on the local main
-  /// process only: once per machine, as Accelerate's `print`. Example:
-  /// accelerator.print("epoch", 3, loss);
+  /// process only: once per machine, as Accelerate's `print`. Stream manipulators (std::fixed,
+  /// std::setprecision(n), std::setw(n), std::hex, ...) apply to the arguments after them and
+  /// add no space of their own; for Python's f-string formatting, print an accelerate::format.
+  ///
+  /// Example:
+  ///   accelerator.print("epoch", 3, "loss", std::fixed, std::setprecision(4), 0.25);
+  ///   // epoch 3 loss 0.2500
+  ///   accelerator.print(acc::format("epoch {} loss {:.4f}", 3, 0.25));  // the same
   template <typename... Args>
   void print(const Args&... args) const {
     if (!is_local_main_process()) return;
     std::ostringstream os;
-    const char* sep = "";
-    ((os << sep << args, sep = " "), ...);
-    os << '\n';
+    bool first = true;
+    auto put = [&](const auto& arg) {
+      if constexpr (!detail::is_stream_manipulator_v<std::decay_t<decltype(arg)>>) {
+        if (!first) os.put(' ');  // unformatted, so that a pending std::setw is for the argument
+        first = false;
+      }
+      os << arg;
+    };
+    (put(args), ...);
+    os.put('\n');
     std::cout << os.str() << std::flush;
   }
 

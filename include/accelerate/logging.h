@@ -25,6 +25,8 @@
 #include <variant>
 #include <vector>
 
+#include "accelerate/format.h"
+
 namespace accelerate {
 
 class State;
@@ -37,35 +39,9 @@ enum class LogLevel { trace, debug, info, warning, error, critical, off };
 std::string to_string(LogLevel level);
 
 namespace detail {
-/// One argument of a log message, captured by value and formatted inside the library.
-using LogArg = std::variant<bool, char, int64_t, uint64_t, double, std::string, const void*>;
-
-/// Captures `value`: numbers, characters, strings and pointers keep their type (so format
-/// specifications such as "{:.3f}" or "{:#x}" apply); anything else that `operator<<` can
-/// write (a tensor, a device) becomes the string it writes.
-template <typename T>
-LogArg log_arg(const T& value) {
-  using D = std::decay_t<T>;
-  if constexpr (std::is_same_v<D, bool> || std::is_same_v<D, char>) {
-    return value;
-  } else if constexpr (std::is_integral_v<D> && std::is_signed_v<D>) {
-    return static_cast<int64_t>(value);
-  } else if constexpr (std::is_integral_v<D>) {
-    return static_cast<uint64_t>(value);
-  } else if constexpr (std::is_floating_point_v<D>) {
-    return static_cast<double>(value);
-  } else if constexpr (std::is_enum_v<D>) {
-    return static_cast<int64_t>(value);
-  } else if constexpr (std::is_convertible_v<const T&, std::string_view>) {
-    return std::string(std::string_view(value));
-  } else if constexpr (std::is_pointer_v<D>) {
-    return static_cast<const void*>(value);
-  } else {
-    std::ostringstream out;
-    out << value;
-    return out.str();
-  }
-}
+/// One argument of a log message, captured by value and formatted inside the library (see
+/// format_arg in format.h).
+using LogArg = FormatArg;
 struct LoggerImpl;
 /// The loggers of one `State` (each State owns one), or of the process before any State.
 struct LoggerRegistry;
@@ -91,37 +67,37 @@ class Logger {
   template <typename... Args>
   void trace(const std::string& format, const Args&... args) const {
     if (in_order_processes_ > 0 || enabled(LogLevel::trace))
-      log(LogLevel::trace, format, {detail::log_arg(args)...});
+      log(LogLevel::trace, format, {detail::format_arg(args)...});
   }
   /// Writes a debug message (fmt syntax: "loss {:.3f}"), if the level and the process allow it.
   template <typename... Args>
   void debug(const std::string& format, const Args&... args) const {
     if (in_order_processes_ > 0 || enabled(LogLevel::debug))
-      log(LogLevel::debug, format, {detail::log_arg(args)...});
+      log(LogLevel::debug, format, {detail::format_arg(args)...});
   }
   /// Writes an info message (fmt syntax: "loss {:.3f}"), if the level and the process allow it.
   template <typename... Args>
   void info(const std::string& format, const Args&... args) const {
     if (in_order_processes_ > 0 || enabled(LogLevel::info))
-      log(LogLevel::info, format, {detail::log_arg(args)...});
+      log(LogLevel::info, format, {detail::format_arg(args)...});
   }
   /// Writes a warning (fmt syntax: "loss {:.3f}"), if the level and the process allow it.
   template <typename... Args>
   void warning(const std::string& format, const Args&... args) const {
     if (in_order_processes_ > 0 || enabled(LogLevel::warning))
-      log(LogLevel::warning, format, {detail::log_arg(args)...});
+      log(LogLevel::warning, format, {detail::format_arg(args)...});
   }
   /// Writes an error message (fmt syntax: "loss {:.3f}"), if the level and the process allow it.
   template <typename... Args>
   void error(const std::string& format, const Args&... args) const {
     if (in_order_processes_ > 0 || enabled(LogLevel::error))
-      log(LogLevel::error, format, {detail::log_arg(args)...});
+      log(LogLevel::error, format, {detail::format_arg(args)...});
   }
   /// Writes a critical message (fmt syntax: "loss {:.3f}"), if the level and the process allow it.
   template <typename... Args>
   void critical(const std::string& format, const Args&... args) const {
     if (in_order_processes_ > 0 || enabled(LogLevel::critical))
-      log(LogLevel::critical, format, {detail::log_arg(args)...});
+      log(LogLevel::critical, format, {detail::format_arg(args)...});
   }
   /// Writes `format` with `args` at `level`. Throws std::invalid_argument naming the format
   /// string when it does not fit the arguments (an unknown specification, too few arguments).

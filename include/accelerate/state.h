@@ -2,7 +2,7 @@
 //
 // A `State` reads the launcher's environment (torchrun, Open MPI, Slurm, or the
 // `accelerate-cpp launch` variables) exactly once, when it is constructed, picks the device,
-// sets the number of CPU threads, and, with more than one process, owns the process group that
+// and, with more than one process, owns the process group that
 // every collective uses and the c10d store it meets through (a TCPStore, unless
 // StateOptions::store gives one). Nothing reads the environment after that. It is not a
 // singleton: each `Accelerator` owns one, which is also what lets tests run several ranks as
@@ -65,7 +65,9 @@ struct LaunchInfo {
   std::string launcher = "none";  ///< "torchrun" (also accelerate-cpp), "openmpi", "slurm", "none"
   std::optional<MixedPrecision> mixed_precision;  ///< from ACCELERATE_MIXED_PRECISION
   std::optional<bool> use_cpu;                    ///< from ACCELERATE_USE_CPU
-  std::optional<int> omp_num_threads;             ///< from OMP_NUM_THREADS
+  /// From OMP_NUM_THREADS, which LibTorch's OpenMP reads at start (`accelerate-cpp launch`
+  /// sets it; the State does not act on it).
+  std::optional<int> omp_num_threads;
   /// From ACCELERATE_GRADIENT_ACCUMULATION_STEPS (>= 1): used when the code passes neither
   /// `gradient_accumulation_steps` nor a plugin, as Accelerate.
   std::optional<int> gradient_accumulation_steps;
@@ -100,8 +102,23 @@ struct StateOptions {
   ACCELERATE_ARG(std::optional<std::chrono::milliseconds>, timeout);
   /// Resolve from this map instead of the process environment (tests, embedding).
   ACCELERATE_ARG(std::optional<Environment>, environment);
-  /// Whether to call at::set_num_threads (cores ÷ local processes unless OMP_NUM_THREADS).
-  ACCELERATE_ARG(bool, set_num_threads) = true;
+
+ public:
+  /// Threads LibTorch computes with in this process (Accelerate's
+  /// `--num_cpu_threads_per_process`): the State calls at::set_num_threads(threads). Unset
+  /// (the default): the State leaves LibTorch's setting alone, which is OMP_NUM_THREADS when
+  /// set (`accelerate-cpp launch` sets it for each process it starts), else one thread per
+  /// core. Inter-op threads are not changed (LibTorch allows that only once per process,
+  /// before any inter-op work). Throws accelerate::InvalidArgument naming the value when
+  /// `threads` < 1.
+  ///
+  /// Example:
+  ///   accelerate::State state(accelerate::StateOptions().num_cpu_threads_per_process(4));
+  StateOptions& num_cpu_threads_per_process(int threads);
+  /// The number of threads given, if any.
+  const std::optional<int>& num_cpu_threads_per_process() const noexcept {
+    return num_cpu_threads_per_process_;
+  }
   /// Meet the other processes through this c10d store instead of a TCPStore at
   /// MASTER_ADDR:MASTER_PORT, as `torch.distributed.init_process_group(store=...)`: e.g. one
   /// `c10d::HashStore` shared by ranks that are threads of one process, or a `c10d::FileStore`
@@ -125,6 +142,9 @@ struct StateOptions {
   /// Example:
   ///   accelerate::State state(accelerate::StateOptions().backend("gloo"));
   ACCELERATE_ARG(std::optional<std::string>, backend);
+
+ private:
+  std::optional<int> num_cpu_threads_per_process_;
 };
 
 namespace detail {

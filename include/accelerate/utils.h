@@ -2,6 +2,7 @@
 //
 // Example:
 //   accelerate::set_seed(42);   // same initial weights and random draws on every run
+//   accelerate::set_seed(42, /*device_specific=*/true);   // 42 + process index on each process
 //
 //   // Retries with half the batch size each time the function runs out of memory:
 //   auto train = accelerate::find_executable_batch_size([&](int64_t batch_size) {
@@ -30,7 +31,21 @@ namespace accelerate {
 /// Seeds every random number generator LibTorch uses in this process: the CPU generator and,
 /// where CUDA is available, every CUDA device's (Accelerate's `set_seed`). Call it with the
 /// same seed on every process for identical initial weights.
-void set_seed(uint64_t seed);
+///
+/// With `device_specific` true, each process seeds with `seed + process index` instead
+/// (Accelerate's `set_seed(seed, device_specific=True)`), e.g. for random augmentation or
+/// dropout that must differ between processes. The process index is the one a `State` would
+/// resolve from this process's environment (RANK from torchrun or `accelerate-cpp launch`,
+/// else OMPI_COMM_WORLD_RANK or SLURM_PROCID; 0 without a launcher), read at each call, so it
+/// can be called before the Accelerator is made; a malformed environment throws
+/// accelerate::InvalidArgument as the State would. A program that gives its Accelerator the
+/// environment in code (AcceleratorOptions::environment) calls
+/// `set_seed(seed + accelerator.process_index())` instead.
+///
+/// Example:
+///   accelerate::set_seed(42);                              // the same weights everywhere
+///   accelerate::set_seed(42, /*device_specific=*/true);    // process k: seed 42 + k
+void set_seed(uint64_t seed, bool device_specific = false);
 
 class State;
 

@@ -38,8 +38,9 @@ class CliTest : public accelerate::testing::TempDirTest {
     for (std::string word; words >> word;) argv.push_back(word);
     Command command(argv);
     command.env("HF_HOME", (dir_ / "hf").string()).merge_stderr(true);
-    for (const char* name : {"RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT",
-                             "OMP_NUM_THREADS", "ACCELERATE_TIMEOUT", "XDG_CACHE_HOME"})
+    for (const char* name :
+         {"RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "OMP_NUM_THREADS",
+          "ACCELERATE_TIMEOUT", "ACCELERATE_GRADIENT_ACCUMULATION_STEPS", "XDG_CACHE_HOME"})
       command.unset(name);
     return run_command(command, std::chrono::seconds(100));  // below ctest's TIMEOUT
   }
@@ -144,10 +145,24 @@ TEST_F(CliTest, EnvPrintsVersionsAndTheConfig) {
   EXPECT_NE(r.out.find("- accelerate-cpp version: "), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("- LibTorch version (built against): "), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("not found (defaults apply)"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("- Physical CPU cores (usable by this process): "), std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find("- Threads per process under launch (OMP_NUM_THREADS): "), std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find(" physical cores / 1 processes on this machine)"), std::string::npos)
+      << r.out;
   ASSERT_EQ(run("config --num_processes 2").code(), 0);
   r = run("env");
   ASSERT_EQ(r.code(), 0) << r.out;
   EXPECT_NE(r.out.find("\tnum_processes: 2"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find(" physical cores / 2 processes on this machine)"), std::string::npos)
+      << r.out;
+  ASSERT_EQ(run("config --num_processes 2 --num_cpu_threads_per_process 3").code(), 0);
+  r = run("env");
+  ASSERT_EQ(r.code(), 0) << r.out;
+  EXPECT_NE(r.out.find("- Threads per process under launch (OMP_NUM_THREADS): 3 "),
+            std::string::npos)
+      << r.out;
   write(default_config(), "bogus: 1\n");
   r = run("env");
   EXPECT_EQ(r.code(), 2) << r.out;
@@ -155,7 +170,8 @@ TEST_F(CliTest, EnvPrintsVersionsAndTheConfig) {
 }
 
 TEST_F(CliTest, TestCommandRunsTheChecksOnTwoProcesses) {
-  ASSERT_EQ(run("config --num_processes 2 --cpu").code(), 0);
+  // The checks step the optimizer every batch, whatever gradient_accumulation_steps says.
+  ASSERT_EQ(run("config --num_processes 2 --cpu --gradient_accumulation_steps 2").code(), 0);
   const Outcome r = run("test --num_cpu_threads_per_process 1");
   ASSERT_EQ(r.code(), 0) << r.out;
   EXPECT_NE(r.out.find("2 processes"), std::string::npos) << r.out;

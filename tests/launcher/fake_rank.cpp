@@ -8,6 +8,9 @@
 //   --print TEXT          print TEXT and a newline on stdout (repeatable)
 //   --eprint TEXT         print TEXT and a newline on stderr (repeatable)
 //   --lines N             print N long lines "rank R line I xxx...", each in two write() calls
+//   --write R:TEXT        on rank R: write TEXT as it is (no newline added) in one write() call,
+//                         then pause 20 ms, so that the launcher reads it apart from the next
+//                         (repeatable, in order)
 //   --listen TOKEN        a rendezvous like c10d's TCPStore: rank 0 listens on MASTER_PORT (exit 4
 //                         if it cannot) and sends TOKEN to each of the WORLD_SIZE-1 other ranks,
 //                         which connect to MASTER_ADDR:MASTER_PORT and exit 5 unless they receive
@@ -245,7 +248,7 @@ void take_ports(const std::string& value, int rank) {
 
 int main(int argc, char** argv) {
   bool ignore_sigterm = false, print_env = false, print_args = false;
-  std::vector<std::string> prints, eprints, exits, signals, fail_attempts;
+  std::vector<std::string> prints, eprints, exits, signals, fail_attempts, writes;
   std::string pid_dir, partial, listen_token, child_dir, take;
   int lines = 0;
   double sleep_seconds = 0;
@@ -262,6 +265,8 @@ int main(int argc, char** argv) {
       prints.push_back(argv[++i]);
     } else if (arg == "--eprint" && has_value) {
       eprints.push_back(argv[++i]);
+    } else if (arg == "--write" && has_value) {
+      writes.push_back(argv[++i]);
     } else if (arg == "--lines" && has_value) {
       lines = std::atoi(argv[++i]);
     } else if (arg == "--listen" && has_value) {
@@ -306,6 +311,12 @@ int main(int argc, char** argv) {
   }
   for (const std::string& p : prints) write_all(STDOUT_FILENO, p + "\n");
   for (const std::string& p : eprints) write_all(STDERR_FILENO, p + "\n");
+  for (const std::string& w : writes) {
+    const size_t colon = w.find(':');
+    if (colon == std::string::npos || std::atoi(w.substr(0, colon).c_str()) != rank) continue;
+    write_all(STDOUT_FILENO, w.substr(colon + 1));
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
   for (int i = 0; i < lines; ++i) {
     const std::string line = "rank " + std::to_string(rank) + " line " + std::to_string(i) + " " +
                              std::string(2000, static_cast<char>('a' + (rank % 26))) + "\n";

@@ -5,6 +5,7 @@
 // messages, the environment the ranks saw, that no rank process (nor one a rank started)
 // survives, that jobs started together get distinct ports, and how configuration files and
 // --timeout are handled.
+#include <sched.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/types.h>
@@ -96,7 +97,28 @@ bool contains(const std::string& haystack, const std::string& needle) {
   return haystack.find(needle) != std::string::npos;
 }
 
-long online_cores() { return sysconf(_SC_NPROCESSORS_ONLN); }
+/// Physical cores this process may run on, counted apart from the launcher's way: the distinct
+/// sibling lists (hyper-threads of one core) of the CPUs in the affinity mask.
+long physical_cores() {
+  cpu_set_t cpus;
+  CPU_ZERO(&cpus);
+  EXPECT_EQ(sched_getaffinity(0, sizeof cpus, &cpus), 0);
+  std::set<std::string> cores;
+  for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu) {
+    if (!CPU_ISSET(cpu, &cpus)) continue;
+    std::ifstream in("/sys/devices/system/cpu/cpu" + std::to_string(cpu) +
+                     "/topology/thread_siblings_list");
+    std::string siblings;
+    if (!std::getline(in, siblings)) return CPU_COUNT(&cpus);  // no topology: CPUs
+    cores.insert(siblings);
+  }
+  return static_cast<long>(cores.size());
+}
+
+/// OMP_NUM_THREADS the launcher gives each of `local` processes by default (Accelerate's rule).
+std::string default_threads(long local) {
+  return std::to_string(std::max(1L, physical_cores() / local));
+}
 
 /// `accelerate-cpp ARGS` with this process's environment less the variables the launcher sets
 /// (so that what a rank sees came from the launcher), changed by `env_changes`.
@@ -135,13 +157,18 @@ Outcome run_launcher(const std::vector<std::string>& args, const EnvChanges& env
   return outcome;
 }
 
-/// rank -> (variable -> value) from "[rank K] ENV NAME=value" lines; "unset" variables are absent.
+/// rank -> (variable -> value) from "[rank K] ENV NAME=value" lines (from "ENV NAME=value" for
+/// rank 0 when the job has one process, whose output is not prefixed); "unset" variables are
+/// absent.
 std::map<int, std::map<std::string, std::string>> env_by_rank(const std::string& out) {
   std::map<int, std::map<std::string, std::string>> result;
   for (const std::string& line : lines_of(out)) {
     int rank = -1;
     char rest[4096];
-    if (std::sscanf(line.c_str(), "[rank %d] ENV %4095[^\n]", &rank, rest) != 2) continue;
+    if (std::sscanf(line.c_str(), "[rank %d] ENV %4095[^\n]", &rank, rest) != 2) {
+      if (std::sscanf(line.c_str(), "ENV %4095[^\n]", rest) != 1) continue;
+      rank = 0;
+    }
     const std::string assignment = rest;
     const auto eq = assignment.find('=');
     if (eq == std::string::npos) {
@@ -234,7 +261,7 @@ TEST(LauncherEnv, TwoProcessesGetTheTorchrunContract) {
         {"ROLE_WORLD_SIZE", "2"},
         {"MASTER_ADDR", "127.0.0.1"},
         {"MASTER_PORT", port},
-        {"OMP_NUM_THREADS", std::to_string(std::max(1L, online_cores() / 2))},
+        {"OMP_NUM_THREADS", default_threads(2)},
         {"ACCELERATE_USE_CPU", "false"},
         {"FAKE_RANK_INHERITED", "yes"},  // ACCELERATE_MIXED_PRECISION absent: not given
     };
@@ -287,7 +314,7 @@ TEST(LauncherEnv, ThreeProcessesThreadsDefaultAndOverride) {
       EXPECT_EQ(env.at(k).at("WORLD_SIZE"), "3");
       EXPECT_EQ(env.at(k).at("LOCAL_WORLD_SIZE"), "3");
       EXPECT_EQ(env.at(k).at("MASTER_PORT"), port);
-      EXPECT_EQ(env.at(k).at("OMP_NUM_THREADS"), std::to_string(std::max(1L, online_cores() / 3)));
+      EXPECT_EQ(env.at(k).at("OMP_NUM_THREADS"), default_threads(3));
       EXPECT_EQ(env.at(k).count("ACCELERATE_MIXED_PRECISION"), 0u);
     }
   }
@@ -304,6 +331,53 @@ TEST(LauncherEnv, ThreeProcessesThreadsDefaultAndOverride) {
       EXPECT_EQ(env.at(k).at("ACCELERATE_MIXED_PRECISION"), "fp16");
       EXPECT_EQ(env.at(k).at("ACCELERATE_USE_CPU"), "false");
     }
+  }
+}
+
+// OMP_NUM_THREADS: --num_cpu_threads_per_process, else the config key of the same name, else what
+// the launcher inherited, else physical cores / local processes (at least 1), as Accelerate's
+// launcher; one process gets all the cores.
+TEST(LauncherEnv, ThreadsFromFlagConfigKeyInheritanceOrCores) {
+  TempDir dir;
+  const fs::path file = dir.path() / "job.yaml";
+  std::ofstream(file) << "num_processes: 2\nnum_cpu_threads_per_process: 3\n";
+  auto threads = [](const Outcome& r) {
+    std::vector<std::string> values;
+    for (const auto& [rank, vars] : env_by_rank(r.out))
+      values.push_back(vars.count("OMP_NUM_THREADS") ? vars.at("OMP_NUM_THREADS") : "unset");
+    return values;
+  };
+  Outcome r = run_launcher({"launch", "--config_file", file.string(), kFake, "--print-env"},
+                           {{"OMP_NUM_THREADS", "7"}});
+  ASSERT_EQ(r.code(), 0) << r.err;
+  EXPECT_EQ(threads(r), (std::vector<std::string>{"3", "3"})) << "the key wins over the inherited";
+  r = run_launcher({"launch", "--config_file", file.string(), "--num_cpu_threads_per_process", "5",
+                    kFake, "--print-env"},
+                   {{"OMP_NUM_THREADS", "7"}});
+  ASSERT_EQ(r.code(), 0) << r.err;
+  EXPECT_EQ(threads(r), (std::vector<std::string>{"5", "5"})) << "the flag wins over the key";
+  r = run_launcher({"launch", kFake, "--print-env"}, {{"OMP_NUM_THREADS", "7"}});
+  ASSERT_EQ(r.code(), 0) << r.err;
+  EXPECT_EQ(threads(r), (std::vector<std::string>{"7"})) << "inherited, one process";
+  r = run_launcher({"launch", kFake, "--print-env"}, {{"OMP_NUM_THREADS", std::nullopt}});
+  ASSERT_EQ(r.code(), 0) << r.err;
+  EXPECT_EQ(threads(r), (std::vector<std::string>{default_threads(1)})) << "every physical core";
+  // More processes than cores: one thread each.
+  r = run_launcher(
+      {"launch", "--num_processes", std::to_string(physical_cores() + 1), kFake, "--print-env"},
+      {{"OMP_NUM_THREADS", std::nullopt}});
+  ASSERT_EQ(r.code(), 0) << r.err;
+  EXPECT_EQ(threads(r), std::vector<std::string>(static_cast<size_t>(physical_cores() + 1), "1"));
+
+  for (const std::string bad : {"0", "-2", "two", "1.5", "[1]"}) {
+    std::ofstream(file) << "num_cpu_threads_per_process: " << bad << "\n";
+    r = run_launcher({"launch", "--config_file", file.string(), kFake, "--print-env"});
+    EXPECT_EQ(r.code(), 2) << bad << "\n" << r.err;
+    EXPECT_TRUE(contains(r.err, "config file " + file.string() +
+                                    ": key 'num_cpu_threads_per_process': expected a whole "
+                                    "number of at least 1"))
+        << r.err;
+    EXPECT_EQ(r.out, "") << "no process may start";
   }
 }
 
@@ -337,6 +411,51 @@ TEST(LauncherOutput, NoRankPrefix) {
       run_launcher({"launch", "--no_rank_prefix", kFake, "--print", "hello", "--partial", "tail"});
   ASSERT_EQ(one.code(), 0) << one.err;
   EXPECT_EQ(one.out, "hello\ntail");
+}
+
+// A job of one process has nobody to tell apart: its output is not prefixed (also with
+// --num_processes 1 given, and on stderr); one of two machines with one process each is.
+TEST(LauncherOutput, OneProcessIsNotPrefixed) {
+  const Outcome one = run_launcher({"launch", "--num_processes", "1", kFake, "--print", "hello",
+                                    "--eprint", "oops", "--write", "0:\rstep 1\rstep 2\n"});
+  ASSERT_EQ(one.code(), 0) << one.err;
+  EXPECT_EQ(one.out, "hello\n\rstep 1\rstep 2\n");
+  EXPECT_EQ(one.err, "oops\n");
+  const Outcome machine = run_launcher({"launch", "--num_processes", "2", "--num_machines", "2",
+                                        "--machine_rank", "1", "--main_process_ip", "127.0.0.1",
+                                        "--main_process_port", "29999", kFake, "--print", "hi"});
+  ASSERT_EQ(machine.code(), 0) << machine.err;
+  EXPECT_EQ(machine.out, "[rank 1] hi\n");
+}
+
+// '\r' ends a line for prefixing and is kept, so that each redraw of a progress bar carries the
+// prefix and still overwrites the last one (instead of one growing line); "\r\n" ends one line,
+// also when two reads split it; a bare '\r' gets no prefix. The same however the launcher's reads
+// cut the output (each --write is one write(), 20 ms apart).
+TEST(LauncherOutput, CarriageReturnEndsALineAndIsKept) {
+  const Outcome r = run_launcher({"launch",  "--num_processes",
+                                  "2",       kFake,
+                                  "--print", "hello",
+                                  "--write", "1:\rstep 1/3",
+                                  "--write", "1:\rstep 2/3",
+                                  "--write", "1:\rstep 3/3",
+                                  "--write", "1:\r",
+                                  "--write", "1:\n",
+                                  "--write", "1:done\r\n",
+                                  "--write", "1:x\ry\n",
+                                  "--write", "1:\r\rz\r"});
+  ASSERT_EQ(r.code(), 0) << r.err;
+  std::string out = r.out;
+  const std::string rank0 = "[rank 0] hello\n";  // rank 0's line may come between any two of 1's
+  const auto at = out.find(rank0);
+  ASSERT_NE(at, std::string::npos) << out;
+  out.erase(at, rank0.size());
+  EXPECT_EQ(out,
+            "[rank 1] hello\n"
+            "\r[rank 1] step 1/3\r[rank 1] step 2/3\r[rank 1] step 3/3\r\n"
+            "[rank 1] done\r\n"
+            "[rank 1] x\r[rank 1] y\n"
+            "\r\r[rank 1] z\r");
 }
 
 TEST(LauncherOutput, LongLinesFromManyRanksAreNeverMixed) {
@@ -392,7 +511,7 @@ TEST(LauncherArgs, ProgramIsLookedUpInPath) {
   const Outcome r = run_launcher({"launch", name, "--print", "found"},
                                  {{"PATH", dir + ":/usr/local/bin:/usr/bin:/bin"}});
   ASSERT_EQ(r.code(), 0) << r.err;
-  EXPECT_EQ(r.out, "[rank 0] found\n");
+  EXPECT_EQ(r.out, "found\n");  // one process: no prefix
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -884,6 +1003,90 @@ TEST(LauncherTimeout, BadValuesInTheFileNameFileAndKey) {
   }
 }
 
+/// ACCELERATE_GRADIENT_ACCUMULATION_STEPS of every rank ("unset" when a rank did not have it).
+std::vector<std::string> accumulation_steps(const Outcome& r) {
+  std::vector<std::string> result;
+  for (const auto& [rank, vars] : env_by_rank(r.out)) {
+    const auto it = vars.find("ACCELERATE_GRADIENT_ACCUMULATION_STEPS");
+    result.push_back(it == vars.end() ? "unset" : it->second);
+  }
+  return result;
+}
+
+// --gradient_accumulation_steps and the config key reach every rank as the variable the
+// Accelerator reads when the code passes no steps; the flag wins over the key.
+TEST(LauncherGradientAccumulation, FlagAndConfigKeyAreExported) {
+  TempDir home;  // HF_HOME without a default configuration
+  const EnvChanges env = {{"HF_HOME", home.str()}};
+  Outcome r = run_launcher({"launch", "--num_processes", "2", "--gradient_accumulation_steps", "4",
+                            kFake, "--print-env"},
+                           env);
+  ASSERT_EQ(r.code(), 0) << r.err;
+  EXPECT_EQ(accumulation_steps(r), (std::vector<std::string>{"4", "4"})) << r.out;
+  r = run_launcher({"launch", "--num_processes", "2", kFake, "--print-env"}, env);
+  ASSERT_EQ(r.code(), 0) << r.err;
+  EXPECT_EQ(accumulation_steps(r), (std::vector<std::string>{"unset", "unset"})) << r.out;
+
+  const fs::path file = home.path() / "job.yaml";
+  write_file(file, "num_processes: 2\ngradient_accumulation_steps: 8\n");
+  r = run_launcher({"launch", "--config_file", file.string(), kFake, "--print-env"}, env);
+  ASSERT_EQ(r.code(), 0) << r.err;
+  EXPECT_EQ(accumulation_steps(r), (std::vector<std::string>{"8", "8"})) << r.out;
+  r = run_launcher({"launch", "--config_file", file.string(), "--gradient_accumulation_steps", "02",
+                    kFake, "--print-env"},
+                   env);
+  ASSERT_EQ(r.code(), 0) << r.err;
+  EXPECT_EQ(accumulation_steps(r), (std::vector<std::string>{"2", "2"})) << r.out;
+
+  // `config` writes the key only when given (Python's Accelerate does not know it), and launch
+  // reads it back from the default file.
+  ASSERT_EQ(run_launcher({"config", "--num_processes", "2", "--gradient_accumulation_steps", "3",
+                          "--num_cpu_threads_per_process", "1"},
+                         env)
+                .code(),
+            0);
+  const std::string yaml = read_file(home.path() / "accelerate" / "default_config.yaml");
+  EXPECT_TRUE(contains(yaml, "\ngradient_accumulation_steps: 3\n")) << yaml;
+  EXPECT_TRUE(contains(yaml, "\nnum_cpu_threads_per_process: 1\n")) << yaml;
+  r = run_launcher({"launch", kFake, "--print-env"}, env);
+  ASSERT_EQ(r.code(), 0) << r.err;
+  EXPECT_EQ(accumulation_steps(r), (std::vector<std::string>{"3", "3"})) << r.out;
+  ASSERT_EQ(run_launcher({"config", "--num_processes", "2"}, env).code(), 0);
+  const std::string plain = read_file(home.path() / "accelerate" / "default_config.yaml");
+  EXPECT_FALSE(contains(plain, "gradient_accumulation_steps")) << plain;
+  EXPECT_FALSE(contains(plain, "num_cpu_threads_per_process")) << plain;
+}
+
+TEST(LauncherGradientAccumulation, BadValuesAreUsageErrors) {
+  for (const std::string bad : {"0", "-1", "abc", "2.5", "", "1e3", "+3", "99999999999"}) {
+    const Outcome r = run_launcher({"launch", "--gradient_accumulation_steps", bad, kFake});
+    EXPECT_EQ(r.code(), 2) << bad << "\n" << r.err;
+    EXPECT_TRUE(contains(r.err, "accelerate-cpp launch: error: --gradient_accumulation_steps"))
+        << bad << "\n"
+        << r.err;
+    EXPECT_EQ(r.out, "") << "no process may start";
+  }
+  const Outcome r = run_launcher({"launch", "--gradient_accumulation_steps", "0", kFake});
+  EXPECT_TRUE(contains(r.err,
+                       "--gradient_accumulation_steps must be a whole number of at least 1, "
+                       "e.g. 4 (got '0')"))
+      << r.err;
+  TempDir dir;
+  const fs::path file = dir.path() / "job.yaml";
+  for (const std::string bad : {"0", "-3", "abc", "1.5", "true", "[2]", "{a: 1}"}) {
+    write_file(file, "num_processes: 2\ngradient_accumulation_steps: " + bad + "\n");
+    const Outcome k =
+        run_launcher({"launch", "--config_file", file.string(), kFake, "--print-env"});
+    EXPECT_EQ(k.code(), 2) << bad << "\n" << k.err;
+    EXPECT_TRUE(contains(k.err, "accelerate-cpp launch: error: config file " + file.string() +
+                                    ": key 'gradient_accumulation_steps': expected a whole number "
+                                    "of at least 1, got '"))
+        << bad << "\n"
+        << k.err;
+    EXPECT_EQ(k.out, "") << "no process may start";
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 
 TEST(LauncherConfigFile, DirectoryIsAUsageError) {
@@ -1055,10 +1258,10 @@ TEST(LauncherCli, HelpAndVersion) {
   EXPECT_TRUE(contains(top.out, "launch")) << top.out;
   const Outcome launch = run_launcher({"launch", "--help"});
   EXPECT_EQ(launch.code(), 0);
-  for (const char* flag :
-       {"--num_processes", "--num_machines", "--machine_rank", "--main_process_ip",
-        "--main_process_port", "--mixed_precision", "--cpu", "--num_cpu_threads_per_process",
-        "--no_rank_prefix", "--grace_period", "--timeout", "PROGRAM"}) {
+  for (const char* flag : {"--num_processes", "--num_machines", "--machine_rank",
+                           "--main_process_ip", "--main_process_port", "--mixed_precision", "--cpu",
+                           "--num_cpu_threads_per_process", "--no_rank_prefix", "--grace_period",
+                           "--timeout", "--gradient_accumulation_steps", "PROGRAM"}) {
     EXPECT_TRUE(contains(launch.out, flag)) << flag;
   }
   const Outcome none = run_launcher({});

@@ -17,6 +17,7 @@ inline const char* const kLauncherVariables[] = {"RANK",
                                                  "OMP_NUM_THREADS",
                                                  "ACCELERATE_USE_CPU",
                                                  "ACCELERATE_MIXED_PRECISION",
-                                                 "ACCELERATE_TIMEOUT"};
+                                                 "ACCELERATE_TIMEOUT",
+                                                 "ACCELERATE_GRADIENT_ACCUMULATION_STEPS"};
 
 }  // namespace accelerate::testing

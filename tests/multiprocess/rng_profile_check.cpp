@@ -1,6 +1,7 @@
 // A program for `accelerate-cpp launch` (multiprocess_test.cpp, RngAndProfile): checks
 // across real processes what threads cannot, since they share one default CPU generator:
-//   --rng            synchronize_rng_states(state) and AcceleratorOptions::rng_types({"cpu"})
+//   --rng            set_seed(seed, device_specific), synchronize_rng_states(state) and
+//                    AcceleratorOptions::rng_types({"cpu"})
 //   --profile DIR    accelerator.profile(DIR/trace.json) around a DDP training step; each
 //                    process parses its own trace and looks for the step's events
 // Exits 0 when every check passed, 1 naming the first that failed.
@@ -39,6 +40,15 @@ int check_rng() {
   acc::Accelerator a(
       acc::AcceleratorOptions().rng_types({"cpu"}).timeout(std::chrono::seconds(60)));
   const int rank = a.process_index();
+
+  // set_seed(seed, device_specific): process k seeds with seed + k, from the launcher's RANK.
+  acc::set_seed(1234, /*device_specific=*/true);
+  const at::Tensor specific = torch::rand({1, 4});
+  check(all_different(a.gather(specific)), "set_seed(1234, true): each process draws its own");
+  torch::manual_seed(1234 + rank);
+  check(torch::rand({1, 4}).equal(specific), "set_seed(1234, true) seeds with 1234 + rank");
+  acc::set_seed(1234);
+  check(all_equal(a.gather(torch::rand({1, 4}))), "set_seed(1234): every process draws the same");
 
   // The free function: different states become process 0's.
   torch::manual_seed(100 + rank);

@@ -1,7 +1,9 @@
 # Installs the built project into a fresh prefix, checks that the installed headers include
-# nothing but LibTorch and the standard library, then configures, builds and runs consumer/
-# against it with find_package(accelerate): alone, and on 2 processes through the installed
-# launcher. Variables: BUILD_DIR, SOURCE_DIR, WORK_DIR.
+# nothing but LibTorch and the standard library and that the package's CMake files ask for none
+# of the private dependencies (spdlog, fmt, nlohmann-json, yaml-cpp), then configures, builds
+# and runs consumer/ against it with find_package(accelerate), those packages made unfindable:
+# alone, and on 2 processes through the installed launcher. Variables: BUILD_DIR, SOURCE_DIR,
+# WORK_DIR.
 file(REMOVE_RECURSE "${WORK_DIR}")
 execute_process(COMMAND "${CMAKE_COMMAND}" --install "${BUILD_DIR}" --prefix "${WORK_DIR}/prefix"
                 RESULT_VARIABLE rc OUTPUT_QUIET)
@@ -25,8 +27,30 @@ foreach(header IN LISTS headers)
   endforeach()
 endforeach()
 
+# The private dependencies are no business of the package's CMake files: neither
+# find_dependency() nor their targets (a static library names their library files instead).
+file(GLOB package_files "${WORK_DIR}/prefix/lib*/cmake/accelerate/*.cmake")
+if(NOT package_files)
+  message(FATAL_ERROR "no package files were installed")
+endif()
+foreach(package_file IN LISTS package_files)
+  file(READ "${package_file}" text)
+  foreach(pattern "find_dependency\\((nlohmann_json|spdlog|fmt|yaml-cpp)[^)]*\\)"
+                  "(nlohmann_json|spdlog|fmt)::[a-z_]+" "[;\":]yaml-cpp[;\">]")
+    if(text MATCHES "${pattern}")
+      message(FATAL_ERROR "${package_file} asks for a private dependency (${CMAKE_MATCH_0}); "
+                          "find_package(accelerate) must work without spdlog's, fmt's, "
+                          "nlohmann-json's or yaml-cpp's CMake packages")
+    endif()
+  endforeach()
+endforeach()
+
+# The consumer is configured as on a machine without those packages.
 execute_process(COMMAND "${CMAKE_COMMAND}" -S "${SOURCE_DIR}" -B "${WORK_DIR}/build"
                 "-DCMAKE_PREFIX_PATH=${WORK_DIR}/prefix" -DCMAKE_BUILD_TYPE=Release
+                -DCMAKE_DISABLE_FIND_PACKAGE_spdlog=ON -DCMAKE_DISABLE_FIND_PACKAGE_fmt=ON
+                -DCMAKE_DISABLE_FIND_PACKAGE_nlohmann_json=ON
+                -DCMAKE_DISABLE_FIND_PACKAGE_yaml-cpp=ON
                 RESULT_VARIABLE rc)
 if(rc)
   message(FATAL_ERROR "configuring the consumer failed: ${rc}")

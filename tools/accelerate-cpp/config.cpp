@@ -109,6 +109,17 @@ bool is_positive_seconds(const std::string& text) {
   return std::strtod(text.c_str(), nullptr) > 0;  // digits only: never negative, inf or nan
 }
 
+std::optional<int> parse_positive_int(const std::string& text) {
+  if (text.empty() || text.size() > 12) return std::nullopt;
+  long long value = 0;
+  for (const char ch : text) {
+    if (ch < '0' || ch > '9') return std::nullopt;
+    value = value * 10 + (ch - '0');
+  }
+  if (value < 1 || value > (1LL << 30)) return std::nullopt;
+  return static_cast<int>(value);
+}
+
 std::string default_config_file() {
   const char* hf_home = std::getenv("HF_HOME");
   fs::path home;
@@ -168,6 +179,14 @@ LaunchConfig read_config(const std::string& path) {
                    "'");
         c.timeout = v.Scalar();
       }
+    } else if (key == "num_cpu_threads_per_process" || key == "gradient_accumulation_steps") {
+      if (!v.IsNull()) {
+        const std::optional<int> n = v.IsScalar() ? parse_positive_int(v.Scalar()) : std::nullopt;
+        if (!n)
+          fail(path, key, "expected a whole number of at least 1, got '" + YAML::Dump(v) + "'");
+        (key == "num_cpu_threads_per_process" ? c.num_cpu_threads_per_process
+                                              : c.gradient_accumulation_steps) = *n;
+      }
     } else if (kUnsupported.count(key)) {
       if (!v.IsNull() && !(v.IsMap() && v.size() == 0))
         fail(path, key, "is not supported by accelerate-cpp");
@@ -188,6 +207,12 @@ void write_config(const std::string& path, const LaunchConfig& c) {
   out << YAML::Key << "debug" << YAML::Value << false;
   out << YAML::Key << "distributed_type" << YAML::Value << type;
   out << YAML::Key << "downcast_bf16" << YAML::Value << YAML::SingleQuoted << "no";
+  // accelerate-cpp's own keys (timeout, gradient_accumulation_steps, num_cpu_threads_per_process)
+  // only when given, since Python's Accelerate refuses keys it does not know; in sorted order,
+  // as Python writes the file.
+  if (c.gradient_accumulation_steps)
+    out << YAML::Key << "gradient_accumulation_steps" << YAML::Value
+        << *c.gradient_accumulation_steps;
   out << YAML::Key << "machine_rank" << YAML::Value << c.machine_rank.value_or(0);
   out << YAML::Key << "main_process_ip" << YAML::Value;
   if (c.main_process_ip)
@@ -202,6 +227,9 @@ void write_config(const std::string& path, const LaunchConfig& c) {
   out << YAML::Key << "main_training_function" << YAML::Value << "main";
   out << YAML::Key << "mixed_precision" << YAML::Value << YAML::SingleQuoted
       << c.mixed_precision.value_or("no");
+  if (c.num_cpu_threads_per_process)
+    out << YAML::Key << "num_cpu_threads_per_process" << YAML::Value
+        << *c.num_cpu_threads_per_process;
   out << YAML::Key << "num_machines" << YAML::Value << c.num_machines.value_or(1);
   out << YAML::Key << "num_processes" << YAML::Value << n;
   out << YAML::Key << "rdzv_backend" << YAML::Value << "static";

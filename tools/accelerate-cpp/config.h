@@ -4,9 +4,11 @@
 // Python's `accelerate config` writes (default: $HF_HOME/accelerate/default_config.yaml, with
 // HF_HOME defaulting to $XDG_CACHE_HOME/huggingface or ~/.cache/huggingface). Keys that
 // accelerate-cpp uses: num_processes, num_machines, machine_rank, main_process_ip,
-// main_process_port, mixed_precision, use_cpu, distributed_type, and its own key timeout (which
-// Python's Accelerate does not know). Other keys Accelerate writes are accepted and ignored when
-// they hold their neutral value; anything else is an error that names the file and the key.
+// main_process_port, mixed_precision, use_cpu, distributed_type, and its own keys timeout,
+// num_cpu_threads_per_process and gradient_accumulation_steps (named as the launch flags;
+// Python's Accelerate knows none of them as keys). Other keys Accelerate writes are accepted and
+// ignored when they hold their neutral value; anything else is an error that names the file and
+// the key.
 #pragma once
 
 #include <cstdint>
@@ -31,6 +33,11 @@ inline constexpr std::uintmax_t kMaxConfigFileBytes = std::uintmax_t{1} << 20;
 /// `timeout` key accept.
 bool is_positive_seconds(const std::string& text);
 
+/// The value of `text` when it is a whole number from 1 to 2^30 written as digits only ("4",
+/// "016"); no sign, spaces, decimals or exponent. What `launch --gradient_accumulation_steps`
+/// and the keys gradient_accumulation_steps and num_cpu_threads_per_process accept.
+std::optional<int> parse_positive_int(const std::string& text);
+
 /// What a configuration file says; unset fields were not in the file.
 struct LaunchConfig {
   std::optional<int> num_processes;
@@ -43,6 +50,11 @@ struct LaunchConfig {
   std::optional<std::string> distributed_type;  ///< NO | MULTI_CPU | MULTI_GPU
   /// Seconds, as written in the file (see is_positive_seconds()); exported as ACCELERATE_TIMEOUT.
   std::optional<std::string> timeout;
+  /// OMP_NUM_THREADS of each process (launch's --num_cpu_threads_per_process), >= 1.
+  std::optional<int> num_cpu_threads_per_process;
+  /// Exported as ACCELERATE_GRADIENT_ACCUMULATION_STEPS (launch's
+  /// --gradient_accumulation_steps), >= 1.
+  std::optional<int> gradient_accumulation_steps;
 };
 
 /// Accelerate's default location of the configuration file, from `environ`.

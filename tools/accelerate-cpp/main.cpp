@@ -10,6 +10,7 @@
 // otherwise return what the supervisor reports (see supervisor.h).
 #include <CLI/CLI.hpp>
 
+#include <sched.h>
 #include <sys/utsname.h>
 #include <unistd.h>
 
@@ -20,9 +21,12 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <optional>
+#include <set>
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "config.h"
@@ -83,8 +87,6 @@ class Environment {
     return env;
   }
 
-  bool contains(const std::string& name) const { return find(name) != entries_.end(); }
-
   void set(const std::string& name, const std::string& value) {
     auto it = find(name);
     if (it != entries_.end()) {
@@ -95,6 +97,13 @@ class Environment {
   }
 
   const std::vector<std::string>& entries() const { return entries_; }
+
+  /// The value of `name`, if it is set.
+  std::optional<std::string> get(const std::string& name) const {
+    auto it = find(name);
+    if (it == entries_.end()) return std::nullopt;
+    return it->substr(name.size() + 1);
+  }
 
  private:
   std::vector<std::string>::iterator find(const std::string& name) {
@@ -110,6 +119,57 @@ class Environment {
   std::vector<std::string> entries_;
 };
 
+std::string first_line(const std::string& path) {
+  std::ifstream in(path);
+  std::string line;
+  std::getline(in, line);
+  return line;
+}
+
+/// Physical cores this process may run on: the distinct cores (package and core id in sysfs) of
+/// the CPUs in its affinity mask, so that a container or `taskset` limit counts; the number of
+/// those CPUs when the topology cannot be read. Python's Accelerate counts
+/// psutil.cpu_count(logical=False), the whole machine's physical cores.
+long usable_physical_cores() {
+  cpu_set_t cpus;
+  CPU_ZERO(&cpus);
+  if (::sched_getaffinity(0, sizeof cpus, &cpus) != 0)
+    return std::max(1L, sysconf(_SC_NPROCESSORS_ONLN));
+  std::set<std::pair<std::string, std::string>> cores;
+  long usable = 0;
+  bool topology = true;
+  for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu) {
+    if (!CPU_ISSET(cpu, &cpus)) continue;
+    ++usable;
+    const std::string dir = "/sys/devices/system/cpu/cpu" + std::to_string(cpu) + "/topology/";
+    const std::string package = first_line(dir + "physical_package_id");
+    const std::string core = first_line(dir + "core_id");
+    topology = topology && !package.empty() && !core.empty();
+    cores.emplace(package, core);
+  }
+  return std::max(1L, topology ? static_cast<long>(cores.size()) : usable);
+}
+
+/// OMP_NUM_THREADS for each process the launcher starts, and where it came from.
+struct ThreadsChoice {
+  std::string value;
+  std::string source;
+};
+
+/// Accelerate's rule: --num_cpu_threads_per_process (or the config key: `given` > 0), else an
+/// inherited OMP_NUM_THREADS, else physical cores / processes on this machine when that is
+/// more than 1, else 1.
+ThreadsChoice threads_per_process(int given, const Environment& env, int local_processes) {
+  if (given > 0)
+    return {std::to_string(given), "--num_cpu_threads_per_process or the configuration"};
+  if (const std::optional<std::string> inherited = env.get("OMP_NUM_THREADS"))
+    return {*inherited, "OMP_NUM_THREADS of the launcher's environment"};
+  const long cores = usable_physical_cores();
+  return {std::to_string(std::max(1L, cores / std::max(1, local_processes))),
+          std::to_string(cores) + " physical cores / " + std::to_string(local_processes) +
+              " processes on this machine"};
+}
+
 // ---------------------------------------------------------------------------------------------
 // launch
 // ---------------------------------------------------------------------------------------------
@@ -123,7 +183,9 @@ struct LaunchOptions {
   int main_process_port = 0;    ///< 0: pick a free port
   std::string mixed_precision;  ///< empty: not given, ACCELERATE_MIXED_PRECISION is not set
   bool cpu = false;
-  int num_cpu_threads_per_process = 0;  ///< 0: not given
+  int num_cpu_threads_per_process = 0;  ///< 0: neither the flag nor the config key gave it
+  /// ACCELERATE_GRADIENT_ACCUMULATION_STEPS as given; empty: not given
+  std::string gradient_accumulation_steps;
   bool no_rank_prefix = false;
   double grace_period = 5.0;  ///< seconds between SIGTERM and SIGKILL
   int max_restarts = 0;       ///< restarts of the whole group after a failure (torchrun's)
@@ -132,7 +194,6 @@ struct LaunchOptions {
   std::string config_file;        ///< empty: the default file, if it exists
   std::string timeout;            ///< seconds as given (ACCELERATE_TIMEOUT); empty: not given
 
-  CLI::Option* threads_option = nullptr;
   CLI::App* command = nullptr;  ///< to tell which flags were given (they win over the file)
 };
 
@@ -165,15 +226,20 @@ void add_job_options(CLI::App* cmd, LaunchOptions& opts) {
   cmd->add_option("--timeout", opts.timeout,
                   "Seconds the processes' collectives and rendezvous may wait (a positive number, "
                   "decimals allowed); exported as ACCELERATE_TIMEOUT");
+  cmd->add_option("--gradient_accumulation_steps", opts.gradient_accumulation_steps,
+                  "Micro-steps per optimizer step (a whole number >= 1), exported as "
+                  "ACCELERATE_GRADIENT_ACCUMULATION_STEPS: the Accelerator's default when the "
+                  "program passes no gradient_accumulation_steps");
   cmd->add_option("--config_file", opts.config_file,
                   "Accelerate's YAML configuration (default: " + default_config_file() +
                       ", when it exists); flags given here win over it");
 }
 
 void add_threads_option(CLI::App* cmd, LaunchOptions& opts) {
-  opts.threads_option = cmd->add_option(
+  cmd->add_option(
       "--num_cpu_threads_per_process", opts.num_cpu_threads_per_process,
-      "OMP_NUM_THREADS of each process (default: inherited, else online cores / N)");
+      "OMP_NUM_THREADS of each process (default: the inherited OMP_NUM_THREADS, else physical "
+      "cores / processes on this machine when that is more than 1, else 1)");
 }
 
 /// Fills what the command line did not give from the configuration file: --config_file, else
@@ -198,6 +264,10 @@ void apply_config(LaunchOptions& opts) {
     opts.mixed_precision = *c.mixed_precision;
   if (c.use_cpu && !given(cmd, "--cpu")) opts.cpu = *c.use_cpu;
   if (c.timeout && !given(cmd, "--timeout")) opts.timeout = *c.timeout;
+  if (c.num_cpu_threads_per_process && !given(cmd, "--num_cpu_threads_per_process"))
+    opts.num_cpu_threads_per_process = *c.num_cpu_threads_per_process;
+  if (c.gradient_accumulation_steps && !given(cmd, "--gradient_accumulation_steps"))
+    opts.gradient_accumulation_steps = std::to_string(*c.gradient_accumulation_steps);
 }
 
 CLI::App* add_launch_command(CLI::App& app, LaunchOptions& opts) {
@@ -253,7 +323,7 @@ void validate(const LaunchOptions& opts) {
   if (opts.num_machines > 1 && opts.main_process_port == 0) {
     throw UsageError("--main_process_port is required when --num_machines > 1");
   }
-  if (opts.threads_option && opts.threads_option->count() > 0 &&
+  if (given(opts.command, "--num_cpu_threads_per_process") &&
       opts.num_cpu_threads_per_process < 1) {
     throw UsageError("--num_cpu_threads_per_process must be at least 1 (got " +
                      std::to_string(opts.num_cpu_threads_per_process) + ")");
@@ -264,6 +334,12 @@ void validate(const LaunchOptions& opts) {
   }
   if (!std::isfinite(opts.grace_period) || opts.grace_period < 0 || opts.grace_period > 86400.0) {
     throw UsageError("--grace_period must be between 0 and 86400 seconds");
+  }
+  if (given(opts.command, "--gradient_accumulation_steps") &&
+      !parse_positive_int(opts.gradient_accumulation_steps)) {
+    throw UsageError(
+        "--gradient_accumulation_steps must be a whole number of at least 1, e.g. 4 (got '" +
+        opts.gradient_accumulation_steps + "')");
   }
   if (given(opts.command, "--timeout") && !is_positive_seconds(opts.timeout)) {
     throw UsageError("--timeout must be a positive number of seconds, e.g. 1800 or 0.5 (got '" +
@@ -325,17 +401,15 @@ int launch_once(const LaunchOptions& opts, const std::string& executable, int at
   if (!opts.mixed_precision.empty()) base.set("ACCELERATE_MIXED_PRECISION", opts.mixed_precision);
   base.set("ACCELERATE_USE_CPU", opts.cpu ? "true" : "false");
   if (!opts.timeout.empty()) base.set("ACCELERATE_TIMEOUT", opts.timeout);
+  if (!opts.gradient_accumulation_steps.empty())
+    base.set("ACCELERATE_GRADIENT_ACCUMULATION_STEPS",
+             std::to_string(*parse_positive_int(opts.gradient_accumulation_steps)));
   // Where the ranks keep their last collective, reported when the job is stopped.
   StatusFolder status;
   if (!status.path.empty()) base.set("ACCELERATE_STATUS_DIR", status.path);
   base.set("TORCHELASTIC_RESTART_COUNT", std::to_string(attempt));
   base.set("TORCHELASTIC_MAX_RESTARTS", std::to_string(opts.max_restarts));
-  if (opts.threads_option && opts.threads_option->count() > 0) {
-    base.set("OMP_NUM_THREADS", std::to_string(opts.num_cpu_threads_per_process));
-  } else if (!base.contains("OMP_NUM_THREADS")) {
-    const long cores = sysconf(_SC_NPROCESSORS_ONLN);
-    base.set("OMP_NUM_THREADS", std::to_string(std::max(1L, cores / n)));
-  }
+  base.set("OMP_NUM_THREADS", threads_per_process(opts.num_cpu_threads_per_process, base, n).value);
 
   std::vector<ProcessSpec> specs(static_cast<size_t>(n));
   for (int local_rank = 0; local_rank < n; ++local_rank) {
@@ -354,7 +428,8 @@ int launch_once(const LaunchOptions& opts, const std::string& executable, int at
   }
 
   SupervisorOptions supervision;
-  supervision.prefix_output = !opts.no_rank_prefix;
+  // One process in the whole job has no other output to be told apart from.
+  supervision.prefix_output = !opts.no_rank_prefix && world_size > 1;
   supervision.grace_period =
       std::chrono::milliseconds(static_cast<long long>(std::llround(opts.grace_period * 1000.0)));
   supervision.name = "accelerate-cpp launch";
@@ -374,6 +449,7 @@ CLI::App* add_config_command(CLI::App& app, LaunchOptions& opts) {
       "Write the configuration file that launch, test and env read (Accelerate's YAML layout; "
       "Python's `accelerate launch` reads it too), from the flags given (defaults otherwise).");
   add_job_options(cmd, opts);
+  add_threads_option(cmd, opts);
   opts.command = cmd;
   return cmd;
 }
@@ -389,6 +465,10 @@ int run_config(const LaunchOptions& opts) {
   c.mixed_precision = opts.mixed_precision.empty() ? "no" : opts.mixed_precision;
   c.use_cpu = opts.cpu;
   if (!opts.timeout.empty()) c.timeout = opts.timeout;
+  if (given(opts.command, "--num_cpu_threads_per_process"))
+    c.num_cpu_threads_per_process = opts.num_cpu_threads_per_process;
+  if (!opts.gradient_accumulation_steps.empty())
+    c.gradient_accumulation_steps = parse_positive_int(opts.gradient_accumulation_steps);
   const std::string path = opts.config_file.empty() ? default_config_file() : opts.config_file;
   write_config(path, c);
   std::cout << "accelerate-cpp configuration saved at " << path << "\n";
@@ -420,11 +500,20 @@ int run_env(const std::string& config_file) {
     ++gpus;
   }
   const std::string path = config_file.empty() ? default_config_file() : config_file;
+  std::error_code config_error;  // e.g. no permission on a parent folder: read_config() says so
+  const bool have_config = std::filesystem::exists(path, config_error) || config_error;
+  // Validates: a bad file is reported like launch would.
+  const LaunchConfig config = have_config ? read_config(path) : LaunchConfig();
+  const int local_processes =
+      std::max(1, config.num_processes.value_or(1) / std::max(1, config.num_machines.value_or(1)));
+  const ThreadsChoice threads = threads_per_process(config.num_cpu_threads_per_process.value_or(0),
+                                                    Environment::inherited(), local_processes);
   std::cout << "Copy-and-paste the text below in your GitHub issue\n\n"
             << "- accelerate-cpp version: " << ACCELERATE_CPP_VERSION << "\n"
             << "- Platform: " << u.sysname << " " << u.release << " " << u.machine << "\n"
             << "- LibTorch version (built against): " << ACCELERATE_CPP_TORCH_VERSION << "\n"
             << "- CPU cores (online): " << sysconf(_SC_NPROCESSORS_ONLN) << "\n"
+            << "- Physical CPU cores (usable by this process): " << usable_physical_cores() << "\n"
             << "- RAM: "
             << (pages > 0 && page > 0 ? static_cast<double>(pages) * page / (1 << 30) : 0)
             << " GiB\n"
@@ -432,13 +521,13 @@ int run_env(const std::string& config_file) {
             << "- BLAS (libblas.so.3): " << blas_in_use() << "\n"
             << "- OMP_NUM_THREADS: "
             << (std::getenv("OMP_NUM_THREADS") ? std::getenv("OMP_NUM_THREADS") : "(unset)") << "\n"
+            << "- Threads per process under launch (OMP_NUM_THREADS): " << threads.value << " ("
+            << threads.source << ")\n"
             << "- Configuration file: " << path << "\n";
-  std::error_code config_error;  // e.g. no permission on a parent folder: read_config() says so
-  if (!std::filesystem::exists(path, config_error) && !config_error) {
+  if (!have_config) {
     std::cout << "- Configuration: not found (defaults apply)\n";
     return 0;
   }
-  read_config(path);  // validates: a bad file is reported like launch would
   std::cout << "- Configuration:\n";
   std::istringstream lines(read_text(path));
   for (std::string line; std::getline(lines, line);) std::cout << "\t" << line << "\n";

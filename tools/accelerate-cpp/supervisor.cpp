@@ -211,17 +211,29 @@ class LinePump {
   }
 
  private:
+  // Lines end at '\n' and also at '\r', which progress bars write to redraw their line: each
+  // redraw gets the prefix and keeps its '\r', so the bar still overwrites itself instead of
+  // growing into one long line. "\r\n" ends one line, also when a read splits it; a bare "\r"
+  // (a redraw that starts with one) is forwarded without a prefix.
   void feed(const char* data, size_t size) {
     size_t scan_from = partial_.size();
     partial_.append(data, size);
     std::string out;
     size_t line_start = 0;
-    for (size_t nl; (nl = partial_.find('\n', scan_from)) != std::string::npos;) {
-      out += prefix_;
-      out.append(partial_, line_start, nl + 1 - line_start);
-      line_start = scan_from = nl + 1;
+    if (after_cr_ && !partial_.empty() && partial_[0] == '\n') {
+      out += '\n';  // the second half of a "\r\n" whose '\r' ended the previous read
+      line_start = scan_from = 1;
+    }
+    after_cr_ = false;
+    for (size_t end; (end = partial_.find_first_of("\r\n", scan_from)) != std::string::npos;) {
+      if (partial_[end] == '\r' && end + 1 < partial_.size() && partial_[end + 1] == '\n') ++end;
+      if (partial_[line_start] != '\r') out += prefix_;  // not a bare "\r" (or "\r\n")
+      out.append(partial_, line_start, end + 1 - line_start);
+      line_start = scan_from = end + 1;
+      after_cr_ = partial_[end] == '\r';
     }
     partial_.erase(0, line_start);
+    if (!partial_.empty()) after_cr_ = false;
     if (partial_.size() >= kMaxPartial) {
       out += prefix_;
       out += partial_;
@@ -235,6 +247,7 @@ class LinePump {
   int target_ = -1;
   std::string prefix_;
   std::string partial_;
+  bool after_cr_ = false;  // what was forwarded last ended with '\r'
 };
 
 struct Child {

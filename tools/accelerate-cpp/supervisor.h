@@ -1,10 +1,11 @@
 // supervisor.h - process supervision for `accelerate-cpp launch`.
 //
 // Starts a group of local processes (one per rank), forwards their output line by line with an
-// optional "[rank K] " prefix, and tears the whole group down as soon as one of them fails or the
-// launcher itself is asked to stop (SIGINT/SIGTERM/SIGHUP). Pure POSIX (plus prctl on Linux); it
-// knows nothing about command-line parsing or the torchrun environment contract, which the caller
-// puts into each ProcessSpec.
+// optional "[rank K] " prefix ('\r' also ends a line, so that a progress bar's redraws are
+// prefixed one by one and still overwrite each other), and tears the whole group down as soon as
+// one of them fails or the launcher itself is asked to stop (SIGINT/SIGTERM/SIGHUP). Pure POSIX
+// (plus prctl on Linux); it knows nothing about command-line parsing or the torchrun environment
+// contract, which the caller puts into each ProcessSpec.
 //
 // Guarantees:
 //  * every child runs in its own process group; stop signals go to the whole group, so helper
@@ -43,7 +44,9 @@ struct ProcessSpec {
 /// How run_processes() supervises its processes.
 struct SupervisorOptions {
   /// Forward each line of the children's stdout/stderr to the launcher's stdout/stderr with the
-  /// prefix "[rank K] ". When false the children write directly to the launcher's stdout/stderr.
+  /// prefix "[rank K] "; a line ends at '\n' or at '\r' (kept, so that a progress bar's redraws
+  /// still overwrite each other; "\r\n" ends one line). When false the children write directly
+  /// to the launcher's stdout/stderr.
   bool prefix_output = true;
   /// Time between the stop signal (SIGTERM, or the signal the launcher received) and SIGKILL.
   std::chrono::milliseconds grace_period{5000};

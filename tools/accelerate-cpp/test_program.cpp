@@ -161,7 +161,9 @@ void test_batch_norm(acc::Accelerator& a) {
 
 int main() {
   try {
-    acc::Accelerator accelerator;
+    // One optimizer step per batch, whatever gradient_accumulation_steps the configuration
+    // exports (ACCELERATE_GRADIENT_ACCUMULATION_STEPS): the DDP check compares one step.
+    acc::Accelerator accelerator(acc::AcceleratorOptions().gradient_accumulation_steps(1));
     test_process_layout(accelerator);
     test_collectives(accelerator);
     test_data_loader(accelerator);
