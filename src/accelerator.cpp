@@ -18,8 +18,8 @@
 
 #include "autograd_graph.h"
 #include "helpers.h"
-#include "warnings.h"
 #include "json_file.h"
+#include "warnings.h"
 
 namespace accelerate {
 

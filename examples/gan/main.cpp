@@ -29,16 +29,18 @@ struct Generator : torch::nn::Module {
   Generator() {
     fc = register_module("fc", torch::nn::Linear(kNoise, 128 * 7 * 7));
     bn0 = register_module("bn0", torch::nn::BatchNorm1d(128 * 7 * 7));
-    up1 = register_module("up1", torch::nn::ConvTranspose2d(
-                                     torch::nn::ConvTranspose2dOptions(128, 64, 4).stride(2).padding(1)));
+    up1 = register_module("up1",
+                          torch::nn::ConvTranspose2d(
+                              torch::nn::ConvTranspose2dOptions(128, 64, 4).stride(2).padding(1)));
     bn1 = register_module("bn1", torch::nn::BatchNorm2d(64));
-    up2 = register_module("up2", torch::nn::ConvTranspose2d(
-                                     torch::nn::ConvTranspose2dOptions(64, 1, 4).stride(2).padding(1)));
+    up2 = register_module("up2",
+                          torch::nn::ConvTranspose2d(
+                              torch::nn::ConvTranspose2dOptions(64, 1, 4).stride(2).padding(1)));
   }
   at::Tensor forward(const at::Tensor& z) {
     auto x = torch::relu(bn0(fc(z))).view({-1, 128, 7, 7});  // 7 x 7
-    x = torch::relu(bn1(up1(x)));                              // 14 x 14
-    return torch::tanh(up2(x));                                // 28 x 28
+    x = torch::relu(bn1(up1(x)));                            // 14 x 14
+    return torch::tanh(up2(x));                              // 28 x 28
   }
   torch::nn::Linear fc{nullptr};
   torch::nn::BatchNorm1d bn0{nullptr};
@@ -89,9 +91,11 @@ int main(int argc, char** argv) {
   app.add_option("--data", data, "folder of the gzipped IDX files");
   CLI11_PARSE(app, argc, argv);
 
-  acc::Accelerator accelerator(acc::AcceleratorOptions().project_config(
-      acc::ProjectConfiguration().project_dir(project).automatic_checkpoint_naming(true).total_limit(
-          2)));
+  acc::Accelerator accelerator(
+      acc::AcceleratorOptions().project_config(acc::ProjectConfiguration()
+                                                   .project_dir(project)
+                                                   .automatic_checkpoint_naming(true)
+                                                   .total_limit(2)));
   // Each process draws its own noise; prepare copies process 0's initial weights to all.
   acc::set_seed(1234 + accelerator.process_index());
 
@@ -123,7 +127,10 @@ int main(int argc, char** argv) {
   while (progress->step < max_steps) {
     for (auto& batch : *dl) {
       // Back from Fashion-MNIST's normalisation to [-1, 1], the generator's range.
-      const at::Tensor real = (batch.data * fashion_mnist::FashionMnist::kStd + fashion_mnist::FashionMnist::kMean) * 2 - 1;
+      const at::Tensor real =
+          (batch.data * fashion_mnist::FashionMnist::kStd + fashion_mnist::FashionMnist::kMean) *
+              2 -
+          1;
       const at::Tensor noise =
           torch::randn({real.size(0), kNoise}, torch::TensorOptions().device(accelerator.device()));
       const at::Tensor fake = g->forward(noise);
@@ -163,7 +170,7 @@ int main(int argc, char** argv) {
   torch::NoGradGuard no_grad;
   auto stats = d->named_buffers()["bn2.running_var"].reshape({1, -1});
   const double spread = (accelerator.gather(stats) - stats).abs().max().item<double>();
-  accelerator.print("done at step", progress->step, "| buffers equal on every process:",
-                    spread == 0 ? "yes" : "no");
+  accelerator.print("done at step", progress->step,
+                    "| buffers equal on every process:", spread == 0 ? "yes" : "no");
   return spread == 0 ? 0 : 1;
 }

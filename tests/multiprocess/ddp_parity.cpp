@@ -137,14 +137,15 @@ int main(int argc, char** argv) {
   const bool find_unused = argc > 6 && std::string(argv[6]) == "1";
   const std::string model_name = argc > 7 ? argv[7] : "mlp";
   const int accumulation = argc > 8 ? std::stoi(argv[8]) : 1;
-  acc::Accelerator accelerator(acc::AcceleratorOptions()
-                                   .gradient_accumulation_steps(accumulation)
-                                   .ddp_options(acc::DistributedDataParallelOptions()
-          .engine(reducer ? acc::DdpEngine::Reducer : acc::DdpEngine::Buckets)
-          .comm_hook(hook == "fp16"   ? acc::CommHook::FP16
-                     : hook == "bf16" ? acc::CommHook::BF16
-                                      : acc::CommHook::NO)
-          .find_unused_parameters(find_unused)));
+  acc::Accelerator accelerator(
+      acc::AcceleratorOptions()
+          .gradient_accumulation_steps(accumulation)
+          .ddp_options(acc::DistributedDataParallelOptions()
+                           .engine(reducer ? acc::DdpEngine::Reducer : acc::DdpEngine::Buckets)
+                           .comm_hook(hook == "fp16"   ? acc::CommHook::FP16
+                                      : hook == "bf16" ? acc::CommHook::BF16
+                                                       : acc::CommHook::NO)
+                           .find_unused_parameters(find_unused)));
   if (model_name == "bn")
     return train(accelerator, std::make_shared<BnNet>(), argv[1], batch, join, true);
   return train(accelerator, std::make_shared<Net>(), argv[1], batch, join, false);

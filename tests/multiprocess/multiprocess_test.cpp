@@ -262,8 +262,8 @@ TEST(PythonParity, BatchNormMatchesPyTorchDdp) {
       const Outcome py = run(launcher({ACCELERATE_TEST_PYTHON, DDP_PARITY_PY, py_out, "8", "-",
                                        "no", c.join, "0", "bn", c.accumulation}));
       ASSERT_EQ(py.code(), 0) << what << ": " << py.out;
-      const Outcome cpp = run(launcher(
-          {DDP_PARITY, cpp_out, "8", c.engine, "no", c.join, "0", "bn", c.accumulation}));
+      const Outcome cpp = run(
+          launcher({DDP_PARITY, cpp_out, "8", c.engine, "no", c.join, "0", "bn", c.accumulation}));
       ASSERT_EQ(cpp.code(), 0) << what << ": " << cpp.out;
       const auto a = read_values(cpp_out), b = read_values(py_out);
       // Parameters: conv 2 + 2, bn2 2 + 2, fc1 96 + 16, bn1 16 + 16, fc2 16 + 1; buffers: bn2

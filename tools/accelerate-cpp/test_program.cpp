@@ -126,7 +126,8 @@ void test_batch_norm(acc::Accelerator& a) {
       torch::nn::Conv2d(torch::nn::Conv2dOptions(1, 4, 3)), torch::nn::BatchNorm2d(4),
       torch::nn::ReLU(), torch::nn::Flatten(), torch::nn::Linear(4 * 4 * 4, 2));
   auto reference = std::dynamic_pointer_cast<torch::nn::SequentialImpl>(model->clone());
-  auto sgd = std::make_shared<torch::optim::SGD>(model->parameters(), torch::optim::SGDOptions(0.1));
+  auto sgd =
+      std::make_shared<torch::optim::SGD>(model->parameters(), torch::optim::SGDOptions(0.1));
   auto [m, opt] = a.prepare(model, sgd);
   const int n = a.num_processes(), r = a.process_index();
   auto batch_of = [](int process, int step) {
