@@ -299,13 +299,13 @@ std::vector<int64_t> shuffled_indices(int64_t n, uint64_t seed) {
 
 namespace detail {
 
-std::string get_items_failed_message(const std::vector<int64_t>& indices) {
+std::string get_items_failed_message(const std::vector<int64_t>& indices, const char* call) {
   std::string list;
   for (size_t i = 0; i < indices.size() && i < 8; ++i)
     list += (i ? ", " : "") + std::to_string(indices[i]);
   if (indices.size() > 8) list += ", ...";
-  return "accelerate: DataLoader: dataset.get_items([" + list + "]) failed (sample indices " +
-         list + ")";
+  return "accelerate: DataLoader: dataset." + std::string(call) + "([" + list +
+         "]) failed (sample indices " + list + ")";
 }
 
 std::string get_failed_message(int64_t index) {

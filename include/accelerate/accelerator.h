@@ -24,6 +24,7 @@
 #include <chrono>
 #include <filesystem>
 #include <functional>
+#include <initializer_list>
 #include <iomanip>
 #include <ios>
 #include <iostream>
@@ -41,6 +42,7 @@
 #include "accelerate/ddp.h"
 #include "accelerate/format.h"
 #include "accelerate/gradient_state.h"
+#include "accelerate/handles.h"
 #include "accelerate/mixed_precision.h"
 #include "accelerate/ops.h"
 #include "accelerate/optimizer.h"
@@ -446,18 +448,23 @@ class Accelerator {
   bool check_trigger();
 
   // ---- training loop ----
-  /// Prepares any mix of models (std::shared_ptr to a torch::nn::Module subclass), optimizers
+  /// Prepares any mix of models (std::shared_ptr to a torch::nn::Module subclass, or a
+  /// TORCH_MODULE holder such as `Net` after `TORCH_MODULE(Net)`), optimizers
   /// (std::shared_ptr to a torch::optim::Optimizer), data loaders (acc::DataLoader by value
   /// or std::shared_ptr) and schedulers (std::shared_ptr to a torch::optim::LRScheduler, e.g.
   /// from get_linear_schedule_with_warmup), in any order, and returns a std::tuple of the
-  /// prepared objects in the same order: models as the same pointer, optimizers as
-  /// std::shared_ptr<AcceleratedOptimizer>, schedulers as
+  /// prepared objects in the same order: models as the same handle (pointer or holder) to the
+  /// same module, optimizers as std::shared_ptr<AcceleratedOptimizer>, schedulers as
   /// std::shared_ptr<AcceleratedScheduler>, loaders as a std::shared_ptr to the sharded loader.
-  /// With one object it returns that prepared object itself, as Accelerate.
+  /// With one object it returns that prepared object itself, as Accelerate. Anything else (a
+  /// module or optimizer by value, a raw or unique pointer, a torch::data data loader) is one
+  /// compile error saying what to pass instead (see handles.h).
   ///
   /// Example:
   ///   auto [m, opt, dl, sched] = accelerator.prepare(model, optimizer, loader, scheduler);
   ///   auto dl2 = accelerator.prepare(eval_loader);
+  ///   Net net;                               // TORCH_MODULE(Net)
+  ///   Net prepared = accelerator.prepare(net);  // the same module
   template <typename... Objects>
   auto prepare(Objects&&... objects) {
     static_assert(sizeof...(Objects) > 0, "prepare needs at least one object");
@@ -511,18 +518,35 @@ class Accelerator {
   }
 
   /// Prepares a model: moves it to device(), broadcasts parameters and buffers from process
-  /// 0, and with several processes attaches the DDP engine. Returns the same pointer; the
-  /// user keeps calling model->forward(...). Preparing it again returns it unchanged.
+  /// 0, and with several processes attaches the DDP engine. `model`: a std::shared_ptr to a
+  /// torch::nn::Module subclass or a TORCH_MODULE holder; returns the same handle (the user
+  /// keeps calling model->forward(...)). Preparing it again returns it unchanged.
+  /// InvalidArgument for a null pointer or an empty holder.
   template <typename Model>
-  std::shared_ptr<Model> prepare_model(std::shared_ptr<Model> model) {
-    static_assert(std::is_base_of_v<torch::nn::Module, Model>,
-                  "prepare_model needs a std::shared_ptr to a torch::nn::Module subclass");
-    register_model(model);
-    return model;
+  auto prepare_model(Model&& model) {
+    using M = std::decay_t<Model>;
+    if constexpr (detail::kIsModelHandle<M>) {
+      auto module = detail::module_ptr(model);
+      if (!module && detail::IsModuleHolder<M>::value)
+        throw InvalidArgument("accelerate: prepare: the model is an empty TORCH_MODULE holder");
+      register_model(module);
+      return M(std::forward<Model>(model));
+    } else if constexpr (detail::IsSharedPtr<M>::value) {
+      static_assert(detail::kDependentFalse<M>,
+                    "accelerate: prepare_model needs a model: a std::shared_ptr to a "
+                    "torch::nn::Module subclass or a TORCH_MODULE holder");
+      return detail::NotPrepared{};
+    } else {
+      return detail::refuse_prepare<M>();
+    }
   }
-  /// The model as the user wrote it (the same pointer: nothing wraps it).
+  /// The model as the user wrote it: the same handle (std::shared_ptr or TORCH_MODULE
+  /// holder), since nothing wraps it.
   template <typename Model>
-  std::shared_ptr<Model> unwrap_model(std::shared_ptr<Model> model) const {
+  Model unwrap_model(Model model) const {
+    static_assert(detail::kIsModelHandle<Model>,
+                  "accelerate: unwrap_model: pass the model prepare returned (a std::shared_ptr "
+                  "to the module or its TORCH_MODULE holder)");
     return model;
   }
 
@@ -535,18 +559,26 @@ class Accelerator {
 
   /// Guard of one accumulation micro-step (Python's `with accelerator.accumulate(model):`):
   /// decides sync_gradients() (every num_steps micro-steps and at the end of the data
-  /// loader) and, when not syncing, keeps the models' gradients local.
+  /// loader) and, when not syncing, keeps the models' gradients local. `models`: as prepare
+  /// returned them (std::shared_ptr or TORCH_MODULE holder), or the modules themselves.
   template <typename... Models>
   NoSyncGuard accumulate(const Models&... models) {
+    static_assert((detail::kIsModelRef<Models> && ...),
+                  "accelerate: accumulate: pass the prepared models (std::shared_ptr<Net>, a "
+                  "TORCH_MODULE holder, or the module itself)");
     do_sync();
     const bool allow =
         sync_gradients() || (num_processes() > 1 && gradient_state_->plugin().sync_each_batch());
-    return NoSyncGuard({engine_of(models.get())...}, !allow);
+    return NoSyncGuard({engine_of(detail::module_address(models))...}, !allow);
   }
   /// Guard: backward passes of `models` do not synchronise gradients while it lives.
+  /// `models`: as for accumulate().
   template <typename... Models>
   NoSyncGuard no_sync(const Models&... models) {
-    return NoSyncGuard({engine_of(models.get())...}, true);
+    static_assert((detail::kIsModelRef<Models> && ...),
+                  "accelerate: no_sync: pass the prepared models (std::shared_ptr<Net>, a "
+                  "TORCH_MODULE holder, or the module itself)");
+    return NoSyncGuard({engine_of(detail::module_address(models))...}, true);
   }
   /// Guard under which processes may run different numbers of steps (Accelerate's
   /// `join_uneven_inputs(joinables, even_batches=None)`, over PyTorch's `Join`). `models`: the
@@ -572,6 +604,14 @@ class Accelerator {
   ///   }  // waits here for the processes with more batches
   JoinGuard join_uneven_inputs(const std::vector<std::shared_ptr<torch::nn::Module>>& models,
                                std::optional<bool> even_batches = std::nullopt);
+  /// join_uneven_inputs with a braced list of prepared models of any handle kind
+  /// (std::shared_ptr or TORCH_MODULE holder): `join_uneven_inputs({net}, false)`.
+  JoinGuard join_uneven_inputs(std::initializer_list<detail::ModelPtr> models,
+                               std::optional<bool> even_batches = std::nullopt) {
+    std::vector<std::shared_ptr<torch::nn::Module>> list;
+    for (const auto& model : models) list.push_back(model.ptr);
+    return join_uneven_inputs(list, even_batches);
+  }
   /// True when this step synchronises gradients and prepared optimizers really step.
   bool sync_gradients() const { return gradient_state_->sync_gradients(); }
   /// Number of gradient accumulation steps.
@@ -635,10 +675,17 @@ class Accelerator {
   /// Saves the model's state dict (the keys Python's state_dict() would use) to `dir`:
   /// model.safetensors, shards + index past max_shard_size, or pytorch_model.bin without
   /// safe serialization. Written by the main process only, once every process got here.
+  /// `model`: a std::shared_ptr, a TORCH_MODULE holder or the module itself; InvalidArgument
+  /// for a null pointer or an empty holder.
   template <typename Model>
-  void save_model(const std::shared_ptr<Model>& model, const std::string& dir,
+  void save_model(const Model& model, const std::string& dir,
                   const SaveModelOptions& options = SaveModelOptions()) {
-    save_model_impl(*model, dir, options);
+    static_assert(detail::kIsModelRef<Model>,
+                  "accelerate: save_model: pass the model (std::shared_ptr<Net>, a TORCH_MODULE "
+                  "holder, or the module itself)");
+    const torch::nn::Module* module = detail::module_address(model);
+    if (!module) throw InvalidArgument("accelerate: save_model: the model is a null pointer");
+    save_model_impl(*module, dir, options);
   }
   /// Saves a tensor (main process only): safetensors when `path` ends in .safetensors, else
   /// the pickle format Python's torch.load reads.
@@ -698,11 +745,16 @@ class Accelerator {
   /// `unwrap` is there for Accelerate's signature: a prepared model is not wrapped here, so
   /// both give the same dict.
   /// Example: auto weights = accelerator.get_state_dict(model);  // [0].first: "fc1.weight"
+  /// `model`: a std::shared_ptr, a TORCH_MODULE holder or the module itself.
   template <typename Model>
-  StateDict get_state_dict(const std::shared_ptr<Model>& model, bool unwrap = true) const {
+  StateDict get_state_dict(const Model& model, bool unwrap = true) const {
+    static_assert(detail::kIsModelRef<Model>,
+                  "accelerate: get_state_dict: pass the model (std::shared_ptr<Net>, a "
+                  "TORCH_MODULE holder, or the module itself)");
     (void)unwrap;
-    if (!model) throw InvalidArgument("accelerate: get_state_dict: the model is a null pointer");
-    return cpu_state_dict(*model);
+    const torch::nn::Module* module = detail::module_address(model);
+    if (!module) throw InvalidArgument("accelerate: get_state_dict: the model is a null pointer");
+    return cpu_state_dict(*module);
   }
 
   /// The project configuration given in the options, with the iteration of the next
@@ -752,15 +804,18 @@ class Accelerator {
   // ---- memory ----
   /// Lets go of everything this accelerator holds of prepared objects (models and their DDP
   /// engines, optimizers, schedulers, data loaders, objects registered for checkpointing),
-  /// resets step() and clears the device cache (Accelerate's `free_memory`). The
-  /// std::shared_ptr arguments are reset, so the memory goes once the caller's other copies
-  /// are gone. Use it between trainings in one program, e.g. with find_executable_batch_size.
+  /// resets step() and clears the device cache (Accelerate's `free_memory`). The arguments,
+  /// what prepare returned (std::shared_ptr objects, TORCH_MODULE holders), are reset to
+  /// null / empty, so the memory goes once the caller's other copies are gone. Use it between
+  /// trainings in one program, e.g. with find_executable_batch_size.
   /// Example: accelerator.free_memory(model, optimizer, loader);
   template <typename... Objects>
   void free_memory(Objects&... objects) {
-    static_assert((is_shared_ptr<Objects>::value && ...),
-                  "free_memory takes std::shared_ptr objects (models, optimizers, ...)");
-    (objects.reset(), ...);
+    static_assert(
+        ((detail::IsSharedPtr<Objects>::value || detail::IsModuleHolder<Objects>::value) && ...),
+        "accelerate: free_memory takes what prepare returned: std::shared_ptr objects "
+        "(models, optimizers, loaders, ...) or TORCH_MODULE holders");
+    (free_one(objects), ...);
     release_prepared();
   }
   /// Same as free_memory(): Accelerate's `clear`.
@@ -833,16 +888,17 @@ class Accelerator {
   }
 
   template <typename T>
-  struct is_shared_ptr : std::false_type {};
-  template <typename T>
-  struct is_shared_ptr<std::shared_ptr<T>> : std::true_type {
-    using element = T;
-  };
+  static void free_one(T& object) {
+    if constexpr (detail::IsModuleHolder<T>::value)
+      object = T(nullptr);
+    else
+      object.reset();
+  }
   template <typename T>
   auto prepare_first(T&& object) {
     using U = std::decay_t<T>;
-    if constexpr (is_shared_ptr<U>::value) {
-      using E = typename is_shared_ptr<U>::element;
+    if constexpr (detail::IsSharedPtr<U>::value) {
+      using E = typename detail::IsSharedPtr<U>::element;
       if constexpr (std::is_base_of_v<torch::nn::Module, E>)
         return prepare_model(object);
       else if constexpr (std::is_base_of_v<AcceleratedOptimizer, E> ||
@@ -855,20 +911,19 @@ class Accelerator {
       else if constexpr (std::is_base_of_v<torch::optim::LRScheduler, E>)
         return object;  // second pass
       else
-        static_assert(sizeof(E) == 0,
-                      "prepare: not a model, optimizer, data loader or scheduler pointer");
+        return detail::refuse_prepare<U>();
+    } else if constexpr (detail::IsModuleHolder<U>::value) {
+      return prepare_model(object);
     } else if constexpr (std::is_base_of_v<DataLoaderBase, U>) {
       return prepare_data_loader(object);
     } else {
-      static_assert(sizeof(U) == 0,
-                    "prepare: pass models, optimizers and schedulers as std::shared_ptr, data "
-                    "loaders by value or std::shared_ptr");
+      return detail::refuse_prepare<U>();
     }
   }
   template <typename T>
   auto prepare_second(T& object) {
-    if constexpr (is_shared_ptr<T>::value) {
-      using E = typename is_shared_ptr<T>::element;
+    if constexpr (detail::IsSharedPtr<T>::value) {
+      using E = typename detail::IsSharedPtr<T>::element;
       if constexpr (std::is_base_of_v<torch::optim::LRScheduler, E>)
         return prepare_scheduler(object);
       else

@@ -33,6 +33,15 @@
 //   auto shard = loader.shard(sharding);  // std::shared_ptr<DataLoader<Squares>>
 //   for (auto& batch : *shard) { /* on sharding.device() */ }
 //
+// torch::data data sets work as they are, transforms included. One made with `.map(...)`,
+// e.g. `.map(Normalize<>(0.1307, 0.3081)).map(Stack<>())` (torch::data::transforms), has no
+// `get(i)` but `get_batch(indices)` (a `torch::data::datasets::MapDataset`): the loader asks
+// it for each batch's samples at once and yields the `Example<>` that `Stack` made, or,
+// without `Stack`, collates the list of examples `get_batch` returns. Sharding, shuffling,
+// even_batches, dispatching, device placement and the saved position are as for `get(i)`:
+//   auto ds = MyDataset().map(torch::data::transforms::Stack<>());
+//   accelerate::DataLoader<decltype(ds)> loader(ds, accelerate::DataLoaderOptions());
+//
 // Batched fetch (PyTorch's `__getitems__`): a data set that can make a whole batch at once
 // defines `Batch get_items(const std::vector<int64_t>& indices)`, returning what collation
 // would have made; the loader then calls it once per batch instead of get(i) per sample and
@@ -47,6 +56,7 @@
 #include <ATen/ops/cat.h>
 #include <ATen/ops/stack.h>
 #include <c10/core/Device.h>
+#include <c10/util/ArrayRef.h>
 #include <torch/data/datasets/base.h>
 #include <torch/data/example.h>
 #include "accelerate/errors.h"
@@ -300,6 +310,10 @@ std::vector<int64_t> shuffled_indices(int64_t n, uint64_t seed);
 /// `at::Tensor` (stacked), `torch::data::Example<>` (data and target stacked) and
 /// `torch::data::Example<at::Tensor, torch::data::example::NoTarget>`.
 ///
+/// A data set that makes whole batches (a torch::data `get_batch` returning one batch, e.g.
+/// after `.map(torch::data::transforms::Stack<>())`) needs no `collate`: `Collate<Batch>` of
+/// its batch type only places it (`to_device`, `pin_memory`, `to_tensors`, `from_tensors`).
+///
 /// Example:
 ///   struct Pair { at::Tensor a, b; };
 ///   template <> struct accelerate::Collate<Pair> {
@@ -307,9 +321,7 @@ std::vector<int64_t> shuffled_indices(int64_t n, uint64_t seed);
 ///   };
 template <typename T>
 struct Collate {
-  static_assert(sizeof(T) == 0,
-                "accelerate: DataLoader: no collation for this example type; specialise "
-                "accelerate::Collate<T> with `static Batch collate(std::vector<T>)`");
+  // Nothing: a DataLoader whose examples need collating says so (one static_assert).
 };
 
 /// Tensors are stacked on a new first dimension.
@@ -392,8 +404,10 @@ namespace detail {
 /// "accelerate: DataLoader: dataset.get(<index>) failed", for errors of `get`.
 std::string get_failed_message(int64_t index);
 
-/// "dataset.get_items([3, 7, ...]) failed (sample indices 3, 7, ...)".
-std::string get_items_failed_message(const std::vector<int64_t>& indices);
+/// "dataset.get_items([3, 7, ...]) failed (sample indices 3, 7, ...)"; `call` names the
+/// function ("get_items", or torch::data's "get_batch").
+std::string get_items_failed_message(const std::vector<int64_t>& indices,
+                                     const char* call = "get_items");
 
 template <typename C, typename B, typename = void>
 struct HasToDevice : std::false_type {};
@@ -453,12 +467,63 @@ struct HasTensors<C, B,
                               decltype(C::from_tensors(std::declval<std::vector<at::Tensor>>()))>>
     : std::true_type {};
 
-/// What a data set yields: `get(i)` of a map-style one, `*next()` of an iterable one.
+/// A torch::data batch data set: `get_batch(c10::ArrayRef<size_t>)` (e.g. a `MapDataset`
+/// made by `.map(transform)`), which the loader uses when there is no `get(size_t)`.
+template <typename D, typename = void>
+struct HasGetBatch : std::false_type {};
+template <typename D>
+struct HasGetBatch<
+    D, std::void_t<decltype(std::declval<D&>().get_batch(std::declval<c10::ArrayRef<size_t>>()))>>
+    : std::true_type {};
+/// What `get_batch` returns.
+template <typename D>
+using GetBatchResult =
+    std::decay_t<decltype(std::declval<D&>().get_batch(std::declval<c10::ArrayRef<size_t>>()))>;
+
+template <typename T>
+struct IsVector : std::false_type {};
+template <typename T, typename A>
+struct IsVector<std::vector<T, A>> : std::true_type {};
+/// The element type of a std::vector, else the type itself.
+template <typename T>
+struct ElementOr {
+  using type = T;
+};
+template <typename T, typename A>
+struct ElementOr<std::vector<T, A>> {
+  using type = T;
+};
+template <typename T, typename = void>
+struct IsOptionalLike : std::false_type {};
+template <typename T>
+struct IsOptionalLike<
+    T, std::void_t<decltype(std::declval<T&>().has_value()), decltype(*std::declval<T&>())>>
+    : std::true_type {};
+
+/// How a map-style data set gives its samples: one by one (`get`), or a batch at a time
+/// (`get_batch`, no `get`): a list of examples to collate, or one batch already made (a
+/// torch::data `Stack`).
+enum class Fetch { Sample, ExampleList, WholeBatch, Stream };
+template <typename Dataset>
+constexpr Fetch fetch_of() {
+  if constexpr (HasGet<Dataset>::value) {
+    return Fetch::Sample;
+  } else if constexpr (HasGetBatch<Dataset>::value) {
+    return IsVector<GetBatchResult<Dataset>>::value ? Fetch::ExampleList : Fetch::WholeBatch;
+  } else {
+    return Fetch::Stream;
+  }
+}
+
+/// What a data set yields: `get(i)` of a map-style one, an element of `get_batch`'s list, the
+/// batch `get_batch` makes, or `*next()` of an iterable one.
 template <typename Dataset, typename = void>
 struct ExampleOf {
   static_assert(HasGet<Dataset>::value || HasNext<Dataset>::value,
                 "accelerate: DataLoader: a data set needs `get(size_t)` and `size()` "
-                "(map-style) or `std::optional<Example> next()` and `void reset()` (iterable)");
+                "(map-style), `get_batch(c10::ArrayRef<size_t>)` and `size()` (torch::data, "
+                "e.g. after .map(...)), or `std::optional<Example> next()` and `void reset()` "
+                "(iterable)");
   using type = void;
 };
 template <typename Dataset>
@@ -466,8 +531,39 @@ struct ExampleOf<Dataset, std::enable_if_t<HasGet<Dataset>::value>> {
   using type = std::decay_t<decltype(std::declval<Dataset&>().get(size_t{}))>;
 };
 template <typename Dataset>
-struct ExampleOf<Dataset, std::enable_if_t<!HasGet<Dataset>::value && HasNext<Dataset>::value>> {
+struct ExampleOf<Dataset,
+                 std::enable_if_t<!HasGet<Dataset>::value && HasGetBatch<Dataset>::value>> {
+  static_assert(!IsOptionalLike<GetBatchResult<Dataset>>::value,
+                "accelerate: DataLoader: get_batch returns an optional (a stateful torch::data "
+                "data set, e.g. ChunkDataset): give the data set `std::optional<Example> next()` "
+                "and `void reset()` instead (an iterable data set)");
+  using type = typename ElementOr<GetBatchResult<Dataset>>::type;
+};
+template <typename Dataset>
+struct ExampleOf<Dataset,
+                 std::enable_if_t<!HasGet<Dataset>::value && !HasGetBatch<Dataset>::value &&
+                                  HasNext<Dataset>::value>> {
   using type = std::decay_t<decltype(*std::declval<Dataset&>().next())>;
+};
+
+template <typename C, typename E, typename = void>
+struct HasCollate : std::false_type {};
+template <typename C, typename E>
+struct HasCollate<C, E, std::void_t<decltype(C::collate(std::declval<std::vector<E>>()))>>
+    : std::true_type {};
+/// The batch a loader yields: what `Collate<Example>::collate` makes, or the batch a whole-batch
+/// data set makes (with no collation, a placeholder: the DataLoader's static_assert speaks).
+template <typename C, typename E, bool kWhole, typename = void>
+struct BatchOf {
+  using type = std::vector<E>;
+};
+template <typename C, typename E>
+struct BatchOf<C, E, true, void> {
+  using type = E;
+};
+template <typename C, typename E>
+struct BatchOf<C, E, false, std::enable_if_t<HasCollate<C, E>::value>> {
+  using type = decltype(C::collate(std::declval<std::vector<E>>()));
 };
 
 /// Batches one after the other (iterable data sets, dispatched loaders): each `next()` is this
@@ -697,7 +793,10 @@ class DataLoaderBase {
 };
 
 /// A data loader over a map-style data set (`get(size_t)` and `size()`, which may return a
-/// `size_t` or an optional, as `torch::data::datasets::Dataset`), or over an iterable one (a
+/// `size_t` or an optional, as `torch::data::datasets::Dataset`; or, without `get`,
+/// torch::data's `get_batch(c10::ArrayRef<size_t>)` and `size()`, as a `MapDataset` made by
+/// `.map(transform)`: it returns the batch itself, e.g. after `Stack`, or a list of examples
+/// that the loader collates), or over an iterable one (a
 /// stream, PyTorch's `IterableDataset`): a class with
 ///   `std::optional<Example> next();`  // the next sample, nullopt at the end of the data
 ///   `void reset();`                   // start again from the beginning
@@ -737,15 +836,25 @@ class DataLoader : public DataLoaderBase {
  public:
   /// The data set type.
   using DatasetType = Dataset;
-  /// True for an iterable data set (`next()` and `reset()`, no `get(size_t)`).
-  static constexpr bool kIterable = !detail::HasGet<Dataset>::value;
-  /// What `Dataset::get` returns; for an iterable data set, what the optional returned by
-  /// its `next()` holds.
+  /// How the data set gives samples: `get(i)`, torch::data's `get_batch(indices)` (a list
+  /// of examples, or one batch already made by a `Stack` transform), or `next()`.
+  static constexpr detail::Fetch kFetch = detail::fetch_of<Dataset>();
+  /// True for an iterable data set (`next()` and `reset()`, no `get(size_t)` or `get_batch`).
+  static constexpr bool kIterable = kFetch == detail::Fetch::Stream;
+  /// True when `get_batch` makes each whole batch (torch::data's `Stack`): nothing to collate.
+  static constexpr bool kWholeBatches = kFetch == detail::Fetch::WholeBatch;
+  /// What `Dataset::get` returns (or an element of the list `get_batch` returns); for a data
+  /// set whose `get_batch` makes whole batches, that batch; for an iterable data set, what
+  /// the optional returned by its `next()` holds.
   using ExampleType = typename detail::ExampleOf<Dataset>::type;
-  /// How examples are collated.
+  /// How examples are collated (and batches placed).
   using CollateType = Collate<ExampleType>;
+  static_assert(kWholeBatches || detail::HasCollate<CollateType, ExampleType>::value ||
+                    std::is_void_v<ExampleType>,
+                "accelerate: DataLoader: no collation for this example type; specialise "
+                "accelerate::Collate<T> with `static Batch collate(std::vector<T>)`");
   /// What the loader yields.
-  using BatchType = decltype(CollateType::collate(std::declval<std::vector<ExampleType>>()));
+  using BatchType = typename detail::BatchOf<CollateType, ExampleType, kWholeBatches>::type;
 
   class iterator;
 
@@ -886,7 +995,7 @@ class DataLoader : public DataLoaderBase {
     std::shared_ptr<void> next() override {
       std::optional<std::vector<ExampleType>> examples = batcher_.next();
       if (!examples) return nullptr;
-      auto batch = std::make_shared<BatchType>(CollateType::collate(std::move(*examples)));
+      auto batch = std::make_shared<BatchType>(collate(std::move(*examples)));
       if constexpr (detail::HasPinMemory<CollateType, BatchType>::value) {
         if (pin_) *batch = CollateType::pin_memory(std::move(*batch));
       }
@@ -915,30 +1024,50 @@ class DataLoader : public DataLoaderBase {
     detail::StreamBatcher<ExampleType> batcher_;
   };
 
+  // Collates examples (with no collation, the static_assert above has spoken: the list).
+  static BatchType collate(std::vector<ExampleType> examples) {
+    if constexpr (detail::HasCollate<CollateType, ExampleType>::value)
+      return CollateType::collate(std::move(examples));
+    else
+      return examples;
+  }
+
+  // The samples `indices`, loaded and collated; any thread.
+  static BatchType fetch(Dataset& dataset, const std::vector<int64_t>& indices) {
+    if constexpr (detail::HasGetItems<Dataset, BatchType>::value ||
+                  kFetch == detail::Fetch::ExampleList || kWholeBatches) {
+      const char* call = detail::HasGetItems<Dataset, BatchType>::value ? "get_items" : "get_batch";
+      try {
+        if constexpr (detail::HasGetItems<Dataset, BatchType>::value) {
+          return dataset.get_items(indices);
+        } else {
+          // torch::data's batch request: the indices as size_t.
+          const std::vector<size_t> request(indices.begin(), indices.end());
+          if constexpr (kWholeBatches)
+            return dataset.get_batch(c10::ArrayRef<size_t>(request));
+          else
+            return collate(dataset.get_batch(c10::ArrayRef<size_t>(request)));
+        }
+      } catch (...) {
+        std::throw_with_nested(std::runtime_error(detail::get_items_failed_message(indices, call)));
+      }
+    } else {
+      std::vector<ExampleType> examples;
+      examples.reserve(indices.size());
+      for (int64_t index : indices) {
+        try {
+          examples.push_back(dataset.get(static_cast<size_t>(index)));
+        } catch (...) {
+          std::throw_with_nested(std::runtime_error(detail::get_failed_message(index)));
+        }
+      }
+      return collate(std::move(examples));
+    }
+  }
+
   // Loads, collates and pins the samples `indices`; any thread.
   static BatchType load_batch(Dataset& dataset, const std::vector<int64_t>& indices, bool pin) {
-    if constexpr (detail::HasGetItems<Dataset, BatchType>::value) {
-      std::optional<BatchType> batch;
-      try {
-        batch.emplace(dataset.get_items(indices));
-      } catch (...) {
-        std::throw_with_nested(std::runtime_error(detail::get_items_failed_message(indices)));
-      }
-      if constexpr (detail::HasPinMemory<CollateType, BatchType>::value) {
-        if (pin) *batch = CollateType::pin_memory(std::move(*batch));
-      }
-      return std::move(*batch);
-    }
-    std::vector<ExampleType> examples;
-    examples.reserve(indices.size());
-    for (int64_t index : indices) {
-      try {
-        examples.push_back(dataset.get(static_cast<size_t>(index)));
-      } catch (...) {
-        std::throw_with_nested(std::runtime_error(detail::get_failed_message(index)));
-      }
-    }
-    BatchType batch = CollateType::collate(std::move(examples));
+    BatchType batch = fetch(dataset, indices);
     if constexpr (detail::HasPinMemory<CollateType, BatchType>::value) {
       if (pin) batch = CollateType::pin_memory(std::move(batch));
     }

@@ -23,6 +23,7 @@
 
 #include <memory>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "accelerate/gradient_state.h"
@@ -36,6 +37,16 @@ namespace accelerate {
 size_t move_optimizer_state_to(torch::optim::Optimizer& optimizer, const c10::Device& device);
 
 /// An optimizer that steps only when the shared `GradientState` synchronises gradients.
+///
+/// It is not a `torch::optim::Optimizer`, as Accelerate's wrapper is in Python: LibTorch's
+/// `Optimizer` keeps `param_groups()`, `state()` and `zero_grad()` non-virtual over its own
+/// members, so a subclass could only copy the wrapped optimizer's learning rates and state
+/// (a scheduler would then change one copy, and `zero_grad()` would clear gradients in the
+/// middle of an accumulation window). A function that takes `torch::optim::Optimizer&`
+/// should take `accelerate::AcceleratedOptimizer&` instead (or be a template), which has the
+/// same `step()`, `zero_grad()` and `param_groups()`; `*opt->optimizer()` is the wrapped
+/// optimizer, which steps on every call (no accumulation, no fp16 skipping). Passing the
+/// wrapper where a `torch::optim::Optimizer&` is expected is one compile error saying so.
 class AcceleratedOptimizer {
  public:
   /// Wraps `optimizer` and moves its existing state to `device` (see
@@ -92,6 +103,19 @@ class AcceleratedOptimizer {
   const std::shared_ptr<GradientState>& gradient_state() const { return gradient_state_; }
   /// The device the optimizer's state was placed on.
   const c10::Device& device() const { return device_; }
+
+  /// Refuses, with one error, to be bound to a `torch::optim::Optimizer&` (see the class).
+  template <typename T, typename = std::enable_if_t<
+                            std::is_same_v<std::remove_cv_t<T>, torch::optim::Optimizer>>>
+  operator T&() const {  // NOLINT(google-explicit-constructor)
+    static_assert(!std::is_same_v<T, T>,
+                  "accelerate: AcceleratedOptimizer is not a torch::optim::Optimizer (LibTorch's "
+                  "param_groups(), state() and zero_grad() are not virtual): take "
+                  "accelerate::AcceleratedOptimizer& in your function, or pass "
+                  "*opt->optimizer(), the wrapped optimizer (it then steps on every call: no "
+                  "gradient accumulation, no fp16 skipping)");
+    return *optimizer_;
+  }
 
  private:
   std::shared_ptr<torch::optim::Optimizer> optimizer_;
