@@ -2,7 +2,7 @@
 // verifies before it uses a file (Note [checkpoint checksums] in accelerator_checkpoint.cpp).
 //
 // The checksum is XXH3-64 (seed 0), from Debian's libxxhash-dev, compiled into the library
-// (header only, nothing to link): 19 GB/s on one core of the test machine, where zlib's
+// (header only, nothing to link): 21 GB/s on one core of the test machine, where zlib's
 // crc32 gives 4 GB/s and a hardware CRC-32C of one stream 10 GB/s (bench/RESULTS.md). A
 // digest is written as `xxhsum -H3` prints it: 16 lowercase hexadecimal digits.
 //
