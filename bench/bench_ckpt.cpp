@@ -1,6 +1,7 @@
 // bench_ckpt: checkpoint I/O of accelerate-cpp (save_model_files -> model.safetensors,
 // load_checkpoint_in_model) against plain POSIX I/O of the same bytes (write() of each
-// parameter's memory into one file; read() of the file straight into the parameters).
+// parameter's memory into one file; read() of the file straight into the parameters); and,
+// with --mode state, what the checksums cost save_state and load_state.
 //
 //   bench_ckpt --dir DIR [--tensors 16 --rows 4096 --cols 4096 --reps 5]
 //
@@ -16,6 +17,21 @@
 // the timing: on this ext4 (mounted with `discard`) deleting a 1 GB file makes the next
 // journal commit discard its blocks, and a write that waits for that commit would be
 // charged for the deletion.
+//
+//   bench_ckpt --mode state --dir DIR [--tensors 16 --rows 2048 --cols 2048 --reps 5]
+//
+// Accelerator::save_state / load_state of a model (default 16 x 2048 x 2048 float32 = 268 MB)
+// with Adam's state (optimizer.bin, twice that), with the checksums (ProjectConfiguration's
+// default) against without (`checksums(false)`: nothing recorded, nothing verified), paired and
+// alternating as above: save (every file fsync'ed, as save_state always does), load_warm (the
+// folder in the page cache), load_cold (its pages dropped first).
+//
+//   bench_ckpt --mode hash [--mib 256 --reps 5]
+//
+// Why XXH3-64: GB/s of one core over a buffer in memory, median of the repetitions, for the
+// library's checksum (src/checksum.h) against zlib's crc32, a hardware CRC-32C of one stream
+// (SSE4.2, x86-64 only) and memcpy.
+#include <accelerate/accelerate.h>
 #include <accelerate/checkpoint.h>
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -28,12 +44,21 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <map>
+#include <memory>
 #include <stdexcept>
 #include <string>
+#include <tuple>
 #include <vector>
 
+#include "checksum.h"
 #include "common.h"
+
+#include <zlib.h>
+#if defined(__x86_64__)
+#include <nmmintrin.h>
+#endif
 
 namespace fs = std::filesystem;
 
@@ -119,10 +144,191 @@ void raw_load(Big& m, const std::string& path) {
   ::close(fd);
 }
 
+void syncfs_of(const std::string& dir) {
+  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY);
+  check(fd >= 0, "open " + dir);
+  check(::syncfs(fd) == 0, "syncfs " + dir);
+  ::close(fd);
+}
+
+// One Accelerator with a model and an Adam optimizer that has state for every parameter.
+struct StateJob {
+  std::unique_ptr<accelerate::Accelerator> accelerator;
+  std::shared_ptr<Big> model;
+  std::shared_ptr<accelerate::AcceleratedOptimizer> optimizer;
+
+  StateJob(bool checksums, const Big& init, int64_t n, int64_t rows, int64_t cols) {
+    accelerator = std::make_unique<accelerate::Accelerator>(
+        accelerate::AcceleratorOptions().cpu(true).environment({}).project_config(
+            accelerate::ProjectConfiguration().checksums(checksums)));
+    model = std::make_shared<Big>(n, rows, cols);
+    {
+      torch::NoGradGuard no_grad;
+      for (size_t i = 0; i < model->ws.size(); ++i) {
+        model->ws[i].copy_(init.ws[i]);
+        model->ws[i].set_requires_grad(true);
+      }
+    }
+    auto adam = std::make_shared<torch::optim::Adam>(model->parameters());
+    std::tie(model, optimizer) = accelerator->prepare(model, adam);
+    for (auto& w : model->ws) w.mutable_grad() = torch::full_like(w, 1e-3);
+    optimizer->step();  // exp_avg and exp_avg_sq for every parameter
+    for (const auto& w : model->ws) saved.push_back(w.detach().clone());
+  }
+  bool restored() const {
+    for (size_t i = 0; i < saved.size(); ++i)
+      if (!torch::equal(model->ws[i].detach(), saved[i])) return false;
+    return true;
+  }
+  std::vector<at::Tensor> saved;  // the weights save_state writes
+};
+
+int bench_state(const bench::Args& args) {
+  const std::string dir = args.str("dir", "bench/out/ckpt_state");
+  const int64_t n = args.num("tensors", 16), rows = args.num("rows", 2048),
+                cols = args.num("cols", 2048);
+  const int reps = static_cast<int>(args.num("reps", 5));
+  at::set_num_threads(1);
+  fs::create_directories(dir);
+  Big init(n, rows, cols);
+  for (auto& w : init.ws) w.uniform_(-1, 1);
+  StateJob on(true, init, n, rows, cols), off(false, init, n, rows, cols);
+  const std::string on_dir = dir + "/on", off_dir = dir + "/off";
+  const double model_bytes = static_cast<double>(n * rows * cols) * 4.0;
+
+  std::map<std::string, std::vector<double>> t;
+  auto timed = [&](const std::string& key, auto&& fn) {
+    bench::Timer timer;
+    fn();
+    t[key].push_back(timer.seconds());
+  };
+  auto folder_bytes = [](const std::string& folder) {
+    double bytes = 0;
+    for (const auto& e : fs::directory_iterator(folder))
+      bytes += static_cast<double>(e.file_size());
+    return bytes;
+  };
+  auto evict_folder = [&](const std::string& folder) {
+    double worst = 0;
+    for (const auto& e : fs::directory_iterator(folder)) {
+      evict(e.path().string());
+      if (e.file_size() > 0) worst = std::max(worst, resident(e.path().string()));
+    }
+    return worst;
+  };
+  double on_bytes = 0, min_resident_cold = 0;
+  for (int r = 0; r < reps + 1; ++r) {  // repetition 0 is a warm-up
+    const bool on_first = r % 2 == 0;
+    for (int k = 0; k < 2; ++k) {
+      const bool with = (k == 0) == on_first;
+      StateJob& job = with ? on : off;
+      const std::string& folder = with ? on_dir : off_dir;
+      fs::remove_all(folder);
+      syncfs_of(dir);
+      timed(with ? "save_on" : "save_off", [&] { job.accelerator->save_state(folder); });
+    }
+    on_bytes = folder_bytes(on_dir);
+    for (const char* kind : {"load_warm", "load_cold"}) {
+      const bool cold = std::string(kind) == "load_cold";
+      for (int k = 0; k < 2; ++k) {
+        const bool with = (k == 0) == on_first;
+        StateJob& job = with ? on : off;
+        const std::string& folder = with ? on_dir : off_dir;
+        if (cold)
+          min_resident_cold = std::max(min_resident_cold, evict_folder(folder));
+        else
+          job.accelerator->load_state(folder);  // into the page cache
+        for (auto& w : job.model->ws) {
+          torch::NoGradGuard no_grad;
+          w.zero_();
+        }
+        timed(std::string(kind) + (with ? "_on" : "_off"),
+              [&] { job.accelerator->load_state(folder); });
+      }
+    }
+    if (r == 0) t.clear();
+  }
+  const bool same = on.restored() && off.restored();
+  fs::remove_all(dir);
+
+  std::printf(
+      "RESULT {\"bench\": \"ckpt_state\", \"model_bytes\": %.0f, \"folder_bytes\": %.0f, "
+      "\"reps\": %d, \"verified\": %s, \"resident_before_cold\": %.3f",
+      model_bytes, on_bytes, reps, same ? "true" : "false", min_resident_cold);
+  for (const char* op : {"save", "load_warm", "load_cold"}) {
+    const auto& with = t[std::string(op) + "_on"];
+    const auto& without = t[std::string(op) + "_off"];
+    std::vector<double> ratios;  // paired: time with checksums / time without
+    for (size_t i = 0; i < with.size() && i < without.size(); ++i)
+      ratios.push_back(with[i] / without[i]);
+    std::printf(", \"%s_on_s\": %.4f, \"%s_off_s\": %.4f, \"%s_ratio\": %.3f", op,
+                bench::median(with), op, bench::median(without), op, bench::median(ratios));
+  }
+  std::printf("}\n");
+  return same ? 0 : 1;
+}
+
+#if defined(__x86_64__)
+__attribute__((target("sse4.2"))) uint32_t crc32c_sse42(const unsigned char* p, size_t n) {
+  uint64_t crc = 0xffffffffu;
+  for (; n >= 8; p += 8, n -= 8) {
+    uint64_t word;
+    std::memcpy(&word, p, 8);
+    crc = _mm_crc32_u64(crc, word);
+  }
+  for (; n > 0; ++p, --n) crc = _mm_crc32_u8(static_cast<uint32_t>(crc), *p);
+  return static_cast<uint32_t>(crc) ^ 0xffffffffu;
+}
+#endif
+
+int bench_hash(const bench::Args& args) {
+  const size_t bytes = static_cast<size_t>(args.num("mib", 256)) << 20;
+  const int reps = static_cast<int>(args.num("reps", 5));
+  std::vector<unsigned char> buffer(bytes), copy(bytes);
+  for (size_t i = 0; i < bytes; ++i)
+    buffer[i] = static_cast<unsigned char>((i * 2654435761u) >> 13);
+  std::vector<std::pair<std::string, std::function<uint64_t()>>> variants = {
+    {"memcpy",
+     [&] {
+       std::memcpy(copy.data(), buffer.data(), bytes);
+       return uint64_t{copy[bytes / 2]};
+     }},
+    {"xxh3_64", [&] { return accelerate::detail::checksum_of(buffer.data(), bytes); }},
+    {"zlib_crc32",
+     [&] {
+       uLong crc = crc32(0L, Z_NULL, 0);
+       for (size_t at = 0; at < bytes; at += 1 << 30)
+         crc = crc32(crc, buffer.data() + at,
+                     static_cast<uInt>(std::min<size_t>(1 << 30, bytes - at)));
+       return uint64_t{crc};
+     }},
+#if defined(__x86_64__)
+    {"crc32c_sse42", [&] { return uint64_t{crc32c_sse42(buffer.data(), bytes)}; }},
+#endif
+  };
+  std::printf("RESULT {\"bench\": \"hash\", \"bytes\": %zu, \"reps\": %d", bytes, reps);
+  for (auto& [name, fn] : variants) {
+    std::vector<double> seconds;
+    uint64_t sink = 0;
+    for (int r = 0; r < reps + 1; ++r) {
+      bench::Timer timer;
+      sink += fn();
+      if (r > 0) seconds.push_back(timer.seconds());
+    }
+    std::printf(", \"%s_GBps\": %.2f", name.c_str(),
+                static_cast<double>(bytes) / bench::median(seconds) / 1e9);
+    if (sink == 42) std::printf(" ");  // keeps the results alive
+  }
+  std::printf("}\n");
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   bench::Args args(argc, argv);
+  if (args.str("mode", "model") == "state") return bench_state(args);
+  if (args.str("mode", "model") == "hash") return bench_hash(args);
   const std::string dir = args.str("dir", "bench/out/ckpt");
   const int64_t n = args.num("tensors", 16), rows = args.num("rows", 4096),
                 cols = args.num("cols", 4096);

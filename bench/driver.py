@@ -449,6 +449,22 @@ class Runner:
             self.row("ckpt", f"{what}, {gb:.2f} GB: GB/s plain I/O vs safetensors",
                      r[f"{op}_raw_GBps"], r[f"{op}_lib_GBps"], r[f"{op}_ratio"], 0.8,
                      f"GB/s; foreign CPU {run['foreign']:.2f}")
+        # save_state / load_state with checksums (the default) against checksums(false).
+        cmd = [os.path.join(self.bin, "bench_ckpt"), "--mode", "state", "--dir",
+               out_dir + "_state", "--reps", str(reps)]
+        if self.args.quick:
+            cmd += ["--tensors", "4"]
+        self.wait_quiet("ckpt-state")
+        run = self.run(cmd, {"OMP_NUM_THREADS": "1"})
+        r = run["results"][0]
+        self.raw["ckpt_state"] = r
+        size = f"model {r['model_bytes'] / 1e6:.0f} MB + Adam, folder {r['folder_bytes'] / 1e6:.0f} MB"
+        for op, what in (("save", "save_state (files fsync'ed)"),
+                         ("load_warm", "load_state, folder in page cache"),
+                         ("load_cold", "load_state, page cache dropped")):
+            self.row("ckpt", f"{what}, {size}: s without vs with checksums (ratio = time with / "
+                     "without)", r[f"{op}_off_s"], r[f"{op}_on_s"], r[f"{op}_ratio"], None,
+                     f"seconds; foreign CPU {run['foreign']:.2f}")
 
     # ---------------------------------------------------------------------------------------
     def allreduce(self):

@@ -10,6 +10,7 @@ packages=(
   libtorch-dev libgloo-dev           # LibTorch 1.13 with c10d (Gloo, TCPStore, DDP reducer)
   libopenblas0-openmp                # fast float32 BLAS for LibTorch (see bench/RESULTS.md)
   nlohmann-json3-dev                 # JSON: object collectives, checkpoint metadata
+  libxxhash-dev                      # XXH3: the checksums of checkpoint files (header only)
   libcli11-dev                       # the accelerate-cpp command line
   libspdlog-dev libfmt-dev           # get_logger: process-aware logging
   libyaml-cpp-dev                    # hparams.yml of the TensorBoard tracker; accelerate-cpp config

@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -20,10 +21,21 @@ FileError failure(const std::string& api, const char* step, const std::string& p
   return FileError("accelerate: " + api + ": cannot " + step + " " + path + ": " +
                    std::strerror(error));
 }
+thread_local ChecksumRecorder* current_recorder = nullptr;
 }  // namespace
 
-SyncedFile::SyncedFile(std::string path, std::string api)
-    : path_(std::move(path)), api_(std::move(api)) {
+ChecksumRecorder::ChecksumRecorder() : outer_(current_recorder) { current_recorder = this; }
+
+ChecksumRecorder::~ChecksumRecorder() { current_recorder = outer_; }
+
+ChecksumRecorder* ChecksumRecorder::current() { return current_recorder; }
+
+SyncedFile::SyncedFile(std::string path, std::string api, std::string record_as)
+    : path_(std::move(path)),
+      api_(std::move(api)),
+      record_as_(std::move(record_as)),
+      recorder_(ChecksumRecorder::current()) {
+  if (recorder_) checksum_ = std::make_unique<Checksum>();
   fd_ = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd_ < 0) fail("create");
 }
@@ -41,6 +53,21 @@ void SyncedFile::fail(const char* step) {
 
 void SyncedFile::write(const void* data, std::size_t n) {
   const char* bytes = static_cast<const char*>(data);
+  if (!checksum_) return write_all(bytes, n);
+  // In pieces that stay in the core's cache between the checksum and the copy into the page
+  // cache, so that the bytes come from memory once.
+  constexpr std::size_t kPiece = 256 << 10;
+  while (n > 0) {
+    const std::size_t piece = std::min(n, kPiece);
+    checksum_->update(bytes, piece);
+    write_all(bytes, piece);
+    size_ += piece;
+    bytes += piece;
+    n -= piece;
+  }
+}
+
+void SyncedFile::write_all(const char* bytes, std::size_t n) {
   while (n > 0) {
     const ssize_t written = ::write(fd_, bytes, n);
     if (written < 0 && errno == EINTR) continue;
@@ -58,10 +85,12 @@ void SyncedFile::close() {
   const int fd = fd_;
   fd_ = -1;
   if (::close(fd) != 0) throw failure(api_, "close", path_, errno);
+  if (recorder_)
+    recorder_->record(record_as_.empty() ? path_ : record_as_, {size_, checksum_->digest()});
 }
 
 AtomicFile::AtomicFile(const std::string& path, const std::string& api)
-    : path_(path), api_(api), file_(path + ".tmp", api) {}
+    : path_(path), api_(api), file_(path + ".tmp", api, path) {}
 
 AtomicFile::~AtomicFile() {
   if (!committed_) std::remove(file_.path().c_str());

@@ -7,19 +7,55 @@
 // read-only folder) is an accelerate::FileError
 //   "accelerate: <api>: cannot <write|create|flush|rename> <path>: <the system's reason>"
 // and the temporary file is removed; nothing here can end the process.
+//
+// While a ChecksumRecorder lives on a thread, every SyncedFile (and AtomicFile) that thread
+// completes is recorded in it with its size and checksum (checksum.h), computed from the bytes
+// on their way to the disk: save_state records its files so, without reading them back.
 #pragma once
 
 #include <cstddef>
+#include <map>
+#include <memory>
 #include <string>
 #include <string_view>
 
+#include "checksum.h"
+
 namespace accelerate::detail {
+
+/// Records the size and checksum of every SyncedFile / AtomicFile completed on this thread
+/// while it lives (a scope, as LibTorch's NoGradGuard; nested ones restore the outer one).
+///
+/// Example:
+///   ChecksumRecorder recorder;
+///   write_file_synced("ckpt.tmp/a.json", "{}", "save_state");
+///   recorder.files().at("ckpt.tmp/a.json").size;   // 2
+class ChecksumRecorder {
+ public:
+  ChecksumRecorder();
+  ~ChecksumRecorder();
+  ChecksumRecorder(const ChecksumRecorder&) = delete;
+  ChecksumRecorder& operator=(const ChecksumRecorder&) = delete;
+
+  /// The files completed so far, by the path they were written under (an AtomicFile: its
+  /// final path).
+  const std::map<std::string, FileChecksum>& files() const { return files_; }
+  /// This thread's innermost recorder, or nullptr.
+  static ChecksumRecorder* current();
+  /// Records `path` (what a completed SyncedFile calls).
+  void record(const std::string& path, const FileChecksum& checksum) { files_[path] = checksum; }
+
+ private:
+  std::map<std::string, FileChecksum> files_;
+  ChecksumRecorder* outer_;
+};
 
 /// A file written from the start and flushed to the disk by close().
 class SyncedFile {
  public:
-  /// Creates (or truncates) `path`; `api` names the caller in errors ("save_state").
-  SyncedFile(std::string path, std::string api);
+  /// Creates (or truncates) `path`; `api` names the caller in errors ("save_state");
+  /// `record_as` is the name a ChecksumRecorder records it under (default: `path`).
+  SyncedFile(std::string path, std::string api, std::string record_as = {});
   /// Closes without flushing if close() was not called (after an error).
   ~SyncedFile();
   SyncedFile(const SyncedFile&) = delete;
@@ -34,9 +70,13 @@ class SyncedFile {
 
  private:
   [[noreturn]] void fail(const char* step);
+  void write_all(const char* bytes, std::size_t n);
 
-  std::string path_, api_;
+  std::string path_, api_, record_as_;
   int fd_ = -1;
+  ChecksumRecorder* recorder_;          // this thread's when the file was created
+  std::unique_ptr<Checksum> checksum_;  // only with a recorder
+  uint64_t size_ = 0;
 };
 
 /// A file that replaces `path` only once it is completely on the disk.

@@ -7,9 +7,17 @@
 #include <sys/resource.h>
 #include <torch/torch.h>
 
+#include <nlohmann/json.hpp>
+
+// An independent XXH3-64 (one call over a whole file) for the recorded checksums.
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+
 #include <csignal>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iterator>
 
 #include "temp_dir.h"
@@ -280,6 +288,32 @@ TEST(SaveState, AWriteErrorIsAnExceptionAndThePreviousCheckpointSurvives) {
   EXPECT_TRUE(m->fc->weight.equal(saved_weight));
 }
 
+namespace {
+
+std::string read_bytes(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+void write_bytes(const fs::path& path, const std::string& bytes) {
+  std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes;
+}
+
+nlohmann::json read_state(const fs::path& dir) {
+  return nlohmann::json::parse(read_bytes(dir / "accelerator_state.json"));
+}
+
+// Makes `state_file` what save_state wrote before it recorded checksums: the same without the
+// "checksums" key. False when there was none.
+bool strip_checksums(const fs::path& state_file) {
+  nlohmann::json state = nlohmann::json::parse(read_bytes(state_file));
+  if (state.erase("checksums") != 1) return false;
+  write_bytes(state_file, state.dump(2) + "\n");
+  return true;
+}
+
+}  // namespace
+
 // Damaged state files: the error names the file and the key.
 TEST(LoadState, DamagedStateFilesNameTheFileAndTheKey) {
   const acc::testing::TempDir temp;
@@ -309,8 +343,13 @@ TEST(LoadState, DamagedStateFilesNameTheFileAndTheKey) {
   EXPECT_NE(m.find("\"step\""), std::string::npos) << m;
   std::ofstream(state_file) << text;  // repaired
 
+  // A random-state file that is not an archive: refused by its checksum first; in a folder
+  // without checksums (written before them), by the reader, naming the file.
   const fs::path rng = dir / "ckpt" / "random_states_0.pt";
   std::ofstream(rng, std::ios::binary | std::ios::trunc) << "not a torch archive";
+  m = message();
+  EXPECT_NE(m.find(rng.string() + " is damaged"), std::string::npos) << m;
+  ASSERT_TRUE(strip_checksums(state_file));
   m = message();
   EXPECT_NE(m.find(rng.string()), std::string::npos) << m;
   EXPECT_NE(m.find("random state"), std::string::npos) << m;
@@ -507,6 +546,17 @@ TEST(SaveOnEachNode, EveryMachineWritesItsOwnCopy) {
       for (int r = 2 * m; r < 2 * m + 2 && each; ++r)
         EXPECT_TRUE(fs::exists(machine / "ckpt" / ("random_states_" + std::to_string(r) + ".pt")));
       EXPECT_FALSE(fs::exists(machine / "ckpt.tmp")) << machine;
+      if (!each) continue;
+      // Each machine's folder records the checksums of the files in it: its own processes'
+      // random states, not the other machine's.
+      std::vector<std::string> recorded;
+      const nlohmann::json state = read_state(machine / "ckpt");
+      for (const auto& item : state.at("checksums").items()) recorded.push_back(item.key());
+      const std::string first = "random_states_" + std::to_string(2 * m) + ".pt",
+                        second = "random_states_" + std::to_string(2 * m + 1) + ".pt";
+      EXPECT_EQ(recorded, (std::vector<std::string>{"custom_checkpoint_0.bin", "model.safetensors",
+                                                    first, second}))
+          << machine;
     }
   }
 }
@@ -537,6 +587,238 @@ TEST(SaveOnEachNode, ASharedFolderGetsOneCompleteCheckpoint) {
   EXPECT_EQ(names, (std::vector<std::string>{"accelerator_state.json", "custom_checkpoint_0.bin",
                                              "random_states_0.pt", "random_states_1.pt",
                                              "random_states_2.pt", "random_states_3.pt"}));
+  std::vector<std::string> recorded{"accelerator_state.json"};  // every file but itself
+  const nlohmann::json state = read_state(ckpt);
+  for (const auto& item : state.at("checksums").items()) recorded.push_back(item.key());
+  EXPECT_EQ(recorded, names);
   EXPECT_FALSE(fs::exists(ckpt.string() + ".tmp"));
   EXPECT_TRUE(fs::exists(temp.path() / "shared_model" / "model.safetensors"));
+}
+
+// ---- checksums (Note [checkpoint checksums] in accelerator_checkpoint.cpp) ----
+
+namespace {
+
+std::string xxh3_hex(const std::string& bytes) {
+  char text[17];
+  std::snprintf(text, sizeof text, "%016llx",
+                static_cast<unsigned long long>(XXH3_64bits(bytes.data(), bytes.size())));
+  return text;
+}
+
+// A model, an Adam optimizer with state, a scheduler, a loader and a registered object: every
+// kind of file of a checkpoint folder.
+struct Job {
+  std::shared_ptr<Wide> model;
+  std::shared_ptr<acc::AcceleratedOptimizer> optimizer;
+  std::shared_ptr<Counter> counter = std::make_shared<Counter>();
+  std::shared_ptr<acc::AcceleratedScheduler> scheduler;
+
+  explicit Job(acc::Accelerator& a) {
+    auto net = std::make_shared<Wide>();
+    auto adam = std::make_shared<torch::optim::Adam>(net->parameters());
+    auto schedule = acc::get_linear_schedule_with_warmup(adam, 1, 10);
+    acc::DataLoader<Indexed> loader(Indexed(), acc::DataLoaderOptions().batch_size(2));
+    auto [m, opt, dl, sched] = a.prepare(net, adam, loader, schedule);
+    model = m;
+    optimizer = opt;
+    scheduler = sched;
+    a.register_for_checkpointing(counter);
+    a.backward(model->fc->forward(torch::ones({2, 100})).sum());
+    optimizer->step();
+    scheduler->step();
+    counter->value = 42;
+  }
+  void disturb() {
+    torch::NoGradGuard no_grad;
+    model->fc->weight.fill_(5.0);
+    counter->value = -1;
+  }
+  bool disturbed() const {
+    return model->fc->weight.detach().eq(5.0).all().item<bool>() && counter->value == -1;
+  }
+};
+
+// One way to damage a checkpoint folder: what to do to which file.
+struct Damage {
+  std::string name, file;
+  std::function<void(const fs::path&)> apply;
+};
+
+std::vector<Damage> damages() {
+  auto flip = [](std::function<size_t(const std::string&)> offset) {
+    return [offset](const fs::path& path) {
+      std::string bytes = read_bytes(path);
+      bytes[offset(bytes)] ^= 0x10;
+      write_bytes(path, bytes);
+    };
+  };
+  // A byte in the middle of the tensor data, past the header (8 bytes + its length).
+  auto safetensors_data = [](const std::string& bytes) {
+    uint64_t header = 0;
+    std::memcpy(&header, bytes.data(), 8);
+    return static_cast<size_t>(8 + header + (bytes.size() - 8 - header) / 2);
+  };
+  auto middle = [](const std::string& bytes) { return bytes.size() / 2; };
+  return {
+      {"a tensor byte of model.safetensors", "model.safetensors", flip(safetensors_data)},
+      {"a byte in the middle of optimizer.bin", "optimizer.bin", flip(middle)},
+      {"a byte of rank 1's random states", "random_states_1.pt", flip(middle)},
+      {"a byte of rank 0's random states", "random_states_0.pt", flip(middle)},
+      {"optimizer.bin truncated to half", "optimizer.bin",
+       [](const fs::path& path) { fs::resize_file(path, fs::file_size(path) / 2); }},
+      {"custom_checkpoint_0.bin truncated to nothing", "custom_checkpoint_0.bin",
+       [](const fs::path& path) { fs::resize_file(path, 0); }},
+  };
+}
+
+// With n processes (ranks as threads): save, then for each damage, load_state throws on every
+// rank the same FileError naming the file, the recorded checksum and what it got, and loads
+// nothing on any rank; repaired, the folder loads.
+void damaged_files_are_refused(int n) {
+  const acc::testing::TempDir temp;
+  const fs::path dir = temp.path() / "ckpt";
+  run_ranks(n, [&](acc::Accelerator& a) {
+    Job job(a);
+    a.save_state(dir.string());
+    const at::Tensor saved = job.model->fc->weight.detach().clone();
+    const nlohmann::json checksums = read_state(dir).at("checksums");
+    for (const Damage& damage : damages()) {
+      const fs::path file = dir / damage.file;
+      if (!fs::exists(file)) continue;  // random_states_1.pt with one process
+      SCOPED_TRACE(damage.name + " with " + std::to_string(n) + " process(es)");
+      std::string original;
+      if (a.is_main_process()) {
+        original = read_bytes(file);
+        damage.apply(file);
+      }
+      a.wait_for_everyone();
+      job.disturb();
+      std::string message = "no error";
+      try {
+        a.load_state(dir.string());
+      } catch (const acc::FileError& e) {
+        message = e.what();
+      }
+      EXPECT_NE(message.find(file.string() + " is damaged: expected XXH3-64 checksum " +
+                             checksums.at(damage.file).at("xxh3_64").get<std::string>()),
+                std::string::npos)
+          << message;
+      EXPECT_NE(message.find(", got "), std::string::npos) << message;
+      EXPECT_TRUE(job.disturbed()) << "load_state loaded something from a damaged folder";
+      const auto messages = a.gather_object(message);
+      for (const auto& other : messages) EXPECT_EQ(other, message) << "every rank, one error";
+      if (a.is_main_process()) write_bytes(file, original);
+      a.wait_for_everyone();
+    }
+    // A file that save_state recorded but is gone.
+    const fs::path rng = dir / "random_states_0.pt";
+    const std::string rng_bytes = read_bytes(rng);
+    a.wait_for_everyone();
+    if (a.is_main_process()) fs::remove(rng);
+    a.wait_for_everyone();
+    try {
+      a.load_state(dir.string());
+      ADD_FAILURE() << "no error";
+    } catch (const acc::FileError& e) {
+      EXPECT_NE(std::string(e.what()).find(rng.string() + " is missing"), std::string::npos)
+          << e.what();
+    }
+    a.wait_for_everyone();
+    // Repaired: loads.
+    if (a.is_main_process()) write_bytes(rng, rng_bytes);
+    a.wait_for_everyone();
+    job.disturb();
+    a.load_state(dir.string());
+    EXPECT_TRUE(job.model->fc->weight.detach().equal(saved));
+    EXPECT_EQ(job.counter->value, 42);
+  });
+}
+
+}  // namespace
+
+// save_state records the size and XXH3-64 of every file of the folder, each rank's random
+// states too, equal to the file's bytes on disk hashed at once; nothing else is written.
+TEST(Checksums, EveryFileOfEveryRankIsRecordedAsWritten) {
+  const acc::testing::TempDir temp;
+  const fs::path dir = temp.path() / "ckpt", off = temp.path() / "off";
+  run_ranks(2, [&](acc::Accelerator& a) {
+    Job job(a);
+    a.save_state(dir.string());
+  });
+  const nlohmann::json checksums = read_state(dir).at("checksums");
+  std::vector<std::string> files, recorded;
+  for (const auto& entry : fs::directory_iterator(dir))
+    if (entry.path().filename() != "accelerator_state.json")
+      files.push_back(entry.path().filename().string());
+  for (const auto& item : checksums.items()) recorded.push_back(item.key());
+  std::sort(files.begin(), files.end());
+  EXPECT_EQ(recorded, files);
+  EXPECT_EQ(files,
+            (std::vector<std::string>{"custom_checkpoint_0.bin", "data_loader.json",
+                                      "model.safetensors", "optimizer.bin", "random_states_0.pt",
+                                      "random_states_1.pt", "scheduler.json"}));
+  for (const auto& file : files) {
+    const std::string bytes = read_bytes(dir / file);
+    EXPECT_EQ(checksums.at(file).at("size").get<uint64_t>(), bytes.size()) << file;
+    EXPECT_EQ(checksums.at(file).at("xxh3_64").get<std::string>(), xxh3_hex(bytes)) << file;
+  }
+  // Turned off: none recorded.
+  run_ranks(
+      2,
+      [&](acc::Accelerator& a) {
+        Job job(a);
+        a.save_state(off.string());
+      },
+      acc::AcceleratorOptions().project_config(acc::ProjectConfiguration().checksums(false)));
+  EXPECT_FALSE(read_state(off).contains("checksums"));
+  EXPECT_TRUE(read_state(off).contains("objects"));
+}
+
+TEST(Checksums, ADamagedFileIsRefusedWithOneProcess) { damaged_files_are_refused(1); }
+
+TEST(Checksums, ADamagedFileIsRefusedOnEveryRank) { damaged_files_are_refused(2); }
+
+// A folder written before checksums (the same files, no "checksums" key) loads, exactly,
+// unverified: damage then goes unnoticed, as it did before checksums. So does a folder with
+// checksums loaded with ProjectConfiguration().checksums(false).
+TEST(Checksums, AFolderWithoutChecksumsLoadsUnverified) {
+  const acc::testing::TempDir temp;
+  const fs::path dir = temp.path() / "ckpt";
+  at::Tensor saved;
+  run_ranks(2, [&](acc::Accelerator& a) {
+    Job job(a);
+    a.save_state(dir.string());
+    if (a.is_main_process()) saved = job.model->fc->weight.detach().clone();
+  });
+  const std::string intact = read_bytes(dir / "model.safetensors");
+  damages()[0].apply(dir / "model.safetensors");  // a tensor byte
+  // Loads a damaged file without a word, unless the checksums are verified.
+  auto load = [&](const acc::AcceleratorOptions& options, bool expect_intact) {
+    run_ranks(
+        2,
+        [&](acc::Accelerator& a) {
+          Job job(a);
+          job.disturb();
+          a.load_state(dir.string());
+          EXPECT_EQ(job.model->fc->weight.detach().equal(saved), expect_intact);
+          EXPECT_EQ(job.counter->value, 42);
+        },
+        options);
+  };
+  {
+    SCOPED_TRACE("checksums(false)");
+    load(acc::AcceleratorOptions().project_config(acc::ProjectConfiguration().checksums(false)),
+         false);
+  }
+  ASSERT_TRUE(strip_checksums(dir / "accelerator_state.json"));
+  {
+    SCOPED_TRACE("a folder without checksums, damaged");
+    load(acc::AcceleratorOptions(), false);
+  }
+  write_bytes(dir / "model.safetensors", intact);
+  {
+    SCOPED_TRACE("a folder without checksums");
+    load(acc::AcceleratorOptions(), true);
+  }
 }

@@ -79,6 +79,12 @@ struct ProjectConfiguration {
   /// instead of on process 0 only (default false). Where several machines do share the folder,
   /// save_state and save_model still leave one complete copy.
   ACCELERATE_ARG(bool, save_on_each_node) = false;
+  /// save_state records the size and checksum (XXH3-64) of every file it writes, and
+  /// load_state verifies every file it will read against them before it loads anything,
+  /// refusing a damaged file with a FileError that names it, on every process (default true).
+  /// false: save_state records none and load_state verifies none (e.g. to load a folder whose
+  /// files were replaced on purpose). A folder saved without checksums loads unverified.
+  ACCELERATE_ARG(bool, checksums) = true;
 };
 
 /// What `register_save_state_pre_hook` / `register_load_state_pre_hook` return (PyTorch's
@@ -698,11 +704,17 @@ class Accelerator {
   /// step counter and the registered objects. Written to a temporary folder that is renamed
   /// into place, so a crash during a save leaves the previous checkpoint loadable. With
   /// automatic naming (ProjectConfiguration) or no folder, writes the next checkpoint_N, as
-  /// Accelerate. Every save advances the project's iteration. A collective.
+  /// Accelerate. Every save advances the project's iteration. The size and checksum of every
+  /// file, whichever process wrote it, are recorded in the folder's accelerator_state.json
+  /// (ProjectConfiguration::checksums), computed while the file is written. A collective.
   void save_state(const std::string& output_dir = "");
   /// Restores what save_state wrote; with no folder, the newest automatic checkpoint. Prepared
-  /// data loaders then continue from the saved position. Throws std::runtime_error naming
-  /// the file and the problem when the checkpoint does not match what was prepared.
+  /// data loaders then continue from the saved position. Every file this process will read is
+  /// first verified against the checksum save_state recorded (ProjectConfiguration::checksums),
+  /// and nothing is loaded unless every process found its files intact. Throws
+  /// std::runtime_error naming the file and the problem when the checkpoint does not match
+  /// what was prepared, or a file is damaged (expected against got checksum); an error on one
+  /// process is thrown on every process. A collective.
   void load_state(const std::string& input_dir = "");
   /// Adds an object to save_state / load_state. T is a torch::nn::Module (saved as
   /// safetensors), or has `S state_dict() const` and `void load_state_dict(const S&)` for a
@@ -962,8 +974,8 @@ class Accelerator {
   bool checkpoint_writer() const;
   // The prepared models, in the order they were prepared.
   std::vector<std::shared_ptr<torch::nn::Module>> checkpointed_models() const;
-  // save_state's files written by process 0 into `folder` (accelerator_checkpoint.cpp).
-  void save_main_process_files(const std::filesystem::path& folder, int iteration,
+  // save_state's object files, written by process 0 into `folder` (accelerator_checkpoint.cpp).
+  void save_main_process_files(const std::filesystem::path& folder,
                                const std::vector<StateDict>& weights);
   // The sharding of a prepared loader; `generator` is the loader's shuffling generator.
   ShardingOptions sharding_options(const std::optional<at::Generator>& generator);

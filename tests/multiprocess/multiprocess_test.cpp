@@ -4,8 +4,10 @@
 
 #include <chrono>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -340,6 +342,50 @@ TEST(ExactResume, MidEpochResumeIsBitIdentical) {
                             << line << " lines, first at line " << first;
     EXPECT_EQ(got.size(), expected.size());
   }
+}
+
+// A checkpoint of 2 real processes with one byte flipped in a file: load_state fails on both
+// ranks with the error naming the file and its checksums, also when only rank 1 reads that file
+// (its random states), so no rank waits for the other; repaired, the folder resumes.
+TEST(ExactResume, ADamagedCheckpointIsRefusedOnEveryRank) {
+  const TempDir dir;
+  const std::string ckpt = dir.path("ckpt"), resumed = dir.path("resumed");
+  const Outcome part = run(launch(2, RESUME_CHECK, {"part", ckpt}));
+  ASSERT_EQ(part.code(), 0) << part.out;
+  auto read = [](const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  };
+  for (const std::string file : {"random_states_1.pt", "model.safetensors", "optimizer.bin"}) {
+    const std::string path = ckpt + "/" + file, original = read(path);
+    ASSERT_GT(original.size(), 100u) << path;
+    std::string damaged = original;
+    size_t at = damaged.size() / 2;
+    if (file == "model.safetensors") {  // in the tensor data, past the header
+      uint64_t header = 0;
+      std::memcpy(&header, damaged.data(), 8);
+      at = 8 + header + (damaged.size() - 8 - header) / 2;
+    }
+    damaged[at] ^= 0x01;
+    std::ofstream(path, std::ios::binary | std::ios::trunc) << damaged;
+    const Outcome c = run(launch(2, RESUME_CHECK, {"resume", ckpt, resumed}));
+    EXPECT_NE(c.code(), 0) << c.out;
+    for (int rank : {0, 1}) {
+      const std::string prefix = "[rank " + std::to_string(rank) + "] resume_check: rank " +
+                                 std::to_string(rank) + ": accelerate: load_state: ";
+      bool found = false;
+      std::string line;
+      for (std::istringstream in(c.out); std::getline(in, line);)
+        found = found ||
+                (line.rfind(prefix, 0) == 0 &&
+                 line.find(path + " is damaged: expected XXH3-64 checksum ") != std::string::npos &&
+                 line.find(", got ") != std::string::npos);
+      EXPECT_TRUE(found) << file << ": rank " << rank << " did not report it:\n" << c.out;
+    }
+    std::ofstream(path, std::ios::binary | std::ios::trunc) << original;
+  }
+  const Outcome ok = run(launch(2, RESUME_CHECK, {"resume", ckpt, resumed}));
+  EXPECT_EQ(ok.code(), 0) << ok.out;
 }
 
 // A process killed (SIGKILL) in the middle of save_state leaves a loadable, complete

@@ -3,6 +3,7 @@
 //   resume_check full OUT          train 3 epochs, write the final state to OUT
 //   resume_check part DIR          train into epoch 1 (batch 6), save_state(DIR) and stop
 //   resume_check resume DIR OUT    new process: load_state(DIR), finish, write to OUT
+//                                  (a load_state error: "resume_check: rank R: <error>", exit 3)
 //   resume_check save-loop DIR     save_state(DIR) over and over with a large model (killed)
 //   resume_check verify DIR        load_state(DIR) and check it is one complete save
 //
@@ -72,7 +73,17 @@ int train(const std::string& mode, const std::string& dir, const std::string& ou
   auto counter = std::make_shared<Counter>();
   accelerator.register_for_checkpointing(counter);
 
-  if (mode == "resume") accelerator.load_state(dir);
+  if (mode == "resume") {
+    try {
+      accelerator.load_state(dir);
+    } catch (const std::exception& e) {
+      // Printed before the Accelerator's shutdown, which waits for every rank: each rank's
+      // line is out before any rank exits (and the launcher stops the others).
+      std::cerr << "resume_check: rank " << accelerator.process_index() << ": " << e.what()
+                << std::endl;
+      return 3;
+    }
+  }
   for (int64_t epoch = dl->epoch(); epoch < 3; ++epoch) {
     m->train();
     for (auto& batch : *dl) {
