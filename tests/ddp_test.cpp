@@ -30,9 +30,10 @@ struct Net : torch::nn::Module {
 at::Tensor inputs() { return torch::sin(torch::arange(64 * 4, torch::kFloat).reshape({64, 4})); }
 at::Tensor targets() { return torch::cos(torch::arange(64, torch::kFloat)).reshape({64, 1}); }
 
-// A model whose parameters differ per call (as each rank's random init would).
-std::shared_ptr<Net> make_net(int salt) {
-  auto net = std::make_shared<Net>();
+// A model of type M whose parameters differ per salt (as each rank's random init would).
+template <typename M>
+std::shared_ptr<M> make_model(int salt) {
+  auto net = std::make_shared<M>();
   torch::NoGradGuard no_grad;
   int i = 0;
   for (auto& p : net->parameters())
@@ -41,6 +42,7 @@ std::shared_ptr<Net> make_net(int salt) {
             0.5);
   return net;
 }
+std::shared_ptr<Net> make_net(int salt) { return make_model<Net>(salt); }
 
 std::vector<at::Tensor> snapshot(const torch::nn::Module& m) {
   std::vector<at::Tensor> out;
@@ -183,16 +185,7 @@ struct BnNet : torch::nn::Module {
   torch::nn::BatchNorm1d bn1{nullptr};
 };
 
-std::shared_ptr<BnNet> make_bn_net(int salt) {
-  auto net = std::make_shared<BnNet>();
-  torch::NoGradGuard no_grad;
-  int i = 0;
-  for (auto& p : net->parameters())
-    p.copy_(torch::sin(torch::arange(p.numel(), torch::kFloat) + 10.0 * i++ + 100.0 * salt)
-                .reshape(p.sizes()) *
-            0.5);
-  return net;
-}
+std::shared_ptr<BnNet> make_bn_net(int salt) { return make_model<BnNet>(salt); }
 
 std::vector<at::Tensor> buffers_of(const torch::nn::Module& m) {
   std::vector<at::Tensor> out;

@@ -33,15 +33,21 @@ struct Data : torch::data::datasets::Dataset<Data> {
   at::Tensor x, y;
 };
 
+// The initial weights ddp_parity.py gives the same model: parameter k is
+// 0.3 sin(i + 10 k), i = 0, 1, ... over its elements.
+void set_initial_weights(torch::nn::Module& module) {
+  torch::NoGradGuard no_grad;
+  int k = 0;
+  for (auto& p : module.parameters())
+    p.copy_(
+        (torch::sin(torch::arange(p.numel(), torch::kFloat) + 10 * k++) * 0.3).reshape(p.sizes()));
+}
+
 struct Net : torch::nn::Module {
   Net() {
     fc1 = register_module("fc1", torch::nn::Linear(3, 16));
     fc2 = register_module("fc2", torch::nn::Linear(16, 1));
-    torch::NoGradGuard no_grad;
-    int k = 0;
-    for (auto& p : parameters())
-      p.copy_((torch::sin(torch::arange(p.numel(), torch::kFloat) + 10 * k++) * 0.3)
-                  .reshape(p.sizes()));
+    set_initial_weights(*this);
   }
   at::Tensor forward(const at::Tensor& x) { return fc2(torch::tanh(fc1(x))); }
   torch::nn::Linear fc1{nullptr}, fc2{nullptr};
@@ -55,11 +61,7 @@ struct BnNet : torch::nn::Module {
     fc1 = register_module("fc1", torch::nn::Linear(6, 16));
     bn1 = register_module("bn1", torch::nn::BatchNorm1d(16));
     fc2 = register_module("fc2", torch::nn::Linear(16, 1));
-    torch::NoGradGuard no_grad;
-    int k = 0;
-    for (auto& p : parameters())
-      p.copy_((torch::sin(torch::arange(p.numel(), torch::kFloat) + 10 * k++) * 0.3)
-                  .reshape(p.sizes()));
+    set_initial_weights(*this);
   }
   at::Tensor forward(const at::Tensor& x) {
     auto h = torch::relu(bn2(conv(x.view({-1, 1, 1, 3})))).flatten(1);

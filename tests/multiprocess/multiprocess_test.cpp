@@ -40,6 +40,16 @@ std::vector<std::string> launch(int n, const std::string& program,
   return argv;
 }
 
+// The launcher's command line for `program` (its path and arguments) on n processes of one
+// thread each (the parity tests: PyTorch's and ours on the same footing).
+std::vector<std::string> launch_one_thread(int n, const std::vector<std::string>& program) {
+  std::vector<std::string> argv = {
+      LAUNCHER, "launch", "--num_processes", std::to_string(n), "--num_cpu_threads_per_process",
+      "1"};
+  argv.insert(argv.end(), program.begin(), program.end());
+  return argv;
+}
+
 std::string slurp(const std::string& path) {
   std::ifstream in(path);
   std::stringstream ss;
@@ -153,20 +163,13 @@ TEST(PythonParity, SameParametersAsPyTorchDdp) {
   for (int n : {1, 2, 3}) {
     const TempDir dir;
     const std::string py_out = dir.path("py");
-    auto launcher = [&](std::vector<std::string> program) {
-      std::vector<std::string> argv = {
-          LAUNCHER, "launch", "--num_processes", std::to_string(n), "--num_cpu_threads_per_process",
-          "1"};
-      argv.insert(argv.end(), program.begin(), program.end());
-      return argv;
-    };
-    const Outcome py = run(launcher({ACCELERATE_TEST_PYTHON, DDP_PARITY_PY, py_out}));
+    const Outcome py = run(launch_one_thread(n, {ACCELERATE_TEST_PYTHON, DDP_PARITY_PY, py_out}));
     ASSERT_EQ(py.code(), 0) << py.out;
     const auto b = read_values(py_out);
     for (const std::string engine : {"buckets", "reducer"}) {
       if (n == 1 && engine == "reducer") continue;  // no engine with one process
       const std::string cpp_out = dir.path("cpp-" + engine);
-      const Outcome cpp = run(launcher({DDP_PARITY, cpp_out, "8", engine}));
+      const Outcome cpp = run(launch_one_thread(n, {DDP_PARITY, cpp_out, "8", engine}));
       ASSERT_EQ(cpp.code(), 0) << cpp.out;
       const auto a = read_values(cpp_out);
       ASSERT_EQ(a.size(), 3u * 16 + 16 + 16 + 1) << "C++ output of " << n << " processes";
@@ -199,19 +202,9 @@ TEST(PythonParity, CommHooksAndUnevenInputsMatchPyTorchDdp) {
       const std::string what = std::to_string(n) + " processes, hook " + c.hook + ", join " +
                                c.join + ", find_unused " + c.find_unused;
       const TempDir dir;
-      auto launcher = [&](std::vector<std::string> program) {
-        std::vector<std::string> argv = {LAUNCHER,
-                                         "launch",
-                                         "--num_processes",
-                                         std::to_string(n),
-                                         "--num_cpu_threads_per_process",
-                                         "1"};
-        argv.insert(argv.end(), program.begin(), program.end());
-        return argv;
-      };
       const std::string py_out = dir.path("py");
-      const Outcome py = run(launcher({ACCELERATE_TEST_PYTHON, DDP_PARITY_PY, py_out, "8", "-",
-                                       c.hook, c.join, c.find_unused}));
+      const Outcome py = run(launch_one_thread(n, {ACCELERATE_TEST_PYTHON, DDP_PARITY_PY, py_out,
+                                                   "8", "-", c.hook, c.join, c.find_unused}));
       ASSERT_EQ(py.code(), 0) << what << ": " << py.out;
       const auto b = read_values(py_out);
       ASSERT_EQ(b.size(), 3u * 16 + 16 + 16 + 1) << what;
@@ -219,8 +212,8 @@ TEST(PythonParity, CommHooksAndUnevenInputsMatchPyTorchDdp) {
       if (c.reducer) engines.push_back("reducer");
       for (const std::string& engine : engines) {
         const std::string cpp_out = dir.path("cpp-" + engine);
-        const Outcome cpp =
-            run(launcher({DDP_PARITY, cpp_out, "8", engine, c.hook, c.join, c.find_unused}));
+        const Outcome cpp = run(launch_one_thread(
+            n, {DDP_PARITY, cpp_out, "8", engine, c.hook, c.join, c.find_unused}));
         ASSERT_EQ(cpp.code(), 0) << what << ", engine " << engine << ": " << cpp.out;
         const auto a = read_values(cpp_out);
         ASSERT_EQ(a.size(), b.size()) << what;
@@ -249,23 +242,17 @@ TEST(PythonParity, BatchNormMatchesPyTorchDdp) {
                                    {"reducer", "0", "2"},
                                    {"buckets", "1", "1"}};
   for (int n : {2, 3}) {
-    auto launcher = [&](std::vector<std::string> program) {
-      std::vector<std::string> argv = {
-          LAUNCHER, "launch", "--num_processes", std::to_string(n), "--num_cpu_threads_per_process",
-          "1"};
-      argv.insert(argv.end(), program.begin(), program.end());
-      return argv;
-    };
     for (const Case& c : cases) {
       const std::string what = std::to_string(n) + " processes, engine " + c.engine + ", join " +
                                c.join + ", accumulation " + c.accumulation;
       const TempDir dir;
       const std::string py_out = dir.path("py"), cpp_out = dir.path("cpp");
-      const Outcome py = run(launcher({ACCELERATE_TEST_PYTHON, DDP_PARITY_PY, py_out, "8", "-",
-                                       "no", c.join, "0", "bn", c.accumulation}));
+      const Outcome py =
+          run(launch_one_thread(n, {ACCELERATE_TEST_PYTHON, DDP_PARITY_PY, py_out, "8", "-", "no",
+                                    c.join, "0", "bn", c.accumulation}));
       ASSERT_EQ(py.code(), 0) << what << ": " << py.out;
-      const Outcome cpp = run(
-          launcher({DDP_PARITY, cpp_out, "8", c.engine, "no", c.join, "0", "bn", c.accumulation}));
+      const Outcome cpp = run(launch_one_thread(
+          n, {DDP_PARITY, cpp_out, "8", c.engine, "no", c.join, "0", "bn", c.accumulation}));
       ASSERT_EQ(cpp.code(), 0) << what << ": " << cpp.out;
       const auto a = read_values(cpp_out), b = read_values(py_out);
       // Parameters: conv 2 + 2, bn2 2 + 2, fc1 96 + 16, bn1 16 + 16, fc2 16 + 1; buffers: bn2
