@@ -13,7 +13,8 @@ void note_job(int processes, int rank);
 /// The number of processes of the largest job a State of this process joined (1 before any).
 int job_processes();
 /// Prints "accelerate: warning: <message>" on stderr the first time `key` is warned about in
-/// this process, unless the calling thread's State is not process 0 of its job.
+/// this process, unless the calling thread's State (or, from a thread that made none, the
+/// process's last State) is not process 0 of its job.
 void warn_once(const std::string& key, const std::string& message);
 
 }  // namespace accelerate::detail
