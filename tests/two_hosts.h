@@ -38,6 +38,10 @@ class TwoHosts {
       why_not_ = "network namespaces need root";
       return;
     }
+    // Namespaces a killed test process of the same id left behind go first.
+    for (const std::string& ns : namespaces_)
+      run_command(Command({"ip", "netns", "delete", ns}).merge_stderr(true),
+                  std::chrono::seconds(30));
     std::vector<std::vector<std::string>> steps;
     for (const std::string& ns : namespaces_) steps.push_back({"ip", "netns", "add", ns});
     const int links = second_link ? 2 : 1;
