@@ -305,9 +305,11 @@ void publish_join_failure(c10d::Store& store, const LaunchInfo& info, const std:
       store.add(kJoinLeftKey, 1);
       return;
     }
+    // Until as many have left as others arrived (process 0 may have failed before it did).
+    const int64_t self = store.check({kArrivedKey + std::string("0")}) ? 1 : 0;
     const auto until = Clock::now() + std::chrono::seconds(2);
     while (Clock::now() < until &&
-           store.add(kJoinLeftKey, 0) < store.add("accelerate/arrivals", 0) - 1)
+           store.add(kJoinLeftKey, 0) < store.add("accelerate/arrivals", 0) - self)
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
   } catch (const std::exception&) {
     // The store is gone already: nobody left to tell.
@@ -561,6 +563,7 @@ State::State(const StateOptions& options) {
   const std::string where =
       options.store() ? "through the given store"
                       : "at " + info_.master_addr + ":" + std::to_string(info_.master_port);
+  bool chose_network = false;
   try {
     // The network Gloo will use, first: a machine that has none says so at once.
     if (backend_ == "gloo") {
@@ -571,6 +574,7 @@ State::State(const StateOptions& options) {
       query.several_machines = info_.local_world_size < info_.world_size;
       comm_->gloo = detail::choose_gloo_network(query);
     }
+    chose_network = true;
     if (options.store()) {
       comm_->given_store = true;
       comm_->store = join_given_store(options.store(), info_.world_size, join_timeout_);
@@ -595,6 +599,15 @@ State::State(const StateOptions& options) {
   } catch (const std::exception& e) {
     std::string why = message_of(e);
     while (!why.empty() && (why.back() == '.' || why.back() == '\n')) why.pop_back();
+    if (!comm_->store && !options.store() && info_.rank != 0 && !chose_network) {
+      // This process has no network for Gloo: tell the others, if process 0's store answers
+      // within a few seconds, so that they stop waiting for it and say why.
+      try {
+        comm_->store =
+            connect_to_store(info_, std::min(deadline, Clock::now() + std::chrono::seconds(3)));
+      } catch (const std::exception&) {
+      }
+    }
     if (comm_->store && !options.store()) {
       // Another process's failure first, if that is what broke this join; then ours for them.
       const std::string first = published_join_failure(*comm_->store);

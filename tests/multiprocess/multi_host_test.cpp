@@ -110,8 +110,8 @@ TEST(TwoHosts, NamesOnLoopbackStillJoin) {
 // With two links between the machines, Gloo follows the route to the main process (eth1)
 // unless GLOO_SOCKET_IFNAME names another interface (eth2), which then carries Gloo's traffic;
 // several interfaces (comma-separated, as PyTorch reads them) give one Gloo device each. A name
-// that a machine does not have fails that machine at once, naming it, and the other within the
-// join timeout, naming the rank that never arrived.
+// that a machine does not have fails that machine at once, naming it, and, told through the
+// store, the other machine too, with that reason.
 TEST(TwoHosts, GlooSocketIfnamePicksTheNamedInterface) {
   MAKE_HOSTS(hosts, /*second_link=*/true);
   JobOptions o;
@@ -155,8 +155,16 @@ TEST(TwoHosts, GlooSocketIfnamePicksTheNamedInterface) {
                        "address on this machine (its interfaces: lo 127.0.0.1, eth1 "
                        "10.231.0.2, eth2 10.232.0.2)"))
       << job.log();
+  // Host b told host a through the store, so host a says why at once.
   EXPECT_NE(job.a.code(), 0) << job.log();
-  EXPECT_TRUE(contains(job.a.out, "rank 1 (machine rank 1) never arrived")) << job.log();
+  EXPECT_TRUE(contains(job.a.out,
+                       "accelerate: State: rank 0 of 2 could not join the process group "
+                       "at 10.231.0.1:29403 (it failed after"))
+      << job.log();
+  EXPECT_TRUE(contains(job.a.out,
+                       "s) (launcher: torchrun): rank 1: GLOO_SOCKET_IFNAME='eth9' names "
+                       "eth9, which has no IPv4 or IPv6 address on this machine"))
+      << job.log();
 }
 
 // `accelerate-cpp env` shows the network the processes of the machine would use, by the
