@@ -22,6 +22,7 @@ packages=(
   dataset-fashion-mnist              # the main example's data set
   python3-torch                      # interoperability tests against Python's PyTorch
   procps                             # pgrep, used by the process tests
+  iproute2                           # ip: network namespaces for the tests of jobs over two machines
   clang libclang-rt-14-dev           # libFuzzer targets run as tests
   ccache                             # compiler cache for rebuilds (scripts/build.sh)
   python3-venv python3-pip           # the virtual environment of the LibTorch 2.x build

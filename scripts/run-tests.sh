@@ -11,8 +11,9 @@ if [ "$torch2" = 1 ]; then bash scripts/install-deps.sh --torch2; else bash scri
 echo "== LibTorch 1.13 (Debian): build"
 bash scripts/build.sh -DACCELERATE_BUILD_TESTS=ON -DACCELERATE_BUILD_EXAMPLES=ON
 echo "== LibTorch 1.13 (Debian): test"
-# Long fuzzing (label fuzz-long) is for `ctest -L fuzz-long`; the fuzz tests here take seconds.
-(cd build && ctest --output-on-failure -j 2 --timeout 900 -LE fuzz-long)
+# Long fuzzing (label fuzz-long) and 200 two-machine jobs (label joins-long) are for
+# `ctest -L fuzz-long` / `ctest -L joins-long`; the fuzz tests here take seconds.
+(cd build && ctest --output-on-failure -j 2 --timeout 900 -LE 'fuzz-long|joins-long')
 echo "== LibTorch 1.13 done after $(( $(date +%s) - start )) s"
 
 if [ "$torch2" = 1 ]; then
@@ -25,6 +26,6 @@ if [ "$torch2" = 1 ]; then
     -DACCELERATE_BUILD_EXAMPLES=ON -DACCELERATE_FUZZ=OFF \
     -DTorch_DIR="$torch_dir/share/cmake/Torch" -DACCELERATE_TEST_PYTHON="$venv/bin/python"
   echo "== LibTorch 2.13 (PyPI wheel): test"
-  (cd build-torch2 && ctest --output-on-failure -j 2 --timeout 900 -LE fuzz-long)
+  (cd build-torch2 && ctest --output-on-failure -j 2 --timeout 900 -LE 'fuzz-long|joins-long')
   echo "== LibTorch 2.13 done after $(( $(date +%s) - start )) s"
 fi

@@ -26,6 +26,7 @@ namespace accelerate {
 StateOptions AcceleratorOptions::state_options() const {
   StateOptions options;
   if (timeout_) options.timeout(*timeout_);
+  if (join_timeout_) options.join_timeout(*join_timeout_);
   if (cpu_) options.cpu(*cpu_);
   if (mixed_precision_) options.mixed_precision(*mixed_precision_);
   if (environment_) options.environment(*environment_);

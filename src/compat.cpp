@@ -23,15 +23,18 @@ namespace {
 #ifndef ACCELERATE_NO_GLOO
 c10::intrusive_ptr<c10d::ProcessGroupGloo> make_gloo(const c10::intrusive_ptr<c10d::Store>& store,
                                                      int rank, int size,
-                                                     std::chrono::milliseconds timeout) {
+                                                     std::chrono::milliseconds timeout,
+                                                     const GlooEndpoint& endpoint) {
   auto options = c10d::ProcessGroupGloo::Options::create(timeout);
-  // Resolve this host's name to pick the interface, as torch.distributed does; fall back to
-  // loopback for single-machine jobs on hosts whose name does not resolve.
-  try {
-    options->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
-  } catch (const std::exception&) {
-    options->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1"));
-  }
+  // As PyTorch's ProcessGroupGloo: one device per interface of GLOO_SOCKET_IFNAME (two threads
+  // each), else one device; which address it binds to is State's choice (network.h), never
+  // this host name's address by default, which Debian's /etc/hosts puts on loopback.
+  for (const std::string& interface : endpoint.interfaces)
+    options->devices.push_back(c10d::ProcessGroupGloo::createDeviceForInterface(interface));
+  if (options->devices.empty())
+    options->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname(
+        endpoint.address.empty() ? std::string("127.0.0.1") : endpoint.address));
+  options->threads = static_cast<int>(options->devices.size()) * 2;
   return c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, size, options);
 }
 #else
@@ -42,7 +45,8 @@ using GlooGroup = c10d::ProcessGroup;  // 1.13: a backend is a process group
 using GlooGroup = c10d::Backend;
 #endif
 [[noreturn]] c10::intrusive_ptr<GlooGroup> make_gloo(const c10::intrusive_ptr<c10d::Store>&, int,
-                                                     int, std::chrono::milliseconds) {
+                                                     int, std::chrono::milliseconds,
+                                                     const GlooEndpoint&) {
   throw std::runtime_error(
       "accelerate: several CPU processes need the Gloo backend, but this build of accelerate-cpp "
       "had no Gloo headers (the PyTorch wheel and the libtorch archive ship none): install "
@@ -99,9 +103,9 @@ std::unique_ptr<R> construct_reducer(
 
 c10::intrusive_ptr<c10d::ProcessGroup> make_process_group(
     const c10::intrusive_ptr<c10d::Store>& store, int rank, int size,
-    std::chrono::milliseconds timeout, Backend backend) {
+    std::chrono::milliseconds timeout, Backend backend, const GlooEndpoint& gloo_endpoint) {
 #if TORCH_VERSION_MAJOR < 2
-  if (backend == Backend::GLOO) return make_gloo(store, rank, size, timeout);
+  if (backend == Backend::GLOO) return make_gloo(store, rank, size, timeout, gloo_endpoint);
 #ifdef USE_C10D_NCCL
   auto options = c10d::ProcessGroupNCCL::Options::create();
   options->timeout = timeout;
@@ -111,7 +115,7 @@ c10::intrusive_ptr<c10d::ProcessGroup> make_process_group(
   // LibTorch 2.x: a ProcessGroup front with the backend registered for its device type.
   auto group = make_front(store, rank, size, backend == Backend::GLOO ? "gloo" : "nccl", timeout);
   if (backend == Backend::GLOO) {
-    auto gloo = make_gloo(store, rank, size, timeout);
+    auto gloo = make_gloo(store, rank, size, timeout, gloo_endpoint);
     group->setBackend(c10::DeviceType::CPU, c10d::ProcessGroup::BackendType::GLOO, gloo);
     // Gloo also takes CUDA tensors (State's backend("gloo") on GPUs), as LibTorch's own
     // init_process_group("gloo") registers it.

@@ -24,11 +24,19 @@ namespace accelerate::compat {
 /// Which c10d backend to create.
 enum class Backend { GLOO, NCCL };
 
+/// Where the Gloo backend's devices bind (see network.h for how State chooses): one device per
+/// interface when `interfaces` is not empty, else one bound to `address`, else one on
+/// loopback (127.0.0.1: processes of one machine, e.g. tests and benchmarks).
+struct GlooEndpoint {
+  std::vector<std::string> interfaces;
+  std::string address;
+};
+
 /// Creates the process group of `size` processes over `store`, with `timeout` for every
 /// collective. NCCL is only available where LibTorch was built with it (USE_C10D_NCCL).
 c10::intrusive_ptr<c10d::ProcessGroup> make_process_group(
     const c10::intrusive_ptr<c10d::Store>& store, int rank, int size,
-    std::chrono::milliseconds timeout, Backend backend);
+    std::chrono::milliseconds timeout, Backend backend, const GlooEndpoint& gloo = {});
 
 /// Builds c10d's DDP engine over `params` with the given buckets (reversed, as PyTorch's DDP
 /// passes them). The Reducer's constructor differs between LibTorch versions.

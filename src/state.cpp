@@ -3,6 +3,7 @@
 
 #include <ATen/Parallel.h>
 #include <netdb.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -11,7 +12,9 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <exception>
 #include <iostream>
 #include <map>
@@ -23,6 +26,7 @@
 #include "collective_trace.h"
 #include "compat.h"
 #include "errors.h"
+#include "network.h"
 #include "warnings.h"
 
 extern char** environ;
@@ -37,6 +41,7 @@ struct State::Comm {
   c10::intrusive_ptr<c10d::ProcessGroup> group;
   std::unique_ptr<detail::CollectiveTrace> trace;  // stopped before the group and the store
   std::string key;                                 // in the process's registry ("" if not)
+  detail::GlooNetwork gloo;                        // where Gloo binds (backend "gloo" only)
 };
 
 namespace {
@@ -57,6 +62,9 @@ std::map<std::string, std::weak_ptr<void>>& registry() {  // State::Comm is Stat
 }  // namespace
 
 namespace {
+
+// The join timeout unless one is given (or the collective timeout is shorter).
+constexpr std::chrono::milliseconds kDefaultJoinTimeout = std::chrono::seconds(300);
 
 std::string lower(std::string s) {
   std::transform(s.begin(), s.end(), s.begin(),
@@ -93,6 +101,23 @@ bool parse_bool(const std::string& name, const std::string& text) {
                         "' is not a boolean (expected true/false, 1/0, yes/no, on/off)");
 }
 
+// The value of `name` in seconds, if it is set: a number > 0 (decimals allowed).
+std::optional<std::chrono::milliseconds> parse_seconds(const Environment& env, const char* name) {
+  const std::string* text = find(env, name);
+  if (!text) return std::nullopt;
+  std::size_t used = 0;
+  double seconds = 0;
+  try {
+    seconds = std::stod(*text, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used == 0 || used != text->size() || !(seconds > 0) || seconds > 1e7)
+    throw InvalidArgument("accelerate: environment variable " + std::string(name) + "='" + *text +
+                          "' is not a number of seconds > 0");
+  return std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000 + 0.5));
+}
+
 // The first of `names` that is set, or nullptr.
 const char* first_set(const Environment& env, std::initializer_list<const char*> names) {
   for (const char* n : names)
@@ -126,29 +151,209 @@ void quiet_sigpipe() {
   sigaction(SIGPIPE, &quiet, nullptr);
 }
 
-bool wait_for_listener(const std::string& host, int port, std::chrono::milliseconds timeout) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
+using Clock = std::chrono::steady_clock;
+
+std::chrono::milliseconds left_until(Clock::time_point deadline) {
+  return std::max(std::chrono::milliseconds(0),
+                  std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()));
+}
+
+// The time left, rounded up to whole seconds (at least 1): LibTorch 1.13's TCPStore cuts its
+// connect timeout down to whole seconds, so that 0.9 s would be no time at all.
+std::chrono::milliseconds store_timeout(Clock::time_point deadline) {
+  return std::max<std::chrono::milliseconds>(
+      std::chrono::seconds(1), std::chrono::ceil<std::chrono::seconds>(left_until(deadline)));
+}
+
+// Waits until something accepts TCP connections at host:port, or the deadline passes (then
+// false, with `*last_error` saying what the last attempt got: refused, no route, no answer).
+// LibTorch 1.13's TCPStore client sleeps a whole second after a refused connection; a rank that
+// starts before process 0 listens would lose that second, so it polls here first, every 2 ms at
+// first and every 100 ms after a while (the address may be another machine's). Each attempt is
+// bounded, so that an address that never answers (a wrong one) still ends at the deadline.
+bool wait_for_listener(const std::string& host, int port, Clock::time_point deadline,
+                       std::string* last_error) {
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
-  while (std::chrono::steady_clock::now() < deadline) {
+  auto pause = std::chrono::milliseconds(2);
+  while (Clock::now() < deadline) {
     addrinfo* found = nullptr;
-    if (::getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &found) == 0) {
+    const int resolved = ::getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &found);
+    if (resolved != 0) {
+      *last_error = "the address does not resolve (" + std::string(gai_strerror(resolved)) + ")";
+    } else {
       for (addrinfo* a = found; a; a = a->ai_next) {
-        const int fd = ::socket(a->ai_family, a->ai_socktype, a->ai_protocol);
+        const int fd =
+            ::socket(a->ai_family, a->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, a->ai_protocol);
         if (fd < 0) continue;
-        const bool up = ::connect(fd, a->ai_addr, a->ai_addrlen) == 0;
+        int error = ::connect(fd, a->ai_addr, a->ai_addrlen) == 0 ? 0 : errno;
+        if (error == EINPROGRESS) {
+          pollfd p{fd, POLLOUT, 0};
+          const auto wait = std::min(left_until(deadline), std::chrono::milliseconds(2000));
+          const int ready = ::poll(&p, 1, static_cast<int>(wait.count()));
+          socklen_t length = sizeof error;
+          if (ready == 1)
+            ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &length);
+          else
+            error = ETIMEDOUT;
+        }
+        // A connection to itself (the port is in this machine's ephemeral range, nothing
+        // listens yet, and the kernel picked that very port as the source) is no listener.
+        sockaddr_storage self{}, peer{};
+        socklen_t self_length = sizeof self, peer_length = sizeof peer;
+        if (error == 0 &&
+            ::getsockname(fd, reinterpret_cast<sockaddr*>(&self), &self_length) == 0 &&
+            ::getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &peer_length) == 0 &&
+            self_length == peer_length && std::memcmp(&self, &peer, self_length) == 0)
+          error = ECONNREFUSED;
         ::close(fd);
-        if (up) {
+        if (error == 0) {
           ::freeaddrinfo(found);
           return true;
         }
+        *last_error = error == ETIMEDOUT ? std::string("no answer") : std::strerror(error);
       }
       ::freeaddrinfo(found);
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    std::this_thread::sleep_for(std::min(pause, left_until(deadline)));
+    pause = std::min(pause * 2, std::chrono::milliseconds(100));
   }
   return false;
+}
+
+// A connection to the store that broke or was refused: a server that was going away (the
+// previous State's, when an Accelerator is made right after another) or not yet up. Worth
+// another attempt while the join timeout lasts.
+bool transient_connection_error(const std::string& what) {
+  for (const char* text : {"reset by peer", "Broken pipe", "closed by peer", "Connection refused",
+                           "Connection was likely closed", "Socket closed"})
+    if (what.find(text) != std::string::npos) return true;
+  return false;
+}
+
+// "rank 1 (machine rank 1)", "ranks 2, 3 (machine rank 1) and 6 (machine rank 3)": the ranks
+// of a job with `per_machine` processes on each machine (as accelerate-cpp launch and torchrun
+// place them), by machine when the job has several.
+std::string describe_ranks(const std::vector<int>& ranks, int per_machine, int world) {
+  std::ostringstream out;
+  out << (ranks.size() == 1 ? "rank " : "ranks ");
+  const bool machines = per_machine > 0 && per_machine < world;
+  for (size_t i = 0; i < ranks.size(); ++i) {
+    const int machine = machines ? ranks[i] / per_machine : 0;
+    if (i > 0) out << (machines && ranks[i - 1] / per_machine != machine ? " and " : ", ");
+    out << ranks[i];
+    const bool last_of_machine = i + 1 == ranks.size() || ranks[i + 1] / per_machine != machine;
+    if (machines && last_of_machine) out << " (machine rank " << machine << ")";
+  }
+  return out.str();
+}
+
+constexpr const char* kArrivedKey = "accelerate/arrived/";        // + rank: this one came
+constexpr const char* kAllArrivedKey = "accelerate/all_arrived";  // set by the last to come
+constexpr const char* kJoinFailedKey = "accelerate/join_failed";  // "rank R: why", the first
+constexpr const char* kJoinLeftKey = "accelerate/join_left";      // count of those who left
+
+// The failure another process of the job published while joining (see publish_join_failure),
+// or "" when none did or the store cannot tell.
+std::string published_join_failure(c10d::Store& store) {
+  try {
+    if (!store.check({kJoinFailedKey})) return {};
+    const std::vector<uint8_t> text = store.get(kJoinFailedKey);
+    return std::string(text.begin(), text.end());
+  } catch (const std::exception&) {
+    return {};
+  }
+}
+
+// Every process says it arrived (a key of its own, then a count); the last one to arrive says
+// that all did. Each process polls for that until the deadline (polling, not a store wait: a
+// wait that times out leaves LibTorch 1.13's server owing the connection an answer), and stops
+// at once when another process published that its join failed. A process that times out says
+// which ranks never came, from the keys it sees.
+void wait_for_arrivals(c10d::Store& store, const LaunchInfo& info, Clock::time_point deadline) {
+  store.set(kArrivedKey + std::to_string(info.rank), std::vector<uint8_t>{1});
+  if (store.add("accelerate/arrivals", 1) == info.world_size)
+    store.set(kAllArrivedKey, std::vector<uint8_t>{1});
+  auto pause = std::chrono::milliseconds(1);
+  while (!store.check({kAllArrivedKey})) {
+    const std::string failure = published_join_failure(store);
+    if (!failure.empty()) throw std::runtime_error(failure);
+    if (Clock::now() >= deadline) {
+      std::vector<int> missing;
+      for (int r = 0; r < info.world_size; ++r)
+        if (!store.check({kArrivedKey + std::to_string(r)})) missing.push_back(r);
+      if (missing.empty()) break;  // they all came at the last moment
+      throw std::runtime_error(describe_ranks(missing, info.local_world_size, info.world_size) +
+                               " never arrived");
+    }
+    std::this_thread::sleep_for(std::min(pause, left_until(deadline)));
+    pause = std::min(pause * 2, std::chrono::milliseconds(50));
+  }
+}
+
+// After this process's join failed: tells the others why (the first failure is kept), so that
+// each of them reports it instead of a bare broken connection. Process 0, whose store server
+// goes away with it, waits up to 2 s for the others that came to leave first: LibTorch 1.13's
+// TCPStore client ends its process (std::terminate) when the server resets a connection it
+// has not accepted yet, without a word about why.
+void publish_join_failure(c10d::Store& store, const LaunchInfo& info, const std::string& why) {
+  try {
+    const std::string text = "rank " + std::to_string(info.rank) + ": " + why;
+    store.compareSet(kJoinFailedKey, {}, std::vector<uint8_t>(text.begin(), text.end()));
+    if (info.rank != 0) {
+      store.add(kJoinLeftKey, 1);
+      return;
+    }
+    // Until as many have left as others arrived (process 0 may have failed before it did).
+    const int64_t self = store.check({kArrivedKey + std::string("0")}) ? 1 : 0;
+    const auto until = Clock::now() + std::chrono::seconds(2);
+    while (Clock::now() < until &&
+           store.add(kJoinLeftKey, 0) < store.add("accelerate/arrivals", 0) - self)
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  } catch (const std::exception&) {
+    // The store is gone already: nobody left to tell.
+  }
+}
+
+// Process 0 opens the store's server at MASTER_PORT; every other process connects to it, trying
+// again after a refused or broken connection (the server of this job's previous State on process
+// 0 can still accept a connection while it closes, then drop it) until a round trip through it
+// succeeds or the deadline passes. Store operations wait at most until the deadline too.
+c10::intrusive_ptr<c10d::Store> connect_to_store(const LaunchInfo& info,
+                                                 Clock::time_point deadline) {
+  c10d::TCPStoreOptions options;
+  options.port = static_cast<std::uint16_t>(info.master_port);
+  options.isServer = info.rank == 0;
+  options.numWorkers = static_cast<std::size_t>(info.world_size);
+  // Process 0 does not wait for the others inside the TCPStore (wait_for_arrivals() does, and
+  // names who did not come). The others do "wait": for them that is one round trip through the
+  // server (adding to its count of workers) before LibTorch 1.13's TCPStore opens its second,
+  // callback connection, whose thread ends the process (std::terminate, "Connection reset by
+  // peer") when that connection is reset. A server that answers is the live one: the
+  // previous State's server on process 0 stops answering before it stops accepting, so a
+  // connection to it fails here, where it is retried, and never gets that far.
+  options.waitWorkers = info.rank != 0;
+  if (info.rank == 0) {
+    options.timeout = store_timeout(deadline);
+    return c10::make_intrusive<c10d::TCPStore>(info.master_addr, options);
+  }
+  std::string last_error = "no answer";
+  while (true) {
+    if (!wait_for_listener(info.master_addr, info.master_port, deadline, &last_error))
+      throw std::runtime_error("nothing accepted connections there (last attempt: " + last_error +
+                               ")");
+    try {
+      options.timeout = store_timeout(deadline);
+      auto store = c10::make_intrusive<c10d::TCPStore>(info.master_addr, options);
+      store->add("accelerate/joined", 1);  // a round trip: this is a server that answers
+      return store;
+    } catch (const std::exception& e) {
+      last_error = message_of(e);
+      if (!transient_connection_error(last_error) || Clock::now() >= deadline) throw;
+      std::this_thread::sleep_for(std::min(std::chrono::milliseconds(5), left_until(deadline)));
+    }
+  }
 }
 
 // Meets the other `world` processes in `store` (StateOptions::store) and returns the part of
@@ -294,19 +499,10 @@ LaunchInfo resolve_launch_info(const Environment& env) {
     info.gradient_accumulation_steps = parse_int(env, "ACCELERATE_GRADIENT_ACCUMULATION_STEPS", 1);
   if (const std::string* dir = find(env, "ACCELERATE_STATUS_DIR")) info.status_dir = *dir;
   if (const std::string* level = find(env, "ACCELERATE_LOG_LEVEL")) info.log_level = *level;
-  if (const std::string* timeout = find(env, "ACCELERATE_TIMEOUT")) {
-    std::size_t used = 0;
-    double seconds = 0;
-    try {
-      seconds = std::stod(*timeout, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    if (used == 0 || used != timeout->size() || !(seconds > 0) || seconds > 1e7)
-      throw InvalidArgument("accelerate: environment variable ACCELERATE_TIMEOUT='" + *timeout +
-                            "' is not a number of seconds > 0");
-    info.timeout = std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000 + 0.5));
-  }
+  info.timeout = parse_seconds(env, "ACCELERATE_TIMEOUT");
+  info.join_timeout = parse_seconds(env, "ACCELERATE_JOIN_TIMEOUT");
+  if (const std::string* ifname = find(env, "GLOO_SOCKET_IFNAME"))
+    info.gloo_socket_ifname = *ifname;
   return info;
 }
 
@@ -322,6 +518,8 @@ State::State(const StateOptions& options) {
   info_ =
       resolve_launch_info(options.environment() ? *options.environment() : process_environment());
   timeout_ = options.timeout().value_or(info_.timeout.value_or(std::chrono::seconds(1800)));
+  join_timeout_ = options.join_timeout().value_or(info_.join_timeout.value_or(
+      std::min<std::chrono::milliseconds>(kDefaultJoinTimeout, timeout_)));
   loggers_ = detail::make_logger_registry(info_.log_level, "ACCELERATE_LOG_LEVEL");
   mixed_precision_ =
       options.mixed_precision().value_or(info_.mixed_precision.value_or(MixedPrecision::NO));
@@ -353,72 +551,86 @@ State::State(const StateOptions& options) {
       if (auto existing = it->second.lock()) {
         // This job's connection, already open in this process.
         comm_ = std::static_pointer_cast<Comm>(existing);
+        gloo_network_ = comm_->gloo.description;
         return;
       }
     }
   }
   comm_ = std::make_shared<Comm>();
   comm_->key = key;
-  const auto join_start = std::chrono::steady_clock::now();
+  const auto join_start = Clock::now();
+  const auto deadline = join_start + join_timeout_;
+  const std::string where =
+      options.store() ? "through the given store"
+                      : "at " + info_.master_addr + ":" + std::to_string(info_.master_port);
+  bool chose_network = false;
   try {
+    // The network Gloo will use, first: a machine that has none says so at once.
+    if (backend_ == "gloo") {
+      detail::GlooNetworkQuery query;
+      query.socket_ifname = info_.gloo_socket_ifname;
+      query.master_addr = info_.master_addr;
+      query.master_port = info_.master_port;
+      query.several_machines = info_.local_world_size < info_.world_size;
+      comm_->gloo = detail::choose_gloo_network(query);
+    }
+    chose_network = true;
     if (options.store()) {
       comm_->given_store = true;
-      comm_->store = join_given_store(options.store(), info_.world_size, timeout_);
+      comm_->store = join_given_store(options.store(), info_.world_size, join_timeout_);
     } else {
-      c10d::TCPStoreOptions store_options;
-      store_options.port = static_cast<std::uint16_t>(info_.master_port);
-      store_options.isServer = info_.rank == 0;
-      store_options.numWorkers = static_cast<std::size_t>(info_.world_size);
-      store_options.waitWorkers = true;
-      store_options.timeout = timeout_;
-      const auto deadline = std::chrono::steady_clock::now() + timeout_;
-      while (true) {
-        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-            deadline - std::chrono::steady_clock::now());
-        if (info_.rank != 0 && !wait_for_listener(info_.master_addr, info_.master_port, left))
-          throw std::runtime_error("nothing accepted connections there (is process 0 running?)");
-        try {
-          comm_->store = c10::make_intrusive<c10d::TCPStore>(info_.master_addr, store_options);
-          if (info_.rank != 0) comm_->store->add("accelerate/joined", 1);  // a round trip
-          break;
-        } catch (const std::exception& e) {
-          // The server of this job's previous State on process 0 (an Accelerator made right
-          // after another) can still accept a connection while it closes, then drop it: try
-          // again until the new one answers.
-          const std::string what = message_of(e);
-          const bool dropped = what.find("reset by peer") != std::string::npos ||
-                               what.find("Broken pipe") != std::string::npos;
-          if (info_.rank == 0 || !dropped || std::chrono::steady_clock::now() >= deadline) throw;
-          comm_->store.reset();
-          std::this_thread::sleep_for(std::chrono::milliseconds(5));
-        }
-      }
+      comm_->store = connect_to_store(info_, deadline);
+      wait_for_arrivals(*comm_->store, info_, deadline);
     }
+    // Joined: from now on the store waits as long as a collective may.
+    comm_->store->setTimeout(timeout_);
+    compat::GlooEndpoint endpoint;
+    endpoint.interfaces = comm_->gloo.interfaces;
+    endpoint.address = comm_->gloo.address;
     comm_->group = compat::make_process_group(
         comm_->store, info_.rank, info_.world_size, timeout_,
-        backend_ == "nccl" ? compat::Backend::NCCL : compat::Backend::GLOO);
+        backend_ == "nccl" ? compat::Backend::NCCL : compat::Backend::GLOO, endpoint);
     comm_->trace = std::make_unique<detail::CollectiveTrace>(
         comm_->store, info_.rank, info_.world_size,
         info_.status_dir.empty() ? std::string()
                                  : info_.status_dir + "/rank_" + std::to_string(info_.rank));
     if (!key.empty()) registry()[key] = comm_;
+    gloo_network_ = comm_->gloo.description;
   } catch (const std::exception& e) {
+    std::string why = message_of(e);
+    while (!why.empty() && (why.back() == '.' || why.back() == '\n')) why.pop_back();
+    if (!comm_->store && !options.store() && info_.rank != 0 && !chose_network) {
+      // This process has no network for Gloo: tell the others, if process 0's store answers
+      // within a few seconds, so that they stop waiting for it and say why.
+      try {
+        comm_->store =
+            connect_to_store(info_, std::min(deadline, Clock::now() + std::chrono::seconds(3)));
+      } catch (const std::exception&) {
+      }
+    }
+    if (comm_->store && !options.store()) {
+      // Another process's failure first, if that is what broke this join; then ours for them.
+      const std::string first = published_join_failure(*comm_->store);
+      if (!first.empty() && why.find(first) == std::string::npos)
+        why += " (the join failed first on " + first + ")";
+      comm_->group.reset();
+      publish_join_failure(*comm_->store, info_, message_of(e));
+    }
     comm_.reset();
     // Say how long it really took: a port in use or a refused connection fails at once.
-    const auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(
-        std::chrono::steady_clock::now() - join_start);
-    const std::string when = waited * 10 >= timeout_ * 9
-                                 ? "within the timeout of " + seconds(timeout_) + " s"
+    const auto waited =
+        std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - join_start);
+    const std::string when = waited * 10 >= join_timeout_ * 9
+                                 ? "within the join timeout of " + seconds(join_timeout_) + " s"
                                  : "(it failed after " + seconds(waited) + " s)";
-    const std::string where =
-        options.store() ? "through the given store"
-                        : "at " + info_.master_addr + ":" + std::to_string(info_.master_port);
-    throw DistributedError("accelerate: State: " + describe() +
-                           " could not join the process group " + where + " " + when +
-                           " (launcher: " + info_.launcher + "): " + message_of(e) +
-                           ". Check that every process was started and that all " +
-                           (options.store() ? "were given the same store and WORLD_SIZE."
-                                            : "use the same MASTER_ADDR and MASTER_PORT."));
+    throw DistributedError(
+        "accelerate: State: " + describe() + " could not join the process group " + where + " " +
+        when + " (launcher: " + info_.launcher + "): " + why + ". Check that every " +
+        "process was started and that all " +
+        (options.store() ? "were given the same store and WORLD_SIZE."
+                         : "use the same MASTER_ADDR and MASTER_PORT (--main_process_ip and "
+                           "--main_process_port): the main machine's address and port.") +
+        " The join timeout is set with ACCELERATE_JOIN_TIMEOUT (launch --join_timeout).");
   }
 }
 

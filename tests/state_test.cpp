@@ -197,9 +197,11 @@ TEST(State, UnknownOrUnavailableBackendIsAClearError) {
   EXPECT_EQ(refused.load(), 2);
 }
 
-// A rank whose peer never starts: a clear error after the configured timeout, not a hang
-// (a hang is ctest's TIMEOUT). Over TCP, where process 0 serves the store and the others
-// connect to it, and through a store given in the options.
+// A rank whose peer never starts: a clear error after the join timeout (here the collective
+// timeout, which is shorter than the default join timeout), not a hang (a hang is ctest's
+// TIMEOUT). Over TCP, where process 0 serves the store and says which rank never arrived,
+// and a process above 0 says that nothing accepted connections at the address; and through a
+// store given in the options.
 TEST(State, MissingPeerTimesOutWithAClearError) {
   const acc::testing::ReservedPort port;
   for (int rank : {0, 1}) {
@@ -215,8 +217,12 @@ TEST(State, MissingPeerTimesOutWithAClearError) {
       EXPECT_EQ(what.rfind("accelerate: State: rank " + std::to_string(rank) + " of 2", 0), 0u)
           << what;
       EXPECT_NE(what.find("could not join the process group at 127.0.0.1:" +
-                          std::to_string(port.number()) + " within the timeout of 1 s"),
+                          std::to_string(port.number()) + " within the join timeout of 1 s"),
                 std::string::npos)
+          << what;
+      EXPECT_NE(
+          what.find(rank == 0 ? "rank 1 never arrived" : "nothing accepted connections there"),
+          std::string::npos)
           << what;
     }
   }
@@ -230,7 +236,7 @@ TEST(State, MissingPeerTimesOutWithAClearError) {
       const std::string what = e.what();
       EXPECT_NE(
           what.find("rank " + std::to_string(rank) + " of 2 could not join the process group " +
-                    "through the given store within the timeout of 1 s"),
+                    "through the given store within the join timeout of 1 s"),
           std::string::npos)
           << what;
       EXPECT_NE(what.find("1 of 2 processes came to the store"), std::string::npos) << what;
@@ -402,6 +408,69 @@ TEST(State, PortInUseSaysItFailedAtOnce) {
     EXPECT_EQ(what.find("within"), std::string::npos) << what;
   }
   ::close(fd);
+}
+
+// The join timeout: code, else ACCELERATE_JOIN_TIMEOUT (seconds, from `launch --join_timeout`),
+// else 300 s or the collective timeout when that is shorter; malformed values are refused.
+TEST(State, JoinTimeoutFromTheEnvironment) {
+  using std::chrono::milliseconds;
+  using std::chrono::seconds;
+  EXPECT_EQ(acc::State(acc::StateOptions().environment({})).join_timeout(), seconds(300));
+  EXPECT_EQ(
+      acc::State(acc::StateOptions().environment({{"ACCELERATE_TIMEOUT", "20"}})).join_timeout(),
+      seconds(20));
+  EXPECT_EQ(acc::State(acc::StateOptions().environment({{"ACCELERATE_JOIN_TIMEOUT", "2.5"}}))
+                .join_timeout(),
+            milliseconds(2500));
+  EXPECT_EQ(acc::State(acc::StateOptions().environment(
+                           {{"ACCELERATE_JOIN_TIMEOUT", "600"}, {"ACCELERATE_TIMEOUT", "20"}}))
+                .join_timeout(),
+            seconds(600));
+  EXPECT_EQ(acc::State(acc::StateOptions()
+                           .join_timeout(seconds(7))
+                           .environment({{"ACCELERATE_JOIN_TIMEOUT", "2.5"}}))
+                .join_timeout(),
+            seconds(7));
+  EXPECT_EQ(acc::Accelerator(acc::AcceleratorOptions().join_timeout(seconds(9)).environment({}))
+                .state()
+                .join_timeout(),
+            seconds(9));
+  for (const char* bad : {"0", "-3", "ten", "5s", ""}) {
+    try {
+      acc::State state(acc::StateOptions().environment({{"ACCELERATE_JOIN_TIMEOUT", bad}}));
+      ADD_FAILURE() << "accepted ACCELERATE_JOIN_TIMEOUT='" << bad << "'";
+    } catch (const std::invalid_argument& e) {
+      EXPECT_NE(std::string(e.what()).find("ACCELERATE_JOIN_TIMEOUT='" + std::string(bad) + "'"),
+                std::string::npos)
+          << e.what();
+    }
+  }
+}
+
+// GLOO_SOCKET_IFNAME reaches LaunchInfo as given. A name this machine does not have is a clear
+// error at once, naming it, before anything waits for the other processes.
+TEST(State, GlooSocketIfnameNamesTheInterfaces) {
+  EXPECT_EQ(acc::resolve_launch_info({{"GLOO_SOCKET_IFNAME", "eth1,eth2"}}).gloo_socket_ifname,
+            "eth1,eth2");
+  EXPECT_EQ(acc::resolve_launch_info({}).gloo_socket_ifname, "");
+  const acc::testing::ReservedPort port;
+  auto env = acc::testing::rank_environment(1, 2);
+  env["MASTER_ADDR"] = "127.0.0.1";
+  env["MASTER_PORT"] = std::to_string(port.number());
+  env["GLOO_SOCKET_IFNAME"] = "lo,accnosuch0";
+  const auto start = std::chrono::steady_clock::now();
+  try {
+    acc::State state(acc::StateOptions().cpu(true).environment(env));
+    ADD_FAILURE() << "joined with an interface this machine does not have";
+  } catch (const acc::DistributedError& e) {
+    const std::string what = e.what();
+    EXPECT_EQ(what.rfind("accelerate: State: rank 1 of 2 could not join", 0), 0u) << what;
+    EXPECT_NE(what.find("GLOO_SOCKET_IFNAME='lo,accnosuch0' names accnosuch0, which has no IPv4 "
+                        "or IPv6 address on this machine (its interfaces: lo 127.0.0.1"),
+              std::string::npos)
+        << what;
+  }
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5));
 }
 
 // The timeout: code, else ACCELERATE_TIMEOUT (seconds, from `launch --timeout`), else 1800 s.

@@ -139,10 +139,15 @@ struct AcceleratorOptions {
   ACCELERATE_ARG(std::optional<MixedPrecision>, mixed_precision);
   /// Run on the CPU even when CUDA is available.
   ACCELERATE_ARG(std::optional<bool>, cpu);
-  /// Timeout of joining the job and of every collective (Accelerate's
-  /// `InitProcessGroupKwargs(timeout=...)`); unset reads ACCELERATE_TIMEOUT (seconds, set by
-  /// `accelerate-cpp launch --timeout` or the config key `timeout`), else 1800 s.
+  /// Timeout of every collective (Accelerate's `InitProcessGroupKwargs(timeout=...)`); unset
+  /// reads ACCELERATE_TIMEOUT (seconds, set by `accelerate-cpp launch --timeout` or the config
+  /// key `timeout`), else 1800 s.
   ACCELERATE_ARG(std::optional<std::chrono::milliseconds>, timeout);
+  /// How long joining the job may take (reaching process 0's store, every process arriving);
+  /// unset reads ACCELERATE_JOIN_TIMEOUT (seconds, set by `accelerate-cpp launch
+  /// --join_timeout` or the config key `join_timeout`), else 300 s or the collective timeout
+  /// when that is shorter. See StateOptions::join_timeout.
+  ACCELERATE_ARG(std::optional<std::chrono::milliseconds>, join_timeout);
   /// The process group's backend, "gloo" or "nccl" (Accelerate's
   /// `InitProcessGroupKwargs(backend=...)`); unset: "nccl" on CUDA, else "gloo". An unknown or
   /// unavailable one (nccl on the CPU) makes the Accelerator throw InvalidArgument naming it.
@@ -338,7 +343,7 @@ class Accelerator {
  public:
   /// Resolves the environment and joins the other processes of the job. Throws
   /// std::invalid_argument for invalid options or environment, std::runtime_error when the
-  /// processes cannot meet within the timeout.
+  /// processes cannot meet within the join timeout.
   explicit Accelerator(const AcceleratorOptions& options = AcceleratorOptions());
   ~Accelerator();
   Accelerator(const Accelerator&) = delete;

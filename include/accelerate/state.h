@@ -73,6 +73,12 @@ struct LaunchInfo {
   std::optional<int> gradient_accumulation_steps;
   /// From ACCELERATE_TIMEOUT (seconds; `accelerate-cpp launch --timeout`, config key timeout).
   std::optional<std::chrono::milliseconds> timeout;
+  /// From ACCELERATE_JOIN_TIMEOUT (seconds; `accelerate-cpp launch --join_timeout`, config key
+  /// join_timeout): how long joining the job may take (see StateOptions::join_timeout).
+  std::optional<std::chrono::milliseconds> join_timeout;
+  /// From GLOO_SOCKET_IFNAME, as PyTorch reads it: the network interfaces the Gloo process group
+  /// uses, separated by commas ("" when unset: see State::gloo_network()).
+  std::string gloo_socket_ifname;
   /// From ACCELERATE_STATUS_DIR (set by `accelerate-cpp launch`): where each process keeps a
   /// one-line file of the collective it last entered, for the launcher's diagnostics.
   std::string status_dir;
@@ -97,9 +103,18 @@ struct StateOptions {
   ACCELERATE_ARG(std::optional<bool>, cpu);
   /// Mixed-precision mode; unset reads ACCELERATE_MIXED_PRECISION, else "no".
   ACCELERATE_ARG(std::optional<MixedPrecision>, mixed_precision);
-  /// Timeout of store connection and of every collective; unset reads ACCELERATE_TIMEOUT
-  /// (seconds), else 1800 s, as Accelerate.
+  /// Timeout of every collective; unset reads ACCELERATE_TIMEOUT (seconds), else 1800 s, as
+  /// Accelerate.
   ACCELERATE_ARG(std::optional<std::chrono::milliseconds>, timeout);
+  /// How long joining the job may take: reaching process 0's store at MASTER_ADDR:MASTER_PORT
+  /// and every process arriving there. Past it the State throws accelerate::DistributedError
+  /// naming the address and port and, on the processes that got there, the ranks (and
+  /// machines) that never arrived. Unset reads ACCELERATE_JOIN_TIMEOUT (seconds), else 300 s,
+  /// or the collective timeout when that is shorter.
+  ///
+  /// Example:
+  ///   accelerate::State state(accelerate::StateOptions().join_timeout(std::chrono::seconds(60)));
+  ACCELERATE_ARG(std::optional<std::chrono::milliseconds>, join_timeout);
   /// Resolve from this map instead of the process environment (tests, embedding).
   ACCELERATE_ARG(std::optional<Environment>, environment);
 
@@ -191,6 +206,12 @@ class State {
   MixedPrecision mixed_precision() const { return mixed_precision_; }
   /// Timeout of collectives.
   std::chrono::milliseconds timeout() const { return timeout_; }
+  /// How long joining the job could take (StateOptions::join_timeout resolved).
+  std::chrono::milliseconds join_timeout() const { return join_timeout_; }
+  /// The network the Gloo process group uses, e.g. "10.0.0.5 (eth0), the address of this
+  /// machine's route to MASTER_ADDR 10.0.0.1" or "eth1 (192.168.1.5), from GLOO_SOCKET_IFNAME";
+  /// "" with one process or another backend.
+  const std::string& gloo_network() const { return gloo_network_; }
   /// The backend of the process group: "gloo" or "nccl"; "" with one process (Accelerate's
   /// `state.backend`, None there).
   const std::string& backend() const { return backend_; }
@@ -220,6 +241,8 @@ class State {
   DistributedType distributed_type_ = DistributedType::NO;
   MixedPrecision mixed_precision_ = MixedPrecision::NO;
   std::chrono::milliseconds timeout_;
+  std::chrono::milliseconds join_timeout_;
+  std::string gloo_network_;                         // "" unless Gloo with several processes
   std::string backend_;                              // "" with one process
   std::shared_ptr<detail::LoggerRegistry> loggers_;  // get_logger(name, state)
   struct Comm;                                       // store + process group; defined in state.cpp

@@ -1003,6 +1003,60 @@ TEST(LauncherTimeout, BadValuesInTheFileNameFileAndKey) {
   }
 }
 
+/// ACCELERATE_JOIN_TIMEOUT of every rank ("unset" when a rank did not have it).
+std::vector<std::string> join_timeouts(const Outcome& r) {
+  std::vector<std::string> result;
+  for (const auto& [rank, vars] : env_by_rank(r.out)) {
+    const auto it = vars.find("ACCELERATE_JOIN_TIMEOUT");
+    result.push_back(it == vars.end() ? "unset" : it->second);
+  }
+  return result;
+}
+
+// --join_timeout and the config key join_timeout reach every rank as ACCELERATE_JOIN_TIMEOUT
+// (the flag wins); `config` writes the key only when the flag is given; a value that is not a
+// positive number of seconds is a usage error naming the flag, or the file and the key.
+TEST(LauncherJoinTimeout, FlagConfigKeyAndBadValues) {
+  TempDir home;
+  const EnvChanges env = {{"HF_HOME", home.str()}};
+  Outcome r = run_launcher(
+      {"launch", "--num_processes", "2", "--join_timeout", "12.5", kFake, "--print-env"}, env);
+  ASSERT_EQ(r.code(), 0) << r.err;
+  EXPECT_EQ(join_timeouts(r), (std::vector<std::string>{"12.5", "12.5"})) << r.out;
+  r = run_launcher({"launch", "--num_processes", "2", kFake, "--print-env"}, env);
+  ASSERT_EQ(r.code(), 0) << r.err;
+  EXPECT_EQ(join_timeouts(r), (std::vector<std::string>{"unset", "unset"})) << r.out;
+
+  ASSERT_EQ(run_launcher({"config", "--num_processes", "2"}, env).code(), 0);
+  EXPECT_FALSE(
+      contains(read_file(home.path() / "accelerate" / "default_config.yaml"), "join_timeout"));
+  const Outcome config =
+      run_launcher({"config", "--num_processes", "2", "--join_timeout", "60"}, env);
+  ASSERT_EQ(config.code(), 0) << config.err;
+  EXPECT_TRUE(contains(read_file(home.path() / "accelerate" / "default_config.yaml"),
+                       "\njoin_timeout: 60\n"));
+  r = run_launcher({"launch", kFake, "--print-env"}, env);
+  ASSERT_EQ(r.code(), 0) << r.err;
+  EXPECT_EQ(join_timeouts(r), (std::vector<std::string>{"60", "60"})) << r.out;
+  r = run_launcher({"launch", "--join_timeout", "5", kFake, "--print-env"}, env);
+  ASSERT_EQ(r.code(), 0) << r.err;
+  EXPECT_EQ(join_timeouts(r), (std::vector<std::string>{"5", "5"})) << r.out;
+
+  for (const std::string bad : {"0", "-1", "ten", "1e3"}) {
+    r = run_launcher({"launch", "--join_timeout", bad, kFake, "--print-env"}, env);
+    EXPECT_EQ(r.code(), 2) << bad << "\n" << r.err;
+    EXPECT_TRUE(contains(r.err, "--join_timeout must be a positive number of seconds")) << r.err;
+    EXPECT_EQ(r.out, "") << "no process may start";
+  }
+  const fs::path file = home.path() / "job.yaml";
+  write_file(file, "num_processes: 2\njoin_timeout: abc\n");
+  r = run_launcher({"launch", "--config_file", file.string(), kFake, "--print-env"});
+  EXPECT_EQ(r.code(), 2) << r.err;
+  EXPECT_TRUE(contains(r.err, "config file " + file.string() +
+                                  ": key 'join_timeout': expected a positive number of seconds"))
+      << r.err;
+}
+
 /// ACCELERATE_GRADIENT_ACCUMULATION_STEPS of every rank ("unset" when a rank did not have it).
 std::vector<std::string> accumulation_steps(const Outcome& r) {
   std::vector<std::string> result;

@@ -18,6 +18,7 @@ inline const char* const kLauncherVariables[] = {"RANK",
                                                  "ACCELERATE_USE_CPU",
                                                  "ACCELERATE_MIXED_PRECISION",
                                                  "ACCELERATE_TIMEOUT",
+                                                 "ACCELERATE_JOIN_TIMEOUT",
                                                  "ACCELERATE_GRADIENT_ACCUMULATION_STEPS"};
 
 }  // namespace accelerate::testing

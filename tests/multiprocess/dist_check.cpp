@@ -9,8 +9,11 @@
 // while the first lives (they share the process group, as Accelerate's shared state), then new
 // ones right after the previous ones are gone, each checked with a collective.
 //
+// With --joins N, the processes join N times, one Accelerator right after the other, each
+// checked with a collective. With --print-network, each prints "GLOO <where Gloo binds>".
+//
 // Usage: dist_check [--order-file F] [--fail-rank R --exit-code C] [--stuck-rank R] [--quick]
-//                   [--many-accelerators]
+//                   [--many-accelerators] [--joins N] [--print-network]
 #include <accelerate/accelerate.h>
 
 #include <ATen/ATen.h>
@@ -57,7 +60,8 @@ int main(int argc, char** argv) {
 int run(int argc, char** argv) {
   std::string order_file;
   int fail_rank = -1, exit_code = 0, stuck_rank = -1;
-  bool quick = false, many = false;
+  bool quick = false, many = false, print_network = false;
+  int joins = 0;
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
     if (arg == "--order-file" && i + 1 < argc)
@@ -72,6 +76,10 @@ int run(int argc, char** argv) {
       quick = true;
     else if (arg == "--many-accelerators")
       many = true;
+    else if (arg == "--joins" && i + 1 < argc)
+      joins = std::atoi(argv[++i]);
+    else if (arg == "--print-network")
+      print_network = true;
     else {
       std::cerr << "dist_check: unknown argument " << arg << "\n";
       return 2;
@@ -79,7 +87,7 @@ int run(int argc, char** argv) {
   }
   acc::AcceleratorOptions options;
   if (!std::getenv("ACCELERATE_TIMEOUT")) options.timeout(std::chrono::seconds(60));
-  if (many) {
+  if (many || joins > 0) {
     auto sum_is_right = [](const acc::Accelerator& x, const char* what) {
       const int n = x.num_processes();
       const double sum = x.reduce(at::full({1}, x.process_index() + 1.0), "sum").item<double>();
@@ -89,6 +97,11 @@ int run(int argc, char** argv) {
       return false;
     };
     bool ok = true;
+    for (int k = 0; k < joins; ++k) {  // joins one after the other, each checked
+      acc::Accelerator next(options);
+      ok = sum_is_right(next, ("join " + std::to_string(k + 1)).c_str()) && ok;
+    }
+    if (joins > 0) return ok ? 0 : 1;
     {
       acc::Accelerator first(options);
       ok = sum_is_right(first, "first") && ok;
@@ -103,6 +116,7 @@ int run(int argc, char** argv) {
   }
   acc::Accelerator a(options);
   const int n = a.num_processes(), r = a.process_index();
+  if (print_network) std::cout << "GLOO " << a.state().gloo_network() << std::endl;
 
   if (stuck_rank >= 0) {
     a.gather(at::ones({1}));  // everybody: gather #1

@@ -171,13 +171,14 @@ LaunchConfig read_config(const std::string& path) {
         fail(path, key,
              "'" + *c.distributed_type +
                  "' is not supported by accelerate-cpp (NO, MULTI_CPU, MULTI_GPU)");
-    } else if (key == "timeout") {
+    } else if (key == "timeout" || key == "join_timeout") {
       if (!v.IsNull()) {
         if (!v.IsScalar() || !is_positive_seconds(v.Scalar()))
           fail(path, key,
-               "expected a positive number of seconds (e.g. 1800 or 0.5), got '" + YAML::Dump(v) +
-                   "'");
-        c.timeout = v.Scalar();
+               "expected a positive number of seconds (e.g. " +
+                   std::string(key == "timeout" ? "1800" : "300") + " or 0.5), got '" +
+                   YAML::Dump(v) + "'");
+        (key == "timeout" ? c.timeout : c.join_timeout) = v.Scalar();
       }
     } else if (key == "num_cpu_threads_per_process" || key == "gradient_accumulation_steps") {
       if (!v.IsNull()) {
@@ -207,12 +208,13 @@ void write_config(const std::string& path, const LaunchConfig& c) {
   out << YAML::Key << "debug" << YAML::Value << false;
   out << YAML::Key << "distributed_type" << YAML::Value << type;
   out << YAML::Key << "downcast_bf16" << YAML::Value << YAML::SingleQuoted << "no";
-  // accelerate-cpp's own keys (timeout, gradient_accumulation_steps, num_cpu_threads_per_process)
-  // only when given, since Python's Accelerate refuses keys it does not know; in sorted order,
-  // as Python writes the file.
+  // accelerate-cpp's own keys (timeout, join_timeout, gradient_accumulation_steps,
+  // num_cpu_threads_per_process) only when given, since Python's Accelerate refuses keys it does
+  // not know; in sorted order, as Python writes the file.
   if (c.gradient_accumulation_steps)
     out << YAML::Key << "gradient_accumulation_steps" << YAML::Value
         << *c.gradient_accumulation_steps;
+  if (c.join_timeout) out << YAML::Key << "join_timeout" << YAML::Value << *c.join_timeout;
   out << YAML::Key << "machine_rank" << YAML::Value << c.machine_rank.value_or(0);
   out << YAML::Key << "main_process_ip" << YAML::Value;
   if (c.main_process_ip)

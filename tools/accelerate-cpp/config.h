@@ -5,9 +5,9 @@
 // HF_HOME defaulting to $XDG_CACHE_HOME/huggingface or ~/.cache/huggingface). Keys that
 // accelerate-cpp uses: num_processes, num_machines, machine_rank, main_process_ip,
 // main_process_port, mixed_precision, use_cpu, distributed_type, and its own keys timeout,
-// num_cpu_threads_per_process and gradient_accumulation_steps (named as the launch flags;
-// Python's Accelerate knows none of them as keys). Other keys Accelerate writes are accepted and
-// ignored when they hold their neutral value; anything else is an error that names the file and
+// join_timeout, num_cpu_threads_per_process and gradient_accumulation_steps (named as the launch
+// flags; Python's Accelerate knows none of them as keys). Other keys Accelerate writes are accepted
+// and ignored when they hold their neutral value; anything else is an error that names the file and
 // the key.
 #pragma once
 
@@ -29,8 +29,8 @@ class ConfigError : public std::runtime_error {
 inline constexpr std::uintmax_t kMaxConfigFileBytes = std::uintmax_t{1} << 20;
 
 /// True when `text` is a positive number of seconds written as digits with an optional decimal
-/// part ("1800", "0.5", "2."); no sign, exponent, "inf" or "nan". What `launch --timeout` and the
-/// `timeout` key accept.
+/// part ("1800", "0.5", "2."); no sign, exponent, "inf" or "nan". What `launch --timeout` and
+/// `--join_timeout` and the keys `timeout` and `join_timeout` accept.
 bool is_positive_seconds(const std::string& text);
 
 /// The value of `text` when it is a whole number from 1 to 2^30 written as digits only ("4",
@@ -50,6 +50,9 @@ struct LaunchConfig {
   std::optional<std::string> distributed_type;  ///< NO | MULTI_CPU | MULTI_GPU
   /// Seconds, as written in the file (see is_positive_seconds()); exported as ACCELERATE_TIMEOUT.
   std::optional<std::string> timeout;
+  /// Seconds, as written in the file; exported as ACCELERATE_JOIN_TIMEOUT (launch's
+  /// --join_timeout).
+  std::optional<std::string> join_timeout;
   /// OMP_NUM_THREADS of each process (launch's --num_cpu_threads_per_process), >= 1.
   std::optional<int> num_cpu_threads_per_process;
   /// Exported as ACCELERATE_GRADIENT_ACCUMULATION_STEPS (launch's

@@ -30,6 +30,7 @@
 #include <vector>
 
 #include "config.h"
+#include "network.h"
 #include "supervisor.h"
 
 #ifndef ACCELERATE_CPP_VERSION
@@ -193,6 +194,7 @@ struct LaunchOptions {
   std::vector<std::string> args;  ///< everything after PROGRAM, untouched
   std::string config_file;        ///< empty: the default file, if it exists
   std::string timeout;            ///< seconds as given (ACCELERATE_TIMEOUT); empty: not given
+  std::string join_timeout;       ///< seconds as given (ACCELERATE_JOIN_TIMEOUT); empty: not given
 
   CLI::App* command = nullptr;  ///< to tell which flags were given (they win over the file)
 };
@@ -224,8 +226,12 @@ void add_job_options(CLI::App* cmd, LaunchOptions& opts) {
       ->check(CLI::IsMember({"no", "fp16", "bf16"}));
   cmd->add_flag("--cpu", opts.cpu, "Force training on the CPU (ACCELERATE_USE_CPU=true)");
   cmd->add_option("--timeout", opts.timeout,
-                  "Seconds the processes' collectives and rendezvous may wait (a positive number, "
-                  "decimals allowed); exported as ACCELERATE_TIMEOUT");
+                  "Seconds the processes' collectives may wait (a positive number, decimals "
+                  "allowed); exported as ACCELERATE_TIMEOUT");
+  cmd->add_option("--join_timeout", opts.join_timeout,
+                  "Seconds joining the job may take: reaching the main process's store and every "
+                  "process arriving there (a positive number, decimals allowed; default 300, or "
+                  "--timeout when shorter); exported as ACCELERATE_JOIN_TIMEOUT");
   cmd->add_option("--gradient_accumulation_steps", opts.gradient_accumulation_steps,
                   "Micro-steps per optimizer step (a whole number >= 1), exported as "
                   "ACCELERATE_GRADIENT_ACCUMULATION_STEPS: the Accelerator's default when the "
@@ -264,6 +270,7 @@ void apply_config(LaunchOptions& opts) {
     opts.mixed_precision = *c.mixed_precision;
   if (c.use_cpu && !given(cmd, "--cpu")) opts.cpu = *c.use_cpu;
   if (c.timeout && !given(cmd, "--timeout")) opts.timeout = *c.timeout;
+  if (c.join_timeout && !given(cmd, "--join_timeout")) opts.join_timeout = *c.join_timeout;
   if (c.num_cpu_threads_per_process && !given(cmd, "--num_cpu_threads_per_process"))
     opts.num_cpu_threads_per_process = *c.num_cpu_threads_per_process;
   if (c.gradient_accumulation_steps && !given(cmd, "--gradient_accumulation_steps"))
@@ -345,6 +352,10 @@ void validate(const LaunchOptions& opts) {
     throw UsageError("--timeout must be a positive number of seconds, e.g. 1800 or 0.5 (got '" +
                      opts.timeout + "')");
   }
+  if (given(opts.command, "--join_timeout") && !is_positive_seconds(opts.join_timeout)) {
+    throw UsageError("--join_timeout must be a positive number of seconds, e.g. 300 or 0.5 (got '" +
+                     opts.join_timeout + "')");
+  }
   if (opts.num_processes % opts.num_machines != 0) {
     throw UsageError("--num_processes (" + std::to_string(opts.num_processes) +
                      ") must be a multiple of --num_machines (" +
@@ -401,6 +412,7 @@ int launch_once(const LaunchOptions& opts, const std::string& executable, int at
   if (!opts.mixed_precision.empty()) base.set("ACCELERATE_MIXED_PRECISION", opts.mixed_precision);
   base.set("ACCELERATE_USE_CPU", opts.cpu ? "true" : "false");
   if (!opts.timeout.empty()) base.set("ACCELERATE_TIMEOUT", opts.timeout);
+  if (!opts.join_timeout.empty()) base.set("ACCELERATE_JOIN_TIMEOUT", opts.join_timeout);
   if (!opts.gradient_accumulation_steps.empty())
     base.set("ACCELERATE_GRADIENT_ACCUMULATION_STEPS",
              std::to_string(*parse_positive_int(opts.gradient_accumulation_steps)));
@@ -465,6 +477,7 @@ int run_config(const LaunchOptions& opts) {
   c.mixed_precision = opts.mixed_precision.empty() ? "no" : opts.mixed_precision;
   c.use_cpu = opts.cpu;
   if (!opts.timeout.empty()) c.timeout = opts.timeout;
+  if (!opts.join_timeout.empty()) c.join_timeout = opts.join_timeout;
   if (given(opts.command, "--num_cpu_threads_per_process"))
     c.num_cpu_threads_per_process = opts.num_cpu_threads_per_process;
   if (!opts.gradient_accumulation_steps.empty())
@@ -508,6 +521,20 @@ int run_env(const std::string& config_file) {
       std::max(1, config.num_processes.value_or(1) / std::max(1, config.num_machines.value_or(1)));
   const ThreadsChoice threads = threads_per_process(config.num_cpu_threads_per_process.value_or(0),
                                                     Environment::inherited(), local_processes);
+  // The network the Gloo process group of each process on this machine would use: the
+  // library's own rule (src/network.h), for the main process's address in the configuration.
+  detail::GlooNetworkQuery network;
+  const char* ifname = std::getenv("GLOO_SOCKET_IFNAME");
+  network.socket_ifname = ifname ? ifname : "";
+  network.master_addr = config.main_process_ip.value_or("127.0.0.1");
+  network.master_port = config.main_process_port.value_or(29500);
+  network.several_machines = config.num_machines.value_or(1) > 1;
+  std::string gloo;
+  try {
+    gloo = detail::choose_gloo_network(network).description;
+  } catch (const std::exception& e) {
+    gloo = std::string("none: ") + e.what();
+  }
   std::cout << "Copy-and-paste the text below in your GitHub issue\n\n"
             << "- accelerate-cpp version: " << ACCELERATE_CPP_VERSION << "\n"
             << "- Platform: " << u.sysname << " " << u.release << " " << u.machine << "\n"
@@ -523,6 +550,13 @@ int run_env(const std::string& config_file) {
             << (std::getenv("OMP_NUM_THREADS") ? std::getenv("OMP_NUM_THREADS") : "(unset)") << "\n"
             << "- Threads per process under launch (OMP_NUM_THREADS): " << threads.value << " ("
             << threads.source << ")\n"
+            << "- Network interfaces: "
+            << detail::describe_interfaces(detail::interface_addresses()) << "\n"
+            << "- GLOO_SOCKET_IFNAME: " << (ifname ? ifname : "(unset)") << "\n"
+            << "- Gloo network of each process (main process at " << network.master_addr << ":"
+            << network.master_port << ", " << config.num_machines.value_or(1)
+            << (config.num_machines.value_or(1) == 1 ? " machine" : " machines") << "): " << gloo
+            << "\n"
             << "- Configuration file: " << path << "\n";
   if (!have_config) {
     std::cout << "- Configuration: not found (defaults apply)\n";
