@@ -32,7 +32,7 @@
 // library's checksum (src/checksum.h) against zlib's crc32, a hardware CRC-32C of one stream
 // (SSE4.2, x86-64 only) and memcpy.
 #include <accelerate/accelerate.h>
-#include <accelerate/checkpoint.h>
+#include <accelerate/model_files.h>
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>

@@ -1,7 +1,7 @@
 // Model files as Accelerate's save_model writes them and load_checkpoint_in_model reads them:
 // safetensors or torch.save files, sharded as huggingface_hub shards them, with their index,
-// and strict loading into a module (checkpoint.h).
-#include "accelerate/checkpoint.h"
+// and strict loading into a module (model_files.h).
+#include "accelerate/model_files.h"
 #include "accelerate/errors.h"
 
 #include <ATen/ATen.h>

@@ -1,5 +1,5 @@
 // torch.save's file format (a zip archive holding a protocol-2 pickle and the raw storages),
-// written and read byte by byte: save_pytorch_bin / load_pytorch_bin of checkpoint.h.
+// written and read byte by byte: save_pytorch_bin / load_pytorch_bin of model_files.h.
 //
 // Why not LibTorch's torch::pickle_save / torch::pickle_load: they speak TorchScript's subset
 // of pickle. Checked on 2026-11-30 with files from Python's torch.save: LibTorch 1.13's
@@ -11,7 +11,7 @@
 // file (tensors with `_rebuild_tensor_v2` and storages under data/). The reader below knows
 // only the opcodes of protocols 2-5 and the globals a state dict uses; everything else is a
 // clear error (tests/fuzz/torch_pickle_fuzz.cpp fuzzes it).
-#include "accelerate/checkpoint.h"
+#include "accelerate/model_files.h"
 #include "accelerate/errors.h"
 
 #include <ATen/ATen.h>

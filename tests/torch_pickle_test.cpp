@@ -1,8 +1,8 @@
-// Tests of torch.save's .bin format as accelerate/checkpoint.h writes and reads it
+// Tests of torch.save's .bin format as accelerate/model_files.h writes and reads it
 // (save_pytorch_bin / load_pytorch_bin, src/torch_pickle.cpp): every dtype, views sharing a
 // storage, refusals, and files torch.load reads (tests/python/interop.py, run with
 // ACCELERATE_TEST_PYTHON).
-#include <accelerate/checkpoint.h>
+#include <accelerate/model_files.h>
 #include <accelerate/safetensors.h>
 #include <gtest/gtest.h>
 #include <torch/torch.h>

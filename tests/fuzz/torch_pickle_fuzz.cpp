@@ -4,7 +4,7 @@
 // crash, leak, other exception or sanitizer report).
 //
 // Built and run by tests/fuzz/run_fuzz.cmake -DFUZZ_TARGET=torch_pickle.
-#include <accelerate/checkpoint.h>
+#include <accelerate/model_files.h>
 #include <caffe2/serialize/inline_container.h>
 #include <unistd.h>
 
