@@ -17,33 +17,12 @@
 #include <unordered_set>
 
 #include "autograd_graph.h"
+#include "checkpoint_registry.h"
 #include "helpers.h"
 #include "json_file.h"
 #include "warnings.h"
 
 namespace accelerate {
-
-StateOptions AcceleratorOptions::state_options() const {
-  StateOptions options;
-  if (timeout_) options.timeout(*timeout_);
-  if (join_timeout_) options.join_timeout(*join_timeout_);
-  if (cpu_) options.cpu(*cpu_);
-  if (mixed_precision_) options.mixed_precision(*mixed_precision_);
-  if (environment_) options.environment(*environment_);
-  if (store_) options.store(store_);
-  if (backend_) options.backend(*backend_);
-  if (num_cpu_threads_per_process_)
-    options.num_cpu_threads_per_process(*num_cpu_threads_per_process_);
-  return options;
-}
-
-AcceleratorOptions& AcceleratorOptions::num_cpu_threads_per_process(int threads) {
-  if (threads < 1)
-    throw InvalidArgument("accelerate: AcceleratorOptions::num_cpu_threads_per_process: " +
-                          std::to_string(threads) + " is not a number of threads (>= 1)");
-  num_cpu_threads_per_process_ = threads;
-  return *this;
-}
 
 namespace {
 
@@ -67,7 +46,8 @@ Accelerator::Accelerator(const AcceleratorOptions& options)
       gradient_state_(
           std::make_shared<GradientState>(resolve_plugin(options, state_.launch_info()))),
       options_(options),
-      iteration_(options.project_config().iteration()) {
+      iteration_(options.project_config().iteration()),
+      checkpoints_(std::make_unique<detail::CheckpointRegistry>()) {
   if (state_.mixed_precision() == MixedPrecision::FP16) {
     // As Accelerate: fp16 needs a GPU (CPU autocast of LibTorch 1.13 has no float16).
     if (!device().is_cuda())
@@ -75,7 +55,7 @@ Accelerator::Accelerator(const AcceleratorOptions& options)
                             state_.describe() + " runs on " + device().str() +
                             "; use 'bf16' on the CPU");
     scaler_ = std::make_shared<GradScaler>(options.grad_scaler());
-    checkpoint_scaler();
+    checkpoints_->add_scaler(scaler_);
   }
   if (!options.log_with().empty() && logging_dir().empty())
     throw InvalidArgument("accelerate: logging with " + options.log_with().front() +
@@ -85,24 +65,6 @@ Accelerator::Accelerator(const AcceleratorOptions& options)
     if (!tracker) throw InvalidArgument("accelerate: log_with: null tracker");
   // "generator" is each prepared loader's own generator, synchronised when it has one.
   check_rng_types(state_, options.rng_types(), /*has_generator=*/true, "Accelerator: rng_types");
-}
-
-AcceleratorOptions& AcceleratorOptions::log_with(const std::string& names) {
-  std::stringstream in(names);
-  std::string name;
-  while (std::getline(in, name, ',')) {
-    name.erase(0, name.find_first_not_of(" \t"));
-    name.erase(name.find_last_not_of(" \t") + 1);
-    if (name.empty()) continue;
-    if (name == "all") {
-      log_with_ = {"tensorboard", "csv"};
-      continue;
-    }
-    check_tracker_name(name);
-    if (std::find(log_with_.begin(), log_with_.end(), name) == log_with_.end())
-      log_with_.push_back(name);
-  }
-  return *this;
 }
 
 std::string Accelerator::logging_dir() const {
@@ -185,8 +147,8 @@ std::shared_ptr<AcceleratedOptimizer> Accelerator::prepare_optimizer(
   if (scaler_) prepared->attach_scaler(scaler_);
   optimizers_.emplace(optimizer.get(), prepared);
   optimizer_order_.push_back(prepared);
-  add_checkpointed(
-      "optimizers", next_file("optimizers", "optimizer", ".bin"),
+  checkpoints_->add(
+      "optimizers", checkpoints_->next_file("optimizers", "optimizer", ".bin"),
       [prepared](const std::string& path) {
         detail::write_file_synced(path, prepared->state_dict(), "save_state");
       },
@@ -219,8 +181,8 @@ std::shared_ptr<AcceleratedScheduler> Accelerator::prepare_scheduler(
           .split_batches(options_.split_batches())
           .step_with_optimizer(options_.step_scheduler_with_optimizer()));
   schedulers_.push_back(prepared);
-  add_checkpointed(
-      "schedulers", next_file("schedulers", "scheduler", ".json"),
+  checkpoints_->add(
+      "schedulers", checkpoints_->next_file("schedulers", "scheduler", ".json"),
       [prepared](const std::string& path) { detail::write_json(path, prepared->state_dict()); },
       [prepared](const std::string& path) {
         prepared->load_state_dict(detail::read_integers(path));
@@ -273,9 +235,9 @@ void Accelerator::release_prepared() {
   optimizers_.clear();
   optimizer_order_.clear();
   schedulers_.clear();
-  checkpointed_.clear();
+  checkpoints_->clear();
   loaders_.clear();
-  if (scaler_) checkpoint_scaler();
+  if (scaler_) checkpoints_->add_scaler(scaler_);
   step_ = 0;
   clear_device_cache();
 }
@@ -390,133 +352,14 @@ void Accelerator::clip_grad_value_(const std::vector<at::Tensor>& parameters, do
 
 at::Tensor Accelerator::gather_for_metrics_one(const at::Tensor& tensor) const {
   at::Tensor all = gather(tensor);
-  if (!gradient_state_->end_of_dataloader()) return all;
+  const int64_t rows = metrics_rows(all.size(0));
+  return rows == all.size(0) ? all : all.narrow(0, 0, rows);
+}
+
+int64_t Accelerator::metrics_rows(int64_t gathered) const {
+  if (!gradient_state_->end_of_dataloader()) return gathered;
   const int64_t remainder = gradient_state_->remainder();
-  if (remainder <= 0 || remainder >= all.size(0)) return all;
-  return all.narrow(0, 0, remainder);
-}
-
-NoSyncGuard::NoSyncGuard(std::vector<DistributedDataParallel*> engines, bool disable) {
-  if (!disable) return;
-  for (DistributedDataParallel* e : engines) {
-    if (!e) continue;
-    saved_.emplace_back(e, e->require_backward_grad_sync());
-    e->set_require_backward_grad_sync(false);
-  }
-}
-
-NoSyncGuard::~NoSyncGuard() {
-  for (auto& [engine, value] : saved_) engine->set_require_backward_grad_sync(value);
-}
-
-namespace {
-
-// Gives each loader back the even_batches it had before join_uneven_inputs.
-void restore_even_batches(
-    const std::vector<std::pair<std::shared_ptr<DataLoaderBase>, bool>>& loaders) {
-  for (const auto& [loader, value] : loaders) loader->set_even_batches(value);
-}
-
-// What a guard's destructor does when its collective fails: destructors must not throw, and a
-// process that cannot reach its peers must not go on as if it had; the launcher (or the peers'
-// timeout) stops the others.
-[[noreturn]] void exit_from_destructor(const std::exception& e) {
-  std::fprintf(stderr, "%s\n", e.what());
-  std::fflush(stderr);
-  std::_Exit(1);
-}
-
-}  // namespace
-
-JoinGuard Accelerator::join_uneven_inputs(
-    const std::vector<std::shared_ptr<torch::nn::Module>>& models,
-    std::optional<bool> even_batches) {
-  if (models.empty())
-    throw InvalidArgument(
-        "accelerate: join_uneven_inputs: no model given (pass the prepared "
-        "model: join_uneven_inputs({model}))");
-  DistributedDataParallel* engine = nullptr;
-  for (size_t i = 0; i < models.size(); ++i) {
-    if (!models[i])
-      throw InvalidArgument("accelerate: join_uneven_inputs: model " + std::to_string(i) +
-                            " is a null pointer");
-    DistributedDataParallel* e = engine_of(models[i].get());
-    if (!e)
-      throw InvalidArgument("accelerate: join_uneven_inputs: model " + std::to_string(i) +
-                            " was not prepared (pass models returned by accelerator.prepare)");
-    if (engine && e != engine)
-      throw InvalidArgument(
-          "accelerate: join_uneven_inputs: one model at a time: the steps of two "
-          "synchronised models cannot be shadowed apart (got two prepared models)");
-    engine = e;
-  }
-  // As Accelerate: with one process, nothing at all (not even the even_batches override).
-  if (num_processes() == 1) return JoinGuard(nullptr, {});
-  std::vector<std::pair<std::shared_ptr<DataLoaderBase>, bool>> restore;
-  if (even_batches) {
-    for (const auto& loader : loaders_) {
-      restore.emplace_back(loader, loader->sharding().even_batches());
-      loader->set_even_batches(*even_batches);
-    }
-  }
-  const bool enable = !even_batches.value_or(options_.even_batches());
-  if (enable) {
-    try {
-      engine->begin_join();
-    } catch (...) {  // a refusal (DdpEngine::Reducer) leaves the loaders as they were
-      restore_even_batches(restore);
-      throw;
-    }
-  }
-  return JoinGuard(enable ? engine : nullptr, std::move(restore));
-}
-
-JoinGuard::JoinGuard(DistributedDataParallel* engine,
-                     std::vector<std::pair<std::shared_ptr<DataLoaderBase>, bool>> loaders)
-    : engine_(engine), loaders_(std::move(loaders)), exceptions_(std::uncaught_exceptions()) {}
-
-void JoinGuard::join() {
-  if (done_) return;
-  done_ = true;
-  struct Restore {
-    JoinGuard* self;
-    ~Restore() { restore_even_batches(self->loaders_); }
-  } restore{this};
-  if (engine_) engine_->end_join();
-}
-
-JoinGuard::~JoinGuard() {
-  if (done_) return;
-  if (std::uncaught_exceptions() > exceptions_) {
-    // As PyTorch's Join.__exit__: an exception leaves the scope without the collectives.
-    done_ = true;
-    if (engine_) engine_->abandon_join();
-    restore_even_batches(loaders_);
-    return;
-  }
-  try {
-    join();
-  } catch (const std::exception& e) {
-    exit_from_destructor(e);
-  }
-}
-
-MainProcessFirstGuard::MainProcessFirstGuard(const State& state, bool local)
-    : state_(state),
-      first_(local ? state.is_local_main_process() : state.is_main_process()),
-      exceptions_(std::uncaught_exceptions()) {
-  if (!first_) state_.wait_for_everyone();
-}
-
-MainProcessFirstGuard::~MainProcessFirstGuard() {
-  // While an exception leaves the scope, skip the barrier: the peers are stopped by the
-  // launcher (or time out) rather than this process hanging here.
-  if (!first_ || std::uncaught_exceptions() > exceptions_) return;
-  try {
-    state_.wait_for_everyone();
-  } catch (const std::exception& e) {
-    exit_from_destructor(e);
-  }
+  return remainder > 0 && remainder < gathered ? remainder : gathered;
 }
 
 std::string Accelerator::profile_path(const std::string& path) const {

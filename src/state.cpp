@@ -707,4 +707,22 @@ std::string State::describe() const {
   return "rank " + std::to_string(info_.rank) + " of " + std::to_string(info_.world_size);
 }
 
+MainProcessFirstGuard::MainProcessFirstGuard(const State& state, bool local)
+    : state_(state),
+      first_(local ? state.is_local_main_process() : state.is_main_process()),
+      exceptions_(std::uncaught_exceptions()) {
+  if (!first_) state_.wait_for_everyone();
+}
+
+MainProcessFirstGuard::~MainProcessFirstGuard() {
+  // While an exception leaves the scope, skip the barrier: the peers are stopped by the
+  // launcher (or time out) rather than this process hanging here.
+  if (!first_ || std::uncaught_exceptions() > exceptions_) return;
+  try {
+    state_.wait_for_everyone();
+  } catch (const std::exception& e) {
+    detail::exit_from_destructor(e);
+  }
+}
+
 }  // namespace accelerate

@@ -11,7 +11,8 @@
 #pragma once
 
 #include "accelerate/accelerator.h"
-#include "accelerate/checkpoint.h"
+#include "accelerate/accelerator_options.h"
+#include "accelerate/checkpoint_hooks.h"
 #include "accelerate/data_loader.h"
 #include "accelerate/ddp.h"
 #include "accelerate/errors.h"
@@ -19,6 +20,7 @@
 #include "accelerate/gradient_state.h"
 #include "accelerate/logging.h"
 #include "accelerate/mixed_precision.h"
+#include "accelerate/model_files.h"
 #include "accelerate/object_bytes.h"
 #include "accelerate/ops.h"
 #include "accelerate/optimizer.h"
@@ -28,6 +30,7 @@
 #include "accelerate/safetensors.h"
 #include "accelerate/scheduler.h"
 #include "accelerate/state.h"
+#include "accelerate/sync_guards.h"
 #include "accelerate/tracking.h"
 #include "accelerate/utils.h"
 

@@ -2,7 +2,10 @@
 //
 // It resolves where this process stands in the job once (see state.h), places work on the
 // right device, and offers Accelerate's process control (print once, run on one process,
-// barriers, triggers) and collectives (gather, reduce, broadcast, ...).
+// barriers, triggers) and collectives (gather, reduce, broadcast, ...). This header shows the
+// API: its options are in accelerator_options.h, the guards it returns in sync_guards.h
+// (no_sync, accumulate, join_uneven_inputs) and state.h (main_process_first), the save_state
+// hooks in checkpoint_hooks.h; what save_state writes lives in src/ (checkpoint_registry.h).
 //
 // Example:
 //   #include <accelerate/accelerate.h>
@@ -19,323 +22,45 @@
 #include <torch/nn/module.h>
 #include <torch/optim/optimizer.h>
 #include <torch/optim/schedulers/lr_scheduler.h>
-#include "accelerate/errors.h"
 
-#include <chrono>
-#include <filesystem>
+#include <cstdint>
 #include <functional>
 #include <initializer_list>
-#include <iomanip>
-#include <ios>
 #include <iostream>
 #include <map>
 #include <memory>
 #include <optional>
 #include <sstream>
 #include <string>
+#include <tuple>
 #include <type_traits>
 #include <utility>
 #include <vector>
 
-#include "accelerate/checkpoint.h"
+#include "accelerate/accelerator_options.h"
+#include "accelerate/checkpoint_hooks.h"
 #include "accelerate/data_loader.h"
 #include "accelerate/ddp.h"
+#include "accelerate/errors.h"
 #include "accelerate/format.h"
 #include "accelerate/gradient_state.h"
 #include "accelerate/handles.h"
 #include "accelerate/mixed_precision.h"
+#include "accelerate/model_files.h"
 #include "accelerate/ops.h"
 #include "accelerate/optimizer.h"
 #include "accelerate/options.h"
 #include "accelerate/profiler.h"
 #include "accelerate/scheduler.h"
 #include "accelerate/state.h"
+#include "accelerate/sync_guards.h"
 #include "accelerate/tracking.h"
 
 namespace accelerate {
 
-/// Where checkpoints go (Accelerate's `ProjectConfiguration`), with chained setters (see
-/// options.h).
-///
-/// Example:
-///   acc::AcceleratorOptions().project_config(acc::ProjectConfiguration()
-///       .project_dir("runs/exp1").automatic_checkpoint_naming(true).total_limit(2));
-///   accelerator.save_state();   // runs/exp1/checkpoints/checkpoint_0, _1, ...
-struct ProjectConfiguration {
-  /// Folder of the project; automatic checkpoints go to project_dir/checkpoints.
-  ACCELERATE_ARG(std::string, project_dir);
-  /// save_state() writes project_dir/checkpoints/checkpoint_N (N: iteration), also when given
-  /// a folder (as Accelerate, which then ignores the folder).
-  ACCELERATE_ARG(bool, automatic_checkpoint_naming) = false;
-  /// Keep at most this many automatic checkpoints, removing the oldest (0: keep all).
-  ACCELERATE_ARG(int, total_limit) = 0;
-  /// Folder the trackers write into (default: project_dir).
-  ACCELERATE_ARG(std::string, logging_dir);
-  /// Number of the first automatic checkpoint; the Accelerator counts on from it (see
-  /// Accelerator::project_configuration()).
-  ACCELERATE_ARG(int, iteration) = 0;
-  /// Write checkpoints and models on every machine (for machines without a shared file
-  /// system): save_state, save_model and save write on each machine's local main process
-  /// instead of on process 0 only (default false). Where several machines do share the folder,
-  /// save_state and save_model still leave one complete copy.
-  ACCELERATE_ARG(bool, save_on_each_node) = false;
-  /// save_state records the size and checksum (XXH3-64) of every file it writes, and
-  /// load_state verifies every file it will read against them before it loads anything,
-  /// refusing a damaged file with a FileError that names it, on every process (default true).
-  /// false: save_state records none and load_state verifies none (e.g. to load a folder whose
-  /// files were replaced on purpose). A folder saved without checksums loads unverified.
-  ACCELERATE_ARG(bool, checksums) = true;
-};
-
-/// What `register_save_state_pre_hook` / `register_load_state_pre_hook` return (PyTorch's
-/// `RemovableHandle`): remove() takes the hook out; the hook stays while the handle is
-/// dropped without it. Removing twice, or after the Accelerator is gone, does nothing.
-class HookHandle {
- public:
-  /// An empty handle: remove() does nothing.
-  HookHandle() = default;
-  /// Takes the hook out of its Accelerator.
-  void remove() {
-    if (remove_) std::exchange(remove_, nullptr)();
-  }
-
- private:
-  friend class Accelerator;
-  explicit HookHandle(std::function<void()> remove) : remove_(std::move(remove)) {}
-  std::function<void()> remove_;
-};
-
-/// A save_state pre-hook: given the prepared models (in the order they were prepared), the
-/// state dicts about to be written for them (same order; the hook may change, add or drop
-/// entries, not add or drop dicts) and the checkpoint folder.
-using SaveStatePreHook =
-    std::function<void(const std::vector<std::shared_ptr<torch::nn::Module>>& models,
-                       std::vector<StateDict>& weights, const std::string& output_dir)>;
-/// A load_state pre-hook: given the prepared models (in the order they were prepared) and the
-/// checkpoint folder; setting an entry to nullptr tells load_state not to load that model
-/// (the hook loaded it itself).
-using LoadStatePreHook = std::function<void(std::vector<std::shared_ptr<torch::nn::Module>>& models,
-                                            const std::string& input_dir)>;
-
-/// Options of `Accelerator::backward`, as the keyword arguments Accelerate passes on to
-/// `loss.backward()`.
-struct BackwardOptions {
-  /// Keep the graph for another backward pass through it (default false).
-  ACCELERATE_ARG(bool, retain_graph) = false;
-  /// Build the graph of the derivative, for higher-order gradients (default false).
-  ACCELERATE_ARG(bool, create_graph) = false;
-};
-
-/// Options of an `Accelerator` (Accelerate's constructor arguments), with chained setters
-/// (see options.h). Unset values come from the environment the launcher set, then from
-/// Accelerate's defaults.
-struct AcceleratorOptions {
-  /// "no" | "fp16" | "bf16"; throws std::invalid_argument for anything else.
-  AcceleratorOptions& mixed_precision(const std::string& value) {
-    mixed_precision_ = parse_mixed_precision(value);
-    return *this;
-  }
-  /// Mixed-precision mode as an enum.
-  ACCELERATE_ARG(std::optional<MixedPrecision>, mixed_precision);
-  /// Run on the CPU even when CUDA is available.
-  ACCELERATE_ARG(std::optional<bool>, cpu);
-  /// Timeout of every collective (Accelerate's `InitProcessGroupKwargs(timeout=...)`); unset
-  /// reads ACCELERATE_TIMEOUT (seconds, set by `accelerate-cpp launch --timeout` or the config
-  /// key `timeout`), else 1800 s.
-  ACCELERATE_ARG(std::optional<std::chrono::milliseconds>, timeout);
-  /// How long joining the job may take (reaching process 0's store, every process arriving);
-  /// unset reads ACCELERATE_JOIN_TIMEOUT (seconds, set by `accelerate-cpp launch
-  /// --join_timeout` or the config key `join_timeout`), else 300 s or the collective timeout
-  /// when that is shorter. See StateOptions::join_timeout.
-  ACCELERATE_ARG(std::optional<std::chrono::milliseconds>, join_timeout);
-  /// The process group's backend, "gloo" or "nccl" (Accelerate's
-  /// `InitProcessGroupKwargs(backend=...)`); unset: "nccl" on CUDA, else "gloo". An unknown or
-  /// unavailable one (nccl on the CPU) makes the Accelerator throw InvalidArgument naming it.
-  /// See StateOptions::backend.
-  ACCELERATE_ARG(std::optional<std::string>, backend);
-  /// Resolve the launcher's variables from this map instead of the process environment:
-  /// for tests that run ranks as threads, and for programs embedding the library.
-  ACCELERATE_ARG(std::optional<Environment>, environment);
-  /// Meet the other processes through this c10d store instead of a TCPStore at
-  /// MASTER_ADDR:MASTER_PORT (`torch.distributed.init_process_group(store=...)`); the rank
-  /// and the number of processes still come from the environment. See StateOptions::store.
-  ///
-  /// Example (ranks as threads of one process):
-  ///   auto store = c10::make_intrusive<c10d::HashStore>();  // one for all the ranks
-  ///   acc::Accelerator accelerator(acc::AcceleratorOptions().store(store).environment(
-  ///       {{"RANK", std::to_string(rank)}, {"WORLD_SIZE", "2"}}));
-  ACCELERATE_ARG(c10::intrusive_ptr<c10d::Store>, store);
-
-  /// Accumulate gradients over this many micro-steps (≥ 1). Giving this and
-  /// `gradient_accumulation_plugin` both makes the Accelerator throw std::invalid_argument.
-  ACCELERATE_ARG(std::optional<int>, gradient_accumulation_steps);
-  /// Accumulation settings as a plugin (num_steps, adjust_scheduler, sync_with_dataloader,
-  /// sync_each_batch). Not together with `gradient_accumulation_steps`.
-  ACCELERATE_ARG(std::optional<GradientAccumulationPlugin>, gradient_accumulation_plugin);
-  /// Prepared data loaders cut each batch into one slice per process instead of giving each
-  /// process whole batches (Accelerate's `split_batches`; default false).
-  ACCELERATE_ARG(bool, split_batches) = false;
-  /// Prepared data loaders wrap around so every process gets the same number of batches
-  /// (default true).
-  ACCELERATE_ARG(bool, even_batches) = true;
-  /// Accelerate's `dispatch_batches`: prepared loaders read their batches on process 0 and
-  /// send each process its slice (true), or every process reads its own (false). Unset (the
-  /// default): dispatch loaders over iterable data sets only. See
-  /// ShardingOptions::dispatch_batches.
-  ACCELERATE_ARG(std::optional<bool>, dispatch_batches);
-  /// Random states that prepared data loaders synchronise from process 0 at the start of every
-  /// pass (Accelerate's `rng_types`; see synchronize_rng_states in utils.h): "cpu" (or
-  /// "torch"), "cuda", "generator". Default: {"generator"}, as Accelerate: the loader's own
-  /// shuffling generator (`DataLoaderOptions::generator`), so that every process draws the
-  /// same order; nothing is sent for a loader without one (a seeded shuffle already uses a
-  /// seed all processes share, ShardingOptions::seed). Give "cpu" when the loop draws random
-  /// numbers that must agree across processes (e.g. data augmentation that must be the same
-  /// on all). An unknown type, or "cuda" without a CUDA device, makes the Accelerator throw
-  /// InvalidArgument naming it.
-  ///
-  /// Example:
-  ///   acc::Accelerator accelerator(acc::AcceleratorOptions().rng_types({"cpu"}));
-  ///   for (auto& batch : *loader) { /* torch::rand draws the same on every process */ }
-  ACCELERATE_ARG(std::vector<std::string>, rng_types) = {"generator"};
-  /// Prepared schedulers step only with the optimizer, num_processes times per call unless
-  /// split_batches (default true, as Accelerate).
-  ACCELERATE_ARG(bool, step_scheduler_with_optimizer) = true;
-  /// Options of the DDP engine attached to prepared models (Accelerate's
-  /// `DistributedDataParallelKwargs`).
-  ACCELERATE_ARG(DistributedDataParallelOptions, ddp_options);
-  /// Options of the fp16 gradient scaler (Accelerate's `GradScalerKwargs`); used with
-  /// mixed_precision("fp16") only.
-  ACCELERATE_ARG(GradScalerOptions, grad_scaler);
-  /// Where checkpoints go (see ProjectConfiguration).
-  ACCELERATE_ARG(ProjectConfiguration, project_config);
-
- public:
-  /// Threads LibTorch computes with in this process (at::set_num_threads), as `accelerate
-  /// launch --num_cpu_threads_per_process` would give it. Unset (the default): the Accelerator
-  /// leaves LibTorch's thread count alone (OMP_NUM_THREADS, which `accelerate-cpp launch` sets
-  /// for each process, else one thread per core). Throws accelerate::InvalidArgument naming
-  /// the value when `threads` < 1. See StateOptions::num_cpu_threads_per_process.
-  ///
-  /// Example:
-  ///   acc::Accelerator accelerator(acc::AcceleratorOptions().num_cpu_threads_per_process(4));
-  AcceleratorOptions& num_cpu_threads_per_process(int threads);
-  /// The number of threads given, if any.
-  const std::optional<int>& num_cpu_threads_per_process() const noexcept {
-    return num_cpu_threads_per_process_;
-  }
-
-  /// Shortcut for project_config(ProjectConfiguration().project_dir(dir)).
-  AcceleratorOptions& project_dir(std::string dir) {
-    project_config_.project_dir(std::move(dir));
-    return *this;
-  }
-
-  /// Experiment trackers: "tensorboard", "csv", "all", or several separated by commas
-  /// (Accelerate's `log_with`). They write into the project's logging_dir (see
-  /// ProjectConfiguration), which must then be set.
-  AcceleratorOptions& log_with(const std::string& names);
-  /// Adds a tracker of your own; it is used on the main process only.
-  AcceleratorOptions& log_with(std::shared_ptr<GeneralTracker> tracker) {
-    custom_trackers_.push_back(std::move(tracker));
-    return *this;
-  }
-  /// The names of the trackers given to log_with(names), each once, in order.
-  const std::vector<std::string>& log_with() const noexcept { return log_with_; }
-  /// The trackers of your own given to log_with(tracker), in order.
-  const std::vector<std::shared_ptr<GeneralTracker>>& custom_trackers() const noexcept {
-    return custom_trackers_;
-  }
-
-  /// The `StateOptions` these options resolve to.
-  StateOptions state_options() const;
-
- private:
-  std::optional<int> num_cpu_threads_per_process_;
-  std::vector<std::string> log_with_;
-  std::vector<std::shared_ptr<GeneralTracker>> custom_trackers_;
-};
-
-class Accelerator;
-
 namespace detail {
-/// True for what `stream << x` uses to change how a stream formats rather than to write: the
-/// ios_base manipulators (std::fixed, std::hex, std::boolalpha, ...), ostream manipulators
-/// given as function pointers, and what std::setprecision, std::setw, std::setfill,
-/// std::setbase, std::setiosflags and std::resetiosflags return.
-template <typename T>
-inline constexpr bool is_stream_manipulator_v =
-    std::is_same_v<T, std::ios_base& (*)(std::ios_base&)> ||
-    std::is_same_v<T, std::ostream& (*)(std::ostream&)> ||
-    std::is_same_v<T, decltype(std::setprecision(0))> ||
-    std::is_same_v<T, decltype(std::setw(0))> || std::is_same_v<T, decltype(std::setfill(' '))> ||
-    std::is_same_v<T, decltype(std::setbase(10))> ||
-    std::is_same_v<T, decltype(std::setiosflags(std::ios_base::fmtflags{}))> ||
-    std::is_same_v<T, decltype(std::resetiosflags(std::ios_base::fmtflags{}))>;
+class CheckpointRegistry;
 }  // namespace detail
-
-/// RAII guard of `main_process_first()` / `local_main_process_first()`: the main process
-/// runs the guarded block first, the others wait for it, then run theirs. Not copyable or
-/// movable. A failed barrier in the destructor cannot be thrown: it is reported on stderr
-/// with the rank and ends the process with exit code 1. Use the callable forms to get an
-/// exception instead.
-class [[nodiscard]] MainProcessFirstGuard {
- public:
-  /// Enters: the non-main processes wait here for the main one.
-  MainProcessFirstGuard(const State& state, bool local);
-  /// Leaves: the main process waits here for the others.
-  ~MainProcessFirstGuard();
-  MainProcessFirstGuard(const MainProcessFirstGuard&) = delete;
-  MainProcessFirstGuard& operator=(const MainProcessFirstGuard&) = delete;
-
- private:
-  const State& state_;
-  bool first_;
-  int exceptions_;
-};
-
-/// RAII guard of `no_sync(model)` and `accumulate(model)`: while it lives, backward passes
-/// of the given models do not all-reduce gradients (they accumulate locally). Restores the
-/// previous setting on exit. Not copyable or movable.
-class [[nodiscard]] NoSyncGuard {
- public:
-  /// Turns synchronisation off for `engines` when `disable` is true; else does nothing.
-  NoSyncGuard(std::vector<DistributedDataParallel*> engines, bool disable);
-  ~NoSyncGuard();
-  NoSyncGuard(const NoSyncGuard&) = delete;
-  NoSyncGuard& operator=(const NoSyncGuard&) = delete;
-
- private:
-  std::vector<std::pair<DistributedDataParallel*, bool>> saved_;
-};
-
-/// RAII guard of `join_uneven_inputs(...)` (PyTorch's `Join` context manager with DDP):
-/// while it lives, processes may run different numbers of training steps. On leaving, a
-/// process that ran out of data shadows the synchronising steps of the others until all have
-/// left (a collective), then all take the model of the last one to leave, and the loaders'
-/// even_batches come back. Not copyable or movable. A failed collective in the destructor
-/// cannot be thrown: it is reported on stderr with the rank and ends the process with exit
-/// code 1; call `join()` to get the exception instead. While an exception leaves the scope,
-/// the guard only restores the loaders.
-class [[nodiscard]] JoinGuard {
- public:
-  /// `engine`: the model's engine in join mode, or null (nothing to join); `loaders`: the
-  /// loaders and the even_batches to give them back.
-  JoinGuard(DistributedDataParallel* engine,
-            std::vector<std::pair<std::shared_ptr<DataLoaderBase>, bool>> loaders);
-  ~JoinGuard();
-  JoinGuard(const JoinGuard&) = delete;
-  JoinGuard& operator=(const JoinGuard&) = delete;
-
-  /// Leaves the guard here (what the destructor does, throwing DistributedError when a
-  /// collective fails); the destructor then does nothing.
-  void join();
-
- private:
-  DistributedDataParallel* engine_;
-  std::vector<std::pair<std::shared_ptr<DataLoaderBase>, bool>> loaders_;
-  int exceptions_;
-  bool done_ = false;
-};
 
 /// The main entry point of accelerate-cpp, as `accelerate.Accelerator` in Python.
 /// Not copyable or movable: guards and prepared objects refer to it.
@@ -674,11 +399,7 @@ class Accelerator {
   template <typename T>
   std::vector<T> gather_for_metrics(const std::vector<T>& items) const {
     std::vector<T> all = gather_object(items);
-    if (gradient_state_->end_of_dataloader()) {
-      const int64_t remainder = gradient_state_->remainder();
-      if (remainder > 0 && remainder < static_cast<int64_t>(all.size()))
-        all.resize(static_cast<size_t>(remainder));
-    }
+    all.resize(static_cast<size_t>(metrics_rows(static_cast<int64_t>(all.size()))));
     return all;
   }
 
@@ -949,39 +670,15 @@ class Accelerator {
       return object;
     }
   }
-  // What save_state writes besides the random states: one entry per prepared or registered
-  // object, in the order they came; save_state and load_state are one loop over it
-  // (accelerator_checkpoint.cpp).
-  struct Checkpointed {
-    std::string kind;  // "models", "optimizers", ...: counted in accelerator_state.json
-    std::string file;  // its file in the checkpoint folder
-    std::function<void(const std::string& path)> save;
-    std::function<void(const std::string& path)> load;
-    std::shared_ptr<torch::nn::Module> model;  // kind "models": the prepared model
-  };
-  void add_checkpointed(const std::string& kind, const std::string& file,
-                        std::function<void(const std::string&)> save,
-                        std::function<void(const std::string&)> load);
-  // The name of the next object of `kind`: stem + ext, then stem_1 + ext, ...
-  // ("model.safetensors").
-  std::string next_file(const std::string& kind, const std::string& stem,
-                        const std::string& extension, bool always_numbered = false) const;
+  // Add an object to save_state's registry (accelerator_checkpoint.cpp).
   void checkpoint_module(const std::string& kind, const std::string& stem,
                          std::shared_ptr<torch::nn::Module> module);
   void checkpoint_custom(std::function<std::string()> save,
                          std::function<void(const std::string&, const std::string&)> load);
   void checkpoint_loader(std::shared_ptr<DataLoaderBase> loader);
-  void checkpoint_scaler();
   void save_model_impl(const torch::nn::Module& model, const std::string& dir,
                        const SaveModelOptions& options);
   static StateDict cpu_state_dict(const torch::nn::Module& model);
-  // Writes checkpoints and models: process 0, or with save_on_each_node each local main.
-  bool checkpoint_writer() const;
-  // The prepared models, in the order they were prepared.
-  std::vector<std::shared_ptr<torch::nn::Module>> checkpointed_models() const;
-  // save_state's object files, written by process 0 into `folder` (accelerator_checkpoint.cpp).
-  void save_main_process_files(const std::filesystem::path& folder,
-                               const std::vector<StateDict>& weights);
   // The sharding of a prepared loader; `generator` is the loader's shuffling generator.
   ShardingOptions sharding_options(const std::optional<at::Generator>& generator);
   // What prepared loaders call at the start of a pass: synchronise options_.rng_types.
@@ -994,6 +691,9 @@ class Accelerator {
   // prepared model holds (backward, with several processes).
   void warn_if_unprepared_model(const at::Tensor& loss);
   at::Tensor gather_for_metrics_one(const at::Tensor& tensor) const;
+  // How many of `gathered` rows gather_for_metrics keeps: all, except on the last batch of a
+  // prepared loader, where the rows even_batches repeated are dropped.
+  int64_t metrics_rows(int64_t gathered) const;
 
   State state_;
   std::shared_ptr<GradientState> gradient_state_;
@@ -1010,15 +710,9 @@ class Accelerator {
   std::map<const torch::optim::Optimizer*, std::shared_ptr<AcceleratedOptimizer>> optimizers_;
   std::vector<std::shared_ptr<AcceleratedOptimizer>> optimizer_order_;
   std::vector<std::shared_ptr<AcceleratedScheduler>> schedulers_;
-  std::vector<Checkpointed> checkpointed_;
-  bool load_same_world_ = true;  // during load_state: saved by as many processes as now
+  // What save_state writes and the hooks it calls (src/checkpoint_registry.h).
+  std::unique_ptr<detail::CheckpointRegistry> checkpoints_;
   std::vector<std::shared_ptr<DataLoaderBase>> loaders_;  // prepared, for join_uneven_inputs
-  // The pre-hooks of save_state / load_state by id (HookHandle removes through a weak_ptr).
-  std::shared_ptr<std::map<int64_t, SaveStatePreHook>> save_state_pre_hooks_ =
-      std::make_shared<std::map<int64_t, SaveStatePreHook>>();
-  std::shared_ptr<std::map<int64_t, LoadStatePreHook>> load_state_pre_hooks_ =
-      std::make_shared<std::map<int64_t, LoadStatePreHook>>();
-  int64_t next_hook_id_ = 0;
 };
 
 }  // namespace accelerate

@@ -122,7 +122,7 @@ class DistributedDataParallel {
   /// The module.
   const std::shared_ptr<torch::nn::Module>& module() const { return module_; }
 
-  // ---- uneven inputs (PyTorch's `Join` with DDP's join hook; see JoinGuard in accelerator.h)
+  // ---- uneven inputs (PyTorch's `Join` with DDP's join hook; see JoinGuard in sync_guards.h)
   /// Enters join mode: from now on, each synchronising backward first tells the processes
   /// that have run out of data (an all-reduce of 1), then, with buffers to broadcast, takes
   /// them from the highest process still training. No-op with one process or nothing to

@@ -13,6 +13,9 @@
 #pragma once
 
 #include <cstdint>
+#include <iomanip>
+#include <ios>
+#include <ostream>
 #include <sstream>
 #include <string>
 #include <string_view>
@@ -83,5 +86,21 @@ template <typename... Args>
 std::string format(const std::string& format_string, const Args&... args) {
   return detail::vformat(format_string, {detail::format_arg(args)...});
 }
+
+namespace detail {
+/// True for what `stream << x` uses to change how a stream formats rather than to write: the
+/// ios_base manipulators (std::fixed, std::hex, std::boolalpha, ...), ostream manipulators
+/// given as function pointers, and what std::setprecision, std::setw, std::setfill,
+/// std::setbase, std::setiosflags and std::resetiosflags return.
+template <typename T>
+inline constexpr bool is_stream_manipulator_v =
+    std::is_same_v<T, std::ios_base& (*)(std::ios_base&)> ||
+    std::is_same_v<T, std::ostream& (*)(std::ostream&)> ||
+    std::is_same_v<T, decltype(std::setprecision(0))> ||
+    std::is_same_v<T, decltype(std::setw(0))> || std::is_same_v<T, decltype(std::setfill(' '))> ||
+    std::is_same_v<T, decltype(std::setbase(10))> ||
+    std::is_same_v<T, decltype(std::setiosflags(std::ios_base::fmtflags{}))> ||
+    std::is_same_v<T, decltype(std::resetiosflags(std::ios_base::fmtflags{}))>;
+}  // namespace detail
 
 }  // namespace accelerate

@@ -249,4 +249,24 @@ class State {
   std::shared_ptr<Comm> comm_;  // null with one process; shared by the States of a process
 };
 
+/// RAII guard of `main_process_first()` / `local_main_process_first()`: the main process
+/// runs the guarded block first, the others wait for it, then run theirs. Not copyable or
+/// movable. A failed barrier in the destructor cannot be thrown: it is reported on stderr
+/// with the rank and ends the process with exit code 1. Use the callable forms to get an
+/// exception instead.
+class [[nodiscard]] MainProcessFirstGuard {
+ public:
+  /// Enters: the non-main processes wait here for the main one.
+  MainProcessFirstGuard(const State& state, bool local);
+  /// Leaves: the main process waits here for the others.
+  ~MainProcessFirstGuard();
+  MainProcessFirstGuard(const MainProcessFirstGuard&) = delete;
+  MainProcessFirstGuard& operator=(const MainProcessFirstGuard&) = delete;
+
+ private:
+  const State& state_;
+  bool first_;
+  int exceptions_;
+};
+
 }  // namespace accelerate
