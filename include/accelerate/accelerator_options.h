@@ -36,8 +36,9 @@ namespace accelerate {
 /// options.h).
 ///
 /// Example:
-///   acc::Accelerator accelerator(acc::AcceleratorOptions().project_config(
-///       acc::ProjectConfiguration().project_dir("runs/exp1").total_limit(2)));
+///   auto project = acc::ProjectConfiguration().project_dir("runs/exp1").total_limit(2);
+///   acc::Accelerator accelerator(
+///       acc::AcceleratorOptions().project_config(project.automatic_checkpoint_naming(true)));
 ///   accelerator.save_state();  // runs/exp1/checkpoints/checkpoint_0, _1, ...
 struct ProjectConfiguration {
   /// Folder of the project; automatic checkpoints go to project_dir/checkpoints.

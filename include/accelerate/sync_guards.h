@@ -6,11 +6,12 @@
 // Example:
 //   namespace acc = accelerate;
 //   acc::Accelerator accelerator;
-//   auto model = accelerator.prepare(std::make_shared<torch::nn::LinearImpl>(2, 1));
+//   auto model = accelerator.prepare(std::make_shared<torch::nn::Module>());
+//   at::Tensor w = model->register_parameter("w", torch::ones({2}));
 //   {
 //     acc::NoSyncGuard local = accelerator.no_sync(model);
-//     accelerator.backward(model->forward(torch::ones({1, 2})).sum());
-//   }  // gradients stayed on this process
+//     accelerator.backward((w * 3).sum());
+//   }  // w.grad() was not averaged over the processes
 #pragma once
 
 #include <memory>
