@@ -11,9 +11,9 @@ The convention (README, "Developing"; tests/header_examples/CMakeLists.txt):
   followed by code on the same line, e.g. `/// Example: set_seed(42);`.
 * Each example becomes the body of a function of its own, after `#include <accelerate/accelerate.h>`
   and prelude.h, which declares the free names examples may use (`accelerator`, `model`, ...).
-* A block may begin with namespace-scope declarations: preprocessor lines, `struct`, `class`,
-  `enum`, `union` or `template` declarations (up to the `;` that closes them) and function
-  definitions (a line `type name(...) {` up to its closing `}`); they are placed before the
+* A block may begin with namespace-scope declarations: preprocessor lines, `namespace` (an alias
+  or a block), `struct`, `class`, `enum`, `union` or `template` declarations (up to the `;` that
+  closes them) and function definitions (a line `type name(...) {` up to its closing `}`); they are placed before the
   function, at global scope, so the examples of all headers must not define the same name twice.
 * A line that is only `...` stands for code left out and is dropped.
 
@@ -29,7 +29,7 @@ COMMENT = re.compile(r"^(\s*)(//+)(.*)$")
 BLOCK_START = re.compile(r"(^|\s)Example(\s*\([^)]*\))?:$")
 INLINE = re.compile(r"^Example(\s*\([^)]*\))?:\s+(\S.*)$")
 DECLARATION = re.compile(
-    r"^(#|struct\b|class\b|enum\b|union\b|template\b"
+    r"^(#|struct\b|class\b|enum\b|union\b|template\b|namespace\b"
     r"|[A-Za-z_][\w:<>,*& ]*\s[A-Za-z_]\w*\([^;]*\)\s*(const\s*)?\{\s*$)")
 
 
