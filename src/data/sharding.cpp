@@ -71,35 +71,38 @@ struct ShardedBatches {
   }
 };
 
-ShardedBatches batch_sampler_shard(const Batches& in, std::optional<int64_t> bs, bool drop_last,
-                                   const ShardingOptions& s) {
-  const int64_t N = s.num_processes(), p = s.process_index(), K = static_cast<int64_t>(in.size());
-  ShardedBatches out;
+// Every process's batches in one run: Python's loop for one process_index, run for all of
+// them at once (what process q yields goes to out[q]).
+std::vector<ShardedBatches> batch_sampler_shard(const Batches& in, std::optional<int64_t> bs,
+                                                bool drop_last, const ShardingOptions& s) {
+  const int64_t N = s.num_processes(), K = static_cast<int64_t>(in.size());
+  std::vector<ShardedBatches> out(static_cast<size_t>(N));
   auto size = [](const std::vector<int64_t>& b) { return static_cast<int64_t>(b.size()); };
   if (s.split_batches()) {
     const int64_t bl = *bs / N;
     std::vector<int64_t> initial;
     for (int64_t idx = 0; idx < K; ++idx) {
       if (idx == 0) initial = in[0];
-      if (size(in[idx]) == *bs) out.emit(py_slice(in[idx], bl * p, bl * (p + 1)), bl);
+      if (size(in[idx]) == *bs)
+        for (int64_t q = 0; q < N; ++q) out[q].emit(py_slice(in[idx], bl * q, bl * (q + 1)), bl);
     }
     if (!drop_last && !initial.empty() && size(in[K - 1]) < *bs) {
       const auto& last = in[K - 1];
-      const int64_t real = std::clamp<int64_t>(size(last) - bl * p, 0, bl);
-      if (!s.even_batches()) {
-        if (size(last) > bl * p) out.emit(py_slice(last, bl * p, bl * (p + 1)), real);
-      } else {
+      std::vector<int64_t> batch = last;
+      if (s.even_batches()) {
         while (size(initial) < *bs) initial.insert(initial.end(), initial.begin(), initial.end());
-        std::vector<int64_t> batch = last;
         batch.insert(batch.end(), initial.begin(), initial.end());
-        out.emit(py_slice(batch, bl * p, bl * (p + 1)), real);
       }
+      for (int64_t q = 0; q < N; ++q)
+        if (s.even_batches() || size(last) > bl * q)
+          out[q].emit(py_slice(batch, bl * q, bl * (q + 1)),
+                      std::clamp<int64_t>(size(last) - bl * q, 0, bl));
     }
     return out;
   }
   std::vector<int64_t> initial_flat;  // with a batch size
   Batches initial_batches;            // without one
-  std::optional<std::vector<int64_t>> to_yield;
+  std::vector<std::optional<std::vector<int64_t>>> to_yield(static_cast<size_t>(N));
   for (int64_t idx = 0; idx < K; ++idx) {
     const auto& batch = in[idx];
     if (!drop_last && idx < N) {
@@ -108,20 +111,21 @@ ShardedBatches batch_sampler_shard(const Batches& in, std::optional<int64_t> bs,
       else
         initial_batches.push_back(batch);
     }
-    if (idx % N == p) to_yield = batch;
+    to_yield[idx % N] = batch;
     if (idx % N == N - 1 && (!bs || size(batch) == *bs)) {
-      if (to_yield) out.emit(*to_yield, size(*to_yield));
-      to_yield.reset();
+      for (int64_t q = 0; q < N; ++q)
+        if (to_yield[q]) out[q].emit(*to_yield[q], size(*to_yield[q]));
+      std::fill(to_yield.begin(), to_yield.end(), std::nullopt);
     }
   }
   const bool any = bs ? !initial_flat.empty() : !initial_batches.empty();
   if (drop_last || !any) return out;
-  const bool pending = to_yield && !to_yield->empty();  // Python's truthiness of a list
-  if (!s.even_batches()) {
-    if (pending) out.emit(*to_yield, size(*to_yield));
-    return out;
+  for (int64_t q = 0; q < N; ++q) {
+    const bool pending = to_yield[q] && !to_yield[q]->empty();  // Python's truthiness of a list
+    if (pending && (!s.even_batches() || !bs || size(*to_yield[q]) == *bs))
+      out[q].emit(*to_yield[q], size(*to_yield[q]));
   }
-  if (pending && (!bs || size(*to_yield) == *bs)) out.emit(*to_yield, size(*to_yield));
+  if (!s.even_batches()) return out;
   if (bs) {
     while (size(initial_flat) < N * *bs)
       initial_flat.insert(initial_flat.end(), initial_flat.begin(), initial_flat.end());
@@ -139,14 +143,14 @@ ShardedBatches batch_sampler_shard(const Batches& in, std::optional<int64_t> bs,
   while (idx % N != 0 || !batch.empty()) {
     if (!bs) {
       batch = initial_batches[static_cast<size_t>(cycle)];
-      if (idx % N == p) out.emit(batch, 0);
+      out[idx % N].emit(batch, 0);
       cycle += 1;
     } else {
       const int64_t real = size(batch);
       const int64_t end = cycle + *bs - size(batch);
       auto more = py_slice(initial_flat, cycle, end);
       batch.insert(batch.end(), more.begin(), more.end());
-      if (idx % N == p) out.emit(batch, real);
+      out[idx % N].emit(batch, real);
       cycle = end;
     }
     batch.clear();
@@ -157,12 +161,10 @@ ShardedBatches batch_sampler_shard(const Batches& in, std::optional<int64_t> bs,
 
 // The real samples of the last step over all processes, when that step was completed with
 // repeated samples, else -1.
-int64_t batch_sampler_remainder(const Batches& in, std::optional<int64_t> bs, bool drop_last,
-                                const ShardingOptions& s) {
-  if (drop_last || in.empty() || !s.even_batches()) return -1;
+int64_t last_step_remainder(const std::vector<ShardedBatches>& all, bool even_batches) {
+  if (!even_batches) return -1;
   int64_t real = 0, total = 0;
-  for (int q = 0; q < s.num_processes(); ++q) {
-    auto mine = batch_sampler_shard(in, bs, drop_last, ShardingOptions(s).process_index(q));
+  for (const auto& mine : all) {
     if (mine.batches.empty()) continue;
     real += mine.real.back();
     total += static_cast<int64_t>(mine.batches.back().size());
@@ -179,8 +181,9 @@ Batches shard_batch_sampler_with_remainder(const Batches& batches,
     remainder = -1;
     return batches;
   }
-  remainder = batch_sampler_remainder(batches, batch_size, drop_last, sharding);
-  return batch_sampler_shard(batches, batch_size, drop_last, sharding).batches;
+  auto all = batch_sampler_shard(batches, batch_size, drop_last, sharding);
+  remainder = drop_last ? -1 : last_step_remainder(all, sharding.even_batches());
+  return std::move(all[static_cast<size_t>(sharding.process_index())].batches);
 }
 
 Share share_of_step(const ShareRule& rule, int64_t real, bool last) {
@@ -292,7 +295,8 @@ std::vector<std::vector<int64_t>> shard_batch_sampler(
         std::to_string(*batch_size));
   check_batch_sampler_split(batch_size, sharding);
   if (sharding.num_processes() == 1) return batches;
-  return detail::batch_sampler_shard(batches, batch_size, drop_last, sharding).batches;
+  auto all = detail::batch_sampler_shard(batches, batch_size, drop_last, sharding);
+  return std::move(all[static_cast<size_t>(sharding.process_index())].batches);
 }
 
 std::vector<int64_t> shard_iterable(const std::vector<int64_t>& stream,
