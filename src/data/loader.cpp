@@ -323,10 +323,10 @@ int64_t DataLoaderBase::begin_stream_pass() {
 }
 
 void DataLoaderBase::on_yield(int64_t index, bool last) {
+  // Every batch asks: a loop must not go on after the Accelerator is gone.
+  const auto context = prepared_ ? this->context() : nullptr;
   batches_yielded_ = index + 1;
-  if (!last) return;
-  if (auto gradient_state = prepared_ && has_context_ ? context()->gradient_state() : nullptr)
-    gradient_state->loader_at_end(this);
+  if (last && context && context->gradient_state()) context->gradient_state()->loader_at_end(this);
 }
 
 void DataLoaderBase::on_stream_end(int64_t remainder) {
