@@ -510,7 +510,7 @@ class Accelerator {
       const std::shared_ptr<DataLoader<Dataset>>& loader) {
     if (!loader) throw InvalidArgument("accelerate: prepare: the data loader is a null pointer");
     if (loader->prepared()) return loader;  // already prepared
-    auto prepared = loader->shard(sharding_options(loader->options().generator()));
+    auto prepared = loader->shard(sharding_options(), data_context_);
     checkpoint_loader(prepared);
     loaders_.push_back(prepared);
     return prepared;
@@ -982,10 +982,8 @@ class Accelerator {
   // save_state's object files, written by process 0 into `folder` (accelerator_checkpoint.cpp).
   void save_main_process_files(const std::filesystem::path& folder,
                                const std::vector<StateDict>& weights);
-  // The sharding of a prepared loader; `generator` is the loader's shuffling generator.
-  ShardingOptions sharding_options(const std::optional<at::Generator>& generator);
-  // What prepared loaders call at the start of a pass: synchronise options_.rng_types.
-  std::function<void()> rng_synchronizer(const std::optional<at::Generator>& generator) const;
+  // The sharding of a prepared loader.
+  ShardingOptions sharding_options();
   void register_model(const std::shared_ptr<torch::nn::Module>& model);
   DistributedDataParallel* engine_of(const torch::nn::Module* model) const;
   void do_sync();
@@ -1019,6 +1017,8 @@ class Accelerator {
   std::shared_ptr<std::map<int64_t, LoadStatePreHook>> load_state_pre_hooks_ =
       std::make_shared<std::map<int64_t, LoadStatePreHook>>();
   int64_t next_hook_id_ = 0;
+  // What prepared loaders call (they hold it weakly); last, so destroyed first.
+  std::shared_ptr<DataContext> data_context_;
 };
 
 }  // namespace accelerate
