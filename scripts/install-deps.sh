@@ -25,6 +25,7 @@ packages=(
   iproute2                           # ip: network namespaces for the tests of jobs over two machines
   clang libclang-rt-14-dev           # libFuzzer targets run as tests
   ccache                             # compiler cache for rebuilds (scripts/build.sh)
+  clang-format                       # tests: formatting leaves the public headers as they are
   python3-venv python3-pip           # the virtual environment of the LibTorch 2.x build
 )
 missing=()

@@ -65,6 +65,7 @@ Accelerator::Accelerator(const AcceleratorOptions& options)
     if (!tracker) throw InvalidArgument("accelerate: log_with: null tracker");
   // "generator" is each prepared loader's own generator, synchronised when it has one.
   check_rng_types(state_, options.rng_types(), /*has_generator=*/true, "Accelerator: rng_types");
+  data_context_ = std::make_shared<DataContext>(state_, gradient_state_, options.rng_types());
 }
 
 std::string Accelerator::logging_dir() const {
@@ -190,7 +191,7 @@ std::shared_ptr<AcceleratedScheduler> Accelerator::prepare_scheduler(
   return prepared;
 }
 
-ShardingOptions Accelerator::sharding_options(const std::optional<at::Generator>& generator) {
+ShardingOptions Accelerator::sharding_options() {
   ShardingOptions sharding;
   if (options_.dispatch_batches()) sharding.dispatch_batches(*options_.dispatch_batches());
   return sharding.num_processes(num_processes())
@@ -198,31 +199,8 @@ ShardingOptions Accelerator::sharding_options(const std::optional<at::Generator>
       .split_batches(options_.split_batches())
       .even_batches(options_.even_batches())
       .device(device())
-      .gradient_state(gradient_state_)
       // One shuffling seed for all processes: process 0's, unless the loader has its own.
-      .seed(broadcast_object(at::detail::getDefaultCPUGenerator().current_seed()))
-      // Dispatching loaders receive process 0's batches through this State.
-      .broadcast([state = &state_](at::Tensor t) { return accelerate::broadcast(*state, t, 0); })
-      .broadcast_bytes([state = &state_](const std::string& bytes) {
-        return accelerate::broadcast_bytes(*state, bytes, 0);
-      })
-      .on_pass_begin(rng_synchronizer(generator));
-}
-
-std::function<void()> Accelerator::rng_synchronizer(
-    const std::optional<at::Generator>& generator) const {
-  // "generator" is the loader's own generator: synchronised when it has one (Accelerate drops
-  // the type when the sampler has no generator).
-  std::vector<std::string> types;
-  for (const std::string& type : options_.rng_types())
-    if ((type != "generator" || generator) &&
-        std::find(types.begin(), types.end(), type) == types.end())
-      types.push_back(type);
-  if (types.empty() || num_processes() == 1) return nullptr;
-  // The loader must not outlive the Accelerator that prepared it (its batches, gradient state
-  // and collectives all belong to it).
-  const State* state = &state_;
-  return [state, types, generator] { synchronize_rng_states(*state, types, generator); };
+      .seed(broadcast_object(at::detail::getDefaultCPUGenerator().current_seed()));
 }
 
 DistributedDataParallel* Accelerator::engine_of(const torch::nn::Module* model) const {

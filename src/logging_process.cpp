@@ -3,6 +3,8 @@
 #include "accelerate/logging.h"
 #include "accelerate/state.h"
 
+#include "launch_env.h"
+
 namespace accelerate {
 
 Logger Logger::in_order(const State& state) const {
@@ -23,7 +25,7 @@ Logger get_logger(const std::string& name, const std::string& log_level) {
   };
   static const Process process = [] {
     const LaunchInfo info = resolve_launch_info(process_environment());
-    return Process{info.rank, detail::make_logger_registry(info.log_level, "ACCELERATE_LOG_LEVEL")};
+    return Process{info.rank, detail::make_logger_registry(info.log_level, launch_env::kLogLevel)};
   }();
   return detail::make_logger(*process.loggers, name, process.rank, log_level);
 }

@@ -26,6 +26,7 @@
 #include "collective_trace.h"
 #include "compat.h"
 #include "errors.h"
+#include "launch_env.h"
 #include "network.h"
 #include "warnings.h"
 
@@ -457,10 +458,12 @@ LaunchInfo resolve_launch_info(const Environment& env) {
     const char* local_size;
   };
   static const Names kLaunchers[] = {
-      {"torchrun", "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE"},
-      {"openmpi", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK",
-       "OMPI_COMM_WORLD_LOCAL_SIZE"},
-      {"slurm", "SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID", "SLURM_NTASKS_PER_NODE"},
+      {"torchrun", launch_env::kRank, launch_env::kWorldSize, launch_env::kLocalRank,
+       launch_env::kLocalWorldSize},
+      {"openmpi", launch_env::kOmpiRank, launch_env::kOmpiSize, launch_env::kOmpiLocalRank,
+       launch_env::kOmpiLocalSize},
+      {"slurm", launch_env::kSlurmRank, launch_env::kSlurmSize, launch_env::kSlurmLocalRank,
+       launch_env::kSlurmLocalSize},
   };
   for (const Names& n : kLaunchers) {
     if (!find(env, n.rank) || !find(env, n.size)) continue;
@@ -479,29 +482,33 @@ LaunchInfo resolve_launch_info(const Environment& env) {
                             "=" + std::to_string(info.local_world_size));
     break;
   }
-  if (const char* addr = first_set(env, {"MASTER_ADDR"})) info.master_addr = *find(env, addr);
-  if (find(env, "MASTER_PORT")) info.master_port = parse_int(env, "MASTER_PORT", 1);
+  if (const char* addr = first_set(env, {launch_env::kMasterAddr}))
+    info.master_addr = *find(env, addr);
+  if (find(env, launch_env::kMasterPort))
+    info.master_port = parse_int(env, launch_env::kMasterPort, 1);
   if (info.master_port > 65535)
-    throw InvalidArgument("accelerate: MASTER_PORT=" + std::to_string(info.master_port) +
-                          " is not a TCP port (1..65535)");
-  if (const std::string* mp = find(env, "ACCELERATE_MIXED_PRECISION")) {
+    throw InvalidArgument("accelerate: " + std::string(launch_env::kMasterPort) + "=" +
+                          std::to_string(info.master_port) + " is not a TCP port (1..65535)");
+  if (const std::string* mp = find(env, launch_env::kMixedPrecision)) {
     try {
       info.mixed_precision = parse_mixed_precision(*mp);
     } catch (const std::invalid_argument&) {
-      throw InvalidArgument("accelerate: environment variable ACCELERATE_MIXED_PRECISION='" + *mp +
+      throw InvalidArgument("accelerate: environment variable " +
+                            std::string(launch_env::kMixedPrecision) + "='" + *mp +
                             "' is not one of no, fp16, bf16");
     }
   }
-  if (const std::string* cpu = find(env, "ACCELERATE_USE_CPU"))
-    info.use_cpu = parse_bool("ACCELERATE_USE_CPU", *cpu);
-  if (find(env, "OMP_NUM_THREADS")) info.omp_num_threads = parse_int(env, "OMP_NUM_THREADS", 1);
-  if (find(env, "ACCELERATE_GRADIENT_ACCUMULATION_STEPS"))
-    info.gradient_accumulation_steps = parse_int(env, "ACCELERATE_GRADIENT_ACCUMULATION_STEPS", 1);
-  if (const std::string* dir = find(env, "ACCELERATE_STATUS_DIR")) info.status_dir = *dir;
-  if (const std::string* level = find(env, "ACCELERATE_LOG_LEVEL")) info.log_level = *level;
-  info.timeout = parse_seconds(env, "ACCELERATE_TIMEOUT");
-  info.join_timeout = parse_seconds(env, "ACCELERATE_JOIN_TIMEOUT");
-  if (const std::string* ifname = find(env, "GLOO_SOCKET_IFNAME"))
+  if (const std::string* cpu = find(env, launch_env::kUseCpu))
+    info.use_cpu = parse_bool(launch_env::kUseCpu, *cpu);
+  if (find(env, launch_env::kOmpNumThreads))
+    info.omp_num_threads = parse_int(env, launch_env::kOmpNumThreads, 1);
+  if (find(env, launch_env::kGradientAccumulationSteps))
+    info.gradient_accumulation_steps = parse_int(env, launch_env::kGradientAccumulationSteps, 1);
+  if (const std::string* dir = find(env, launch_env::kStatusDir)) info.status_dir = *dir;
+  if (const std::string* level = find(env, launch_env::kLogLevel)) info.log_level = *level;
+  info.timeout = parse_seconds(env, launch_env::kTimeout);
+  info.join_timeout = parse_seconds(env, launch_env::kJoinTimeout);
+  if (const std::string* ifname = find(env, launch_env::kGlooSocketIfname))
     info.gloo_socket_ifname = *ifname;
   return info;
 }
@@ -520,7 +527,7 @@ State::State(const StateOptions& options) {
   timeout_ = options.timeout().value_or(info_.timeout.value_or(std::chrono::seconds(1800)));
   join_timeout_ = options.join_timeout().value_or(info_.join_timeout.value_or(
       std::min<std::chrono::milliseconds>(kDefaultJoinTimeout, timeout_)));
-  loggers_ = detail::make_logger_registry(info_.log_level, "ACCELERATE_LOG_LEVEL");
+  loggers_ = detail::make_logger_registry(info_.log_level, launch_env::kLogLevel);
   mixed_precision_ =
       options.mixed_precision().value_or(info_.mixed_precision.value_or(MixedPrecision::NO));
   const bool use_cpu = options.cpu().value_or(info_.use_cpu.value_or(false));

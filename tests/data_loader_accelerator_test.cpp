@@ -112,3 +112,44 @@ TEST(PreparedSamplers, GeneratorStateComesFromProcess0) {
     }
   });
 }
+
+// Note [a loader outliving its Accelerator]: a prepared loader kept after its Accelerator is
+// gone throws a clear error (iterating, size(), state_dict()) instead of reaching freed memory,
+// whether it dispatches (collectives) or shards (gradient state, random states).
+TEST(PreparedLoaders, UsedAfterTheirAcceleratorThrow) {
+  auto expect_gone = [](auto&& use, const char* what) {
+    try {
+      use();
+      ADD_FAILURE() << what << " did not throw";
+    } catch (const acc::InvalidArgument& e) {
+      EXPECT_NE(std::string(e.what()).find("prepared by an Accelerator that no longer exists"),
+                std::string::npos)
+          << what << ": " << e.what();
+    }
+  };
+  for (bool dispatch : {false, true}) {
+    const auto store = acc::testing::make_store();
+    acc::testing::spawn_threads(2, [&](int rank) {
+      std::shared_ptr<acc::DataLoader<Indexed>> dl, mid_pass;
+      acc::DataLoader<Indexed>::iterator it;
+      {
+        acc::Accelerator a(acc::testing::rank_options(
+            rank, 2, store, acc::AcceleratorOptions().dispatch_batches(dispatch)));
+        dl = a.prepare(
+            acc::DataLoader<Indexed>(Indexed(10), acc::DataLoaderOptions().batch_size(2)));
+        EXPECT_EQ(dl->dispatches(), dispatch);
+        int64_t batches = 0;
+        for (auto& batch : *dl) batches += batch.data.size(0) > 0;
+        EXPECT_EQ(batches, 3);  // 10 samples, 2 processes of batches of 2: 3 steps, padded
+        mid_pass = a.prepare(
+            acc::DataLoader<Indexed>(Indexed(10), acc::DataLoaderOptions().batch_size(2)));
+        it = mid_pass->begin();
+      }
+      expect_gone([&] { dl->begin(); }, "begin");
+      expect_gone([&] { dl->size(); }, "size");
+      expect_gone([&] { dl->state_dict(); }, "state_dict");
+      expect_gone([&] { dl->load_state_dict({{"epoch", 0}, {"batches", 0}}); }, "load_state_dict");
+      expect_gone([&] { ++it; }, "advancing a pass");
+    });
+  }
+}

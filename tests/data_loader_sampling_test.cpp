@@ -94,28 +94,33 @@ struct Recording {
   std::vector<at::Tensor> tensors;
 };
 
-acc::ShardingOptions recording(acc::ShardingOptions s, std::shared_ptr<Recording> rec) {
-  if (s.process_index() == 0)
-    return s
-        .broadcast([rec](at::Tensor t) {
-          rec->tensors.push_back(t.clone());
-          return t;
-        })
-        .broadcast_bytes([rec](const std::string& b) {
-          rec->bytes.push_back(b);
-          return b;
-        });
-  auto ti = std::make_shared<size_t>(0), bi = std::make_shared<size_t>(0);
-  return s
-      .broadcast([rec, ti](at::Tensor t) {
-        const at::Tensor& sent = rec->tensors.at((*ti)++);
-        EXPECT_EQ(t.sizes(), sent.sizes());
-        EXPECT_EQ(t.scalar_type(), sent.scalar_type());
-        t.copy_(sent);
-        return t;
-      })
-      .broadcast_bytes([rec, bi](const std::string&) { return rec->bytes.at((*bi)++); });
-}
+// A context whose collectives record process 0's sends and replay them to the others.
+class Replaying : public acc::DataContext {
+ public:
+  Replaying(std::shared_ptr<acc::GradientState> gs, std::shared_ptr<Recording> rec, bool sender)
+      : acc::DataContext(std::move(gs)), rec_(std::move(rec)), sender_(sender) {}
+  bool has_collectives() const override { return true; }
+  at::Tensor broadcast(at::Tensor t) override {
+    if (sender_) {
+      rec_->tensors.push_back(t.clone());
+      return t;
+    }
+    const at::Tensor& sent = rec_->tensors.at(tensors_++);
+    EXPECT_EQ(t.sizes(), sent.sizes());
+    EXPECT_EQ(t.scalar_type(), sent.scalar_type());
+    t.copy_(sent);
+    return t;
+  }
+  std::string broadcast_bytes(const std::string& b) override {
+    if (sender_) rec_->bytes.push_back(b);
+    return sender_ ? b : rec_->bytes.at(bytes_++);
+  }
+
+ private:
+  std::shared_ptr<Recording> rec_;
+  bool sender_;
+  size_t tensors_ = 0, bytes_ = 0;
+};
 
 struct Dispatched {
   std::vector<Batches> shards;          // per process
@@ -130,8 +135,9 @@ Dispatched dispatch(const acc::DataLoader<Dataset>& loader, acc::ShardingOptions
   auto rec = std::make_shared<Recording>();
   for (int p = 0; p < s.num_processes(); ++p) {
     auto gs = std::make_shared<acc::GradientState>();
-    auto mine = loader.shard(recording(
-        acc::ShardingOptions(s).process_index(p).dispatch_batches(true).gradient_state(gs), rec));
+    auto context = std::make_shared<Replaying>(gs, rec, p == 0);
+    auto mine =
+        loader.shard(acc::ShardingOptions(s).process_index(p).dispatch_batches(true), context);
     EXPECT_TRUE(mine->dispatches());
     Batches batches;
     std::vector<bool> ends;
@@ -326,7 +332,8 @@ TEST(Sampler, OrderPerEpochAndSharding) {
   // Prepared: the sampler's order, cut as BatchSamplerShard.
   for (int p = 0; p < 2; ++p) {
     auto gs = std::make_shared<acc::GradientState>();
-    auto shard = loader.shard(sharding(2, p).gradient_state(gs));
+    auto context = std::make_shared<acc::DataContext>(gs);
+    auto shard = loader.shard(sharding(2, p), context);
     shard->set_epoch(0);
     auto order = sampler->indices(0);
     auto expected =
@@ -421,7 +428,8 @@ TEST(BatchSampler, EpochsReachTheSamplerAndTheRemainderIsReal) {
   std::vector<int64_t> gathered;
   for (int p = 0; p < 2; ++p) {
     auto gs = std::make_shared<acc::GradientState>();
-    auto shard = loader.shard(sharding(2, p).gradient_state(gs));
+    auto context = std::make_shared<acc::DataContext>(gs);
+    auto shard = loader.shard(sharding(2, p), context);
     shard->set_epoch(0);
     Batches got;
     for (auto& b : *shard) {
@@ -477,7 +485,8 @@ TEST(IterableDataset, ShardedGradientStateAndGatheredRemainder) {
   for (int p = 0; p < 3; ++p) {
     auto gs = std::make_shared<acc::GradientState>();
     acc::DataLoader<Counter> loader(Counter(11), acc::DataLoaderOptions().batch_size(2));
-    auto shard = loader.shard(sharding(3, p).dispatch_batches(false).gradient_state(gs));
+    auto context = std::make_shared<acc::DataContext>(gs);
+    auto shard = loader.shard(sharding(3, p).dispatch_batches(false), context);
     Batches got;
     for (auto& b : *shard) {
       got.push_back(indices(b));
@@ -544,15 +553,18 @@ TEST(IterableDataset, ErrorsNameTheProblem) {
 
 TEST(DispatchBatches, DefaultIsDispatchForIterableOnly) {
   auto rec = std::make_shared<Recording>();
+  auto context = std::make_shared<Replaying>(nullptr, rec, true);
   acc::DataLoader<Counter> stream(Counter(4));
   acc::DataLoader<Indexed> map(Indexed(4));
-  EXPECT_TRUE(stream.shard(recording(sharding(2, 0), rec))->dispatches());
-  EXPECT_FALSE(map.shard(recording(sharding(2, 0), rec))->dispatches());
-  EXPECT_TRUE(map.shard(recording(sharding(2, 0).dispatch_batches(true), rec))->dispatches());
+  EXPECT_TRUE(stream.shard(sharding(2, 0), context)->dispatches());
+  EXPECT_FALSE(map.shard(sharding(2, 0), context)->dispatches());
+  EXPECT_TRUE(map.shard(sharding(2, 0).dispatch_batches(true), context)->dispatches());
   EXPECT_FALSE(stream.shard(sharding(1, 0))->dispatches());  // one process: plain batches
-  // Several processes need the collectives.
+  // Several processes need the collectives: none, or a context without them.
   EXPECT_THROW(stream.shard(sharding(2, 0)), acc::InvalidArgument);
   EXPECT_THROW(map.shard(sharding(2, 1).dispatch_batches(true)), acc::InvalidArgument);
+  auto no_collectives = std::make_shared<acc::DataContext>();
+  EXPECT_THROW(stream.shard(sharding(2, 0), no_collectives), acc::InvalidArgument);
 }
 
 TEST(DispatchBatches, MapStyleEqualsTheIterableDispatch) {
@@ -568,9 +580,9 @@ TEST(DispatchBatches, MapStyleEqualsTheIterableDispatch) {
         EXPECT_EQ(a.shards, b.shards) << np << " " << split << " " << drop;
         EXPECT_EQ(a.remainders, b.remainders);
         acc::DataLoader<Indexed> sized(Indexed(17), batching);
+        auto context = std::make_shared<Replaying>(nullptr, std::make_shared<Recording>(), true);
         auto shard =
-            sized.shard(recording(sharding(np, 0).split_batches(split).dispatch_batches(true),
-                                  std::make_shared<Recording>()));
+            sized.shard(sharding(np, 0).split_batches(split).dispatch_batches(true), context);
         EXPECT_EQ(shard->size(), static_cast<int64_t>(a.shards[0].size()))
             << np << " " << split << " " << drop;
       }

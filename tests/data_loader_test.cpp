@@ -666,9 +666,9 @@ TEST(ShardedLoader, DevicePrefetchLoadsOneBatchAheadOffTheCpuOnly) {
       acc::DataLoader<Indexed> loader(data,
                                       acc::DataLoaderOptions().batch_size(4).num_workers(workers));
       auto state = std::make_shared<acc::GradientState>();
-      auto s = sharding(1, 0).gradient_state(state);
-      s.device(on_cpu ? c10::Device(c10::kCPU) : c10::Device(c10::kMeta));
-      auto shard = loader.shard(s);
+      auto context = std::make_shared<acc::DataContext>(state);
+      auto s = sharding(1, 0).device(on_cpu ? c10::Device(c10::kCPU) : c10::Device(c10::kMeta));
+      auto shard = loader.shard(s, context);
       std::vector<int64_t> sizes;
       int64_t i = 0;
       for (auto it = shard->begin(); it != shard->end(); ++it, ++i) {
@@ -704,7 +704,8 @@ TEST(ShardedLoader, DevicePrefetchErrorSurfacesWhenTheLoopReachesIt) {
     acc::DataLoader<Indexed> loader(Indexed(20, 13),
                                     acc::DataLoaderOptions().batch_size(4).num_workers(workers));
     auto state = std::make_shared<acc::GradientState>();
-    auto shard = loader.shard(sharding(1, 0).gradient_state(state).device(c10::kMeta));
+    auto context = std::make_shared<acc::DataContext>(state);
+    auto shard = loader.shard(sharding(1, 0).device(c10::kMeta), context);
     int seen = 0;
     try {
       for (auto& batch : *shard) {
@@ -872,9 +873,8 @@ TEST(ShardedLoader, GradientStateSeesTheEnd) {
     acc::DataLoader<Indexed> loader(Indexed(82),
                                     acc::DataLoaderOptions().batch_size(16).num_workers(workers));
     auto state = std::make_shared<acc::GradientState>();
-    auto s = sharding(2, 0);
-    s.gradient_state(state);
-    auto shard = loader.shard(s);
+    auto context = std::make_shared<acc::DataContext>(state);
+    auto shard = loader.shard(sharding(2, 0), context);
     EXPECT_FALSE(state->in_dataloader());
     EXPECT_EQ(state->active_dataloader(), nullptr);
     for (int epoch = 0; epoch < 2; ++epoch) {
@@ -901,7 +901,7 @@ TEST(ShardedLoader, GradientStateSeesTheEnd) {
     // drop_last: remainder unknown.
     acc::DataLoader<Indexed> dropping(Indexed(82),
                                       acc::DataLoaderOptions().batch_size(16).drop_last(true));
-    auto dropped = dropping.shard(s);
+    auto dropped = dropping.shard(sharding(2, 0), context);
     for (auto& batch : *dropped) {
       (void)batch;
       EXPECT_EQ(state->remainder(), -1);
@@ -1128,15 +1128,21 @@ TEST(FashionMnist, BadFilesNameTheFile) {
   }
 }
 
-// ShardingOptions::on_pass_begin: called once at the start of each pass of a sharded loader,
-// before any sample of the pass is loaded (what AcceleratorOptions::rng_types hangs on).
-TEST(ShardedLoader, OnPassBeginRunsOnceBeforeEachPass) {
+// DataContext::begin_pass: called once at the start of each pass of a sharded loader, before
+// any sample of the pass is loaded (what AcceleratorOptions::rng_types hangs on).
+struct PassCounting : acc::DataContext {
+  std::function<void()> on_begin;
+  void begin_pass(const std::optional<at::Generator>&) override { on_begin(); }
+};
+
+TEST(ShardedLoader, BeginPassRunsOnceBeforeEachPass) {
   Indexed data(10);
   auto calls = data.calls;
   acc::DataLoader<Indexed> loader(data, acc::DataLoaderOptions().batch_size(2));
   std::vector<int64_t> loaded_at_begin;
-  auto shard =
-      loader.shard(sharding(2, 0).on_pass_begin([&] { loaded_at_begin.push_back(calls->load()); }));
+  auto context = std::make_shared<PassCounting>();
+  context->on_begin = [&] { loaded_at_begin.push_back(calls->load()); };
+  auto shard = loader.shard(sharding(2, 0), context);
   for (int epoch = 0; epoch < 3; ++epoch) {
     int64_t batches = 0;
     for (auto& batch : *shard) {

@@ -225,8 +225,9 @@ TEST(Gpu, PreparedLoaderPrefetchesPinnedBatchesToTheDevice) {
       for (auto& batch : *on_cpu) expected.push_back(batch);
       ASSERT_EQ(expected.back().data.size(0), 4);  // 64 = 5 * 12 + 4: the last batch partial
       auto state = std::make_shared<acc::GradientState>();
+      auto context = std::make_shared<acc::DataContext>(state);
       auto on_device = sharding;
-      on_device.device(cuda).gradient_state(state);
+      on_device.device(cuda);
       auto check = [&](auto& shard) {
         std::vector<torch::data::Example<>> got;
         for (auto& batch : *shard) {
@@ -243,8 +244,8 @@ TEST(Gpu, PreparedLoaderPrefetchesPinnedBatchesToTheDevice) {
           EXPECT_TRUE(got[i].target.equal(expected[i].target)) << "batch " << i;
         }
       };
-      auto fast_on_device = fast.shard(on_device);
-      auto slow_on_device = slow.shard(on_device);
+      auto fast_on_device = fast.shard(on_device, context);
+      auto slow_on_device = slow.shard(on_device, context);
       check(fast_on_device);
       check(slow_on_device);
     }

@@ -235,7 +235,7 @@ class Accelerator {
       const std::shared_ptr<DataLoader<Dataset>>& loader) {
     if (!loader) throw InvalidArgument("accelerate: prepare: the data loader is a null pointer");
     if (loader->prepared()) return loader;  // already prepared
-    auto prepared = loader->shard(sharding_options(loader->options().generator()));
+    auto prepared = loader->shard(sharding_options(), data_context_);
     checkpoint_loader(prepared);
     loaders_.push_back(prepared);
     return prepared;
@@ -679,10 +679,8 @@ class Accelerator {
   void save_model_impl(const torch::nn::Module& model, const std::string& dir,
                        const SaveModelOptions& options);
   static StateDict cpu_state_dict(const torch::nn::Module& model);
-  // The sharding of a prepared loader; `generator` is the loader's shuffling generator.
-  ShardingOptions sharding_options(const std::optional<at::Generator>& generator);
-  // What prepared loaders call at the start of a pass: synchronise options_.rng_types.
-  std::function<void()> rng_synchronizer(const std::optional<at::Generator>& generator) const;
+  // The sharding of a prepared loader.
+  ShardingOptions sharding_options();
   void register_model(const std::shared_ptr<torch::nn::Module>& model);
   DistributedDataParallel* engine_of(const torch::nn::Module* model) const;
   void do_sync();
@@ -713,6 +711,8 @@ class Accelerator {
   // What save_state writes and the hooks it calls (src/checkpoint_registry.h).
   std::unique_ptr<detail::CheckpointRegistry> checkpoints_;
   std::vector<std::shared_ptr<DataLoaderBase>> loaders_;  // prepared, for join_uneven_inputs
+  // What prepared loaders call (they hold it weakly); last, so destroyed first.
+  std::shared_ptr<DataContext> data_context_;
 };
 
 }  // namespace accelerate

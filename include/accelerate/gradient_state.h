@@ -7,8 +7,8 @@
 // last gathered batch really holds (`gather_for_metrics` drops the duplicates).
 //
 // Example:
-//   auto gs =
-//   std::make_shared<accelerate::GradientState>(GradientAccumulationPlugin().num_steps(2));
+//   auto plugin = accelerate::GradientAccumulationPlugin().num_steps(2);
+//   auto gs = std::make_shared<accelerate::GradientState>(plugin);
 //   gs->set_sync_gradients(false);   // inside an accumulation window
 #pragma once
 

@@ -8,9 +8,13 @@
 // Example:
 //   struct Point { double x, y; };
 //   template <> struct accelerate::ObjectCodec<Point> {
-//     static void write(accelerate::ObjectWriter& w, const Point& p) { w.write(p.x); w.write(p.y);
-//     } static Point read(accelerate::ObjectReader& r) { return {r.read<double>(),
-//     r.read<double>()}; }
+//     static void write(accelerate::ObjectWriter& w, const Point& p) {
+//       w.write(p.x);
+//       w.write(p.y);
+//     }
+//     static Point read(accelerate::ObjectReader& r) {
+//       return {r.read<double>(), r.read<double>()};
+//     }
 //   };
 //   auto points = accelerator.gather_object(std::vector<Point>{{1, 2}});
 //

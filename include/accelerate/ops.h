@@ -71,11 +71,10 @@ void check_process(const State& state, int process, const char* what);
 
 /// Gathers an object that ObjectCodec can write (numbers, strings, vectors, maps, pairs,
 /// tuples, optionals, or a type with its own ObjectCodec; see object_bytes.h). A std::vector
-/// is concatenated over the
-/// processes, as Accelerate's `gather_object` does with lists; anything else gives one
-/// element per process.
+/// is concatenated over the processes, as Accelerate's `gather_object` does with lists;
+/// anything else gives one element per process.
 ///
-/// Example: gather_object(state, std::vector<int>{rank}) == {0, 1, ..., N-1}
+/// Example: auto ranks = gather_object(state, std::vector<int>{rank});  // {0, 1, ..., N-1}
 template <typename T>
 auto gather_object(const State& state, const T& object) {
   using Out = std::conditional_t<detail::is_vector<T>::value, T, std::vector<T>>;

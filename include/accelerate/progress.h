@@ -5,8 +5,9 @@
 // 10% and at the end, so logs stay readable.
 //
 // Example:
-//   acc::ProgressBar bar(accelerator.state(), dl->size(), acc::ProgressBarOptions().desc("epoch
-//   1")); for (auto& batch : *dl) {
+//   auto options = acc::ProgressBarOptions().desc("epoch 1");
+//   acc::ProgressBar bar(accelerator.state(), dl->size(), options);
+//   for (auto& batch : *dl) {
 //     ...
 //     bar.set_postfix({{"loss", loss.item<double>()}});
 //     bar.update();

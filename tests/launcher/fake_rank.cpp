@@ -60,6 +60,8 @@
 
 namespace {
 
+namespace env = accelerate::launch_env;
+
 void write_all(int fd, const std::string& s) {
   size_t done = 0;
   while (done < s.size()) {
@@ -113,7 +115,7 @@ void write_pid_file(const std::string& path, pid_t pid) {
 /// Rank 0's listening socket on MASTER_PORT, with SO_REUSEADDR as c10d's TCPStore sets it; exits
 /// 4 when it cannot listen.
 int listen_on_master_port() {
-  const int port = env_int("MASTER_PORT", 0);
+  const int port = env_int(env::kMasterPort, 0);
   const int fd = socket(AF_INET, SOCK_STREAM, 0);
   const int one = 1;
   setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
@@ -129,8 +131,8 @@ int listen_on_master_port() {
 
 /// --listen: returns rank 0's listening socket (to keep open until exit), -1 on other ranks.
 int rendezvous(const std::string& token, int rank) {
-  const int port = env_int("MASTER_PORT", 0);
-  const int world = env_int("WORLD_SIZE", 1);
+  const int port = env_int(env::kMasterPort, 0);
+  const int world = env_int(env::kWorldSize, 1);
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
   auto ms_left = [&] {
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -155,7 +157,7 @@ int rendezvous(const std::string& token, int rank) {
     }
     return fd;
   }
-  const char* master = std::getenv("MASTER_ADDR");
+  const char* master = std::getenv(env::kMasterAddr);
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_port = htons(static_cast<uint16_t>(port));
@@ -211,7 +213,7 @@ void take_ports(const std::string& value, int rank) {
   if (rank == 0) {
     wait_for(taken);
     listen_on_master_port();  // kept open until exit
-    write_all(STDOUT_FILENO, "LISTENING " + std::to_string(env_int("MASTER_PORT", 0)) + "\n");
+    write_all(STDOUT_FILENO, "LISTENING " + std::to_string(env_int(env::kMasterPort, 0)) + "\n");
     close(open(listening.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644));
     return;
   }
@@ -289,7 +291,7 @@ int main(int argc, char** argv) {
       sleep_seconds = std::atof(argv[++i]);
     }
   }
-  const int rank = env_int("RANK", -1);
+  const int rank = env_int(env::kRank, -1);
 
   if (ignore_sigterm) signal(SIGTERM, SIG_IGN);
 
@@ -344,7 +346,7 @@ int main(int argc, char** argv) {
   int exit_code = 0, signal_number = 0;
   bool do_exit = false, do_signal = false;
   for (const std::string& e : exits) do_exit = do_exit || for_this_rank(e, rank, &exit_code);
-  const int attempt = env_int("TORCHELASTIC_RESTART_COUNT", 0);
+  const int attempt = env_int(env::kRestartCount, 0);
   if (!fail_attempts.empty()) {
     write_all(STDOUT_FILENO, "ATTEMPT " + std::to_string(attempt) + "\n");
     int failing = 0;
@@ -358,7 +360,7 @@ int main(int argc, char** argv) {
     do_signal = do_signal || for_this_rank(s, rank, &signal_number);
   }
   if ((do_exit || do_signal) && !pid_dir.empty()) {
-    const int local_world = env_int("LOCAL_WORLD_SIZE", 1);
+    const int local_world = env_int(env::kLocalWorldSize, 1);
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
     while (count_pid_files(pid_dir) < local_world && std::chrono::steady_clock::now() < deadline) {
       std::this_thread::sleep_for(std::chrono::milliseconds(5));

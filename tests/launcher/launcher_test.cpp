@@ -236,6 +236,15 @@ std::string pid_of(const std::map<int, pid_t>& pids, int rank) {
   return it == pids.end() ? "?" : std::to_string(it->second);
 }
 
+/// The ACCELERATE_STATUS_DIR a rank saw: a folder "accelerate-cpp-status-XXXXXX" the launcher
+/// made for the job (its name is random; empty when the rank saw none, which fails the test).
+std::string status_dir(const std::map<std::string, std::string>& vars) {
+  const auto it = vars.find("ACCELERATE_STATUS_DIR");
+  const std::string dir = it == vars.end() ? "" : it->second;
+  EXPECT_TRUE(contains(dir, "/accelerate-cpp-status-")) << "ACCELERATE_STATUS_DIR=" << dir;
+  return dir;
+}
+
 // ---------------------------------------------------------------------------------------------
 
 TEST(LauncherEnv, TwoProcessesGetTheTorchrunContract) {
@@ -263,6 +272,9 @@ TEST(LauncherEnv, TwoProcessesGetTheTorchrunContract) {
         {"MASTER_PORT", port},
         {"OMP_NUM_THREADS", default_threads(2)},
         {"ACCELERATE_USE_CPU", "false"},
+        {"ACCELERATE_STATUS_DIR", status_dir(env.at(k))},
+        {"TORCHELASTIC_RESTART_COUNT", "0"},
+        {"TORCHELASTIC_MAX_RESTARTS", "0"},
         {"FAKE_RANK_INHERITED", "yes"},  // ACCELERATE_MIXED_PRECISION absent: not given
     };
     EXPECT_EQ(env.at(k), expected) << "rank " << k;
@@ -293,6 +305,9 @@ TEST(LauncherEnv, ThreeProcessesOnSecondMachine) {
         {"OMP_NUM_THREADS", "7"},
         {"ACCELERATE_USE_CPU", "true"},
         {"ACCELERATE_MIXED_PRECISION", "bf16"},
+        {"ACCELERATE_STATUS_DIR", status_dir(env.at(rank))},
+        {"TORCHELASTIC_RESTART_COUNT", "0"},
+        {"TORCHELASTIC_MAX_RESTARTS", "0"},
     };
     ASSERT_EQ(env.count(rank), 1u) << r.out;
     EXPECT_EQ(env.at(rank), expected) << "rank " << rank;

@@ -1,24 +1,13 @@
 // The environment variables `accelerate-cpp launch` sets for every rank: fake_rank prints them
 // (--print-env) and launcher_test removes them from what the ranks inherit, so that what a
-// test sees came from the launcher.
+// test sees came from the launcher. The names come from the library's list (src/launch_env.h);
+// the tests that check their values spell them out again, so that a renamed variable fails.
 #pragma once
+
+#include "launch_env.h"
 
 namespace accelerate::testing {
 
-inline const char* const kLauncherVariables[] = {"RANK",
-                                                 "WORLD_SIZE",
-                                                 "LOCAL_RANK",
-                                                 "LOCAL_WORLD_SIZE",
-                                                 "GROUP_RANK",
-                                                 "ROLE_RANK",
-                                                 "ROLE_WORLD_SIZE",
-                                                 "MASTER_ADDR",
-                                                 "MASTER_PORT",
-                                                 "OMP_NUM_THREADS",
-                                                 "ACCELERATE_USE_CPU",
-                                                 "ACCELERATE_MIXED_PRECISION",
-                                                 "ACCELERATE_TIMEOUT",
-                                                 "ACCELERATE_JOIN_TIMEOUT",
-                                                 "ACCELERATE_GRADIENT_ACCUMULATION_STEPS"};
+inline constexpr const auto& kLauncherVariables = launch_env::kLaunchedVariables;
 
 }  // namespace accelerate::testing

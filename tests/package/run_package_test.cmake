@@ -11,7 +11,7 @@ if(rc)
   message(FATAL_ERROR "install failed: ${rc}")
 endif()
 
-file(GLOB headers "${WORK_DIR}/prefix/include/accelerate/*.h")
+file(GLOB_RECURSE headers "${WORK_DIR}/prefix/include/accelerate/*.h")
 list(LENGTH headers count)
 if(count LESS 10)
   message(FATAL_ERROR "only ${count} headers were installed")

@@ -24,6 +24,7 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -33,7 +34,7 @@ namespace accelerate::cli {
 struct ProcessSpec {
   /// Global rank; names the process in messages and in the "[rank K] " output prefix.
   int rank = 0;
-  /// Path handed to execve(); resolve it first (see find_executable()).
+  /// Path handed to execve(); resolve it first (see find_executable(), launch.h).
   std::string executable;
   /// Argument vector including argv[0]; passed to the program untouched.
   std::vector<std::string> argv;
@@ -56,20 +57,14 @@ struct SupervisorOptions {
   /// SIGTERM, SIGHUP): the job was interrupted, not failed, and must not be restarted.
   bool* interrupted = nullptr;
   /// A descriptor the watchdog keeps open until it exits (the port lock of a
-  /// PortReservation), so that what it holds outlives a killed launcher until the processes are
-  /// gone; -1: none. The watchdog closes every other descriptor.
+  /// PortReservation, ports.h), so that what it holds outlives a killed launcher until the
+  /// processes are gone; -1: none. The watchdog closes every other descriptor.
   int watchdog_keep_fd = -1;
-  /// The folder of the ranks' status lines (ACCELERATE_STATUS_DIR: accelerate-cpp programs keep
-  /// "<collective> <number> <unix ms>" of the collective they last entered in rank_<K>); when
-  /// the job is stopped (a rank failed, or a stop signal), where each rank was is reported.
-  /// Empty: no report.
-  std::string status_dir;
+  /// Where each rank was when the job is stopped (a rank failed, or a stop signal): called with
+  /// the ranks, returns the report, e.g. from the ranks' status lines (describe_rank_positions()
+  /// in launch.h); empty, or a null function: no report.
+  std::function<std::string(const std::vector<int>& ranks)> describe_positions;
 };
-
-/// "rank 0 last entered reduce #18 3.2 s ago; rank 1 has not entered a collective" from the
-/// status lines in `dir` (see SupervisorOptions::status_dir) of `ranks`; empty when none of them
-/// wrote one.
-std::string describe_rank_positions(const std::string& dir, const std::vector<int>& ranks);
 
 /// Exit code of run_processes() when a process could not be started (fork or exec failed).
 inline constexpr int kStartFailureExitCode = 2;
@@ -88,62 +83,6 @@ inline constexpr int kStartFailureExitCode = 2;
 ///   process that failed, or 128+signal if it was killed by a signal; 128+signal if the launcher
 ///   itself received a stop signal first; kStartFailureExitCode if a process could not be started.
 int run_processes(const std::vector<ProcessSpec>& processes, const SupervisorOptions& options);
-
-/// Result of find_executable().
-struct ExecutableLookup {
-  /// Path to pass to execve() (absolute, or relative to the current directory); empty on failure.
-  std::string path;
-  /// Why the program cannot be run (e.g. "No such file or directory"); empty on success.
-  std::string error;
-  /// True when `path` names an executable regular file.
-  bool ok() const { return error.empty(); }
-};
-
-/// Resolves `program` the way execvp() does: a name containing '/' is used as is, otherwise it is
-/// looked up in $PATH. Checks that the result is a regular file the caller may execute.
-ExecutableLookup find_executable(const std::string& program);
-
-/// A TCP port reserved for one job against other accelerate-cpp launchers on this host: an
-/// exclusive flock() on <port_lock_folder()>/<port>.lock, held until release() or destruction
-/// (and, through fork(), by any process that inherited lock_fd()). Against other programs, a
-/// socket bound to the port with SO_REUSEADDR (not listening) is held as long: the kernel gives
-/// the port to no bind() to port 0 and to no connect() as its local port, while the job's rank
-/// 0 can listen on it with SO_REUSEADDR (as c10d's TCPStore does).
-class PortReservation {
- public:
-  PortReservation() = default;
-  PortReservation(int port, int lock_fd, std::string lock_path, int socket_fd = -1);
-  ~PortReservation() { release(); }
-  PortReservation(PortReservation&& other) noexcept;
-  PortReservation& operator=(PortReservation&& other) noexcept;
-  PortReservation(const PortReservation&) = delete;
-  PortReservation& operator=(const PortReservation&) = delete;
-
-  /// The port; 0 when none was reserved.
-  int port() const { return port_; }
-  /// The locked file's descriptor (close-on-exec); -1 when the port is not locked.
-  int lock_fd() const { return lock_fd_; }
-  /// Removes the lock file, unlocks it and closes the bound socket.
-  void release();
-
- private:
-  int port_ = 0;
-  int lock_fd_ = -1;
-  int socket_fd_ = -1;  // bound to the port with SO_REUSEADDR, close-on-exec
-  std::string lock_path_;
-};
-
-/// Where the port locks live: /tmp/accelerate-cpp-ports (one folder for every user of the
-/// host; created with mode 1777), or $TMPDIR/accelerate-cpp-ports when /tmp cannot be used.
-std::string port_lock_folder();
-
-/// Finds a free TCP port no other accelerate-cpp launcher on this host holds: binds a socket to
-/// port 0 on all IPv4 interfaces (IPv6 if that fails), locks the port the kernel chose while the
-/// socket still holds it, and tries another one when the lock is taken. The socket stays bound
-/// in the reservation. Returns port 0 with
-/// `*error` set when no port can be found. When the lock folder cannot be used, returns an
-/// unlocked port and sets `*warning` (both pointers may be null).
-PortReservation reserve_free_tcp_port(std::string* error = nullptr, std::string* warning = nullptr);
 
 /// Returns the symbolic name of a signal ("SIGTERM"), or "signal N" for unknown ones.
 std::string signal_name(int signal_number);

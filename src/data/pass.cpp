@@ -1,7 +1,7 @@
 // The passes of a DataLoader: the batches of one epoch, loaded in order, ahead of the training
 // loop on worker threads when the loader has `num_workers`, moved to the device and reported
 // to the loader (position, gradient state). The typed half, how a data set makes a batch, is
-// `detail::BatchMaker` in data_loader.h; batches cross here as `std::shared_ptr<void>`.
+// `detail::BatchMaker` in data/detail/pass.h; batches cross here as `std::shared_ptr<void>`.
 //
 // Why c10::ThreadPool and not torch::data's own machinery: `DataShuttle` hands results back in
 // the order they finish and needs an `OrderedSequencer` on top plus hand-written worker loops
@@ -25,11 +25,11 @@
 #include <exception>
 #include <map>
 #include <mutex>
-#include <sstream>
 #include <utility>
 
-#include "accelerate/data_loader.h"
+#include "accelerate/data/loader.h"
 #include "compat.h"
+#include "dispatcher.h"
 #include "warnings.h"
 
 namespace accelerate {
@@ -118,149 +118,6 @@ class IndexSource final : public detail::BatchSource {
   const std::vector<std::vector<int64_t>> batches_;
   const detail::BatchMaker maker_;
   size_t next_ = 0;
-};
-
-// Accelerate's DataLoaderDispatcher: process 0 reads whole batches (one with split_batches,
-// else num_processes of them concatenated), every process receives them (a header through
-// broadcast_bytes, then each tensor through broadcast) and keeps its slice of the rows. The
-// last global batch, when its rows do not divide among the processes and drop_last is off,
-// is completed with the first num_processes rows of the first batch. Every process calls the
-// same collectives in the same order, decided by process 0's header.
-class Dispatcher final : public detail::BatchSource {
- public:
-  Dispatcher(std::unique_ptr<detail::BatchSource> base, detail::BatchMaker maker,
-             const ShardingOptions& sharding, bool drop_last)
-      : base_(std::move(base)),
-        maker_(std::move(maker)),
-        sharding_(sharding),
-        drop_last_(drop_last),
-        n_(sharding.num_processes()),
-        p_(sharding.process_index()) {}
-
-  std::shared_ptr<void> next() override {
-    if (!started_) {
-      ahead_ = fetch();
-      started_ = true;
-    }
-    if (!ahead_) return nullptr;
-    Fetched cur = std::move(*ahead_);
-    ahead_.reset();
-    bool stop = cur.last;
-    if (!stop) {
-      ahead_ = fetch();
-      stop = !ahead_.has_value();
-    }
-    std::vector<at::Tensor>& t = cur.tensors;
-    const int64_t observed = t.empty() || t[0].dim() == 0 ? 0 : t[0].size(0);
-    if (!drop_last_ && first_rows_.empty())
-      for (const auto& x : t)
-        first_rows_.push_back(x.narrow(0, 0, std::min<int64_t>(n_, x.size(0))));
-    int64_t per = observed / n_;
-    if (!drop_last_ && stop && observed % n_ != 0) {
-      for (size_t i = 0; i < t.size(); ++i) t[i] = at::cat({t[i], first_rows_[i]}, 0);
-      per += 1;
-    }
-    std::vector<at::Tensor> mine;
-    mine.reserve(t.size());
-    for (const auto& x : t) {
-      const int64_t begin = std::min<int64_t>(p_ * per, x.size(0));
-      const int64_t end = std::min<int64_t>((p_ + 1) * per, x.size(0));
-      mine.push_back(x.narrow(0, begin, end - begin));
-    }
-    if (stop) remainder_ = observed;
-    return maker_.from_tensors(std::move(mine));
-  }
-  int64_t remainder() const override { return remainder_; }
-
- private:
-  struct Fetched {
-    std::vector<at::Tensor> tensors;
-    bool last = false;  // nothing comes after it
-  };
-
-  static at::Tensor concatenate(const std::vector<std::vector<at::Tensor>>& group, size_t i) {
-    std::vector<at::Tensor> parts;
-    for (const auto& batch : group) parts.push_back(batch.at(i));
-    try {
-      return at::cat(parts, 0);
-    } catch (const std::exception& e) {
-      throw InvalidArgument(
-          std::string("accelerate: DataLoader: dispatch_batches: the batches of one step "
-                      "cannot be concatenated (") +
-          e.what() +
-          "); batches of different shapes need dispatch_batches(false), each process reading "
-          "its own batches, or split_batches, process 0 reading one batch and slicing it");
-    }
-  }
-
-  // Process 0 reads the next global batch; every process receives it. nullopt at the end.
-  std::optional<Fetched> fetch() {
-    std::string header;
-    Fetched fetched;
-    if (p_ == 0) {
-      if (sharding_.split_batches()) {
-        if (auto b = base_->next()) fetched.tensors = maker_.to_tensors(b.get());
-      } else {
-        std::vector<std::vector<at::Tensor>> group;
-        for (int i = 0; i < n_; ++i) {
-          auto b = base_->next();
-          if (!b) break;
-          group.push_back(maker_.to_tensors(b.get()));
-        }
-        if (static_cast<int>(group.size()) < n_) {
-          fetched.last = true;
-          if (drop_last_) group.clear();  // the incomplete step is dropped
-        }
-        if (!group.empty())
-          for (size_t i = 0; i < group[0].size(); ++i)
-            fetched.tensors.push_back(group.size() == 1 ? group[0][i] : concatenate(group, i));
-      }
-      std::ostringstream out;
-      if (fetched.tensors.empty()) {
-        out << "E";
-      } else {
-        out << "B " << fetched.last << " " << fetched.tensors.size();
-        for (auto& x : fetched.tensors) {
-          x = x.to(sharding_.device());
-          out << " " << static_cast<int>(x.scalar_type()) << " " << x.dim();
-          for (int64_t d : x.sizes()) out << " " << d;
-        }
-      }
-      header = out.str();
-    }
-    header = sharding_.broadcast_bytes()(header);
-    std::istringstream in(header);
-    std::string kind;
-    in >> kind;
-    if (kind != "B") return std::nullopt;
-    size_t count = 0;
-    in >> fetched.last >> count;
-    if (p_ != 0) {
-      for (size_t i = 0; i < count; ++i) {
-        int dtype = 0;
-        int64_t dims = 0;
-        in >> dtype >> dims;
-        std::vector<int64_t> sizes(static_cast<size_t>(dims));
-        for (auto& d : sizes) in >> d;
-        fetched.tensors.push_back(at::empty(sizes, at::TensorOptions()
-                                                       .dtype(static_cast<at::ScalarType>(dtype))
-                                                       .device(sharding_.device())));
-      }
-    }
-    for (auto& x : fetched.tensors) x = sharding_.broadcast()(x.contiguous());
-    return fetched;
-  }
-
-  std::unique_ptr<detail::BatchSource> base_;  // process 0 only
-  const detail::BatchMaker maker_;
-  const ShardingOptions sharding_;
-  const bool drop_last_;
-  const int n_;
-  const int p_;
-  bool started_ = false;
-  std::optional<Fetched> ahead_;
-  std::vector<at::Tensor> first_rows_;  // the first num_processes rows of the first batch
-  int64_t remainder_ = -1;
 };
 
 }  // namespace
@@ -375,7 +232,7 @@ std::unique_ptr<detail::BatchSource> DataLoaderBase::stream_source(
       base = std::make_unique<IndexSource>(epoch_batches(true, unused), maker);
     }
   }
-  return std::make_unique<Dispatcher>(std::move(base), maker, sharding_, options_.drop_last());
+  return detail::make_dispatcher(std::move(base), maker, sharding_, context_, options_.drop_last());
 }
 
 // Only the consumer's thread touches this object; the workers see the Prefetcher and the

@@ -1,0 +1,184 @@
+#!/usr/bin/env python3
+"""Extracts the examples of the public headers into one C++ file that compiles them.
+
+The convention (README, "Developing"; tests/header_examples/CMakeLists.txt):
+
+* A block example is a comment line (`//` or `///`) whose text ends in `Example:` or
+  `Example (something):`, followed by comment lines with the same prefix whose text is indented
+  at least two spaces more; a blank comment line inside the block is kept when more of the block
+  follows. The block ends at the first other line.
+* An inline example is a comment line whose text starts with `Example:` (or `Example (...):`)
+  followed by code on the same line, e.g. `/// Example: set_seed(42);`.
+* Each example becomes the body of a function of its own, after `#include <accelerate/accelerate.h>`
+  and prelude.h, which declares the free names examples may use (`accelerator`, `model`, ...).
+* A block may begin with namespace-scope declarations: preprocessor lines, `namespace` (an alias
+  or a block), `struct`, `class`, `enum`, `union` or `template` declarations (up to the `;` that
+  closes them) and function definitions (a line `type name(...) {` up to its closing `}`); they are placed before the
+  function, at global scope, so the examples of all headers must not define the same name twice.
+* A line that is only `...` stands for code left out and is dropped.
+
+`#line` directives point every line of the generated file at its header, so that the compiler
+reports an example's error at the header's line.
+"""
+import argparse
+import os
+import re
+import sys
+
+COMMENT = re.compile(r"^(\s*)(//+)(.*)$")
+BLOCK_START = re.compile(r"(^|\s)Example(\s*\([^)]*\))?:$")
+INLINE = re.compile(r"^Example(\s*\([^)]*\))?:\s+(\S.*)$")
+DECLARATION = re.compile(
+    r"^(#|struct\b|class\b|enum\b|union\b|template\b|namespace\b"
+    r"|[A-Za-z_][\w:<>,*& ]*\s[A-Za-z_]\w*\([^;]*\)\s*(const\s*)?\{\s*$)")
+
+
+class Example:
+    def __init__(self, header, first_line):
+        self.header = header
+        self.first_line = first_line
+        self.declarations = []  # (line number, code)
+        self.body = []  # (line number, code)
+
+
+def comment_text(line):
+    """(prefix, text) of a comment line, prefix being indentation and marker; None otherwise."""
+    m = COMMENT.match(line)
+    if not m:
+        return None
+    text = m.group(3)
+    if text.startswith(" "):
+        text = text[1:]
+    return (m.group(1) + m.group(2), text)
+
+
+def indentation(text):
+    return len(text) - len(text.lstrip(" "))
+
+
+def split_declarations(lines):
+    """Leading namespace-scope declarations of a block, and the rest."""
+    declarations = []
+    i = 0
+    while i < len(lines) and DECLARATION.match(lines[i][1]):
+        if lines[i][1].startswith("#"):
+            declarations.append(lines[i])
+            i += 1
+            continue
+        depth = 0
+        while i < len(lines):
+            code = re.sub(r"//.*$", "", lines[i][1])
+            depth += code.count("{") - code.count("}")
+            declarations.append(lines[i])
+            i += 1
+            if depth <= 0 and code.rstrip().endswith((";", "}")):
+                break
+    return declarations, lines[i:]
+
+
+def extract(path, display):
+    with open(path, encoding="utf-8") as f:
+        lines = f.read().split("\n")
+    examples = []
+    i = 0
+    while i < len(lines):
+        parsed = comment_text(lines[i])
+        if parsed is None:
+            i += 1
+            continue
+        prefix, text = parsed
+        inline = INLINE.match(text)
+        if inline:
+            example = Example(display, i + 1)
+            example.body.append((i + 1, inline.group(2)))
+            examples.append(example)
+            i += 1
+            continue
+        if not BLOCK_START.search(text.rstrip()):
+            i += 1
+            continue
+        base = indentation(text)
+        body = []
+        j = i + 1
+        pending_blank = []
+        while j < len(lines):
+            inner = comment_text(lines[j])
+            if inner is None or inner[0] != prefix:
+                break
+            if inner[1].strip() == "":
+                pending_blank.append((j + 1, ""))
+                j += 1
+                continue
+            if indentation(inner[1]) < base + 2:
+                break
+            body.extend(pending_blank)
+            pending_blank = []
+            body.append((j + 1, inner[1]))
+            j += 1
+        if body:
+            cut = min(indentation(code) for _, code in body if code.strip())
+            body = [(n, code[cut:]) for n, code in body]
+            body = [(n, "" if code.strip() == "..." else code) for n, code in body]
+            example = Example(display, i + 1)
+            example.declarations, example.body = split_declarations(body)
+            examples.append(example)
+        i = max(j, i + 1)
+    return examples
+
+
+def emit(examples, out):
+    def line(number, header, code):
+        out.append('#line %d "%s"' % (number, header))
+        out.append(code)
+
+    out.append("// Generated by tests/header_examples/extract_examples.py: do not edit.")
+    out.append("#include <accelerate/accelerate.h>")
+    out.append('#include "prelude.h"')
+    for k, example in enumerate(examples):
+        out.append("")
+        out.append("// %s:%d" % (example.header, example.first_line))
+        for number, code in example.declarations:
+            line(number, example.header, code)
+        out.append('#line %d "%s"' % (example.first_line, example.header))
+        out.append("void header_example_%d() {" % k)
+        out.append("  using namespace accelerate_examples;")
+        for number, code in example.body:
+            line(number, example.header, code)
+        out.append("}")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--root", required=True, help="folder the header names are relative to")
+    parser.add_argument("--output", required=True)
+    parser.add_argument("--skip", nargs="*", default=[], help="headers (relative to --root; a folder ends in '/') to leave out")
+    parser.add_argument("--only", nargs="*", help="only these headers (relative to --root)")
+    parser.add_argument("--count", action="store_true", help="print how many examples were found")
+    args = parser.parse_args()
+
+    headers = []
+    for folder, _, files in os.walk(os.path.join(args.root, "include", "accelerate")):
+        for name in files:
+            if name.endswith(".h"):
+                headers.append(os.path.relpath(os.path.join(folder, name), args.root))
+    headers.sort()
+    if args.only is not None:
+        headers = [h for h in headers if h in args.only]
+    # A skipped name ending in '/' is a folder: every header below it.
+    headers = [h for h in headers if not any(h == s or (s.endswith("/") and h.startswith(s))
+                                             for s in args.skip)]
+
+    examples = []
+    for header in headers:
+        examples.extend(extract(os.path.join(args.root, header), header))
+    out = []
+    emit(examples, out)
+    with open(args.output, "w", encoding="utf-8") as f:
+        f.write("\n".join(out) + "\n")
+    if args.count:
+        print("%d examples from %d headers" % (len(examples), len(headers)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
