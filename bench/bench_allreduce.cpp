@@ -33,7 +33,7 @@
 
 #include "c10d_util.h"
 #include "common.h"
-#include "ddp_reducer.h"
+#include "ddp/reducer_engine.h"
 
 namespace acc = accelerate;
 

@@ -1,7 +1,7 @@
 // bench/c10d_util.h: a hand-written c10d set-up for the baselines, without the library's
 // engines: TCPStore + a Gloo process group from the torchrun variables, and an orderly
 // teardown. Shared with the library: the LibTorch-version shim (src/compat.h); the baselines'
-// hand-made c10d::Reducer (PyTorch DDP's buckets, no library engine) is src/ddp_reducer.h's.
+// hand-made c10d::Reducer (PyTorch DDP's buckets, no library engine) is src/ddp/reducer_engine.h's.
 #pragma once
 
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>

@@ -1,5 +1,6 @@
 #include "accelerate/accelerator.h"
 #include "accelerate/errors.h"
+#include "collective_protocol.h"
 #include "collective_trace.h"
 
 #include "accelerate/utils.h"

@@ -7,85 +7,29 @@
 #include <torch/csrc/autograd/variable.h>
 #include <torch/nn/module.h>
 #include <torch/csrc/distributed/c10d/comm.hpp>
-#include <torch/csrc/distributed/c10d/default_comm_hooks.hpp>
 #include <torch/csrc/distributed/c10d/reducer.hpp>
 
-#include <algorithm>
+#include <chrono>
 #include <sstream>
 #include <stdexcept>
-#include <unordered_map>
 #include <unordered_set>
 
 #include "accelerate/ops.h"
 #include "autograd_graph.h"
-#include "compat.h"
-#include "ddp_reducer.h"
+#include "ddp/buckets_engine.h"
+#include "ddp/compress_hook.h"
+#include "ddp/engine.h"
+#include "ddp/reducer_engine.h"
 #include "errors.h"
-#include "grad_sync.h"
 
 namespace accelerate {
-namespace {
 
 using detail::kBroadcastBucketBytes;
 using detail::message_of;
 
-// PyTorch's `_compress_hook` (default_hooks.py) for c10d's Reducer where LibTorch has no
-// built-in one (bfloat16): the bucket cast to `dtype`, divided by the world size, all-reduced,
-// and cast back into the bucket.
-class CompressHook : public c10d::CommHookInterface {
- public:
-  CompressHook(c10::intrusive_ptr<c10d::ProcessGroup> group, at::ScalarType dtype)
-      : group_(std::move(group)), dtype_(dtype) {}
-
-  c10::intrusive_ptr<c10::ivalue::Future> runHook(c10d::GradBucket& bucket) override {
-    at::Tensor compressed = bucket.getBufferRef().to(dtype_).div_(group_->getSize());
-    std::vector<at::Tensor> tensors{compressed};
-    auto reduced = group_->allreduce(tensors)->getFuture();
-    at::Tensor buffer = bucket.getBufferRef();
-    return reduced->then(
-        [buffer](c10::ivalue::Future& done) {
-          buffer.copy_(done.value().toTensorVector().at(0));
-          return c10::IValue(buffer);
-        },
-        reduced->elementType());
-  }
-
-  // What runHook's future holds: the bucket. (Not CppCommHookInterface: its parseHookResult
-  // is not exported by every LibTorch.)
-  at::Tensor parseHookResult(const c10::IValue& result) override {
-    return result.isTensor() ? result.toTensor() : result.toTensorVector().at(0);
-  }
-
- private:
-  c10::intrusive_ptr<c10d::ProcessGroup> group_;
-  at::ScalarType dtype_;
-};
-
-std::optional<at::ScalarType> compress_dtype(CommHook hook) {
-  switch (hook) {
-    case CommHook::FP16:
-      return at::kHalf;
-    case CommHook::BF16:
-      return at::kBFloat16;
-    case CommHook::NO:
-      break;
-  }
-  return std::nullopt;
-}
-
-const char* hook_name(CommHook hook) {
-  return hook == CommHook::FP16   ? "CommHook::FP16"
-         : hook == CommHook::BF16 ? "CommHook::BF16"
-                                  : "CommHook::NO";
-}
-
-}  // namespace
-
-struct DistributedDataParallel::Engine {
+struct DistributedDataParallel::Peers {
   const State* state = nullptr;
   c10::intrusive_ptr<c10d::ProcessGroup> group;
-  std::unique_ptr<c10d::Reducer> reducer;             // DdpEngine::Reducer
-  std::unique_ptr<detail::BucketedGradSync> buckets;  // DdpEngine::Buckets
   std::vector<at::Tensor> buffers;
   std::unordered_set<const torch::autograd::Node*> accumulators;
   DistributedDataParallelOptions options;
@@ -93,9 +37,6 @@ struct DistributedDataParallel::Engine {
   // Join mode (active process): the pending all-reduce telling joined processes that this one
   // still trains; waited for at the next pass start or at the end of the join.
   c10::intrusive_ptr<c10d::Work> notify;
-  // DdpEngine::Reducer: before_backward armed the Reducer for the backward in progress, so
-  // after_backward refreshes the buffers.
-  bool reducer_armed = false;
 
   void broadcast(const std::vector<at::Tensor>& tensors, const char* what, int root = 0,
                  const char* api = "prepare") const {
@@ -154,9 +95,9 @@ struct DistributedDataParallel::Engine {
     notify = group->allreduce(ones);
   }
 
-  // The end of each synchronising pass (the buckets engine's pass_end, the Reducer's
-  // after_backward): the buffers from process 0, or under join from the highest process that
-  // trained this pass (a joined process runs the same collectives after its shadow pass).
+  // The end of each synchronising pass (the engine's pass_end): the buffers from process 0, or
+  // under join from the highest process that trained this pass (a joined process runs the same
+  // collectives after its shadow pass).
   void pass_end(bool joining) const {
     if (!buffers_to_sync()) return;
     if (joining)
@@ -181,18 +122,18 @@ DistributedDataParallel::DistributedDataParallel(std::shared_ptr<torch::nn::Modu
     throw InvalidArgument(
         "accelerate: DistributedDataParallelOptions.spin_wait_us must be >= 0, got " +
         std::to_string(options.spin_wait_us()));
-  const auto compress = compress_dtype(options.comm_hook());
+  const auto compress = detail::compress_dtype(options.comm_hook());
   if (compress) {
     for (const auto& item : module_->named_parameters(/*recurse=*/true))
       if (item.value().requires_grad() && item.value().is_complex())
         throw InvalidArgument("accelerate: prepare: DistributedDataParallelOptions.comm_hook(" +
-                              std::string(hook_name(options.comm_hook())) +
+                              std::string(detail::hook_name(options.comm_hook())) +
                               ") cannot take parameter " + item.key() + " of complex dtype " +
                               std::string(c10::toString(item.value().scalar_type())) +
                               ": the cast would drop its imaginary part");
   }
-  engine_ = std::make_unique<Engine>();
-  Engine& e = *engine_;
+  peers_ = std::make_unique<Peers>();
+  Peers& e = *peers_;
   e.state = &state;
   e.options = options;
   e.group = c10::intrusive_ptr<c10d::ProcessGroup>::reclaim_copy(state.process_group());
@@ -254,32 +195,29 @@ DistributedDataParallel::DistributedDataParallel(std::shared_ptr<torch::nn::Modu
     }
   }
 
-  const auto bucket_bytes = static_cast<size_t>(options.bucket_cap_mb() * 1024 * 1024);
-  if (options.engine() == DdpEngine::Reducer) {
-    std::unordered_map<size_t, std::string> by_index;
-    for (size_t i = 0; i < names.size(); ++i) by_index.emplace(i, names[i]);
-    e.reducer = detail::make_ddp_reducer(trained, std::move(by_index), e.group, bucket_bytes,
-                                         options.find_unused_parameters(),
-                                         options.gradient_as_bucket_view());
-    if (options.static_graph()) e.reducer->set_static_graph();
-    if (options.comm_hook() == CommHook::FP16)
-      e.reducer->register_builtin_comm_hook(c10d::BuiltinCommHookType::FP16_COMPRESS);
-    else if (compress)
-      e.reducer->register_comm_hook(std::make_unique<CompressHook>(e.group, *compress));
-  } else {
-    detail::GradSyncOptions sync_options;
-    sync_options.first_bucket_bytes = static_cast<size_t>(c10d::kDefaultFirstBucketBytes);
-    sync_options.bucket_bytes = bucket_bytes;
-    sync_options.find_unused_parameters = options.find_unused_parameters();
-    sync_options.gradient_as_bucket_view = options.gradient_as_bucket_view();
-    sync_options.static_graph = options.static_graph();
-    sync_options.spin = std::chrono::microseconds(options.spin_wait_us());
-    sync_options.compress = compress;
-    e.buckets = std::make_unique<detail::BucketedGradSync>(
-        trained, std::move(names), e.group, sync_options,
-        [this] { return require_backward_grad_sync_; }, state.describe());
-    if (e.buffers_to_sync()) e.buckets->set_pass_end([this] { engine_->pass_end(joining_); });
-  }
+  detail::EngineContext context;
+  context.params = trained;
+  context.names = std::move(names);
+  context.group = e.group;
+  context.options.bucket_sizes = {static_cast<size_t>(c10d::kDefaultFirstBucketBytes),
+                                  static_cast<size_t>(options.bucket_cap_mb() * 1024 * 1024)};
+  context.options.find_unused_parameters = options.find_unused_parameters();
+  context.options.gradient_as_bucket_view = options.gradient_as_bucket_view();
+  context.options.static_graph = options.static_graph();
+  context.options.spin = std::chrono::microseconds(options.spin_wait_us());
+  context.options.compress = compress;
+  context.sync = [this] { return require_backward_grad_sync_; };
+  context.pass_start = [this] {
+    if (joining_) peers_->join_pass_start();
+  };
+  context.pass_end = [this] { peers_->pass_end(joining_); };
+  context.where = state.describe();
+  if (options.engine() == DdpEngine::Reducer)
+    engine_ = std::make_unique<detail::ReducerEngine>(
+        std::move(context), [this](const at::Tensor& loss) { return is_reached_by(loss); });
+  else
+    engine_ = std::make_unique<detail::BucketsEngine>(std::move(context));
+  // After the engine: it keeps the accumulators alive (a parameter holds its own weakly).
   for (const auto& p : trained)
     e.accumulators.insert(torch::autograd::impl::grad_accumulator(p).get());
 }
@@ -287,56 +225,29 @@ DistributedDataParallel::DistributedDataParallel(std::shared_ptr<torch::nn::Modu
 DistributedDataParallel::~DistributedDataParallel() = default;
 
 void DistributedDataParallel::before_backward(const at::Tensor& loss) {
-  if (!engine_) return;
-  Engine& e = *engine_;
-  e.reducer_armed = false;
-  // Only the Reducer needs anything here: it must be armed, and only for a loss that reaches
-  // the module (an armed Reducer that gets no gradient stays armed and all-reduces in the
-  // next backward, no_sync or not). The buckets engine decides at the first gradient.
-  if (!e.reducer || e.accumulators.empty() || !require_backward_grad_sync_) return;
-  if (!is_reached_by(loss)) return;
-  // PyTorch's DDP does this at the start of forward; there is no forward to hook here, and
-  // doing it before backward is equivalent: the buckets are rebuilt (once, in the order the
-  // gradients arrived during the first step, by a collective every process reaches here)
-  // before any hook of this pass fires.
-  e.reducer->rebuild_buckets();
-  e.reducer->prepare_for_forward();
-  if (e.options.find_unused_parameters() && !e.options.static_graph())
-    e.reducer->prepare_for_backward({loss});
-  else
-    e.reducer->prepare_for_backward({});
-  e.reducer_armed = true;
+  if (engine_) engine_->begin_backward(loss);
 }
 
 void DistributedDataParallel::after_backward() {
-  if (!engine_ || !engine_->reducer_armed) return;
-  engine_->reducer_armed = false;
-  engine_->pass_end(/*joining=*/false);  // the Reducer cannot join
+  if (engine_) engine_->end_backward();
 }
 
 void DistributedDataParallel::begin_join() {
-  if (!engine_ || engine_->accumulators.empty() || joining_) return;
-  Engine& e = *engine_;
-  if (e.reducer)
-    throw InvalidArgument(
-        "accelerate: join_uneven_inputs: DdpEngine::Reducer cannot join uneven inputs (c10d's "
-        "Reducer has no join in C++); use DdpEngine::Buckets, the default, or even_batches");
-  e.buckets->set_pass_start([&e] { e.join_pass_start(); });
+  if (!engine_ || joining_) return;
+  engine_->begin_join();
   joining_ = true;
 }
 
 void DistributedDataParallel::abandon_join() {
   if (!joining_) return;
   joining_ = false;
-  engine_->buckets->set_pass_start(nullptr);
-  engine_->notify.reset();
+  peers_->notify.reset();
 }
 
 void DistributedDataParallel::end_join() {
   if (!joining_) return;
-  Engine& e = *engine_;
+  Peers& e = *peers_;
   joining_ = false;
-  e.buckets->set_pass_start(nullptr);
   try {
     if (e.notify) e.notify->wait();
     e.notify.reset();
@@ -345,8 +256,8 @@ void DistributedDataParallel::end_join() {
     bool last_to_join = true;
     while (e.allreduce_scalar(0, c10d::ReduceOp::SUM) > 0) {
       last_to_join = false;
-      e.buckets->shadow_pass();
-      // The pass end of the processes still training (Engine::pass_end).
+      engine_->shadow_pass();
+      // The pass end of the processes still training (Peers::pass_end).
       if (e.buffers_to_sync()) e.sync_buffers(e.common_rank(false), "join_uneven_inputs");
     }
     // DDP's join post-hook: everyone takes the model of the last process to join.
@@ -368,9 +279,9 @@ void DistributedDataParallel::end_join() {
 }
 
 bool DistributedDataParallel::is_reached_by(const at::Tensor& loss) const {
-  if (!engine_ || engine_->accumulators.empty()) return false;
+  if (!engine_) return false;
   return detail::any_graph_node(
-      loss, [&](const torch::autograd::Node& node) { return engine_->accumulators.count(&node); });
+      loss, [&](const torch::autograd::Node& node) { return peers_->accumulators.count(&node); });
 }
 
 }  // namespace accelerate

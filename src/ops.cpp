@@ -8,7 +8,7 @@
 #include <functional>
 #include <stdexcept>
 
-#include "collective_trace.h"
+#include "collective_protocol.h"
 #include "errors.h"
 #include "helpers.h"
 
@@ -19,45 +19,11 @@ using detail::shape_string;
 
 namespace {
 
-constexpr int64_t kMaxDims = 16;
-constexpr int64_t kRowLength = 6 + kMaxDims;  // kind, number, dtype, extra, payload, ndim, sizes
-static_assert(kRowLength * 8 == detail::kHeaderBytes, "the header is the row");
-
-// Collectives by kind number: the number is what processes exchange.
-constexpr const char* kKinds[] = {
-    "reduce",        "gather",           "broadcast",         "pad_across_processes",
-    "gather_object", "broadcast_object", "wait_for_everyone", "shutdown"};
-
-int64_t kind_of(const char* name) {
-  for (size_t i = 0; i < sizeof(kKinds) / sizeof(kKinds[0]); ++i)
-    if (std::string(kKinds[i]) == name) return static_cast<int64_t>(i);
-  throw std::logic_error(std::string("accelerate: unknown collective ") + name);
-}
-
-std::string kind_name(int64_t kind) {
-  return kind >= 0 && kind < static_cast<int64_t>(sizeof(kKinds) / sizeof(kKinds[0]))
-             ? kKinds[kind]
-             : "collective " + std::to_string(kind);
-}
+using detail::all_gather_equal;
+using detail::kMaxSignatureDims;
+using detail::wait_collective;
 
 c10d::ProcessGroup& group(const State& state) { return *state.process_group(); }
-
-void wait(const State& state, const c10::intrusive_ptr<c10d::Work>& work, const char* what) {
-  try {
-    work->wait(state.timeout());
-  } catch (const std::exception& e) {
-    detail::rethrow_collective_error(state, what, e);
-  }
-}
-
-// all_gather of equally shaped contiguous tensors; returns one tensor per process.
-std::vector<at::Tensor> all_gather(const State& state, const at::Tensor& tensor, const char* what) {
-  std::vector<at::Tensor> inputs{tensor.contiguous()};
-  std::vector<std::vector<at::Tensor>> outputs(1);
-  for (int r = 0; r < state.num_processes(); ++r) outputs[0].push_back(at::empty_like(inputs[0]));
-  wait(state, group(state).allgather(outputs, inputs), what);
-  return outputs[0];
-}
 
 // "rank 1 passed [3, 4] (Int)" for a tensor collective's row.
 std::string passed(int rank, const detail::CallRow& row) {
@@ -102,9 +68,9 @@ const char* reduce_name(int64_t op) {
 }
 
 detail::CallSignature tensor_signature(const char* name, const at::Tensor& tensor, int64_t extra) {
-  if (tensor.dim() > kMaxDims)
+  if (tensor.dim() > kMaxSignatureDims)
     throw InvalidArgument(std::string("accelerate: ") + name + ": tensors of more than " +
-                          std::to_string(kMaxDims) + " dimensions are not supported");
+                          std::to_string(kMaxSignatureDims) + " dimensions are not supported");
   return {name, static_cast<int64_t>(tensor.scalar_type()), tensor.sizes().vec(), extra};
 }
 
@@ -132,71 +98,6 @@ at::Tensor sent_tensor(const detail::Exchange& exchange, size_t r) {
 }  // namespace
 
 namespace detail {
-
-int64_t slot_bytes(int num_processes) {
-  return std::clamp<int64_t>(65536 / std::max(num_processes, 1), 1024, 16384);
-}
-
-const uint8_t* Exchange::payload(size_t r) const {
-  return rows[r].payload_bytes < 0 ? nullptr : slots[r].data_ptr<uint8_t>() + kHeaderBytes;
-}
-
-bool Exchange::all_sent() const {
-  return std::all_of(rows.begin(), rows.end(),
-                     [](const CallRow& row) { return row.payload_bytes >= 0; });
-}
-
-Exchange enter_collective(const State& state, const CallSignature& signature, const void* payload,
-                          int64_t bytes) {
-  const int64_t kind = kind_of(signature.name);
-  const uint64_t number = state.collective_trace()->enter(signature.name);
-  const int64_t capacity = payload_capacity(state.num_processes());
-  auto slot = at::zeros({slot_bytes(state.num_processes())}, at::kByte);
-  int64_t row[kRowLength] = {};
-  const bool sent = bytes >= 0 && bytes <= capacity && (bytes == 0 || payload != nullptr);
-  row[0] = kind;
-  row[1] = static_cast<int64_t>(number);
-  row[2] = signature.dtype;
-  row[3] = signature.extra;
-  row[4] = sent ? bytes : -1;
-  row[5] = static_cast<int64_t>(signature.sizes.size());
-  for (size_t d = 0; d < signature.sizes.size(); ++d) row[6 + d] = signature.sizes[d];
-  std::memcpy(slot.data_ptr<uint8_t>(), row, sizeof(row));
-  if (sent && bytes > 0)
-    std::memcpy(slot.data_ptr<uint8_t>() + kHeaderBytes, payload, static_cast<size_t>(bytes));
-  Exchange exchange;
-  for (const at::Tensor& t : all_gather(state, slot.to(state.device()), signature.name)) {
-    exchange.slots.push_back(t.cpu());
-    int64_t v[kRowLength];
-    std::memcpy(v, exchange.slots.back().data_ptr<uint8_t>(), sizeof(v));
-    const int64_t ndim = std::min<int64_t>(std::max<int64_t>(v[5], 0), kMaxDims);
-    const int64_t carried = v[4] >= 0 && v[4] <= capacity ? v[4] : -1;
-    exchange.rows.push_back(
-        {v[0], v[1], v[2], v[3], carried, std::vector<int64_t>(v + 6, v + 6 + ndim)});
-  }
-  const auto& rows = exchange.rows;
-  // "rank 1 is in gather #17", or, for a process whose Accelerator is being destroyed,
-  // "rank 1 has ended (shutdown #17)".
-  auto where = [&](size_t p) {
-    const std::string at = kind_name(rows[p].kind) + " #" + std::to_string(rows[p].number);
-    return "rank " + std::to_string(p) +
-           (kind_name(rows[p].kind) == "shutdown" ? " has ended (" + at + ")" : " is in " + at);
-  };
-  for (size_t p = 1; p < rows.size(); ++p) {
-    if (rows[p].kind != rows[0].kind || rows[p].number != rows[0].number)
-      throw InvalidArgument("accelerate: collectives out of step: " + where(0) + " but " +
-                            where(p) +
-                            "; every process must call the same collectives in the same "
-                            "order");
-  }
-  return exchange;
-}
-
-void rethrow_collective_error(const State& state, const std::string& what,
-                              const std::exception& error) {
-  throw DistributedError("accelerate: " + what + ": " + state.describe() + " failed (" +
-                         state.describe_positions() + "): " + message_of(error));
-}
 
 void check_process(const State& state, int process, const char* what) {
   if (process < 0 || process >= state.num_processes())
@@ -239,7 +140,7 @@ at::Tensor gather(const State& state, const at::Tensor& tensor) {
     for (size_t r = 0; r < rows.size(); ++r) parts.push_back(sent_tensor(exchange, r));
     return at::cat(parts, 0).to(t.device());
   }
-  if (!uneven) return at::cat(all_gather(state, t, "gather"), 0);
+  if (!uneven) return at::cat(all_gather_equal(state, t, "gather"), 0);
   at::Tensor padded = t;
   if (t.size(0) < longest) {
     auto sizes = t.sizes().vec();
@@ -247,7 +148,7 @@ at::Tensor gather(const State& state, const at::Tensor& tensor) {
     padded = at::zeros(sizes, t.options());
     padded.narrow(0, 0, t.size(0)).copy_(t);
   }
-  auto parts = all_gather(state, padded, "gather");
+  auto parts = all_gather_equal(state, padded, "gather");
   for (size_t r = 0; r < rows.size(); ++r) parts[r] = parts[r].narrow(0, 0, rows[r].sizes[0]);
   return at::cat(parts, 0);
 }
@@ -310,7 +211,7 @@ at::Tensor reduce(const State& state, const at::Tensor& tensor, ReduceOp op, dou
       break;
   }
   std::vector<at::Tensor> tensors{out};
-  wait(state, group(state).allreduce(tensors, options), "reduce");
+  wait_collective(state, group(state).allreduce(tensors, options), "reduce");
   if (op == ReduceOp::MEAN) out.div_(state.num_processes());
   return out;
 }
@@ -323,7 +224,7 @@ at::Tensor broadcast_unchecked(const State& state, at::Tensor tensor, int from_p
   std::vector<at::Tensor> tensors{contiguous ? tensor : tensor.contiguous()};
   c10d::BroadcastOptions options;
   options.rootRank = from_process;
-  wait(state, group(state).broadcast(tensors, options), what);
+  wait_collective(state, group(state).broadcast(tensors, options), what);
   if (!contiguous) tensor.copy_(tensors[0]);
   return tensor;
 }
@@ -387,7 +288,7 @@ std::vector<std::string> gather_bytes(const State& state, const std::string& byt
   for (const auto& row : rows) longest = std::max(longest, row.sizes.at(0));
   at::Tensor data = at::zeros({longest}, at::kByte);
   std::copy(bytes.begin(), bytes.end(), reinterpret_cast<char*>(data.data_ptr<uint8_t>()));
-  auto parts = all_gather(state, data.to(state.device()), "gather_object");
+  auto parts = all_gather_equal(state, data.to(state.device()), "gather_object");
   std::vector<std::string> out;
   for (size_t r = 0; r < rows.size(); ++r) {
     auto part = parts[r].cpu();

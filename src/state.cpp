@@ -23,6 +23,7 @@
 #include <stdexcept>
 #include <thread>
 
+#include "collective_protocol.h"
 #include "collective_trace.h"
 #include "compat.h"
 #include "errors.h"

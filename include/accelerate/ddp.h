@@ -34,6 +34,9 @@ class Module;
 }
 
 namespace accelerate {
+namespace detail {
+class GradSyncEngine;
+}
 
 /// Which engine synchronises gradients.
 enum class DdpEngine {
@@ -107,7 +110,8 @@ class DistributedDataParallel {
 
   /// To be called before `loss.backward()`: with DdpEngine::Reducer, when gradient
   /// synchronisation is on and the loss reaches the module, arms the engine so that this
-  /// backward all-reduces the gradients. Nothing with DdpEngine::Buckets.
+  /// backward all-reduces the gradients. Nothing with DdpEngine::Buckets, which decides at
+  /// the first gradient of each backward.
   void before_backward(const at::Tensor& loss);
   /// To be called after `loss.backward()` returned: with DdpEngine::Reducer, when that
   /// backward synchronised, copies process 0's buffers into every process (DdpEngine::Buckets
@@ -140,9 +144,10 @@ class DistributedDataParallel {
   bool joining() const { return joining_; }
 
  private:
-  struct Engine;  // the engine and what it needs; null with one process
+  struct Peers;  // the process group, the buffers, join mode's collectives; null with one process
   std::shared_ptr<torch::nn::Module> module_;
-  std::unique_ptr<Engine> engine_;
+  std::unique_ptr<Peers> peers_;
+  std::unique_ptr<detail::GradSyncEngine> engine_;  // null with one process or nothing trained
   bool require_backward_grad_sync_ = true;
   bool joining_ = false;
 };

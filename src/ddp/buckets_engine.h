@@ -1,4 +1,5 @@
-// Internal: accelerate-cpp's own gradient synchronisation engine (DdpEngine::Buckets).
+// Internal: BucketsEngine, accelerate-cpp's own gradient synchronisation engine
+// (DdpEngine::Buckets, the default; Note [gradient sync engines] in engine.h).
 //
 // The parameters' gradients are gathered into flat buckets, one contiguous tensor each (per
 // dtype and device, 1 MiB for the first, bucket_cap_mb for the others, in the reverse order of
@@ -20,32 +21,28 @@
 // copied into the bucket unscaled, and the bucket is cast to the compressed dtype, divided by
 // the world size there, all-reduced and cast back, as c10d's Reducer does with the hook.
 //
-// `pass_end` runs at the end of each synchronising pass, after its collectives (the DDP engine
-// refreshes the module's buffers from process 0 there: see ddp.cpp).
-//
-// For uneven inputs (PyTorch's Join), `pass_start` runs at the start of each synchronising
-// pass before any of its collectives, and `shadow_pass()` runs a pass's collectives with zero
-// gradients on a process that has no data left.
+// The context's pass_start and pass_end run in the pass (from the first gradient's hook and the
+// final autograd callback), and shadow_pass() runs a pass's collectives with zero gradients on a
+// process that has no data left (uneven inputs, PyTorch's Join).
 //
 // Unlike c10d's Reducer the engine is not "armed" before a backward: each backward pass that
-// reaches the parameters synchronises when `sync()` says so at its first gradient, and leaves
-// no state behind, whatever loss it came from.
+// reaches the parameters synchronises when the context's `sync()` says so at its first
+// gradient, and leaves no state behind, whatever loss it came from (begin_backward and
+// end_backward have nothing to do).
 #pragma once
 
 #include <ATen/core/Tensor.h>
 #include <c10/util/intrusive_ptr.h>
 #include <torch/csrc/autograd/variable.h>
 
-#include <chrono>
 #include <cstddef>
 #include <cstdint>
-#include <functional>
-#include <memory>
 #include <mutex>
-#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
+
+#include "ddp/engine.h"
 
 namespace c10d {
 class ProcessGroup;
@@ -54,42 +51,19 @@ class Work;
 
 namespace accelerate::detail {
 
-struct GradSyncOptions {
-  size_t first_bucket_bytes = 1024 * 1024;
-  size_t bucket_bytes = 25 * 1024 * 1024;
-  bool find_unused_parameters = false;
-  bool gradient_as_bucket_view = false;
-  bool static_graph = false;
-  /// How long the end of backward polls a CPU all-reduce before blocking on it (0: block).
-  std::chrono::microseconds spin{0};
-  /// The dtype of a compression hook (kHalf, kBFloat16); unset: plain all-reduce.
-  std::optional<at::ScalarType> compress;
-};
-
-class BucketedGradSync {
+class BucketsEngine : public GradSyncEngine {
  public:
-  /// `params`: the trained parameters (requires_grad), `names[i]` naming params[i] in errors.
-  /// `sync` tells, at the first gradient of a backward pass, whether that pass synchronises.
-  /// `where` prefixes error messages ("rank 1 of 2").
-  BucketedGradSync(std::vector<at::Tensor> params, std::vector<std::string> names,
-                   c10::intrusive_ptr<c10d::ProcessGroup> group, GradSyncOptions options,
-                   std::function<bool()> sync, std::string where);
-  ~BucketedGradSync();
-  BucketedGradSync(const BucketedGradSync&) = delete;
-  BucketedGradSync& operator=(const BucketedGradSync&) = delete;
+  explicit BucketsEngine(EngineContext context);
+  ~BucketsEngine() override;
+  BucketsEngine(const BucketsEngine&) = delete;
+  BucketsEngine& operator=(const BucketsEngine&) = delete;
 
-  /// Runs `fn` at the start of every synchronising pass, before its first collective (null:
-  /// nothing). What it throws leaves the pass unstarted.
-  void set_pass_start(std::function<void()> fn);
-  /// Runs `fn` at the end of every synchronising pass, after its gradient collectives and
-  /// before the pass's own errors are thrown, on every process alike (null: nothing). Not run
-  /// by shadow_pass(): a process without data runs the matching collectives itself.
-  void set_pass_end(std::function<void()> fn);
-  /// The collectives of one synchronising pass, in the same order, with zero gradients: what a
-  /// process without data runs to match the others' pass. Leaves the gradients alone.
-  void shadow_pass();
+  void begin_backward(const at::Tensor& /*loss*/) override {}
+  void end_backward() override {}
+  void begin_join() override {}
+  void shadow_pass() override;
 
- private:
+ protected:
   struct Bucket {
     at::Tensor flat;                // what is all-reduced: contiguous, 1-D
     at::Tensor wire;                // what is all-reduced: flat, or its compressed copy
@@ -107,25 +81,31 @@ class BucketedGradSync {
     size_t position = 0;
   };
 
+  /// Starts `b`'s collective once its gradients are in (b.work): the all-reduce of the whole
+  /// bucket, compressed with a compression hook.
+  virtual void start_reduction(Bucket& b);
+  /// Once every collective of the pass is done: what each parameter's .grad holds (the
+  /// averaged gradients; `globally_used[i]` is false for a parameter no process used).
+  virtual void hand_back(Bucket& b, const std::vector<char>& globally_used);
+  /// shadow_pass's collective for `b`: the one start_reduction launches, over zeros.
+  virtual c10::intrusive_ptr<c10d::Work> start_shadow_reduction(const Bucket& b);
+
+  const EngineContext context_;
+  const std::vector<at::Tensor>& params_ = context_.params;
+  const std::vector<std::string>& names_ = context_.names;
+  const c10::intrusive_ptr<c10d::ProcessGroup>& group_ = context_.group;
+  const EngineOptions& options_ = context_.options;
+  const int world_;
+
+ private:
   void build_buckets(const std::vector<std::vector<size_t>>& assignment);
   void on_gradient(size_t index);  // autograd post-hook of params_[index]'s accumulator
   void mark_ready(size_t index);   // copies / scales into the bucket; launches if full
   void launch_ready_buckets();
-  void fill(Bucket& b);  // the gradients, scaled by 1 / world, into b.flat
-  void hand_back(Bucket& b, const std::vector<char>& globally_used);
+  void fill(Bucket& b);           // the gradients, scaled by 1 / world, into b.flat
   void finish_pass();             // queued at the end of a synchronising backward
-  void agree_on_arrival_order();  // fills rebuilt_buckets_ (one broadcast)
+  void agree_on_arrival_order();  // fills rebuilt_ (one broadcast)
   void reset_pass();
-
-  std::vector<at::Tensor> params_;
-  std::vector<std::string> names_;
-  c10::intrusive_ptr<c10d::ProcessGroup> group_;
-  const GradSyncOptions options_;
-  const std::function<bool()> sync_;
-  const std::string where_;
-  const int world_;
-  std::function<void()> pass_start_;
-  std::function<void()> pass_end_;
 
   // A parameter's gradient accumulator: std::shared_ptr<Node> in LibTorch 1.13,
   // c10::intrusive_ptr<Node> in 2.x.
@@ -142,9 +122,9 @@ class BucketedGradSync {
   std::vector<char> ready_;  // per parameter, this pass
   size_t next_launch_ = 0;
   std::vector<int64_t> arrival_;  // order of the first synchronising pass, for the rebuild
-  bool rebuilt_ = false;
-  std::vector<std::vector<size_t>> rebuilt_buckets_;  // built at the next synchronising pass
-  at::Tensor used_;  // find_unused: 1 where a gradient was produced since the last sync
+  bool arrival_agreed_ = false;
+  BucketLayout rebuilt_;  // built at the next synchronising pass when not empty
+  at::Tensor used_;       // find_unused: 1 where a gradient was produced since the last sync
 };
 
 }  // namespace accelerate::detail

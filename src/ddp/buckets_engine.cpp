@@ -1,14 +1,12 @@
-#include "grad_sync.h"
+#include "ddp/buckets_engine.h"
 
 #include <ATen/ATen.h>
 #include <ATen/ScalarOps.h>
-#include <c10/util/strides.h>
 #include <torch/csrc/autograd/engine.h>
 #include <torch/csrc/autograd/function.h>
 #include <torch/csrc/autograd/utils/lambda_post_hook.h>
 #include <torch/csrc/autograd/variable.h>
 #include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
-#include <torch/csrc/distributed/c10d/reducer.hpp>
 
 #include <algorithm>
 #include <chrono>
@@ -16,23 +14,10 @@
 #include <utility>
 
 #include "accelerate/errors.h"
+#include "ddp/compress_hook.h"
 
 namespace accelerate::detail {
 namespace {
-
-// `param`'s slice of `flat`, laid out as the parameter (the layout AccumulateGrad gives
-// gradients), as c10d's Reducer lays out its bucket views. It shares the bucket's storage but
-// is not an autograd view of it, so that an optimizer's zero_grad may detach_() it (LibTorch
-// 1.13's Optimizer::zero_grad does, which fails on the Reducer's views).
-at::Tensor bucket_view(const at::Tensor& flat, const at::Tensor& param, int64_t offset) {
-  at::Tensor view = at::empty({0}, flat.options());
-  if (param.is_non_overlapping_and_dense())
-    view.set_(flat.storage(), flat.storage_offset() + offset, param.sizes(), param.strides());
-  else
-    view.set_(flat.storage(), flat.storage_offset() + offset, param.sizes(),
-              c10::contiguous_strides(param.sizes()));
-  return view;
-}
 
 // Waits for `work`. On the CPU (Gloo) the caller first polls for up to `spin` with yields
 // before blocking: on a machine with few cores, a thread that blocks lets its core go idle, and
@@ -57,26 +42,9 @@ std::string names_of(const std::vector<std::string>& names, const std::vector<si
 
 }  // namespace
 
-BucketedGradSync::BucketedGradSync(std::vector<at::Tensor> params, std::vector<std::string> names,
-                                   c10::intrusive_ptr<c10d::ProcessGroup> group,
-                                   GradSyncOptions options, std::function<bool()> sync,
-                                   std::string where)
-    : params_(std::move(params)),
-      names_(std::move(names)),
-      group_(std::move(group)),
-      options_(options),
-      sync_(std::move(sync)),
-      where_(std::move(where)),
-      world_(group_->getSize()) {
-  // PyTorch DDP's first assignment: buckets by size over the parameters in order, then
-  // reversed, since gradients become ready roughly from the last parameter to the first.
-  std::vector<std::vector<size_t>> assignment;
-  std::vector<size_t> limits;
-  std::tie(assignment, limits) = c10d::compute_bucket_assignment_by_size(
-      params_, {options_.first_bucket_bytes, options_.bucket_bytes},
-      std::vector<bool>(params_.size(), false));
-  std::reverse(assignment.begin(), assignment.end());
-  build_buckets(assignment);
+BucketsEngine::BucketsEngine(EngineContext context)
+    : context_(std::move(context)), world_(context_.group->getSize()) {
+  build_buckets(initial_bucket_layout(params_, options_.bucket_sizes).buckets);
   ready_.assign(params_.size(), 0);
   used_ = at::zeros({static_cast<int64_t>(params_.size())}, at::kInt);
 
@@ -95,11 +63,11 @@ BucketedGradSync::BucketedGradSync(std::vector<at::Tensor> params, std::vector<s
   }
 }
 
-BucketedGradSync::~BucketedGradSync() {
+BucketsEngine::~BucketsEngine() {
   for (size_t i = 0; i < accumulators_.size(); ++i) accumulators_[i]->del_post_hook(hook_keys_[i]);
 }
 
-void BucketedGradSync::build_buckets(const std::vector<std::vector<size_t>>& assignment) {
+void BucketsEngine::build_buckets(const std::vector<std::vector<size_t>>& assignment) {
   at::NoGradGuard no_grad;
   std::vector<Bucket> buckets;
   locators_.assign(params_.size(), Locator{});
@@ -132,31 +100,32 @@ void BucketedGradSync::build_buckets(const std::vector<std::vector<size_t>>& ass
   buckets_ = std::move(buckets);
 }
 
-void BucketedGradSync::on_gradient(size_t index) {
+void BucketsEngine::on_gradient(size_t index) {
   std::lock_guard<std::mutex> lock(mutex_);
   if (options_.find_unused_parameters || options_.static_graph) {
     // Used since the last synchronisation (no_sync passes included), as c10d's Reducer counts.
     if (params_[index].grad().defined()) used_.data_ptr<int>()[index] = 1;
   }
   if (!in_pass_) {
-    if (!sync_()) return;  // no_sync: the gradient stays where AccumulateGrad put it
-    if (pass_start_) pass_start_();
+    if (!context_.sync()) return;  // no_sync: the gradient stays where AccumulateGrad put it
+    if (context_.pass_start) context_.pass_start();
     in_pass_ = true;
-    if (!rebuilt_buckets_.empty()) {
+    if (!rebuilt_.buckets.empty()) {
       // The buckets in arrival order, built where c10d's Reducer builds them: before the
       // second synchronising pass accumulates (gradients already there move into them).
-      build_buckets(rebuilt_buckets_);
-      rebuilt_buckets_.clear();
+      build_buckets(rebuilt_.buckets);
+      rebuilt_ = {};
     }
     torch::autograd::Engine::get_default_engine().queue_callback([this] { finish_pass(); });
   }
-  if (!rebuilt_) arrival_.push_back(static_cast<int64_t>(index));
+  if (!arrival_agreed_) arrival_.push_back(static_cast<int64_t>(index));
   mark_ready(index);
 }
 
-void BucketedGradSync::mark_ready(size_t index) {
+void BucketsEngine::mark_ready(size_t index) {
   if (ready_[index]) {
-    throw InvalidArgument("accelerate: backward: " + where_ + ": parameter " + names_[index] +
+    throw InvalidArgument("accelerate: backward: " + context_.where + ": parameter " +
+                          names_[index] +
                           " received its gradient twice in one backward pass (a reentrant "
                           "backward, such as reentrant activation checkpointing); the gradient "
                           "synchronisation handles one gradient per parameter per pass");
@@ -165,7 +134,7 @@ void BucketedGradSync::mark_ready(size_t index) {
   if (--buckets_[locators_[index].bucket].pending == 0) launch_ready_buckets();
 }
 
-void BucketedGradSync::fill(Bucket& b) {
+void BucketsEngine::fill(Bucket& b) {
   at::NoGradGuard no_grad;
   const auto scale = at::native::wrapped_scalar_tensor(1.0 / world_);
   // How each gradient stands: at home (accumulated where the engine put it), elsewhere (a new
@@ -176,7 +145,7 @@ void BucketedGradSync::fill(Bucket& b) {
     const at::Tensor& grad = params_[b.params[k]].grad();
     if (!grad.defined()) continue;
     if (grad.is_sparse())
-      throw InvalidArgument("accelerate: backward: " + where_ + ": parameter " +
+      throw InvalidArgument("accelerate: backward: " + context_.where + ": parameter " +
                             names_[b.params[k]] +
                             " has a sparse gradient, which DdpEngine::Buckets does not support "
                             "(use DdpEngine::Reducer)");
@@ -229,21 +198,31 @@ void BucketedGradSync::fill(Bucket& b) {
   }
 }
 
-void BucketedGradSync::launch_ready_buckets() {
+void BucketsEngine::launch_ready_buckets() {
   // Buckets go out in index order on every process, so that the collectives pair up.
   while (next_launch_ < buckets_.size() && buckets_[next_launch_].pending == 0) {
     Bucket& b = buckets_[next_launch_++];
     fill(b);
-    // PyTorch's compress hooks: `buffer.to(dtype).div_(world_size)`, all-reduced; the result
-    // is cast back into the bucket once the all-reduce is done (finish_pass).
-    b.wire = options_.compress ? b.flat.to(*options_.compress).div_(world_) : b.flat;
-    std::vector<at::Tensor> tensors{b.wire};
-    b.work = group_->allreduce(tensors);
+    start_reduction(b);
   }
 }
 
-void BucketedGradSync::hand_back(Bucket& b, const std::vector<char>& globally_used) {
+void BucketsEngine::start_reduction(Bucket& b) {
+  if (options_.compress) {
+    // The result is cast back into the bucket once every collective is done (hand_back).
+    auto started = start_compressed_allreduce(*group_, b.flat, *options_.compress);
+    b.wire = std::move(started.wire);
+    b.work = std::move(started.work);
+    return;
+  }
+  b.wire = b.flat;
+  std::vector<at::Tensor> tensors{b.wire};
+  b.work = group_->allreduce(tensors);
+}
+
+void BucketsEngine::hand_back(Bucket& b, const std::vector<char>& globally_used) {
   at::NoGradGuard no_grad;
+  if (!b.wire.is_same(b.flat)) decompress_into(b.flat, b.wire);
   const size_t n = b.params.size();
   bool all_used = true;
   for (size_t i : b.params) all_used = all_used && globally_used[i];
@@ -271,7 +250,7 @@ void BucketedGradSync::hand_back(Bucket& b, const std::vector<char>& globally_us
   }
 }
 
-void BucketedGradSync::reset_pass() {
+void BucketsEngine::reset_pass() {
   in_pass_ = false;
   std::fill(ready_.begin(), ready_.end(), 0);
   next_launch_ = 0;
@@ -282,10 +261,10 @@ void BucketedGradSync::reset_pass() {
   }
 }
 
-void BucketedGradSync::finish_pass() {
+void BucketsEngine::finish_pass() {
   std::lock_guard<std::mutex> lock(mutex_);
   struct Reset {
-    BucketedGradSync* self;
+    BucketsEngine* self;
     ~Reset() { self->reset_pass(); }
   } reset{this};
 
@@ -305,13 +284,7 @@ void BucketedGradSync::finish_pass() {
     used_work = group_->allreduce(tensors);
     used = tensors[0];
   }
-  for (auto& b : buckets_) {
-    wait_for(*b.work, b.flat.is_cpu(), options_.spin);
-    if (!b.wire.is_same(b.flat)) {
-      at::NoGradGuard no_grad;
-      b.flat.copy_(b.wire);
-    }
-  }
+  for (auto& b : buckets_) wait_for(*b.work, b.flat.is_cpu(), options_.spin);
   std::vector<char> globally_used(params_.size(), 1);
   if (track_used) {
     used_work->wait();
@@ -322,15 +295,15 @@ void BucketedGradSync::finish_pass() {
 
   for (auto& b : buckets_) hand_back(b, globally_used);
 
-  if (!rebuilt_ && (options_.static_graph || !options_.find_unused_parameters))
+  if (!arrival_agreed_ && (options_.static_graph || !options_.find_unused_parameters))
     agree_on_arrival_order();
-  rebuilt_ = true;
+  arrival_agreed_ = true;
   arrival_.clear();
-  if (pass_end_) pass_end_();
+  if (context_.pass_end) context_.pass_end();
 
   if (!missing.empty() && !track_used) {
     throw InvalidArgument(
-        "accelerate: backward: " + where_ + ": " + std::to_string(missing.size()) +
+        "accelerate: backward: " + context_.where + ": " + std::to_string(missing.size()) +
         " trained parameter(s) got no gradient in this backward pass: " +
         names_of(names_, missing) +
         ". If the model does not use every parameter in every step, set "
@@ -339,47 +312,38 @@ void BucketedGradSync::finish_pass() {
   }
 }
 
-void BucketedGradSync::set_pass_start(std::function<void()> fn) {
-  std::lock_guard<std::mutex> lock(mutex_);
-  pass_start_ = std::move(fn);
-}
-
-void BucketedGradSync::set_pass_end(std::function<void()> fn) {
-  std::lock_guard<std::mutex> lock(mutex_);
-  pass_end_ = std::move(fn);
-}
-
-void BucketedGradSync::shadow_pass() {
+void BucketsEngine::shadow_pass() {
   std::lock_guard<std::mutex> lock(mutex_);
   at::NoGradGuard no_grad;
-  if (!rebuilt_buckets_.empty()) {
-    build_buckets(rebuilt_buckets_);
-    rebuilt_buckets_.clear();
+  if (!rebuilt_.buckets.empty()) {
+    build_buckets(rebuilt_.buckets);
+    rebuilt_ = {};
   }
   // finish_pass's collectives in its order: the buckets in index order (zeros, compressed
   // when a hook compresses, as PyTorch's join hook runs the comm hook on zero buckets), the
   // map of used parameters (this process's own, as PyTorch's), the agreement on the rebuilt
   // buckets' order at the first synchronising pass.
   std::vector<c10::intrusive_ptr<c10d::Work>> works;
-  for (const auto& b : buckets_) {
-    std::vector<at::Tensor> tensors{
-        at::zeros({b.flat.numel()},
-                  b.flat.options().dtype(options_.compress.value_or(b.flat.scalar_type())))};
-    works.push_back(group_->allreduce(tensors));
-  }
+  for (const auto& b : buckets_) works.push_back(start_shadow_reduction(b));
   if (options_.find_unused_parameters || options_.static_graph) {
     std::vector<at::Tensor> tensors{used_.to(params_.front().device(), /*non_blocking=*/false,
                                              /*copy=*/true)};
     works.push_back(group_->allreduce(tensors));
   }
   for (auto& work : works) work->wait();
-  if (!rebuilt_ && (options_.static_graph || !options_.find_unused_parameters))
+  if (!arrival_agreed_ && (options_.static_graph || !options_.find_unused_parameters))
     agree_on_arrival_order();
-  rebuilt_ = true;
+  arrival_agreed_ = true;
   arrival_.clear();
 }
 
-void BucketedGradSync::agree_on_arrival_order() {
+c10::intrusive_ptr<c10d::Work> BucketsEngine::start_shadow_reduction(const Bucket& b) {
+  std::vector<at::Tensor> tensors{at::zeros(
+      {b.flat.numel()}, b.flat.options().dtype(options_.compress.value_or(b.flat.scalar_type())))};
+  return group_->allreduce(tensors);
+}
+
+void BucketsEngine::agree_on_arrival_order() {
   // The order of process 0 for everyone, so that all processes build the same buckets.
   std::vector<int64_t> order = arrival_;
   std::vector<char> seen(params_.size(), 0);
@@ -391,12 +355,7 @@ void BucketedGradSync::agree_on_arrival_order() {
   const at::Tensor agreed = tensors[0].to(at::kCPU);
   order.assign(agreed.data_ptr<int64_t>(), agreed.data_ptr<int64_t>() + agreed.numel());
 
-  std::vector<at::Tensor> in_order;
-  for (int64_t i : order) in_order.push_back(params_[static_cast<size_t>(i)]);
-  std::vector<size_t> limits;
-  std::tie(rebuilt_buckets_, limits) = c10d::compute_bucket_assignment_by_size(
-      in_order, {options_.first_bucket_bytes, options_.bucket_bytes},
-      std::vector<bool>(params_.size(), false), order);
+  rebuilt_ = bucket_layout_in_order(params_, order, options_.bucket_sizes);
 }
 
 }  // namespace accelerate::detail
