@@ -156,7 +156,7 @@ class Accelerator {
   }
 
   /// Guard: the main process runs the scope first, then the others.
-  /// Example: { auto first = accelerator.main_process_first(); prepare_dataset(); }
+  /// Example: { auto first = accelerator.main_process_first(); write_report(); }
   MainProcessFirstGuard main_process_first() const { return MainProcessFirstGuard(state_, false); }
   /// Guard: the first process of each machine runs the scope first, then the others.
   MainProcessFirstGuard local_main_process_first() const {
@@ -199,8 +199,8 @@ class Accelerator {
   /// Example:
   ///   auto [m, opt, dl, sched] = accelerator.prepare(model, optimizer, loader, scheduler);
   ///   auto dl2 = accelerator.prepare(eval_loader);
-  ///   Net net;                               // TORCH_MODULE(Net)
-  ///   Net prepared = accelerator.prepare(net);  // the same module
+  ///   torch::nn::Linear linear(4, 1);                    // a TORCH_MODULE holder
+  ///   torch::nn::Linear same = accelerator.prepare(linear);  // the same module
   template <typename... Objects>
   auto prepare(Objects&&... objects) {
     static_assert(sizeof...(Objects) > 0, "prepare needs at least one object");
@@ -467,7 +467,7 @@ class Accelerator {
   /// Example:
   ///   auto handle = accelerator.register_save_state_pre_hook(
   ///       [](const auto& models, std::vector<acc::StateDict>& weights, const std::string& dir) {
-  ///         write_config(dir + "/config.json");
+  ///         std::ofstream(dir + "/config.json") << "{}";
   ///       });
   ///   accelerator.save_state("ckpt");
   ///   handle.remove();
