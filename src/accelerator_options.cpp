@@ -7,6 +7,8 @@
 #include "accelerate/errors.h"
 #include "accelerate/tracking.h"
 
+#include "helpers.h"
+
 namespace accelerate {
 
 StateOptions AcceleratorOptions::state_options() const {
@@ -24,10 +26,7 @@ StateOptions AcceleratorOptions::state_options() const {
 }
 
 AcceleratorOptions& AcceleratorOptions::num_cpu_threads_per_process(int threads) {
-  if (threads < 1)
-    throw InvalidArgument("accelerate: AcceleratorOptions::num_cpu_threads_per_process: " +
-                          std::to_string(threads) + " is not a number of threads (>= 1)");
-  num_cpu_threads_per_process_ = threads;
+  num_cpu_threads_per_process_ = detail::checked_thread_count("AcceleratorOptions", threads);
   return *this;
 }
 

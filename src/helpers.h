@@ -5,7 +5,17 @@
 
 #include <string>
 
+#include "accelerate/errors.h"
+
 namespace accelerate::detail {
+
+/// `threads`, checked to be a number of threads for `api`'s num_cpu_threads_per_process.
+inline int checked_thread_count(const std::string& api, int threads) {
+  if (threads < 1)
+    throw InvalidArgument("accelerate: " + api + "::num_cpu_threads_per_process: " +
+                          std::to_string(threads) + " is not a number of threads (>= 1)");
+  return threads;
+}
 
 /// "[2, 3]".
 inline std::string shape_string(at::IntArrayRef shape) {

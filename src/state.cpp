@@ -27,6 +27,7 @@
 #include "collective_trace.h"
 #include "compat.h"
 #include "errors.h"
+#include "helpers.h"
 #include "launch_env.h"
 #include "network.h"
 #include "warnings.h"
@@ -515,10 +516,7 @@ LaunchInfo resolve_launch_info(const Environment& env) {
 }
 
 StateOptions& StateOptions::num_cpu_threads_per_process(int threads) {
-  if (threads < 1)
-    throw InvalidArgument("accelerate: StateOptions::num_cpu_threads_per_process: " +
-                          std::to_string(threads) + " is not a number of threads (>= 1)");
-  num_cpu_threads_per_process_ = threads;
+  num_cpu_threads_per_process_ = detail::checked_thread_count("StateOptions", threads);
   return *this;
 }
 

@@ -16,7 +16,8 @@
 //
 // Example (what Accelerator::prepare and backward do for you):
 //   accelerate::DistributedDataParallel ddp(model, state,
-//   accelerate::DistributedDataParallelOptions()); auto loss = model->forward(x).sum();
+//                                           accelerate::DistributedDataParallelOptions());
+//   auto loss = model->forward(x).sum();
 //   ddp.before_backward(loss);
 //   loss.backward();              // gradients are now the average over all processes
 //   ddp.after_backward();
