@@ -11,8 +11,8 @@
 // file (tensors with `_rebuild_tensor_v2` and storages under data/). The reader below knows
 // only the opcodes of protocols 2-5 and the globals a state dict uses; everything else is a
 // clear error (tests/fuzz/torch_pickle_fuzz.cpp fuzzes it).
-#include "accelerate/model_files.h"
 #include "accelerate/errors.h"
+#include "accelerate/model_files.h"
 
 #include <ATen/ATen.h>
 #include <c10/core/GradMode.h>

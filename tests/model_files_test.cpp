@@ -1,8 +1,8 @@
 // Tests of the model files of accelerate/model_files.h (src/model_files.cpp): save_model's
 // safetensors and .bin files, shards and their index, tied weights, strict loading, and model
 // files exchanged with Python (tests/python/interop.py, run with ACCELERATE_TEST_PYTHON).
-#include <accelerate/model_files.h>
 #include <accelerate/errors.h>
+#include <accelerate/model_files.h>
 #include <accelerate/safetensors.h>
 #include <gtest/gtest.h>
 #include <torch/torch.h>
